@@ -1,0 +1,43 @@
+# warehouse-monitor — two commands to get going:
+#   make run    start the local stack (PostgreSQL, Redis, Tansu) and the service
+#   make test   start the local stack and run the tests
+# The stack is managed by scripts/stack.sh (installs what is missing, idempotent).
+
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+CARGO ?= cargo
+
+.DEFAULT_GOAL := help
+.PHONY: help stack stack-down stack-status build run test lint bench migrate verify
+
+help: ## list targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+stack: ## install if missing and start PostgreSQL, Redis, Tansu; create the database
+	scripts/stack.sh up
+
+stack-down: ## stop Tansu (scripts/stack.sh down --all also stops PostgreSQL and Redis)
+	scripts/stack.sh down
+
+stack-status: ## show whether each service is up
+	scripts/stack.sh status
+
+build: ## release build
+	$(CARGO) build --release --locked
+
+run: stack ## start the stack, then run the service (serve)
+	$(CARGO) run --release --locked -- serve
+
+test: stack ## start the stack, then run all tests
+	$(CARGO) test --locked
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --locked -- -D warnings
+
+bench: stack ## start the stack, then run the benchmarks
+	$(CARGO) bench --locked
+
+migrate: stack ## start the stack, then apply database migrations
+	$(CARGO) run --release --locked -- migrate
+
+verify: stack ## start the stack, then run the verify command
+	$(CARGO) run --release --locked -- verify

@@ -1,0 +1,3 @@
+SELECT movement_id, sender_id, receiver_id
+FROM movements
+WHERE movement_id = ANY($1::uuid[])

@@ -1,0 +1,318 @@
+//! Redis in front of PostgreSQL, with versions so that an old answer can never
+//! come back after a commit.
+//!
+//! Every cached value carries the version of the row it was read from. Readers
+//! and the consumer write through one Lua script that refuses to replace a newer
+//! version with an older one; after a commit the consumer writes a *tombstone*
+//! carrying the new version. A reader that fetched the old row before the commit
+//! therefore cannot put it back: its version is lower than the tombstone's.
+//!
+//! Redis is only an accelerator: every call has a short timeout, failures are
+//! logged and counted, and reads fall back to PostgreSQL. Invalidations that
+//! could not be delivered are kept and retried; until they are delivered this
+//! instance does not read from the cache at all.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, KeysInterface, LuaInterface},
+    types::{
+        Builder, ClusterHash, CustomCommand, Value,
+        config::{Config, ReconnectPolicy},
+    },
+};
+use uuid::Uuid;
+
+use crate::{
+    config::RedisSettings,
+    metrics::{CacheResult, Metrics},
+    store::apply::Touched,
+};
+
+/// Sets `KEYS[1]` to `ARGV[1] .. ":" .. ARGV[2]` (version, payload; an empty
+/// payload is a tombstone) with a TTL of `ARGV[3]` seconds, unless the stored
+/// version is newer, or equal and the stored entry is already a value.
+const SET_IF_NEWER: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+local new_version = tonumber(ARGV[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  local cur_version = tonumber(string.sub(cur, 1, sep - 1))
+  local cur_is_value = string.len(cur) > sep
+  if cur_version > new_version then return 0 end
+  if cur_version == new_version and (cur_is_value or ARGV[2] == '') then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', ARGV[3])
+return 1
+"#;
+
+/// Pending invalidations kept while Redis is unreachable; past this many the
+/// whole key space of the service is flushed instead.
+const MAX_PENDING: usize = 100_000;
+const KEY_PREFIX: &str = "wm:";
+
+/// Errors of the cache layer (only start-up reports them; at run time they are
+/// logged and counted).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("invalid Redis URL: {0}")]
+    Url(#[source] fred::error::Error),
+    #[error("cannot start the Redis client: {0}")]
+    Start(#[source] fred::error::Error),
+}
+
+/// A cached entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub version: i64,
+    /// `None` for a tombstone.
+    pub payload: Option<String>,
+}
+
+/// The versioned cache.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    client: Client,
+    ttl_secs: u64,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    pending: Arc<Mutex<Pending>>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    tombstones: Vec<(String, i64)>,
+    overflow: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.tombstones.is_empty() && !self.overflow
+    }
+}
+
+/// Key of a cached movement.
+pub fn movement_key(movement_id: Uuid) -> String {
+    format!("{KEY_PREFIX}movement:{movement_id}")
+}
+
+/// Key of a cached stock answer.
+pub fn stock_key(warehouse_id: Uuid, product_id: Uuid) -> String {
+    format!("{KEY_PREFIX}stock:{warehouse_id}:{product_id}")
+}
+
+impl Cache {
+    /// Starts a client that connects (and reconnects) in the background; Redis
+    /// being down at start-up is not an error.
+    pub fn start(settings: &RedisSettings, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        let config = Config::from_url(&settings.url).map_err(CacheError::Url)?;
+        let timeout = Duration::from_millis(250);
+        let client = Builder::from_config(Config {
+            fail_fast: false,
+            ..config
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(1);
+            c.internal_command_timeout = Duration::from_secs(1);
+            c.max_command_attempts = 1;
+        })
+        .with_performance_config(|p| p.default_command_timeout = timeout)
+        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        .build()
+        .map_err(CacheError::Start)?;
+        let _connection_task = client.connect();
+        Ok(Self {
+            client,
+            ttl_secs: settings.cache_ttl_secs,
+            timeout,
+            metrics,
+            pending: Arc::new(Mutex::new(Pending::default())),
+        })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when reads may use the cache: connected, and no invalidation owed.
+    fn usable(&self) -> bool {
+        self.client.is_connected() && self.pending().is_empty()
+    }
+
+    /// Answers PING within the timeout.
+    pub async fn ping(&self) -> bool {
+        let ping = self.client.ping::<String>(None);
+        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
+    }
+
+    /// Looks `key` up. `None` means "ask PostgreSQL" (miss, tombstone or error).
+    pub async fn get(&self, key: &str) -> Option<String> {
+        if !self.usable() {
+            self.metrics.cache_bypassed();
+            return None;
+        }
+        let result: Result<Option<String>, _> = self.client.get(key).await;
+        match result {
+            Ok(Some(raw)) => match parse(&raw) {
+                Some(Entry {
+                    payload: Some(payload),
+                    ..
+                }) => {
+                    self.metrics.cache(CacheResult::Hit);
+                    Some(payload)
+                }
+                _ => {
+                    self.metrics.cache(CacheResult::Miss);
+                    None
+                }
+            },
+            Ok(None) => {
+                self.metrics.cache(CacheResult::Miss);
+                None
+            }
+            Err(e) => {
+                self.metrics.cache(CacheResult::Error);
+                tracing::warn!(error = %e, "cache read failed; answering from PostgreSQL");
+                None
+            }
+        }
+    }
+
+    /// Stores `payload` read at `version`, unless something newer is there.
+    pub async fn put(&self, key: &str, version: i64, payload: &str) {
+        if !self.usable() {
+            return;
+        }
+        let args = vec![version.to_string(), payload.to_owned(), self.ttl_secs.to_string()];
+        let result: Result<i64, _> = self.client.eval(SET_IF_NEWER, vec![key.to_owned()], args).await;
+        if let Err(e) = result {
+            self.metrics.cache(CacheResult::Error);
+            tracing::warn!(error = %e, "cache write failed");
+        }
+    }
+
+    /// Tombstones every key a committed batch touched, in one pipeline. Keys that
+    /// cannot be invalidated now are kept and sent with the next call.
+    pub async fn invalidate(&self, touched: &Touched) {
+        let fresh = touched
+            .movements
+            .iter()
+            .map(|(id, v)| (movement_key(*id), *v))
+            .chain(touched.stock.iter().map(|(w, p, v)| (stock_key(*w, *p), *v)));
+        let (mut batch, overflow) = {
+            let mut pending = self.pending();
+            let mut batch = std::mem::take(&mut pending.tombstones);
+            batch.extend(fresh);
+            (batch, std::mem::take(&mut pending.overflow))
+        };
+        if batch.is_empty() && !overflow {
+            return;
+        }
+        let result = if overflow {
+            self.flush_all().await
+        } else {
+            self.send_tombstones(&batch).await
+        };
+        match result {
+            Ok(()) => self.metrics.cache_invalidated(batch.len()),
+            Err(e) => {
+                self.metrics.cache(CacheResult::Error);
+                tracing::warn!(error = %e, keys = batch.len(), "cache invalidation failed; kept for retry");
+                let mut pending = self.pending();
+                batch.append(&mut pending.tombstones);
+                pending.overflow |= overflow || batch.len() > MAX_PENDING;
+                if !pending.overflow {
+                    pending.tombstones = batch;
+                }
+            }
+        }
+    }
+
+    /// Delivers invalidations left over from a Redis outage, if any.
+    pub async fn retry_pending(&self) {
+        if !self.pending().is_empty() && self.client.is_connected() {
+            self.invalidate(&Touched::default()).await;
+        }
+    }
+
+    async fn send_tombstones(&self, batch: &[(String, i64)]) -> Result<(), fred::error::Error> {
+        // Distinct keys keep the pipeline short when a batch repeats a key.
+        let unique: BTreeSet<&(String, i64)> = batch.iter().collect();
+        let pipeline = self.client.pipeline();
+        let ttl = self.ttl_secs.to_string();
+        for (key, version) in unique {
+            // The pipeline has no EVAL of its own: send it as a plain command.
+            let args = vec![
+                SET_IF_NEWER.to_owned(),
+                "1".to_owned(),
+                key.clone(),
+                version.to_string(),
+                String::new(),
+                ttl.clone(),
+            ];
+            let () = pipeline.custom(CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false), args).await?;
+        }
+        let _: Vec<Value> = pipeline.all().await?;
+        Ok(())
+    }
+
+    /// Deletes every key of the service (after too many lost invalidations).
+    async fn flush_all(&self) -> Result<(), fred::error::Error> {
+        let script = format!(
+            "local n = 0 for _, k in ipairs(redis.call('KEYS', '{KEY_PREFIX}*')) do redis.call('DEL', k) n = n + 1 end return n"
+        );
+        let _: i64 = self.client.eval(script, Vec::<String>::new(), Vec::<String>::new()).await?;
+        Ok(())
+    }
+
+    /// Closes the connection.
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+}
+
+/// Splits a stored `version:payload` string.
+pub fn parse(raw: &str) -> Option<Entry> {
+    let (version, payload) = raw.split_once(':')?;
+    Some(Entry {
+        version: version.parse().ok()?,
+        payload: (!payload.is_empty()).then(|| payload.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values_and_tombstones() {
+        assert_eq!(
+            parse("7:{\"a\":1}"),
+            Some(Entry {
+                version: 7,
+                payload: Some("{\"a\":1}".into())
+            })
+        );
+        assert_eq!(
+            parse("8:"),
+            Some(Entry {
+                version: 8,
+                payload: None
+            })
+        );
+        assert_eq!(parse("garbage"), None);
+    }
+
+    #[test]
+    fn keys_are_prefixed_and_distinct() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        assert!(movement_key(a).starts_with(KEY_PREFIX));
+        assert_ne!(stock_key(a, b), stock_key(b, a));
+    }
+}

@@ -1,0 +1,30 @@
+//! The command line: `serve`, `migrate` and `verify`, each a thin call into the
+//! library so that `main` only wires the process edge.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Turns a Kafka stream of warehouse movement events into queryable state.
+#[derive(Debug, Parser)]
+#[command(name = "warehouse-monitor", version)]
+pub struct Cli {
+    /// Directory holding `default.toml`.
+    #[arg(long, env = "WM_CONFIG_DIR", default_value = "config", global = true)]
+    pub config_dir: PathBuf,
+    /// Extra TOML file applied over `default.toml` (environment variables still win).
+    #[arg(long, env = "WM_CONFIG_FILE", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume the topic and serve the HTTP API until SIGINT/SIGTERM.
+    Serve,
+    /// Create the database if missing and apply pending migrations.
+    Migrate,
+    /// Recompute stock from the stored events; exit 1 on any mismatch.
+    Verify,
+}

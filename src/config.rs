@@ -1,0 +1,206 @@
+//! Settings of the service: `config/default.toml`, then an optional extra file,
+//! then `WM_<SECTION>__<KEY>` environment variables, validated once at start-up so
+//! that a bad value is an error naming the setting instead of a surprise later.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// Prefix of the environment variables that override the files.
+pub const ENV_PREFIX: &str = "WM";
+
+/// Everything the service can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub batch: BatchSettings,
+    pub postgres: PostgresSettings,
+    pub redis: RedisSettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    pub partitions: i32,
+    pub create_topic: bool,
+    pub fetch_max_bytes: i32,
+    pub fetch_max_wait_ms: i32,
+    pub offset_out_of_range: OffsetReset,
+}
+
+/// Policy when a stored offset is outside the broker's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    /// Resume from the earliest offset the broker still holds.
+    Earliest,
+    /// Stop consuming the partition and report the error.
+    Fail,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    pub size: usize,
+    pub wait_ms: u64,
+}
+
+impl BatchSettings {
+    pub fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    pub url: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub cache_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Loads `<dir>/default.toml`, then `extra` if given, then the environment.
+    pub fn load(dir: &Path, extra: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(dir.join("default.toml")).required(true));
+        if let Some(extra) = extra {
+            builder = builder.add_source(config::File::from(extra).required(true));
+        }
+        let settings: Settings = builder
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("kafka.brokers")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the values serde cannot: ranges and non-empty strings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(setting: &'static str, reason: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_owned(),
+            })
+        }
+        if self.kafka.brokers.is_empty() || self.kafka.brokers.iter().any(|b| !b.contains(':')) {
+            return invalid("kafka.brokers", "expected one or more host:port");
+        }
+        if self.kafka.topic.trim().is_empty() {
+            return invalid("kafka.topic", "must not be empty");
+        }
+        if self.kafka.partitions < 1 {
+            return invalid("kafka.partitions", "must be at least 1");
+        }
+        if self.kafka.fetch_max_bytes < 1024 {
+            return invalid("kafka.fetch_max_bytes", "must be at least 1024");
+        }
+        if self.kafka.fetch_max_wait_ms < 1 {
+            return invalid("kafka.fetch_max_wait_ms", "must be at least 1");
+        }
+        if self.batch.size < 1 {
+            return invalid("batch.size", "must be at least 1");
+        }
+        if self.batch.wait_ms < 1 {
+            return invalid("batch.wait_ms", "must be at least 1");
+        }
+        if self.postgres.pool_size < 2 {
+            return invalid("postgres.pool_size", "must be at least 2");
+        }
+        if self.postgres.url.parse::<tokio_postgres::Config>().is_err() {
+            return invalid("postgres.url", "not a valid PostgreSQL connection URL");
+        }
+        if !self.redis.url.starts_with("redis://") {
+            return invalid("redis.url", "expected redis://host:port");
+        }
+        if self.redis.cache_ttl_secs < 1 {
+            return invalid("redis.cache_ttl_secs", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn default_file_loads_and_validates() {
+        let settings = Settings::load(&config_dir(), None).expect("default config");
+        assert_eq!(settings.kafka.offset_out_of_range, OffsetReset::Earliest);
+        assert!(settings.batch.size >= 1);
+    }
+
+    #[test]
+    fn bad_value_names_the_setting() {
+        let mut settings = Settings::load(&config_dir(), None).expect("default config");
+        settings.batch.size = 0;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("batch.size"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_in_file_names_the_key() {
+        let dir = std::env::temp_dir().join(format!("wm-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let extra = dir.join("bad.toml");
+        std::fs::write(&extra, "[batch]\nsize = \"lots\"\n").unwrap();
+        let err = Settings::load(&config_dir(), Some(&extra))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("size"), "{err}");
+    }
+}

@@ -1,0 +1,82 @@
+//! What each partition's consumer is doing, shared with health checks and
+//! metrics without locks on the hot path.
+
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, AtomicI64, Ordering},
+};
+
+/// Live state of one partition's consumer.
+#[derive(Debug)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    committed: AtomicI64,
+    high_watermark: AtomicI64,
+    running: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+const UNKNOWN: i64 = -1;
+
+impl PartitionStatus {
+    pub fn new(partition: i32) -> Self {
+        Self {
+            partition,
+            committed: AtomicI64::new(UNKNOWN),
+            high_watermark: AtomicI64::new(UNKNOWN),
+            running: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn set_committed(&self, offset: i64) {
+        self.committed.store(offset, Ordering::Relaxed);
+    }
+
+    pub fn set_high_watermark(&self, offset: i64) {
+        self.high_watermark.store(offset, Ordering::Relaxed);
+    }
+
+    /// Next offset committed to PostgreSQL, if any.
+    pub fn committed(&self) -> Option<i64> {
+        Some(self.committed.load(Ordering::Relaxed)).filter(|o| *o >= 0)
+    }
+
+    /// Latest high watermark reported by the broker, if any.
+    pub fn high_watermark(&self) -> Option<i64> {
+        Some(self.high_watermark.load(Ordering::Relaxed)).filter(|o| *o >= 0)
+    }
+
+    /// Records on the broker not yet committed (0 when unknown).
+    pub fn lag(&self) -> i64 {
+        match (self.high_watermark(), self.committed()) {
+            (Some(hw), Some(c)) => (hw - c).max(0),
+            (Some(hw), None) => hw,
+            _ => 0,
+        }
+    }
+
+    /// Marks the pipeline as running (clearing the last error) or not.
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Relaxed);
+        if running {
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    pub fn set_error(&self, error: String) {
+        self.running.store(false, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,114 @@
+//! The Kafka side: connecting with bounded retries, creating the topic (the
+//! broker may not auto-create it), and converting rskafka records to ours.
+
+use std::{sync::Arc, time::Duration};
+
+use rskafka::{
+    BackoffConfig,
+    client::{
+        Client, ClientBuilder,
+        error::{Error as RsError, ProtocolError},
+        partition::{PartitionClient, UnknownTopicHandling},
+    },
+    record::RecordAndOffset,
+};
+use time::OffsetDateTime;
+
+use crate::{batch::Record, config::KafkaSettings};
+
+/// Errors of the Kafka layer.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("Kafka request failed: {0}")]
+    Client(#[from] RsError),
+    #[error("topic `{0}` does not exist (set kafka.create_topic = true to create it)")]
+    NoTopic(String),
+    #[error("topic `{0}` did not appear in the broker's metadata after creation")]
+    TopicNotVisible(String),
+}
+
+impl KafkaError {
+    /// True when the broker said the requested offset is outside its log.
+    pub fn is_offset_out_of_range(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Client(RsError::ServerError {
+                protocol_error: ProtocolError::OffsetOutOfRange,
+                ..
+            })
+        )
+    }
+}
+
+/// Retries inside rskafka end after this long, so that our own loops see the error.
+fn backoff() -> BackoffConfig {
+    BackoffConfig {
+        init_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(2),
+        base: 2.0,
+        deadline: Some(Duration::from_secs(20)),
+    }
+}
+
+/// Connects to the bootstrap brokers.
+pub async fn connect(settings: &KafkaSettings) -> Result<Arc<Client>, KafkaError> {
+    let client = ClientBuilder::new(settings.brokers.clone())
+        .client_id("warehouse-monitor")
+        .backoff_config(backoff())
+        .build()
+        .await?;
+    Ok(Arc::new(client))
+}
+
+/// The partitions of `topic`, creating it with `partitions` partitions when it is
+/// missing and `create` is true.
+pub async fn ensure_topic(client: &Client, topic: &str, partitions: i32, create: bool) -> Result<Vec<i32>, KafkaError> {
+    if let Some(found) = partitions_of(client, topic).await? {
+        return Ok(found);
+    }
+    if !create {
+        return Err(KafkaError::NoTopic(topic.to_owned()));
+    }
+    let controller = client.controller_client()?;
+    match controller.create_topic(topic, partitions, 1, 10_000).await {
+        Ok(()) => tracing::info!(topic, partitions, "created topic"),
+        Err(RsError::ServerError {
+            protocol_error: ProtocolError::TopicAlreadyExists,
+            ..
+        }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    for _ in 0..50 {
+        if let Some(found) = partitions_of(client, topic).await? {
+            return Ok(found);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(KafkaError::TopicNotVisible(topic.to_owned()))
+}
+
+async fn partitions_of(client: &Client, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
+    let topics = client.list_topics().await?;
+    Ok(topics
+        .into_iter()
+        .find(|t| t.name == topic && !t.partitions.is_empty())
+        .map(|t| t.partitions.into_iter().collect()))
+}
+
+/// A client bound to one partition.
+pub async fn partition(client: &Client, topic: &str, partition: i32) -> Result<PartitionClient, KafkaError> {
+    Ok(client
+        .partition_client(topic, partition, UnknownTopicHandling::Retry)
+        .await?)
+}
+
+/// Converts a fetched rskafka record to the batch's record type.
+pub fn to_record(r: RecordAndOffset) -> Record {
+    let nanos = r.record.timestamp.timestamp_nanos_opt().unwrap_or(0);
+    Record {
+        offset: r.offset,
+        timestamp: OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        value: r.record.value,
+    }
+}

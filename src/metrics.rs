@@ -1,0 +1,246 @@
+//! Every metric instrument of the service, declared here and nowhere else, with
+//! low-cardinality labels; recorded once per batch or per request, never per
+//! event. Exported through OpenTelemetry's Prometheus exporter into a registry
+//! owned by the application instance (so that tests running several instances
+//! in one process each see their own numbers).
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter, MeterProvider as _},
+};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use prometheus::{Encoder, TextEncoder};
+use time::OffsetDateTime;
+
+use crate::{consumer::status::PartitionStatus, event::RejectReason, store::apply::BatchOutcome};
+
+/// Outcome of a cache look-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Error,
+}
+
+/// The instruments, and the registry they are exported to.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    meter: Meter,
+    consumed: Counter<u64>,
+    applied: Counter<u64>,
+    duplicates: Counter<u64>,
+    rejected: Counter<u64>,
+    batches: Counter<u64>,
+    batch_size: Histogram<u64>,
+    batch_duration: Histogram<f64>,
+    commit_delay: Histogram<f64>,
+    offset_resets: Counter<u64>,
+    consumer_restarts: Counter<u64>,
+    cache_requests: Counter<u64>,
+    cache_invalidations: Counter<u64>,
+    db_fallbacks: Counter<u64>,
+    http_duration: Histogram<f64>,
+    observed: OnceLock<()>,
+}
+
+/// Why the exporter could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the Prometheus exporter: {0}")]
+pub struct MetricsError(String);
+
+const SECONDS_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const DELAY_BUCKETS: [f64; 12] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0,
+];
+const SIZE_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_scope_info()
+            .without_target_info()
+            .build()
+            .map_err(|e| MetricsError(e.to_string()))?;
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("warehouse-monitor");
+        let counter = |name: &'static str, help: &'static str| meter.u64_counter(name).with_description(help).build();
+        let seconds = |name: &'static str, help: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_description(help)
+                .with_unit("s")
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Ok(Self {
+            consumed: counter("wm_events_consumed", "Kafka records read and committed"),
+            applied: counter("wm_events_applied", "Events recorded as new"),
+            duplicates: counter("wm_events_duplicate", "Events identical to one already recorded"),
+            rejected: counter("wm_events_rejected", "Records rejected, by reason"),
+            batches: counter("wm_batches_committed", "Batches committed, by partition"),
+            batch_size: meter
+                .u64_histogram("wm_batch_size")
+                .with_description("Records per committed batch")
+                .with_boundaries(SIZE_BUCKETS.to_vec())
+                .build(),
+            batch_duration: seconds(
+                "wm_batch_apply_duration",
+                "Time to apply and commit one batch",
+                &SECONDS_BUCKETS,
+            ),
+            commit_delay: seconds(
+                "wm_event_commit_delay",
+                "From the oldest event's envelope time to its batch's commit",
+                &DELAY_BUCKETS,
+            ),
+            offset_resets: counter("wm_offset_resets", "Stored offsets found outside the broker's log"),
+            consumer_restarts: counter("wm_consumer_restarts", "Partition pipelines restarted after an error"),
+            cache_requests: counter("wm_cache_requests", "Cache look-ups, by result"),
+            cache_invalidations: counter("wm_cache_invalidations", "Keys invalidated after commits"),
+            db_fallbacks: counter("wm_cache_bypassed", "Reads answered from PostgreSQL because Redis failed"),
+            http_duration: seconds(
+                "wm_http_request_duration",
+                "HTTP request duration, by route and status",
+                &SECONDS_BUCKETS,
+            ),
+            registry,
+            provider,
+            meter,
+            observed: OnceLock::new(),
+        })
+    }
+
+    /// Registers the gauges read at scrape time: lag and committed offset per
+    /// partition, and pool connections. Only the first call has an effect.
+    pub fn observe(&self, statuses: Vec<Arc<PartitionStatus>>, pool: deadpool_postgres::Pool) {
+        if self.observed.set(()).is_err() {
+            return;
+        }
+        let lag_statuses = statuses.clone();
+        self.meter
+            .i64_observable_gauge("wm_consumer_lag")
+            .with_description("High watermark minus committed offset, by partition")
+            .with_callback(move |o| {
+                for s in &lag_statuses {
+                    o.observe(s.lag(), &[KeyValue::new("partition", i64::from(s.partition))]);
+                }
+            })
+            .build();
+        self.meter
+            .i64_observable_gauge("wm_consumer_committed_offset")
+            .with_description("Next offset committed to PostgreSQL, by partition")
+            .with_callback(move |o| {
+                for s in &statuses {
+                    if let Some(c) = s.committed() {
+                        o.observe(c, &[KeyValue::new("partition", i64::from(s.partition))]);
+                    }
+                }
+            })
+            .build();
+        self.meter
+            .i64_observable_gauge("wm_db_pool_connections")
+            .with_description("PostgreSQL pool connections, by state")
+            .with_callback(move |o| {
+                let status = pool.status();
+                let idle = i64::try_from(status.available).unwrap_or(0);
+                let size = i64::try_from(status.size).unwrap_or(0);
+                o.observe(size - idle, &[KeyValue::new("state", "in_use")]);
+                o.observe(idle, &[KeyValue::new("state", "idle")]);
+            })
+            .build();
+    }
+
+    /// Records one committed batch.
+    pub fn batch_applied(&self, partition: i32, outcome: &BatchOutcome, took: Duration) {
+        self.consumed.add(outcome.consumed as u64, &[]);
+        self.applied.add(outcome.applied as u64, &[]);
+        self.duplicates.add(outcome.duplicates as u64, &[]);
+        for (reason, n) in &outcome.rejected {
+            self.rejected.add(*n, &[KeyValue::new("reason", reason.as_str())]);
+        }
+        self.batches
+            .add(1, &[KeyValue::new("partition", i64::from(partition))]);
+        self.batch_size.record(outcome.consumed as u64, &[]);
+        self.batch_duration.record(took.as_secs_f64(), &[]);
+        if let Some(oldest) = outcome.oldest_emitted_at {
+            let delay = (OffsetDateTime::now_utc() - oldest).as_seconds_f64().max(0.0);
+            self.commit_delay.record(delay, &[]);
+        }
+    }
+
+    /// Makes every reason appear (at 0) before the first reject, so dashboards
+    /// and alerts see the series.
+    pub fn touch_reasons(&self) {
+        for reason in RejectReason::ALL {
+            self.rejected.add(0, &[KeyValue::new("reason", reason.as_str())]);
+        }
+        for result in ["hit", "miss", "error"] {
+            self.cache_requests.add(0, &[KeyValue::new("result", result)]);
+        }
+    }
+
+    pub fn offset_reset(&self, partition: i32) {
+        self.offset_resets
+            .add(1, &[KeyValue::new("partition", i64::from(partition))]);
+    }
+
+    pub fn consumer_restart(&self, partition: i32) {
+        self.consumer_restarts
+            .add(1, &[KeyValue::new("partition", i64::from(partition))]);
+    }
+
+    pub fn cache(&self, result: CacheResult) {
+        let label = match result {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Error => "error",
+        };
+        self.cache_requests.add(1, &[KeyValue::new("result", label)]);
+    }
+
+    pub fn cache_invalidated(&self, keys: usize) {
+        self.cache_invalidations.add(keys as u64, &[]);
+    }
+
+    pub fn cache_bypassed(&self) {
+        self.db_fallbacks.add(1, &[]);
+    }
+
+    pub fn http_request(&self, route: &'static str, status: u16, took: Duration) {
+        self.http_duration.record(
+            took.as_secs_f64(),
+            &[
+                KeyValue::new("route", route),
+                KeyValue::new("status", i64::from(status)),
+            ],
+        );
+    }
+
+    /// The Prometheus text exposition of every instrument.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut out).is_err() {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Flushes nothing (pull exporter) but ends the provider cleanly.
+    pub fn shutdown(&self) {
+        let _ = self.provider.shutdown();
+    }
+}

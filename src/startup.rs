@@ -1,0 +1,152 @@
+//! Building the application from its settings (database, schema, topic, cache,
+//! metrics) and running it until the stop signal, then within a bounded grace
+//! period. Tests build it exactly as `main` does, on their own database,
+//! topic and port.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api,
+    cache::{Cache, CacheError},
+    config::Settings,
+    consumer::{self, ConsumerContext, status::PartitionStatus},
+    kafka::{self, KafkaError},
+    metrics::{Metrics, MetricsError},
+    store::{self, StoreError},
+};
+
+/// How long running work may take to finish after the stop signal.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// A built, not yet running, service.
+#[derive(Debug)]
+pub struct Application {
+    settings: Settings,
+    pool: Pool,
+    kafka: Arc<rskafka::client::Client>,
+    statuses: Vec<Arc<PartitionStatus>>,
+    metrics: Arc<Metrics>,
+    cache: Cache,
+    listener: tokio::net::TcpListener,
+}
+
+/// Creates the database if missing and applies pending migrations.
+pub async fn migrate(settings: &Settings) -> Result<Vec<&'static str>, StoreError> {
+    store::ensure_database(&settings.postgres.url).await?;
+    let pool = store::pool(&settings.postgres)?;
+    let mut client = pool.get().await?;
+    store::migrate::run(&mut client).await
+}
+
+impl Application {
+    /// Migrates the database, connects to the broker (creating the topic when
+    /// configured), starts the cache client and binds the HTTP port.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let applied = migrate(&settings).await?;
+        if !applied.is_empty() {
+            tracing::info!(?applied, "applied migrations");
+        }
+        let pool = store::pool(&settings.postgres)?;
+        let kafka = kafka::connect(&settings.kafka).await?;
+        let k = &settings.kafka;
+        let partitions = kafka::ensure_topic(&kafka, &k.topic, k.partitions, k.create_topic).await?;
+        let statuses = partitions
+            .iter()
+            .map(|p| Arc::new(PartitionStatus::new(*p)))
+            .collect::<Vec<_>>();
+        let metrics = Arc::new(Metrics::new()?);
+        metrics.observe(statuses.clone(), pool.clone());
+        metrics.touch_reasons();
+        let cache = Cache::start(&settings.redis, Arc::clone(&metrics))?;
+        let addr = settings.http.addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Listen { addr, source })?;
+        Ok(Self {
+            settings,
+            pool,
+            kafka,
+            statuses,
+            metrics,
+            cache,
+            listener,
+        })
+    }
+
+    /// The address the HTTP API listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.settings.http.addr)
+    }
+
+    /// A handle on the pool, for tests and tools.
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
+    /// The metric instruments of this instance.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Runs the consumer and the HTTP API until `shutdown` is cancelled, then
+    /// gives them [`GRACE_PERIOD`] to finish.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let ctx = Arc::new(ConsumerContext {
+            pool: self.pool.clone(),
+            kafka: Arc::clone(&self.kafka),
+            kafka_settings: self.settings.kafka.clone(),
+            batch_settings: self.settings.batch.clone(),
+            cache: Some(self.cache.clone()),
+            metrics: Arc::clone(&self.metrics),
+        });
+        tracing::info!(
+            topic = %self.settings.kafka.topic,
+            partitions = self.statuses.len(),
+            http = %self.local_addr(),
+            "warehouse-monitor running"
+        );
+        let consumer = tokio::spawn(consumer::run(ctx, self.statuses.clone(), shutdown.clone()));
+        let state = api::State {
+            pool: self.pool.clone(),
+            cache: self.cache.clone(),
+            metrics: Arc::clone(&self.metrics),
+            statuses: self.statuses.clone(),
+        };
+        let http = api::serve(self.listener, state, shutdown.clone());
+
+        let http_result = http.await;
+        // The HTTP server returns once the signal came (or it failed): stop the rest.
+        shutdown.cancel();
+        if tokio::time::timeout(GRACE_PERIOD, consumer).await.is_err() {
+            tracing::warn!("consumer did not stop within the grace period");
+        }
+        self.cache.quit().await;
+        self.metrics.shutdown();
+        tracing::info!("warehouse-monitor stopped");
+        http_result.map_err(StartupError::Http)
+    }
+}

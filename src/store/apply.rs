@@ -1,0 +1,262 @@
+//! The batch transaction: everything one batch changes, and the offset that
+//! says it was consumed, commit together or not at all.
+//!
+//! Steps, all inside one transaction: lock the batch's movements (advisory
+//! locks, ascending), read what is stored for them, let [`crate::batch::plan`]
+//! judge the records, then binary-COPY the new events, upsert movements and
+//! stock deltas (one statement each), insert the rejected records, and move the
+//! partition's offset with a compare-and-set on the value this consumer read.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+use deadpool_postgres::Transaction;
+use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
+use uuid::Uuid;
+
+use super::{Client, StoreError};
+use crate::{
+    batch::{self, Content, EventKey, Plan, Record, Sides, StoredState},
+    event::{EventKind, RejectReason},
+};
+
+const LOCK_MOVEMENTS: &str = include_str!("../../sql/queries/lock_movements.sql");
+const STORED_EVENTS: &str = include_str!("../../sql/queries/stored_events.sql");
+const STORED_MOVEMENTS: &str = include_str!("../../sql/queries/stored_movements.sql");
+const COPY_EVENTS: &str = include_str!("../../sql/queries/copy_events.sql");
+const UPSERT_MOVEMENTS: &str = include_str!("../../sql/queries/upsert_movements.sql");
+const UPSERT_STOCK: &str = include_str!("../../sql/queries/upsert_stock.sql");
+const INSERT_REJECTED: &str = include_str!("../../sql/queries/insert_rejected.sql");
+const COMMIT_OFFSET: &str = include_str!("../../sql/queries/commit_offset.sql");
+
+const COPY_TYPES: [Type; 12] = [
+    Type::UUID,
+    Type::UUID,
+    Type::TEXT,
+    Type::UUID,
+    Type::TEXT,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::INT4,
+    Type::INT8,
+];
+
+/// A batch of consecutive records of one partition.
+#[derive(Debug)]
+pub struct PartitionBatch<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    /// The offset this consumer read from the store (`None`: no row yet).
+    pub expected_offset: Option<i64>,
+    /// Records in offset order; must not be empty.
+    pub records: &'a [Record],
+}
+
+impl PartitionBatch<'_> {
+    /// The offset stored once this batch commits.
+    pub fn next_offset(&self) -> i64 {
+        self.records.last().map_or(0, |r| r.offset + 1)
+    }
+}
+
+/// Rows whose cached answers a committed batch made stale, with their new versions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    pub movements: Vec<(Uuid, i64)>,
+    pub stock: Vec<(Uuid, Uuid, i64)>,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub consumed: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub rejected: BTreeMap<RejectReason, u64>,
+    pub next_offset: i64,
+    /// `(offset, reason, detail)` of each rejected record, for logs.
+    pub rejections: Vec<(i64, RejectReason, String)>,
+    /// Earliest envelope `time` among applied events, for the delay metric.
+    pub oldest_emitted_at: Option<OffsetDateTime>,
+    pub touched: Touched,
+}
+
+/// Applies one batch in one transaction. On error nothing is written.
+pub async fn apply(client: &mut Client, batch: &PartitionBatch<'_>) -> Result<BatchOutcome, StoreError> {
+    let decoded = batch::decode_all(batch.records);
+    let movement_ids = batch::movement_ids(&decoded);
+
+    let tx = client.transaction().await?;
+    let stored = read_state(&tx, &movement_ids).await?;
+    let plan = batch::plan(decoded, &stored);
+
+    copy_events(&tx, batch, &plan).await?;
+    let movements = upsert_movements(&tx, &plan).await?;
+    let stock = upsert_stock(&tx, &plan).await?;
+    insert_rejected(&tx, batch, &plan).await?;
+    commit_offset(&tx, batch).await?;
+    tx.commit().await?;
+
+    Ok(BatchOutcome {
+        consumed: batch.records.len(),
+        applied: plan.accepted.len(),
+        duplicates: plan.duplicates,
+        rejected: plan.rejected_by_reason(),
+        next_offset: batch.next_offset(),
+        rejections: plan
+            .rejected
+            .iter()
+            .map(|(i, r)| (batch.records[*i].offset, r.reason, r.detail.clone()))
+            .collect(),
+        oldest_emitted_at: plan.accepted.iter().filter_map(|(_, e)| e.emitted_at).min(),
+        touched: Touched { movements, stock },
+    })
+}
+
+async fn read_state(tx: &Transaction<'_>, movement_ids: &[Uuid]) -> Result<StoredState, StoreError> {
+    let mut state = StoredState::default();
+    if movement_ids.is_empty() {
+        return Ok(state);
+    }
+    let keys: Vec<i32> = movement_ids.iter().map(|id| batch::lock_key(*id)).collect();
+    let lock = tx.prepare_cached(LOCK_MOVEMENTS).await?;
+    tx.execute(&lock, &[&keys]).await?;
+
+    let events = tx.prepare_cached(STORED_EVENTS).await?;
+    for row in tx.query(&events, &[&movement_ids]).await? {
+        let kind: &str = row.get(2);
+        let Some(kind) = EventKind::parse(kind) else {
+            continue;
+        };
+        let key = EventKey {
+            movement_id: row.get(0),
+            product_id: row.get(1),
+            kind,
+        };
+        let content = Content {
+            warehouse_id: row.get(3),
+            quantity: row.get(4),
+            happened_at: row.get(5),
+        };
+        state.events.insert(key, content);
+    }
+    let movements = tx.prepare_cached(STORED_MOVEMENTS).await?;
+    for row in tx.query(&movements, &[&movement_ids]).await? {
+        let sides = Sides {
+            sender: row.get(1),
+            receiver: row.get(2),
+        };
+        state.movements.insert(row.get(0), sides);
+    }
+    Ok(state)
+}
+
+async fn copy_events(tx: &Transaction<'_>, batch: &PartitionBatch<'_>, plan: &Plan) -> Result<(), StoreError> {
+    if plan.accepted.is_empty() {
+        return Ok(());
+    }
+    let sink = tx.copy_in(COPY_EVENTS).await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    tokio::pin!(writer);
+    for (index, e) in &plan.accepted {
+        let offset = batch.records[*index].offset;
+        writer
+            .as_mut()
+            .write(&[
+                &e.movement_id,
+                &e.product_id,
+                &e.kind.as_str(),
+                &e.warehouse_id,
+                &e.source.as_str(),
+                &e.quantity,
+                &e.happened_at,
+                &e.message_id,
+                &e.emitted_at,
+                &batch.topic,
+                &batch.partition,
+                &offset,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+async fn upsert_movements(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<(Uuid, i64)>, StoreError> {
+    if plan.movements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = plan.movements.len();
+    let (mut ids, mut s_id, mut s_code, mut s_at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut r_id, mut r_code, mut r_at) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for m in &plan.movements {
+        ids.push(m.movement_id);
+        s_id.push(m.sender.as_ref().map(|s| s.warehouse_id));
+        s_code.push(m.sender.as_ref().map(|s| s.code.as_str()));
+        s_at.push(m.sender.as_ref().map(|s| s.at));
+        r_id.push(m.receiver.as_ref().map(|s| s.warehouse_id));
+        r_code.push(m.receiver.as_ref().map(|s| s.code.as_str()));
+        r_at.push(m.receiver.as_ref().map(|s| s.at));
+    }
+    let stmt = tx.prepare_cached(UPSERT_MOVEMENTS).await?;
+    let rows = tx
+        .query(&stmt, &[&ids, &s_id, &s_code, &s_at, &r_id, &r_code, &r_at])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+async fn upsert_stock(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<(Uuid, Uuid, i64)>, StoreError> {
+    if plan.stock.is_empty() {
+        return Ok(Vec::new());
+    }
+    let warehouses: Vec<Uuid> = plan.stock.iter().map(|d| d.warehouse_id).collect();
+    let products: Vec<Uuid> = plan.stock.iter().map(|d| d.product_id).collect();
+    let deltas: Vec<i64> = plan.stock.iter().map(|d| d.delta).collect();
+    let stmt = tx.prepare_cached(UPSERT_STOCK).await?;
+    let rows = tx.query(&stmt, &[&warehouses, &products, &deltas]).await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}
+
+async fn insert_rejected(tx: &Transaction<'_>, batch: &PartitionBatch<'_>, plan: &Plan) -> Result<(), StoreError> {
+    if plan.rejected.is_empty() {
+        return Ok(());
+    }
+    let records = plan.rejected.iter().map(|(i, _)| &batch.records[*i]);
+    let offsets: Vec<i64> = records.clone().map(|r| r.offset).collect();
+    let raws: Vec<Option<&[u8]>> = records.clone().map(|r| r.value.as_deref()).collect();
+    let times: Vec<OffsetDateTime> = records.map(|r| r.timestamp).collect();
+    let reasons: Vec<&str> = plan.rejected.iter().map(|(_, r)| r.reason.as_str()).collect();
+    let details: Vec<&str> = plan.rejected.iter().map(|(_, r)| r.detail.as_str()).collect();
+    let stmt = tx.prepare_cached(INSERT_REJECTED).await?;
+    tx.execute(
+        &stmt,
+        &[&batch.topic, &batch.partition, &offsets, &raws, &reasons, &details, &times],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn commit_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Result<(), StoreError> {
+    let stmt = tx.prepare_cached(COMMIT_OFFSET).await?;
+    let next = batch.next_offset();
+    let updated = tx
+        .execute(&stmt, &[&batch.topic, &batch.partition, &batch.expected_offset, &next])
+        .await?;
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::OffsetConflict {
+            topic: batch.topic.to_owned(),
+            partition: batch.partition,
+            expected: batch.expected_offset,
+        })
+    }
+}

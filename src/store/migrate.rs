@@ -1,0 +1,57 @@
+//! Ordered schema migrations from `sql/migrations`, applied once each and recorded
+//! in `schema_migrations`, under an advisory lock so that instances starting
+//! together do not race.
+
+use super::{Client, StoreError};
+
+/// One migration: a version that sorts in apply order, and its SQL.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, oldest first. Never edit one that has shipped: add a new one.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: "0001_schema",
+    sql: include_str!("../../sql/migrations/0001_schema.sql"),
+}];
+
+/// Advisory lock key held while migrating ("wm-migr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x776d_2d6d_6967_72;
+
+/// Applies the pending migrations; returns the versions it applied.
+pub async fn run(client: &mut Client) -> Result<Vec<&'static str>, StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    text PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS {
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[&migration.version],
+            )
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&migration.version],
+        )
+        .await?;
+        applied.push(migration.version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
