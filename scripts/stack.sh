@@ -21,8 +21,9 @@ pg_db="warehouse_monitor"
 redis_port="${WM_STACK_REDIS_PORT:-6379}"
 kafka_port="${WM_STACK_KAFKA_PORT:-9092}"
 tansu_version="0.6.0"
-tansu_pid_file="$stack_dir/tansu.pid"
-tansu_log="$stack_dir/tansu.log"
+tansu_name="tansu$([[ $kafka_port == 9092 ]] || echo "-$kafka_port")"  # per-port files for overrides
+tansu_pid_file="$stack_dir/$tansu_name.pid"
+tansu_log="$stack_dir/$tansu_name.log"
 wait_secs=60
 
 say() { printf '%s\n' "$*"; }
@@ -180,7 +181,7 @@ tansu_pid() {
   [[ -f $tansu_pid_file ]] || return 1
   pid="$(<"$tansu_pid_file")"
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || return 1
   [[ $cmd == *tansu*broker* ]] && printf '%s' "$pid"
 }
 
@@ -227,7 +228,7 @@ kafka_up() {
   tansu_install
   rm -f "$tansu_pid_file"
   if [[ -f $tansu_log ]]; then mv -f "$tansu_log" "$tansu_log.prev"; fi
-  say "kafka: starting tansu broker on 127.0.0.1:$kafka_port (log: .stack/tansu.log)"
+  say "kafka: starting tansu broker on 127.0.0.1:$kafka_port (log: .stack/$tansu_name.log)"
   # cwd / so tansu's dotenv does not read a .env from the repo; flags win over env variables.
   # The inner bash writes its own pid (= tansu's after exec) so setsid forking cannot fool us, and
   # closes inherited fds above 2 (lock, callers' pipes) so the broker never holds them open.
@@ -311,6 +312,7 @@ case "${1:-}" in
     kafka_up
     ;;
   down)
+    [[ -z ${2:-} || ${2:-} == --all ]] || { usage >&2; exit 2; }
     lock
     tansu_stop
     if [[ ${2:-} == --all ]]; then

@@ -175,14 +175,23 @@ pub fn plan(decoded: Vec<Result<MovementEvent, Rejection>>, stored: &StoredState
             if *first == content {
                 plan.duplicates += 1;
             } else {
-                plan.rejected
-                    .push((index, conflict(format!("{} differs from the recorded event", describe(&key)))));
+                plan.rejected.push((
+                    index,
+                    conflict(format!(
+                        "{} differs from the recorded event",
+                        describe(&key)
+                    )),
+                ));
             }
             continue;
         }
-        let movement = sides
-            .entry(event.movement_id)
-            .or_insert_with(|| stored.movements.get(&event.movement_id).copied().unwrap_or_default());
+        let movement = sides.entry(event.movement_id).or_insert_with(|| {
+            stored
+                .movements
+                .get(&event.movement_id)
+                .copied()
+                .unwrap_or_default()
+        });
         if let Some(reason) = contradiction(movement, &event) {
             plan.rejected.push((index, conflict(reason)));
             continue;
@@ -195,7 +204,9 @@ pub fn plan(decoded: Vec<Result<MovementEvent, Rejection>>, stored: &StoredState
             EventKind::Departure => -event.quantity,
             EventKind::Arrival => event.quantity,
         };
-        *stock.entry((event.warehouse_id, event.product_id)).or_default() += signed;
+        *stock
+            .entry((event.warehouse_id, event.product_id))
+            .or_default() += signed;
         learn_side(&mut updates, &event);
         seen.insert(key, content);
         plan.accepted.push((index, event));

@@ -188,8 +188,15 @@ impl Cache {
         if !self.usable() {
             return;
         }
-        let args = vec![version.to_string(), payload.to_owned(), self.ttl_secs.to_string()];
-        let result: Result<i64, _> = self.client.eval(SET_IF_NEWER, vec![key.to_owned()], args).await;
+        let args = vec![
+            version.to_string(),
+            payload.to_owned(),
+            self.ttl_secs.to_string(),
+        ];
+        let result: Result<i64, _> = self
+            .client
+            .eval(SET_IF_NEWER, vec![key.to_owned()], args)
+            .await;
         if let Err(e) = result {
             self.metrics.cache(CacheResult::Error);
             tracing::warn!(error = %e, "cache write failed");
@@ -203,7 +210,12 @@ impl Cache {
             .movements
             .iter()
             .map(|(id, v)| (movement_key(*id), *v))
-            .chain(touched.stock.iter().map(|(w, p, v)| (stock_key(*w, *p), *v)));
+            .chain(
+                touched
+                    .stock
+                    .iter()
+                    .map(|(w, p, v)| (stock_key(*w, *p), *v)),
+            );
         let (mut batch, overflow) = {
             let mut pending = self.pending();
             let mut batch = std::mem::take(&mut pending.tombstones);
@@ -255,7 +267,12 @@ impl Cache {
                 String::new(),
                 ttl.clone(),
             ];
-            let () = pipeline.custom(CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false), args).await?;
+            let () = pipeline
+                .custom(
+                    CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false),
+                    args,
+                )
+                .await?;
         }
         let _: Vec<Value> = pipeline.all().await?;
         Ok(())
@@ -266,7 +283,10 @@ impl Cache {
         let script = format!(
             "local n = 0 for _, k in ipairs(redis.call('KEYS', '{KEY_PREFIX}*')) do redis.call('DEL', k) n = n + 1 end return n"
         );
-        let _: i64 = self.client.eval(script, Vec::<String>::new(), Vec::<String>::new()).await?;
+        let _: i64 = self
+            .client
+            .eval(script, Vec::<String>::new(), Vec::<String>::new())
+            .await?;
         Ok(())
     }
 

@@ -62,7 +62,12 @@ pub async fn connect(settings: &KafkaSettings) -> Result<Arc<Client>, KafkaError
 
 /// The partitions of `topic`, creating it with `partitions` partitions when it is
 /// missing and `create` is true.
-pub async fn ensure_topic(client: &Client, topic: &str, partitions: i32, create: bool) -> Result<Vec<i32>, KafkaError> {
+pub async fn ensure_topic(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    create: bool,
+) -> Result<Vec<i32>, KafkaError> {
     if let Some(found) = partitions_of(client, topic).await? {
         return Ok(found);
     }
@@ -96,7 +101,11 @@ async fn partitions_of(client: &Client, topic: &str) -> Result<Option<Vec<i32>>,
 }
 
 /// A client bound to one partition.
-pub async fn partition(client: &Client, topic: &str, partition: i32) -> Result<PartitionClient, KafkaError> {
+pub async fn partition(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+) -> Result<PartitionClient, KafkaError> {
     Ok(client
         .partition_client(topic, partition, UnknownTopicHandling::Retry)
         .await?)

@@ -76,7 +76,9 @@ impl Metrics {
             .map_err(|e| MetricsError(e.to_string()))?;
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
         let meter = provider.meter("warehouse-monitor");
-        let counter = |name: &'static str, help: &'static str| meter.u64_counter(name).with_description(help).build();
+        let counter = |name: &'static str, help: &'static str| {
+            meter.u64_counter(name).with_description(help).build()
+        };
         let seconds = |name: &'static str, help: &'static str, buckets: &[f64]| {
             meter
                 .f64_histogram(name)
@@ -88,7 +90,10 @@ impl Metrics {
         Ok(Self {
             consumed: counter("wm_events_consumed", "Kafka records read and committed"),
             applied: counter("wm_events_applied", "Events recorded as new"),
-            duplicates: counter("wm_events_duplicate", "Events identical to one already recorded"),
+            duplicates: counter(
+                "wm_events_duplicate",
+                "Events identical to one already recorded",
+            ),
             rejected: counter("wm_events_rejected", "Records rejected, by reason"),
             batches: counter("wm_batches_committed", "Batches committed, by partition"),
             batch_size: meter
@@ -106,11 +111,23 @@ impl Metrics {
                 "From the oldest event's envelope time to its batch's commit",
                 &DELAY_BUCKETS,
             ),
-            offset_resets: counter("wm_offset_resets", "Stored offsets found outside the broker's log"),
-            consumer_restarts: counter("wm_consumer_restarts", "Partition pipelines restarted after an error"),
+            offset_resets: counter(
+                "wm_offset_resets",
+                "Stored offsets found outside the broker's log",
+            ),
+            consumer_restarts: counter(
+                "wm_consumer_restarts",
+                "Partition pipelines restarted after an error",
+            ),
             cache_requests: counter("wm_cache_requests", "Cache look-ups, by result"),
-            cache_invalidations: counter("wm_cache_invalidations", "Keys invalidated after commits"),
-            db_fallbacks: counter("wm_cache_bypassed", "Reads answered from PostgreSQL because Redis failed"),
+            cache_invalidations: counter(
+                "wm_cache_invalidations",
+                "Keys invalidated after commits",
+            ),
+            db_fallbacks: counter(
+                "wm_cache_bypassed",
+                "Reads answered from PostgreSQL because Redis failed",
+            ),
             http_duration: seconds(
                 "wm_http_request_duration",
                 "HTTP request duration, by route and status",
@@ -135,7 +152,10 @@ impl Metrics {
             .with_description("High watermark minus committed offset, by partition")
             .with_callback(move |o| {
                 for s in &lag_statuses {
-                    o.observe(s.lag(), &[KeyValue::new("partition", i64::from(s.partition))]);
+                    o.observe(
+                        s.lag(),
+                        &[KeyValue::new("partition", i64::from(s.partition))],
+                    );
                 }
             })
             .build();
@@ -169,14 +189,17 @@ impl Metrics {
         self.applied.add(outcome.applied as u64, &[]);
         self.duplicates.add(outcome.duplicates as u64, &[]);
         for (reason, n) in &outcome.rejected {
-            self.rejected.add(*n, &[KeyValue::new("reason", reason.as_str())]);
+            self.rejected
+                .add(*n, &[KeyValue::new("reason", reason.as_str())]);
         }
         self.batches
             .add(1, &[KeyValue::new("partition", i64::from(partition))]);
         self.batch_size.record(outcome.consumed as u64, &[]);
         self.batch_duration.record(took.as_secs_f64(), &[]);
         if let Some(oldest) = outcome.oldest_emitted_at {
-            let delay = (OffsetDateTime::now_utc() - oldest).as_seconds_f64().max(0.0);
+            let delay = (OffsetDateTime::now_utc() - oldest)
+                .as_seconds_f64()
+                .max(0.0);
             self.commit_delay.record(delay, &[]);
         }
     }
@@ -185,10 +208,12 @@ impl Metrics {
     /// and alerts see the series.
     pub fn touch_reasons(&self) {
         for reason in RejectReason::ALL {
-            self.rejected.add(0, &[KeyValue::new("reason", reason.as_str())]);
+            self.rejected
+                .add(0, &[KeyValue::new("reason", reason.as_str())]);
         }
         for result in ["hit", "miss", "error"] {
-            self.cache_requests.add(0, &[KeyValue::new("result", result)]);
+            self.cache_requests
+                .add(0, &[KeyValue::new("result", result)]);
         }
     }
 
@@ -208,7 +233,8 @@ impl Metrics {
             CacheResult::Miss => "miss",
             CacheResult::Error => "error",
         };
-        self.cache_requests.add(1, &[KeyValue::new("result", label)]);
+        self.cache_requests
+            .add(1, &[KeyValue::new("result", label)]);
     }
 
     pub fn cache_invalidated(&self, keys: usize) {

@@ -73,7 +73,8 @@ impl Application {
         let pool = store::pool(&settings.postgres)?;
         let kafka = kafka::connect(&settings.kafka).await?;
         let k = &settings.kafka;
-        let partitions = kafka::ensure_topic(&kafka, &k.topic, k.partitions, k.create_topic).await?;
+        let partitions =
+            kafka::ensure_topic(&kafka, &k.topic, k.partitions, k.create_topic).await?;
         let statuses = partitions
             .iter()
             .map(|p| Arc::new(PartitionStatus::new(*p)))
@@ -99,7 +100,9 @@ impl Application {
 
     /// The address the HTTP API listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.settings.http.addr)
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.http.addr)
     }
 
     /// A handle on the pool, for tests and tools.

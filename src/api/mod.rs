@@ -19,14 +19,22 @@ pub struct State {
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, state: State, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: State,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     let app = Route::new()
         .at("/metrics", get(metrics))
         .at("/health/live", get(live))
         .data(state);
     Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(crate::startup::GRACE_PERIOD))
+        .run_with_graceful_shutdown(
+            app,
+            shutdown.cancelled_owned(),
+            Some(crate::startup::GRACE_PERIOD),
+        )
         .await
 }
 

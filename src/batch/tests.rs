@@ -47,8 +47,16 @@ fn departure_and_arrival_move_stock_on_both_sides() {
     assert_eq!(
         plan.stock,
         vec![
-            StockDelta { warehouse_id: A, product_id: P1, delta: -10 },
-            StockDelta { warehouse_id: B, product_id: P1, delta: 10 },
+            StockDelta {
+                warehouse_id: A,
+                product_id: P1,
+                delta: -10
+            },
+            StockDelta {
+                warehouse_id: B,
+                product_id: P1,
+                delta: 10
+            },
         ]
     );
     let update = &plan.movements[0];
@@ -76,8 +84,16 @@ fn exact_repeat_in_batch_is_a_duplicate_and_changed_repeat_a_conflict() {
 fn stored_event_decides_duplicate_or_conflict() {
     let first = ev(EventKind::Arrival, B, P1, 5);
     let mut stored = StoredState::default();
-    stored.events.insert(EventKey::of(&first), Content::of(&first));
-    stored.movements.insert(M, Sides { sender: None, receiver: Some(B) });
+    stored
+        .events
+        .insert(EventKey::of(&first), Content::of(&first));
+    stored.movements.insert(
+        M,
+        Sides {
+            sender: None,
+            receiver: Some(B),
+        },
+    );
     let mut later = first.clone();
     later.happened_at = datetime!(2025-02-19 00:00 UTC);
     let plan = plan(ok(vec![first, later]), &stored);
@@ -102,7 +118,13 @@ fn departures_of_one_movement_must_share_a_sender() {
 #[test]
 fn arrival_at_the_sender_or_at_another_receiver_conflicts() {
     let mut stored = StoredState::default();
-    stored.movements.insert(M, Sides { sender: Some(A), receiver: Some(B) });
+    stored.movements.insert(
+        M,
+        Sides {
+            sender: Some(A),
+            receiver: Some(B),
+        },
+    );
     let plan = plan(
         ok(vec![
             ev(EventKind::Arrival, A, P1, 1),
@@ -133,7 +155,10 @@ fn undecodable_records_keep_their_index_and_reason() {
     let plan = plan(decoded, &StoredState::default());
     assert_eq!(
         reasons(&plan),
-        vec![(0, RejectReason::MalformedJson), (2, RejectReason::InvalidQuantity)]
+        vec![
+            (0, RejectReason::MalformedJson),
+            (2, RejectReason::InvalidQuantity)
+        ]
     );
     assert_eq!(plan.accepted[0].0, 1);
     let counts = plan.rejected_by_reason();
@@ -152,8 +177,14 @@ fn sides_keep_earliest_departure_and_latest_arrival() {
     a2.happened_at = datetime!(2025-02-18 14:00 UTC);
     let plan = plan(ok(vec![d1, d2, a1, a2]), &StoredState::default());
     let update = &plan.movements[0];
-    assert_eq!(update.sender.as_ref().unwrap().at, datetime!(2025-02-18 11:00 UTC));
-    assert_eq!(update.receiver.as_ref().unwrap().at, datetime!(2025-02-18 15:00 UTC));
+    assert_eq!(
+        update.sender.as_ref().unwrap().at,
+        datetime!(2025-02-18 11:00 UTC)
+    );
+    assert_eq!(
+        update.receiver.as_ref().unwrap().at,
+        datetime!(2025-02-18 15:00 UTC)
+    );
 }
 
 #[test]

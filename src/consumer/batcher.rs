@@ -27,7 +27,11 @@ pub struct Batch {
 
 /// Waits for the next batch; `None` once the channel is closed and empty.
 /// A closed channel also ends a partly filled batch, which is returned first.
-pub async fn next_batch(rx: &mut mpsc::Receiver<Fetched>, size: usize, wait: Duration) -> Option<Batch> {
+pub async fn next_batch(
+    rx: &mut mpsc::Receiver<Fetched>,
+    size: usize,
+    wait: Duration,
+) -> Option<Batch> {
     let mut batch = Batch::default();
     // Until the first record, wait as long as it takes.
     loop {
@@ -76,7 +80,9 @@ mod tests {
             tx.send(record(i)).await.unwrap();
         }
         let start = tokio::time::Instant::now();
-        let batch = next_batch(&mut rx, 3, Duration::from_secs(60)).await.unwrap();
+        let batch = next_batch(&mut rx, 3, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(offsets(&batch), vec![0, 1, 2]);
         assert_eq!(start.elapsed(), Duration::ZERO);
         let batch = next_batch(&mut rx, 3, Duration::from_secs(60));
@@ -97,14 +103,22 @@ mod tests {
             tx
         });
         let start = tokio::time::Instant::now();
-        let batch = next_batch(&mut rx, 100, Duration::from_millis(200)).await.unwrap();
+        let batch = next_batch(&mut rx, 100, Duration::from_millis(200))
+            .await
+            .unwrap();
         // First record at 500 ms, deadline 700 ms: record 1 (650 ms) is in, record 2 (750 ms) is not.
         assert_eq!(offsets(&batch), vec![0, 1]);
         assert_eq!(start.elapsed(), Duration::from_millis(700));
-        let batch = next_batch(&mut rx, 100, Duration::from_millis(200)).await.unwrap();
+        let batch = next_batch(&mut rx, 100, Duration::from_millis(200))
+            .await
+            .unwrap();
         assert_eq!(offsets(&batch), vec![2]);
         drop(producer.await.unwrap());
-        assert!(next_batch(&mut rx, 100, Duration::from_millis(200)).await.is_none());
+        assert!(
+            next_batch(&mut rx, 100, Duration::from_millis(200))
+                .await
+                .is_none()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -113,7 +127,9 @@ mod tests {
         tx.send(Fetched::HighWatermark(10)).await.unwrap();
         tx.send(record(7)).await.unwrap();
         tx.send(Fetched::HighWatermark(12)).await.unwrap();
-        let batch = next_batch(&mut rx, 100, Duration::from_millis(50)).await.unwrap();
+        let batch = next_batch(&mut rx, 100, Duration::from_millis(50))
+            .await
+            .unwrap();
         assert_eq!(batch.high_watermark, Some(12));
         assert_eq!(offsets(&batch), vec![7]);
     }

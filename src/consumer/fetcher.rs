@@ -4,7 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use rskafka::client::partition::{OffsetAt, PartitionClient};
+use rskafka::{
+    client::partition::{OffsetAt, PartitionClient},
+    record::RecordAndOffset,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,10 +35,10 @@ pub async fn run(
     let partition = client.partition();
     loop {
         let started = tokio::time::Instant::now();
-        let fetch = client.fetch_records(offset, 1..settings.fetch_max_bytes, settings.fetch_max_wait_ms);
+        let fetch = fetch_at(&client, offset, &settings);
         let result = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            result = fetch => result.map_err(KafkaError::from),
+            result = fetch => result,
         };
         let (records, high_watermark) = match result {
             Ok(fetched) => fetched,
@@ -51,7 +54,11 @@ pub async fn run(
             offset = reset(&client, offset, settings.offset_out_of_range, &metrics).await?;
             continue;
         }
-        if tx.send(Fetched::HighWatermark(high_watermark)).await.is_err() {
+        if tx
+            .send(Fetched::HighWatermark(high_watermark))
+            .await
+            .is_err()
+        {
             return Ok(());
         }
         let mut delivered = false;
@@ -61,7 +68,11 @@ pub async fn run(
             }
             offset = record.offset + 1;
             delivered = true;
-            if tx.send(Fetched::Record(kafka::to_record(record))).await.is_err() {
+            if tx
+                .send(Fetched::Record(kafka::to_record(record)))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }
@@ -75,8 +86,57 @@ pub async fn run(
     }
 }
 
+/// Fetches the records from `offset` on.
+///
+/// Tansu 0.6 answers a fetch whose offset lies inside a record batch with the
+/// *next* batch, silently skipping the rest of the batch. That happens whenever
+/// the committed offset of a restarted consumer falls inside a producer's batch.
+/// So when the first record returned is past `offset`, look back (growing
+/// steps) until a batch at or before `offset` comes back, then walk forward
+/// batch by batch; records before `offset` are dropped. Against Apache Kafka,
+/// which returns the batch holding `offset`, this only runs at log gaps.
+async fn fetch_at(
+    client: &PartitionClient,
+    offset: i64,
+    settings: &KafkaSettings,
+) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
+    let bytes = 1..settings.fetch_max_bytes;
+    let wait = settings.fetch_max_wait_ms;
+    let (records, high_watermark) = client.fetch_records(offset, bytes.clone(), wait).await?;
+    if records.first().is_none_or(|r| r.offset <= offset) {
+        return Ok((records, high_watermark));
+    }
+    let mut step = 64_i64;
+    let mut from = offset;
+    // Step back until the answer starts at or before `offset`.
+    let mut found = loop {
+        from = (offset - step).max(0);
+        step = step.saturating_mul(4);
+        let answer = client.fetch_records(from, bytes.clone(), wait).await?;
+        if answer.0.first().is_none_or(|r| r.offset <= offset) || from == 0 {
+            break answer;
+        }
+    };
+    // Walk forward until the answer reaches `offset`.
+    loop {
+        let (records, high_watermark) = found;
+        let reaches = records.last().is_none_or(|r| r.offset >= offset);
+        if reaches {
+            let kept = records.into_iter().filter(|r| r.offset >= offset).collect();
+            return Ok((kept, high_watermark));
+        }
+        from = records.last().map_or(from, |r| r.offset + 1);
+        found = client.fetch_records(from, bytes.clone(), wait).await?;
+    }
+}
+
 /// Applies the out-of-range policy; returns the offset to resume from.
-async fn reset(client: &PartitionClient, offset: i64, policy: OffsetReset, metrics: &Metrics) -> Result<i64, ConsumerError> {
+async fn reset(
+    client: &PartitionClient,
+    offset: i64,
+    policy: OffsetReset,
+    metrics: &Metrics,
+) -> Result<i64, ConsumerError> {
     let partition = client.partition();
     match policy {
         OffsetReset::Fail => Err(ConsumerError::OffsetOutOfRange { partition, offset }),

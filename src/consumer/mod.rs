@@ -56,7 +56,11 @@ pub struct ConsumerContext {
 }
 
 /// Runs one pipeline per partition until `shutdown` is cancelled.
-pub async fn run(ctx: Arc<ConsumerContext>, statuses: Vec<Arc<PartitionStatus>>, shutdown: CancellationToken) {
+pub async fn run(
+    ctx: Arc<ConsumerContext>,
+    statuses: Vec<Arc<PartitionStatus>>,
+    shutdown: CancellationToken,
+) {
     let mut tasks = JoinSet::new();
     for status in statuses {
         tasks.spawn(partition::run(Arc::clone(&ctx), status, shutdown.clone()));

@@ -25,7 +25,11 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 const BATCH_ATTEMPTS: u32 = 5;
 
 /// Consumes `partition` until `shutdown` is cancelled or a fatal error.
-pub async fn run(ctx: Arc<ConsumerContext>, status: Arc<PartitionStatus>, shutdown: CancellationToken) {
+pub async fn run(
+    ctx: Arc<ConsumerContext>,
+    status: Arc<PartitionStatus>,
+    shutdown: CancellationToken,
+) {
     let partition = status.partition;
     let mut backoff = Backoff::new(MAX_RESTART_DELAY);
     loop {
@@ -66,7 +70,10 @@ async fn pipeline(
     let client = kafka::partition(&ctx.kafka, topic, partition).await?;
     let start = match committed {
         Some(offset) => offset,
-        None => client.get_offset(OffsetAt::Earliest).await.map_err(KafkaError::from)?,
+        None => client
+            .get_offset(OffsetAt::Earliest)
+            .await
+            .map_err(KafkaError::from)?,
     };
     if let Some(offset) = committed {
         status.set_committed(offset);
@@ -122,7 +129,10 @@ async fn pipeline(
     }
 }
 
-async fn apply_with_retries(ctx: &ConsumerContext, batch: &PartitionBatch<'_>) -> Result<BatchOutcome, ConsumerError> {
+async fn apply_with_retries(
+    ctx: &ConsumerContext,
+    batch: &PartitionBatch<'_>,
+) -> Result<BatchOutcome, ConsumerError> {
     let mut backoff = Backoff::new(Duration::from_secs(2));
     let mut attempt = 1;
     loop {
@@ -133,7 +143,8 @@ async fn apply_with_retries(ctx: &ConsumerContext, batch: &PartitionBatch<'_>) -
         };
         match result {
             Ok(outcome) => {
-                ctx.metrics.batch_applied(batch.partition, &outcome, started.elapsed());
+                ctx.metrics
+                    .batch_applied(batch.partition, &outcome, started.elapsed());
                 return Ok(outcome);
             }
             Err(e) if attempt < BATCH_ATTEMPTS && retry::is_retriable(&e) => {

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use time::OffsetDateTime;
 use deadpool_postgres::Transaction;
+use time::OffsetDateTime;
 use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
 use uuid::Uuid;
 
@@ -85,7 +85,10 @@ pub struct BatchOutcome {
 }
 
 /// Applies one batch in one transaction. On error nothing is written.
-pub async fn apply(client: &mut Client, batch: &PartitionBatch<'_>) -> Result<BatchOutcome, StoreError> {
+pub async fn apply(
+    client: &mut Client,
+    batch: &PartitionBatch<'_>,
+) -> Result<BatchOutcome, StoreError> {
     let decoded = batch::decode_all(batch.records);
     let movement_ids = batch::movement_ids(&decoded);
 
@@ -116,7 +119,10 @@ pub async fn apply(client: &mut Client, batch: &PartitionBatch<'_>) -> Result<Ba
     })
 }
 
-async fn read_state(tx: &Transaction<'_>, movement_ids: &[Uuid]) -> Result<StoredState, StoreError> {
+async fn read_state(
+    tx: &Transaction<'_>,
+    movement_ids: &[Uuid],
+) -> Result<StoredState, StoreError> {
     let mut state = StoredState::default();
     if movement_ids.is_empty() {
         return Ok(state);
@@ -154,7 +160,11 @@ async fn read_state(tx: &Transaction<'_>, movement_ids: &[Uuid]) -> Result<Store
     Ok(state)
 }
 
-async fn copy_events(tx: &Transaction<'_>, batch: &PartitionBatch<'_>, plan: &Plan) -> Result<(), StoreError> {
+async fn copy_events(
+    tx: &Transaction<'_>,
+    batch: &PartitionBatch<'_>,
+    plan: &Plan,
+) -> Result<(), StoreError> {
     if plan.accepted.is_empty() {
         return Ok(());
     }
@@ -185,7 +195,10 @@ async fn copy_events(tx: &Transaction<'_>, batch: &PartitionBatch<'_>, plan: &Pl
     Ok(())
 }
 
-async fn upsert_movements(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<(Uuid, i64)>, StoreError> {
+async fn upsert_movements(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+) -> Result<Vec<(Uuid, i64)>, StoreError> {
     if plan.movements.is_empty() {
         return Ok(Vec::new());
     }
@@ -196,7 +209,11 @@ async fn upsert_movements(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<(Uuid
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut r_id, mut r_code, mut r_at) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut r_id, mut r_code, mut r_at) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for m in &plan.movements {
         ids.push(m.movement_id);
         s_id.push(m.sender.as_ref().map(|s| s.warehouse_id));
@@ -213,7 +230,10 @@ async fn upsert_movements(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<(Uuid
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-async fn upsert_stock(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<(Uuid, Uuid, i64)>, StoreError> {
+async fn upsert_stock(
+    tx: &Transaction<'_>,
+    plan: &Plan,
+) -> Result<Vec<(Uuid, Uuid, i64)>, StoreError> {
     if plan.stock.is_empty() {
         return Ok(Vec::new());
     }
@@ -222,10 +242,17 @@ async fn upsert_stock(tx: &Transaction<'_>, plan: &Plan) -> Result<Vec<(Uuid, Uu
     let deltas: Vec<i64> = plan.stock.iter().map(|d| d.delta).collect();
     let stmt = tx.prepare_cached(UPSERT_STOCK).await?;
     let rows = tx.query(&stmt, &[&warehouses, &products, &deltas]).await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }
 
-async fn insert_rejected(tx: &Transaction<'_>, batch: &PartitionBatch<'_>, plan: &Plan) -> Result<(), StoreError> {
+async fn insert_rejected(
+    tx: &Transaction<'_>,
+    batch: &PartitionBatch<'_>,
+    plan: &Plan,
+) -> Result<(), StoreError> {
     if plan.rejected.is_empty() {
         return Ok(());
     }
@@ -233,12 +260,28 @@ async fn insert_rejected(tx: &Transaction<'_>, batch: &PartitionBatch<'_>, plan:
     let offsets: Vec<i64> = records.clone().map(|r| r.offset).collect();
     let raws: Vec<Option<&[u8]>> = records.clone().map(|r| r.value.as_deref()).collect();
     let times: Vec<OffsetDateTime> = records.map(|r| r.timestamp).collect();
-    let reasons: Vec<&str> = plan.rejected.iter().map(|(_, r)| r.reason.as_str()).collect();
-    let details: Vec<&str> = plan.rejected.iter().map(|(_, r)| r.detail.as_str()).collect();
+    let reasons: Vec<&str> = plan
+        .rejected
+        .iter()
+        .map(|(_, r)| r.reason.as_str())
+        .collect();
+    let details: Vec<&str> = plan
+        .rejected
+        .iter()
+        .map(|(_, r)| r.detail.as_str())
+        .collect();
     let stmt = tx.prepare_cached(INSERT_REJECTED).await?;
     tx.execute(
         &stmt,
-        &[&batch.topic, &batch.partition, &offsets, &raws, &reasons, &details, &times],
+        &[
+            &batch.topic,
+            &batch.partition,
+            &offsets,
+            &raws,
+            &reasons,
+            &details,
+            &times,
+        ],
     )
     .await?;
     Ok(())
@@ -248,7 +291,15 @@ async fn commit_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Resu
     let stmt = tx.prepare_cached(COMMIT_OFFSET).await?;
     let next = batch.next_offset();
     let updated = tx
-        .execute(&stmt, &[&batch.topic, &batch.partition, &batch.expected_offset, &next])
+        .execute(
+            &stmt,
+            &[
+                &batch.topic,
+                &batch.partition,
+                &batch.expected_offset,
+                &next,
+            ],
+        )
         .await?;
     if updated == 1 {
         Ok(())

@@ -1,0 +1,143 @@
+//! Crash safety: a consumer killed with SIGKILL in the middle of a stream and
+//! started again leaves exactly the tables one uninterrupted run leaves.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use deadpool_postgres::Pool;
+use warehouse_monitor::{config::Settings, kafka, store};
+
+use crate::{
+    helpers::{self, Producer, TestApp, committed_offsets, test_settings},
+    stream,
+};
+
+fn start_service(settings: &Settings) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
+        .args([
+            "--config-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+            "serve",
+        ])
+        .env("WM_POSTGRES__URL", &settings.postgres.url)
+        .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
+        .env("WM_BATCH__SIZE", settings.batch.size.to_string())
+        .env("WM_BATCH__WAIT_MS", "20")
+        .env("WM_HTTP__ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("service starts")
+}
+
+/// Deterministic content of every table (wall-clock columns and cache
+/// versions left out: they depend on when and in which batches rows changed).
+async fn dump(pool: &Pool) -> Vec<String> {
+    let client = pool.get().await.unwrap();
+    let queries = [
+        "SELECT movement_id, product_id, event, warehouse_id, warehouse_code, quantity, happened_at,
+                message_id, emitted_at, kafka_topic, kafka_partition, kafka_offset FROM movement_events",
+        "SELECT movement_id, sender_id, sender_code, departed_at, receiver_id, receiver_code, arrived_at FROM movements",
+        "SELECT warehouse_id, product_id, quantity FROM stock",
+        "SELECT topic, partition, next_offset FROM consumer_offsets",
+        "SELECT kafka_topic, kafka_partition, kafka_offset, raw, reason, detail, record_time FROM rejected_events",
+    ];
+    let mut tables = Vec::new();
+    for q in queries {
+        let sql = format!(
+            "SELECT count(*), coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM ({q}) t"
+        );
+        let row = client.query_one(&sql, &[]).await.unwrap();
+        let count: i64 = row.get(0);
+        let text: String = row.get(1);
+        tables.push(format!("{count} rows\n{text}"));
+    }
+    tables
+}
+
+#[tokio::test]
+async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
+    let stream = stream::generate(11, 2_500, 3, true);
+    let mut crash = test_settings(3);
+    crash.batch.size = 20;
+
+    // The topic and its records exist before either consumer starts.
+    let client = kafka::connect(&crash.kafka).await.unwrap();
+    kafka::ensure_topic(&client, &crash.kafka.topic, 3, true)
+        .await
+        .unwrap();
+    let producer = Producer::connect(&crash).await;
+    for (p, values) in stream.partitions.iter().enumerate() {
+        let mut values = values.clone();
+        values.insert(values.len() / 2, b"\xff not json".to_vec());
+        producer.produce(p as i32, values).await;
+    }
+    let total = producer.total();
+
+    // Crashing run: SIGKILL twice in the middle, then run to the end.
+    store::ensure_database(&crash.postgres.url).await.unwrap();
+    warehouse_monitor::startup::migrate(&crash).await.unwrap();
+    let pool = store::pool(&crash.postgres).unwrap();
+    for round in 1..=2 {
+        let mut child = start_service(&crash);
+        let progress = wait_for_progress(&pool, &crash.kafka.topic, round * total / 4).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        assert!(
+            progress < total,
+            "round {round}: the whole stream was consumed before the kill"
+        );
+    }
+    let mut child = start_service(&crash);
+    helpers::wait_consumed(&pool, &crash.kafka.topic, &producer).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Reference run: the same topic, its own database, never interrupted.
+    let mut reference = test_settings(3);
+    reference.kafka.topic = crash.kafka.topic.clone();
+    let app = TestApp::spawn_with(reference).await;
+    helpers::wait_consumed(&app.pool, &app.settings.kafka.topic, &producer).await;
+    let expected = dump(&app.pool).await;
+    app.stop().await;
+
+    let actual = dump(&pool).await;
+    assert_eq!(actual.len(), expected.len());
+    for (a, e) in actual.iter().zip(&expected) {
+        if a != e {
+            let diff = a.lines().zip(e.lines()).find(|(x, y)| x != y);
+            panic!(
+                "tables differ: {}\n{} vs {}\nfirst difference: {diff:?}",
+                head(a),
+                a.len(),
+                e.len()
+            );
+        }
+    }
+    assert!(
+        expected[4].starts_with("3 rows"),
+        "three malformed records rejected"
+    );
+}
+
+fn head(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
+
+/// Waits until at least `at_least` records are committed; returns the count.
+async fn wait_for_progress(pool: &Pool, topic: &str, at_least: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed: i64 = committed_offsets(pool, topic).await.values().sum();
+        if committed >= at_least {
+            return committed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress: {committed}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real service against the real PostgreSQL, Redis and
+//! Kafka-compatible broker of the local stack (`scripts/stack.sh up`). One
+//! binary, one module per capability; every test has its own database, topic
+//! and port.
+
+mod helpers;
+mod stream;
+
+mod crash;
+mod ingest;
+mod rejects;
+mod volume;
