@@ -107,14 +107,13 @@ async fn fetch_at(
         return Ok((records, high_watermark));
     }
     let mut step = 64_i64;
-    let mut from = offset;
     // Step back until the answer starts at or before `offset`.
-    let mut found = loop {
-        from = (offset - step).max(0);
+    let (mut from, mut found) = loop {
+        let from = (offset - step).max(0);
         step = step.saturating_mul(4);
         let answer = client.fetch_records(from, bytes.clone(), wait).await?;
         if answer.0.first().is_none_or(|r| r.offset <= offset) || from == 0 {
-            break answer;
+            break (from, answer);
         }
     };
     // Walk forward until the answer reaches `offset`.

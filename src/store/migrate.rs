@@ -18,7 +18,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// Advisory lock key held while migrating ("wm-migr" in ASCII).
-const MIGRATION_LOCK: i64 = 0x776d_2d6d_6967_72;
+const MIGRATION_LOCK: i64 = 0x0077_6d2d_6d69_6772;
 
 /// Applies the pending migrations; returns the versions it applied.
 pub async fn run(client: &mut Client) -> Result<Vec<&'static str>, StoreError> {
