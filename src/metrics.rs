@@ -38,6 +38,7 @@ pub struct Metrics {
     duplicates: Counter<u64>,
     rejected: Counter<u64>,
     batches: Counter<u64>,
+    negative_stock: Counter<u64>,
     batch_size: Histogram<u64>,
     batch_duration: Histogram<f64>,
     commit_delay: Histogram<f64>,
@@ -96,6 +97,10 @@ impl Metrics {
             ),
             rejected: counter("wm_events_rejected", "Records rejected, by reason"),
             batches: counter("wm_batches_committed", "Batches committed, by partition"),
+            negative_stock: counter(
+                "wm_stock_negative_updates",
+                "Stock rows left below zero by a batch (departures seen before arrivals)",
+            ),
             batch_size: meter
                 .u64_histogram("wm_batch_size")
                 .with_description("Records per committed batch")
@@ -194,6 +199,7 @@ impl Metrics {
         }
         self.batches
             .add(1, &[KeyValue::new("partition", i64::from(partition))]);
+        self.negative_stock.add(outcome.negative_stock as u64, &[]);
         self.batch_size.record(outcome.consumed as u64, &[]);
         self.batch_duration.record(took.as_secs_f64(), &[]);
         if let Some(oldest) = outcome.oldest_emitted_at {

@@ -6,4 +6,4 @@ ON CONFLICT (warehouse_id, product_id) DO UPDATE SET
     quantity   = s.quantity + EXCLUDED.quantity,
     version    = s.version + 1,
     updated_at = now()
-RETURNING warehouse_id, product_id, version
+RETURNING warehouse_id, product_id, version, quantity

@@ -79,6 +79,8 @@ pub struct BatchOutcome {
     pub next_offset: i64,
     /// `(offset, reason, detail)` of each rejected record, for logs.
     pub rejections: Vec<(i64, RejectReason, String)>,
+    /// Stock rows this batch left below zero (more departed than arrived so far).
+    pub negative_stock: usize,
     /// Earliest envelope `time` among applied events, for the delay metric.
     pub oldest_emitted_at: Option<OffsetDateTime>,
     pub touched: Touched,
@@ -98,7 +100,7 @@ pub async fn apply(
 
     copy_events(&tx, batch, &plan).await?;
     let movements = upsert_movements(&tx, &plan).await?;
-    let stock = upsert_stock(&tx, &plan).await?;
+    let (stock, negative_stock) = upsert_stock(&tx, &plan).await?;
     insert_rejected(&tx, batch, &plan).await?;
     commit_offset(&tx, batch).await?;
     tx.commit().await?;
@@ -115,6 +117,7 @@ pub async fn apply(
             .map(|(i, r)| (batch.records[*i].offset, r.reason, r.detail.clone()))
             .collect(),
         oldest_emitted_at: plan.accepted.iter().filter_map(|(_, e)| e.emitted_at).min(),
+        negative_stock,
         touched: Touched { movements, stock },
     })
 }
@@ -230,22 +233,22 @@ async fn upsert_movements(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// Returns the touched rows with their new versions, and how many are negative.
 async fn upsert_stock(
     tx: &Transaction<'_>,
     plan: &Plan,
-) -> Result<Vec<(Uuid, Uuid, i64)>, StoreError> {
+) -> Result<(Vec<(Uuid, Uuid, i64)>, usize), StoreError> {
     if plan.stock.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     }
     let warehouses: Vec<Uuid> = plan.stock.iter().map(|d| d.warehouse_id).collect();
     let products: Vec<Uuid> = plan.stock.iter().map(|d| d.product_id).collect();
     let deltas: Vec<i64> = plan.stock.iter().map(|d| d.delta).collect();
     let stmt = tx.prepare_cached(UPSERT_STOCK).await?;
     let rows = tx.query(&stmt, &[&warehouses, &products, &deltas]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    let negative = rows.iter().filter(|r| r.get::<_, i64>(3) < 0).count();
+    let touched = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    Ok((touched, negative))
 }
 
 async fn insert_rejected(
