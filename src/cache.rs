@@ -107,9 +107,12 @@ pub fn stock_key(warehouse_id: Uuid, product_id: Uuid) -> String {
 }
 
 impl Cache {
-    /// Starts a client that connects (and reconnects) in the background; Redis
-    /// being down at start-up is not an error.
-    pub fn start(settings: &RedisSettings, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+    /// Starts a client that connects (and reconnects) in the background, giving
+    /// the first connection a moment; Redis being down at start-up is not an error.
+    pub async fn start(
+        settings: &RedisSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CacheError> {
         let config = Config::from_url(&settings.url).map_err(CacheError::Url)?;
         let timeout = Duration::from_millis(250);
         let client = Builder::from_config(Config {
@@ -126,6 +129,12 @@ impl Cache {
         .build()
         .map_err(CacheError::Start)?;
         let _connection_task = client.connect();
+        if tokio::time::timeout(Duration::from_secs(2), client.wait_for_connect())
+            .await
+            .is_err()
+        {
+            tracing::warn!(url = %settings.url, "Redis not reachable yet; answering from PostgreSQL until it is");
+        }
         Ok(Self {
             client,
             ttl_secs: settings.cache_ttl_secs,
@@ -147,7 +156,17 @@ impl Cache {
     /// Answers PING within the timeout.
     pub async fn ping(&self) -> bool {
         let ping = self.client.ping::<String>(None);
-        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(_)))
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cache ping failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("cache ping timed out");
+                false
+            }
+        }
     }
 
     /// Looks `key` up. `None` means "ask PostgreSQL" (miss, tombstone or error).

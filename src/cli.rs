@@ -27,4 +27,6 @@ pub enum Command {
     Migrate,
     /// Recompute stock from the stored events; exit 1 on any mismatch.
     Verify,
+    /// Print the OpenAPI document (the one committed as docs/openapi.json).
+    Openapi,
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use warehouse_monitor::{
+    api,
     cli::{Cli, Command},
     config::Settings,
     shutdown, startup, store, telemetry,
@@ -24,6 +25,10 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        println!("{}", api::spec_json());
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = Settings::load(&cli.config_dir, cli.config.as_deref())?;
     telemetry::init(settings.log.format);
     match cli.command {
@@ -38,6 +43,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             println!("applied {} migration(s): {applied:?}", applied.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Openapi => Ok(ExitCode::SUCCESS),
         Command::Verify => {
             let pool = store::pool(&settings.postgres)?;
             let client = pool.get().await.context("connecting to PostgreSQL")?;

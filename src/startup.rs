@@ -82,7 +82,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new()?);
         metrics.observe(statuses.clone(), pool.clone());
         metrics.touch_reasons();
-        let cache = Cache::start(&settings.redis, Arc::clone(&metrics))?;
+        let cache = Cache::start(&settings.redis, Arc::clone(&metrics)).await?;
         let addr = settings.http.addr;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -108,6 +108,11 @@ impl Application {
     /// A handle on the pool, for tests and tools.
     pub fn pool(&self) -> Pool {
         self.pool.clone()
+    }
+
+    /// Live state of each partition's consumer.
+    pub fn statuses(&self) -> Vec<Arc<PartitionStatus>> {
+        self.statuses.clone()
     }
 
     /// The metric instruments of this instance.

@@ -1,13 +1,23 @@
-//! The HTTP API (poem): queries, health, metrics and the OpenAPI description,
-//! served until the stop signal.
+//! The HTTP API (poem + poem-openapi): the queries, health, metrics, the
+//! OpenAPI description and Swagger UI. Every error leaves as the JSON body of
+//! SPEC section 5, including poem's own path and routing errors.
 
-use std::sync::Arc;
+pub mod health;
+pub mod model;
+pub mod queries;
+
+use std::{sync::Arc, time::Instant};
 
 use deadpool_postgres::Pool;
-use poem::{EndpointExt, Route, Server, get, handler, listener::TcpAcceptor, web::Data};
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler, http::StatusCode,
+    listener::TcpAcceptor, web::Data,
+};
+use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
 
 use crate::{cache::Cache, consumer::status::PartitionStatus, metrics::Metrics};
+use model::ErrorBody;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -18,6 +28,50 @@ pub struct State {
     pub statuses: Vec<Arc<PartitionStatus>>,
 }
 
+type Apis = (queries::QueryApi, health::HealthApi);
+
+/// The OpenAPI service describing every documented endpoint.
+pub fn openapi() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (queries::QueryApi, health::HealthApi),
+        "warehouse-monitor",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Movements of goods between warehouses and the resulting stock, \
+         built from the warehouses' Kafka events.",
+    )
+}
+
+/// The OpenAPI document as served at `/openapi.json` (and committed as
+/// `docs/openapi.json`).
+pub fn spec_json() -> String {
+    openapi().spec()
+}
+
+/// The whole HTTP application.
+pub fn app(state: State) -> impl Endpoint {
+    let api = openapi();
+    let metrics = Arc::clone(&state.metrics);
+    Route::new()
+        .at("/openapi.json", api.spec_endpoint())
+        .nest("/docs", api.swagger_ui())
+        .at("/metrics", get(metrics_endpoint))
+        .nest("/", api)
+        .catch_all_error(|err: poem::Error| async move { error_response(&err) })
+        .around(move |endpoint, request| {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                let route = route_label(request.uri().path());
+                let started = Instant::now();
+                let response = endpoint.get_response(request).await;
+                metrics.http_request(route, response.status().as_u16(), started.elapsed());
+                Ok(response)
+            }
+        })
+        .data(state)
+}
+
 /// Serves the API on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -25,13 +79,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
-    let app = Route::new()
-        .at("/metrics", get(metrics))
-        .at("/health/live", get(live))
-        .data(state);
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
-            app,
+            app(state),
             shutdown.cancelled_owned(),
             Some(crate::startup::GRACE_PERIOD),
         )
@@ -39,13 +89,62 @@ pub async fn serve(
 }
 
 #[handler]
-fn metrics(Data(state): Data<&State>) -> poem::Response {
-    poem::Response::builder()
-        .content_type("text/plain; version=0.0.4")
+fn metrics_endpoint(Data(state): Data<&State>) -> Response {
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
 }
 
-#[handler]
-fn live() -> &'static str {
-    "{\"status\":\"live\"}"
+/// Turns any error poem or poem-openapi raises into the JSON error body.
+fn error_response(err: &poem::Error) -> Response {
+    let status = err.status();
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("invalid_id", format!("invalid path parameter: {err}")),
+        StatusCode::NOT_FOUND => ("not_found", "no such resource".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed".to_owned()),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "service unavailable".to_owned()),
+        _ => {
+            tracing::error!(error = %err, %status, "request failed");
+            ("internal", "internal error".to_owned())
+        }
+    };
+    let body = poem_openapi::payload::Json(ErrorBody::new(code, message));
+    body.with_status(status).into_response()
+}
+
+/// Low-cardinality route label: the path template, never the ids in it.
+pub fn route_label(path: &str) -> &'static str {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["", "api", "movements", _] => "/api/movements/{movement_id}",
+        ["", "api", "warehouses", _, "products", _] => {
+            "/api/warehouses/{warehouse_id}/products/{product_id}"
+        }
+        ["", "health", "live"] => "/health/live",
+        ["", "health", "ready"] => "/health/ready",
+        ["", "metrics"] => "/metrics",
+        ["", "openapi.json"] => "/openapi.json",
+        ["", "docs", ..] => "/docs",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_label;
+
+    #[test]
+    fn route_labels_hide_ids() {
+        assert_eq!(
+            route_label("/api/movements/abc"),
+            "/api/movements/{movement_id}"
+        );
+        assert_eq!(
+            route_label("/api/warehouses/a/products/b"),
+            "/api/warehouses/{warehouse_id}/products/{product_id}"
+        );
+        assert_eq!(route_label("/docs/"), "/docs");
+        assert_eq!(route_label("/api/movements/a/b"), "other");
+        assert_eq!(route_label("/nope"), "other");
+    }
 }

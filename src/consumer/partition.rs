@@ -126,6 +126,7 @@ async fn pipeline(
         if let Some(cache) = &ctx.cache {
             cache.invalidate(&outcome.touched).await;
         }
+        status.set_invalidated(outcome.next_offset);
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::{
 pub struct PartitionStatus {
     pub partition: i32,
     committed: AtomicI64,
+    invalidated: AtomicI64,
     high_watermark: AtomicI64,
     running: AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -23,6 +24,7 @@ impl PartitionStatus {
         Self {
             partition,
             committed: AtomicI64::new(UNKNOWN),
+            invalidated: AtomicI64::new(UNKNOWN),
             high_watermark: AtomicI64::new(UNKNOWN),
             running: AtomicBool::new(false),
             last_error: Mutex::new(None),
@@ -31,6 +33,18 @@ impl PartitionStatus {
 
     pub fn set_committed(&self, offset: i64) {
         self.committed.store(offset, Ordering::Relaxed);
+    }
+
+    /// Records that the cache keys of every batch before `offset` are invalidated.
+    pub fn set_invalidated(&self, offset: i64) {
+        self.invalidated.store(offset, Ordering::Relaxed);
+    }
+
+    /// Offset up to which committed batches have had their cache keys invalidated
+    /// (or queued for invalidation while Redis is unreachable, reads then
+    /// bypassing the cache).
+    pub fn invalidated(&self) -> Option<i64> {
+        Some(self.invalidated.load(Ordering::Relaxed)).filter(|o| *o >= 0)
     }
 
     pub fn set_high_watermark(&self, offset: i64) {

@@ -247,7 +247,10 @@ async fn upsert_stock(
     let stmt = tx.prepare_cached(UPSERT_STOCK).await?;
     let rows = tx.query(&stmt, &[&warehouses, &products, &deltas]).await?;
     let negative = rows.iter().filter(|r| r.get::<_, i64>(3) < 0).count();
-    let touched = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let touched = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     Ok((touched, negative))
 }
 

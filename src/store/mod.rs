@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod migrate;
 pub mod offsets;
+pub mod read;
 pub mod verify;
 
 use std::time::Duration;

@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use warehouse_monitor::{config::Settings, startup::Application};
+use warehouse_monitor::{
+    config::Settings, consumer::status::PartitionStatus, startup::Application,
+};
 
 /// Settings of the local stack with a fresh database and topic.
 pub fn test_settings(partitions: i32) -> Settings {
@@ -47,6 +49,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub pool: Pool,
     pub metrics: Arc<warehouse_monitor::metrics::Metrics>,
+    pub statuses: Vec<Arc<PartitionStatus>>,
     pub producer: Producer,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -66,6 +69,7 @@ impl TestApp {
         let addr = app.local_addr();
         let pool = app.pool();
         let metrics = app.metrics();
+        let statuses = app.statuses();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -77,6 +81,7 @@ impl TestApp {
             addr,
             pool,
             metrics,
+            statuses,
             producer,
             http: reqwest::Client::new(),
             shutdown,
@@ -100,6 +105,29 @@ impl TestApp {
     /// Waits until every produced record is committed.
     pub async fn wait_consumed(&self) {
         wait_consumed(&self.pool, &self.settings.kafka.topic, &self.producer).await;
+    }
+
+    /// Waits until every produced record's batch has had its cache keys invalidated.
+    pub async fn wait_invalidated(&self) {
+        let target = self.producer.produced();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let done = target.iter().all(|(p, end)| {
+                self.statuses
+                    .iter()
+                    .find(|s| s.partition == *p)
+                    .and_then(|s| s.invalidated())
+                    .is_some_and(|i| i >= *end)
+            });
+            if done {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "invalidation never reached {target:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,7 +6,9 @@
 mod helpers;
 mod stream;
 
+mod api;
 mod crash;
 mod ingest;
+mod monitoring;
 mod rejects;
 mod volume;

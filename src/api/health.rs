@@ -1,0 +1,119 @@
+//! Liveness and readiness: live means the process answers; ready means the
+//! database answers and every partition's consumer runs. Redis is reported but
+//! does not decide readiness: the service answers correctly without it.
+
+use std::time::Duration;
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json};
+
+use super::State;
+
+#[derive(Debug, Tags)]
+enum Tag {
+    /// Health checks for orchestrators and load balancers.
+    Health,
+}
+
+/// The health endpoints.
+#[derive(Debug)]
+pub struct HealthApi;
+
+/// Liveness.
+#[derive(Debug, Object)]
+pub struct Liveness {
+    /// Always `live`.
+    pub status: String,
+}
+
+/// One partition's consumer.
+#[derive(Debug, Object)]
+pub struct PartitionHealth {
+    /// Partition number.
+    pub partition: i32,
+    /// True while its pipeline is consuming.
+    pub running: bool,
+    /// Next offset committed to PostgreSQL; null before the first commit.
+    pub committed_offset: Option<i64>,
+    /// Latest high watermark from the broker; null before the first fetch.
+    pub high_watermark: Option<i64>,
+    /// Records on the broker not yet committed.
+    pub lag: i64,
+    /// Last error of its pipeline, cleared when it runs again.
+    pub last_error: Option<String>,
+}
+
+/// Readiness, with the state of each dependency.
+#[derive(Debug, Object)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// `up` or `down`.
+    pub database: String,
+    /// `up` or `down` (informational: reads fall back to PostgreSQL).
+    pub cache: String,
+    /// Consumers, one per partition.
+    pub partitions: Vec<PartitionHealth>,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ReadyResponse {
+    /// Ready to serve and consuming.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// Not ready: the body says which part is down.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn up(ok: bool) -> String {
+    if ok { "up" } else { "down" }.to_owned()
+}
+
+#[OpenApi(tag = "Tag::Health")]
+impl HealthApi {
+    /// Liveness: the process answers.
+    #[oai(path = "/health/live", method = "get", operation_id = "live")]
+    async fn live(&self) -> Json<Liveness> {
+        Json(Liveness {
+            status: "live".into(),
+        })
+    }
+
+    /// Readiness: database reachable and every partition consumed.
+    #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
+    async fn ready(&self, Data(state): Data<&State>) -> ReadyResponse {
+        let db = async {
+            let client = state.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        let database = matches!(tokio::time::timeout(CHECK_TIMEOUT, db).await, Ok(Some(_)));
+        let cache = state.cache.ping().await;
+        let partitions: Vec<PartitionHealth> = state
+            .statuses
+            .iter()
+            .map(|s| PartitionHealth {
+                partition: s.partition,
+                running: s.is_running(),
+                committed_offset: s.committed(),
+                high_watermark: s.high_watermark(),
+                lag: s.lag(),
+                last_error: s.last_error(),
+            })
+            .collect();
+        let ready = database && partitions.iter().all(|p| p.running);
+        let body = Readiness {
+            status: if ready { "ready" } else { "not_ready" }.into(),
+            database: up(database),
+            cache: up(cache),
+            partitions,
+        };
+        if ready {
+            ReadyResponse::Ready(Json(body))
+        } else {
+            ReadyResponse::NotReady(Json(body))
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The two queries of SPEC section 5, read through the cache: a hit answers
+//! from Redis; a miss reads PostgreSQL and offers the answer back to the cache
+//! with its row version (refused if a newer version is already there).
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, OpenApi, Tags, param::Path, payload::Json};
+use serde::{Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+use super::{
+    State,
+    model::{ErrorBody, Movement, Stock},
+};
+use crate::{
+    cache,
+    store::{self, StoreError},
+};
+
+#[derive(Debug, Tags)]
+enum Tag {
+    /// Movements and stock.
+    Queries,
+}
+
+/// The query endpoints.
+#[derive(Debug)]
+pub struct QueryApi;
+
+/// Answer of `GET /api/movements/{movement_id}`.
+#[derive(Debug, ApiResponse)]
+pub enum MovementResponse {
+    /// The movement as recorded so far.
+    #[oai(status = 200)]
+    Ok(Json<Movement>),
+    /// `invalid_id`: the path segment is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `not_found`: no event of this movement was recorded.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// `unavailable`: the database cannot answer.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// Answer of `GET /api/warehouses/{warehouse_id}/products/{product_id}`.
+#[derive(Debug, ApiResponse)]
+pub enum StockResponse {
+    /// The stock (0 for a pair never seen).
+    #[oai(status = 200)]
+    Ok(Json<Stock>),
+    /// `invalid_id`: a path segment is not a UUID.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `unavailable`: the database cannot answer.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn unavailable(e: &StoreError) -> Json<ErrorBody> {
+    tracing::warn!(error = %e, "database unavailable for a query");
+    Json(ErrorBody::new(
+        "unavailable",
+        "the database cannot answer right now; retry later",
+    ))
+}
+
+#[OpenApi(tag = "Tag::Queries")]
+impl QueryApi {
+    /// One movement: its two sides, times and product quantities.
+    #[oai(
+        path = "/api/movements/:movement_id",
+        method = "get",
+        operation_id = "get_movement"
+    )]
+    async fn movement(
+        &self,
+        Data(state): Data<&State>,
+        /// The movement id (UUID).
+        movement_id: Path<Uuid>,
+    ) -> MovementResponse {
+        let id = movement_id.0;
+        let key = cache::movement_key(id);
+        if let Some(hit) = cached::<Movement>(state, &key).await {
+            return MovementResponse::Ok(Json(hit));
+        }
+        let stored = match state.pool.get().await {
+            Ok(client) => store::read::movement(&client, id).await,
+            Err(e) => Err(e.into()),
+        };
+        match stored {
+            Ok(Some(stored)) => {
+                let movement = Movement::from(&stored);
+                offer(state, &key, stored.version, &movement).await;
+                MovementResponse::Ok(Json(movement))
+            }
+            Ok(None) => MovementResponse::NotFound(Json(ErrorBody::new(
+                "not_found",
+                format!("no movement {id} has been recorded"),
+            ))),
+            Err(e) => MovementResponse::Unavailable(unavailable(&e)),
+        }
+    }
+
+    /// Current stock of one product in one warehouse.
+    #[oai(
+        path = "/api/warehouses/:warehouse_id/products/:product_id",
+        method = "get",
+        operation_id = "get_stock"
+    )]
+    async fn stock(
+        &self,
+        Data(state): Data<&State>,
+        /// The warehouse id (UUID).
+        warehouse_id: Path<Uuid>,
+        /// The product id (UUID).
+        product_id: Path<Uuid>,
+    ) -> StockResponse {
+        let (warehouse_id, product_id) = (warehouse_id.0, product_id.0);
+        let key = cache::stock_key(warehouse_id, product_id);
+        if let Some(hit) = cached::<Stock>(state, &key).await {
+            return StockResponse::Ok(Json(hit));
+        }
+        let stored = match state.pool.get().await {
+            Ok(client) => store::read::stock(&client, warehouse_id, product_id).await,
+            Err(e) => Err(e.into()),
+        };
+        match stored {
+            Ok((quantity, version)) => {
+                let stock = Stock {
+                    warehouse_id,
+                    product_id,
+                    quantity: quantity.max(0),
+                };
+                offer(state, &key, version, &stock).await;
+                StockResponse::Ok(Json(stock))
+            }
+            Err(e) => StockResponse::Unavailable(unavailable(&e)),
+        }
+    }
+}
+
+async fn cached<T: DeserializeOwned>(state: &State, key: &str) -> Option<T> {
+    let payload = state.cache.get(key).await?;
+    serde_json::from_str(&payload).ok()
+}
+
+async fn offer<T: Serialize>(state: &State, key: &str, version: i64, value: &T) {
+    if let Ok(payload) = serde_json::to_string(value) {
+        state.cache.put(key, version, &payload).await;
+    }
+}
