@@ -7,6 +7,7 @@ mod helpers;
 mod stream;
 
 mod api;
+mod cache;
 mod crash;
 mod ingest;
 mod monitoring;

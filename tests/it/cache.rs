@@ -1,0 +1,307 @@
+//! The cache is never stale after a commit's invalidation, under concurrent
+//! reads, and Redis going away (paused, or killed) never breaks answers.
+
+use std::{
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use uuid::Uuid;
+
+use crate::helpers::{Ev, TestApp, test_settings};
+
+fn stock_path(w: Uuid, p: Uuid) -> String {
+    format!("/api/warehouses/{w}/products/{p}")
+}
+
+/// Reads the cache-hit counter of the app from its own /metrics.
+async fn cache_hits(app: &TestApp) -> u64 {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("wm_cache_requests_total") && l.contains("result=\"hit\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_read_after_an_invalidation_returns_an_older_value() {
+    let app = Arc::new(TestApp::spawn(1).await);
+    let (warehouse, product, movement, sender) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    // The lowest value a read that starts now may return.
+    let stock_floor = Arc::new(AtomicI64::new(0));
+    let lines_floor = Arc::new(AtomicI64::new(0));
+    let reads = Arc::new(AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+
+    let mut readers = Vec::new();
+    for i in 0..6 {
+        let (app, stop, reads) = (Arc::clone(&app), stop.clone(), Arc::clone(&reads));
+        let (stock_floor, lines_floor) = (Arc::clone(&stock_floor), Arc::clone(&lines_floor));
+        readers.push(tokio::spawn(async move {
+            let mut violations = Vec::new();
+            while !stop.is_cancelled() {
+                if i % 2 == 0 {
+                    let floor = stock_floor.load(Ordering::SeqCst);
+                    let (_, body) = app.get_json(&stock_path(warehouse, product)).await;
+                    let seen = body["quantity"].as_i64().unwrap();
+                    if seen < floor {
+                        violations.push(format!("stock {seen} < {floor}"));
+                    }
+                } else {
+                    let floor = lines_floor.load(Ordering::SeqCst);
+                    let (status, body) = app.get_json(&format!("/api/movements/{movement}")).await;
+                    let seen = if status == 200 {
+                        body["products"].as_array().unwrap().len() as i64
+                    } else {
+                        0
+                    };
+                    if seen < floor {
+                        violations.push(format!("movement lines {seen} < {floor}"));
+                    }
+                }
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+            violations
+        }));
+    }
+
+    // 30 batches; each adds 1 to the stock and one product line to the movement.
+    for k in 1..=30_i64 {
+        app.produce(
+            0,
+            vec![
+                Ev::arrival(Uuid::new_v4(), warehouse, product, 1).bytes(),
+                Ev::departure(movement, sender, Uuid::new_v4(), 1).bytes(),
+            ],
+        )
+        .await;
+        app.wait_invalidated().await;
+        stock_floor.store(k, Ordering::SeqCst);
+        lines_floor.store(k, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    let mut violations = Vec::new();
+    for r in readers {
+        violations.extend(r.await.unwrap());
+    }
+    let hits = cache_hits(&app).await;
+    let total = reads.load(Ordering::Relaxed);
+    assert!(
+        violations.is_empty(),
+        "{} stale reads of {total}: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(5)]
+    );
+    assert!(total > 300, "readers made only {total} reads");
+    assert!(hits > 0, "the cache was never hit ({total} reads)");
+    Arc::try_unwrap(app)
+        .ok()
+        .expect("readers done")
+        .stop()
+        .await;
+}
+
+/// A Redis server of the test's own, on a free port.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let redis = OwnRedis {
+            port,
+            child: Some(child),
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return redis;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("own redis did not start on {port}");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resumes() {
+    let mut redis = OwnRedis::start(free_port());
+    let mut settings = test_settings(1);
+    settings.redis.url = format!("redis://127.0.0.1:{}", redis.port);
+    let app = TestApp::spawn_with(settings).await;
+    let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
+    let quantity = |body: serde_json::Value| body["quantity"].as_i64().unwrap();
+
+    app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 10).bytes()])
+        .await;
+    app.wait_invalidated().await;
+    assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 10);
+    assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 10);
+    let hits_before = cache_hits(&app).await;
+    assert!(hits_before >= 1, "second read is a hit");
+
+    // Redis unreachable but keeping its (now stale) data: reads bypass it and
+    // the consumer keeps committing.
+    redis.signal("-STOP");
+    app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 5).bytes()])
+        .await;
+    app.wait_invalidated().await;
+    assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 15);
+    let (status, _) = app.get_json("/health/ready").await;
+    assert_eq!(status, 200, "Redis does not decide readiness");
+
+    // Back: the owed invalidation is delivered before the cache is read again,
+    // so the stale 10 never comes back.
+    redis.signal("-CONT");
+    for _ in 0..50 {
+        assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 15);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        cache_hits(&app).await > hits_before,
+        "caching resumed after the pause"
+    );
+
+    // Killed outright, then restarted empty on the same port.
+    redis.kill();
+    app.produce(0, vec![Ev::departure(Uuid::new_v4(), w, p, 3).bytes()])
+        .await;
+    app.wait_invalidated().await;
+    assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 12);
+    let _redis = OwnRedis::start(redis.port);
+    let hits_down = cache_hits(&app).await;
+    let mut resumed = false;
+    for _ in 0..100 {
+        assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 12);
+        if cache_hits(&app).await > hits_down {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        resumed,
+        "caching resumed after Redis came back, without a restart"
+    );
+    app.stop().await;
+}
+
+/// The race the versions close, replayed step by step on the real Redis: a
+/// reader that fetched the old row before a commit tries to cache it after the
+/// commit's invalidation.
+#[tokio::test]
+async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
+    use warehouse_monitor::{cache::Cache, metrics::Metrics, store::apply::Touched};
+
+    let settings = test_settings(1);
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let cache = Cache::start(&settings.redis, metrics).await.unwrap();
+    let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
+    let key = warehouse_monitor::cache::stock_key(w, p);
+
+    // Reader A reads version 1 ("old") from PostgreSQL and is slow to cache it.
+    // Meanwhile a batch commits version 2 and invalidates the key.
+    cache
+        .invalidate(&Touched {
+            movements: vec![],
+            stock: vec![(w, p, 2)],
+        })
+        .await;
+    // A's late write of version 1 must not land.
+    cache.put(&key, 1, "old").await;
+    assert_eq!(
+        cache.get(&key).await,
+        None,
+        "tombstone v2 refuses the v1 value"
+    );
+    // Reader B reads version 2 and caches it; a late v1 still cannot replace it.
+    cache.put(&key, 2, "new").await;
+    cache.put(&key, 1, "old").await;
+    assert_eq!(cache.get(&key).await.as_deref(), Some("new"));
+    // A repeated tombstone of the same version does not hide the fresh value;
+    // a newer one does.
+    cache
+        .invalidate(&Touched {
+            movements: vec![],
+            stock: vec![(w, p, 2)],
+        })
+        .await;
+    assert_eq!(cache.get(&key).await.as_deref(), Some("new"));
+    cache
+        .invalidate(&Touched {
+            movements: vec![],
+            stock: vec![(w, p, 3)],
+        })
+        .await;
+    assert_eq!(cache.get(&key).await, None);
+    cache.quit().await;
+}
