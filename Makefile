@@ -8,6 +8,7 @@ CARGO ?= cargo
 
 .DEFAULT_GOAL := help
 .PHONY: help stack stack-down stack-status build run test lint bench migrate verify
+.PHONY: produce monitor monitor-down compose-up compose-down
 
 help: ## list targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,3 +42,18 @@ migrate: stack ## start the stack, then apply database migrations
 
 verify: stack ## start the stack, then run the verify command
 	$(CARGO) run --release --locked -- verify
+
+produce: stack ## start the stack, then generate demo events into the topic
+	$(CARGO) run --release --locked -- produce
+
+monitor: ## start a local Prometheus (Debian package) on 127.0.0.1:9090 scraping 127.0.0.1:8080
+	scripts/monitor.sh up
+
+monitor-down: ## stop the local Prometheus
+	scripts/monitor.sh down
+
+compose-up: ## build and start the whole stack in Docker (service :8080, Prometheus :9090, Grafana :3000)
+	docker compose up -d --build
+
+compose-down: ## stop and remove the Docker stack (volumes kept)
+	docker compose down

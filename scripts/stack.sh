@@ -5,6 +5,7 @@
 #   scripts/stack.sh down        stop the Tansu broker started by this script
 #   scripts/stack.sh down --all  also stop PostgreSQL and Redis
 #   scripts/stack.sh status      one line per service; exit 1 if any is down
+#   scripts/stack.sh tools       only install the monitoring test tools (prometheus, python3-yaml)
 #
 # Overrides: WM_STACK_PG_HOST, WM_STACK_PG_PORT (where PostgreSQL is checked; the cluster's own port
 # is set in postgresql.conf), WM_STACK_REDIS_PORT, WM_STACK_KAFKA_PORT.
@@ -277,6 +278,26 @@ tansu_stop() {
   say "kafka: stopped tansu pid $pid"
 }
 
+# ---------------------------------------------------------------- monitoring tools
+
+# tests/it/monitoring.rs runs Debian's prometheus (scripts/monitor.sh too) and parses
+# compose.yaml with PyYAML. Installed only, never started here.
+yaml_ok() { python3 -c 'import yaml' 2>/dev/null || /usr/bin/python3 -c 'import yaml' 2>/dev/null; }
+
+tools_install() {
+  local pkgs=()
+  command -v prometheus >/dev/null || pkgs+=(prometheus)
+  yaml_ok || pkgs+=(python3-yaml)
+  if ((${#pkgs[@]} == 0)); then say "tools: prometheus and PyYAML present"; return 0; fi
+  apt_install --no-install-recommends "${pkgs[@]}"
+  # On a host with systemd the package starts a system prometheus on :9090; ours runs on its own.
+  if [[ ${pkgs[0]} == prometheus && -d /run/systemd/system ]] \
+    && systemctl is-active --quiet prometheus 2>/dev/null; then
+    say "tools: stopping and disabling the system prometheus service the package started"
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+}
+
 # ---------------------------------------------------------------- main
 
 lock() {  # serialise concurrent up/down runs (fd 9 is closed for every started daemon)
@@ -302,7 +323,7 @@ status() {
   return "$down"
 }
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 case "${1:-}" in
   up)
@@ -310,6 +331,11 @@ case "${1:-}" in
     pg_up
     redis_up
     kafka_up
+    tools_install
+    ;;
+  tools)
+    lock
+    tools_install
     ;;
   down)
     [[ -z ${2:-} || ${2:-} == --all ]] || { usage >&2; exit 2; }

@@ -29,4 +29,26 @@ pub enum Command {
     Verify,
     /// Print the OpenAPI document (the one committed as docs/openapi.json).
     Openapi,
+    /// Produce generated demo events (departures, arrivals, duplicates, a few
+    /// malformed records) to the configured topic.
+    Produce {
+        /// Number of movements (each has 1-3 products, so 2-6 events).
+        #[arg(long, default_value_t = 1000)]
+        movements: usize,
+        /// Random seed; the same seed gives the same movements.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Share of events sent twice, as a producer retry would.
+        #[arg(long, default_value_t = 0.02)]
+        duplicate_ratio: f64,
+        /// Share of records replaced by malformed ones.
+        #[arg(long, default_value_t = 0.01)]
+        invalid_ratio: f64,
+    },
+    /// Measure end-to-end throughput on a fresh topic and database.
+    Loadtest {
+        /// Number of movements to generate (about 4.4 records each).
+        #[arg(long, default_value_t = 50_000)]
+        movements: usize,
+    },
 }

@@ -9,7 +9,7 @@ use warehouse_monitor::{
     api,
     cli::{Cli, Command},
     config::Settings,
-    shutdown, startup, store, telemetry,
+    kafka, loadtest, produce, shutdown, startup, store, telemetry,
 };
 
 #[tokio::main]
@@ -44,6 +44,36 @@ async fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Openapi => Ok(ExitCode::SUCCESS),
+        Command::Produce {
+            movements,
+            seed,
+            duplicate_ratio,
+            invalid_ratio,
+        } => {
+            let client = kafka::connect(&settings.kafka).await?;
+            let k = &settings.kafka;
+            let partitions =
+                kafka::ensure_topic(&client, &k.topic, k.partitions, k.create_topic).await?;
+            let plan = produce::Plan {
+                movements,
+                seed,
+                duplicate_ratio,
+                invalid_ratio,
+            };
+            let messages = produce::generate(&plan);
+            let total = messages.len();
+            let counts = produce::produce(&client, &k.topic, &partitions, messages).await?;
+            println!(
+                "produced {total} records to {}: {counts:?} (partition: records)",
+                k.topic
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loadtest { movements } => {
+            let report = loadtest::run(settings, movements).await?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify => {
             let pool = store::pool(&settings.postgres)?;
             let client = pool.get().await.context("connecting to PostgreSQL")?;

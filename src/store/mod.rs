@@ -61,17 +61,50 @@ fn pool_from_config(pg_config: tokio_postgres::Config, size: usize) -> Result<Po
         .build()?)
 }
 
-/// Creates the database named in `url` when it does not exist yet, connecting to
-/// the `postgres` maintenance database of the same server.
-pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
+/// Connects to the `postgres` maintenance database of the server in `url`;
+/// returns the client, its connection task and the database name in `url`.
+async fn maintenance(
+    url: &str,
+) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>, String)>, StoreError> {
     let target: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
     let Some(name) = target.get_dbname().map(str::to_owned) else {
-        return Ok(());
+        return Ok(None);
     };
     let mut maintenance = target.clone();
     maintenance.dbname("postgres");
     let (client, connection) = maintenance.connect(NoTls).await?;
-    let driver = tokio::spawn(connection);
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(Some((client, driver, name)))
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Drops the database named in `url` if it exists (load tests start clean).
+pub async fn drop_database(url: &str) -> Result<(), StoreError> {
+    let Some((client, driver, name)) = maintenance(url).await? else {
+        return Ok(());
+    };
+    client
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote(&name)
+        ))
+        .await?;
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Creates the database named in `url` when it does not exist yet, connecting to
+/// the `postgres` maintenance database of the same server.
+pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
+    let Some((client, driver, name)) = maintenance(url).await? else {
+        return Ok(());
+    };
     let exists = client
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
         .await?

@@ -25,6 +25,8 @@ const REASONS: [&str; 6] = [
     "conflict",
 ];
 
+const DASHBOARD: &str = "observability/grafana/dashboards/warehouse-monitor.json";
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -171,6 +173,27 @@ async fn known_stream(app: &TestApp) -> usize {
     6 + 2 + REASONS.len()
 }
 
+/// Scrapes until the counters include all `produced` records and no partition
+/// lags (20 s at most): metrics are recorded just after the commit that
+/// `wait_consumed` sees.
+async fn settled(app: &TestApp, produced: usize) -> Exposition {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = scrape(app).await;
+        let consumed: f64 = m
+            .find("wm_events_consumed_total", &[])
+            .map(|s| s.value)
+            .sum();
+        let lag: Vec<f64> = m.find("wm_consumer_lag", &[]).map(|s| s.value).collect();
+        if consumed == produced as f64 && lag.iter().all(|l| *l == 0.0) {
+            return m;
+        }
+        let late = tokio::time::Instant::now() >= deadline;
+        assert!(!late, "consumed {consumed} of {produced}, lag {lag:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn counters_match_a_known_stream_and_histograms_and_lag_are_exported() {
     let app = TestApp::spawn(2).await;
@@ -181,7 +204,7 @@ async fn counters_match_a_known_stream_and_histograms_and_lag_are_exported() {
     }
     let produced = known_stream(&app).await;
 
-    let m = scrape(&app).await;
+    let m = settled(&app, produced).await;
     assert_eq!(m.value("wm_events_consumed_total", &[]), produced as f64);
     assert_eq!(m.value("wm_events_applied_total", &[]), 6.0);
     assert_eq!(m.value("wm_events_duplicate_total", &[]), 2.0);
@@ -215,24 +238,12 @@ async fn counters_match_a_known_stream_and_histograms_and_lag_are_exported() {
         batches
     );
 
-    // Lag per partition, down to 0 once everything is committed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let m = loop {
-        let m = scrape(&app).await;
-        let lag: Vec<f64> = ["0", "1"]
-            .iter()
-            .map(|p| m.value("wm_consumer_lag", &[("partition", p)]))
-            .collect();
-        if lag == [0.0, 0.0] {
-            break m;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "lag stays {lag:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert_eq!(
-        m.types.get("wm_consumer_lag").map(String::as_str),
-        Some("gauge")
-    );
+    // Lag per partition, 0 once everything is committed.
+    for p in ["0", "1"] {
+        assert_eq!(m.value("wm_consumer_lag", &[("partition", p)]), 0.0);
+    }
+    let kind = m.types.get("wm_consumer_lag").map(String::as_str);
+    assert_eq!(kind, Some("gauge"));
     // Offsets: partition 0 got 3 good, 1 duplicate and 6 rejected; 1 got 4.
     for (p, next) in [("0", 10.0), ("1", 4.0)] {
         let committed = m.value("wm_consumer_committed_offset", &[("partition", p)]);
@@ -260,8 +271,8 @@ fn dashboard_exprs() -> Vec<String> {
             _ => {}
         }
     }
-    let path = repo().join("observability/grafana/dashboards/warehouse-monitor.json");
-    let dashboard: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let dashboard = std::fs::read(repo().join(DASHBOARD)).unwrap();
+    let dashboard: Value = serde_json::from_slice(&dashboard).unwrap();
     let mut out = Vec::new();
     walk(&dashboard, &mut out);
     out
@@ -288,25 +299,29 @@ async fn every_metric_of_the_dashboard_is_exported() {
     assert!(exprs.len() >= 10, "dashboard has its panels: {exprs:?}");
 
     let app = TestApp::spawn(2).await;
-    known_stream(&app).await;
+    let produced = known_stream(&app).await;
+    settled(&app, produced).await;
     for path in ["/metrics", "/health/live"] {
         let response = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "GET {path}");
     }
     let m = scrape(&app).await;
     let exported = m.names();
-    let mut missing = BTreeSet::new();
+    let missing: BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| metric_names(e))
+        .filter(|name| !exported.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics does not export: {missing:?}"
+    );
     for expr in &exprs {
         let names = metric_names(expr);
         assert!(!names.is_empty(), "no wm_ metric in {expr}");
-        for name in &names {
-            if !exported.contains(name.as_str()) {
-                missing.insert(name.clone());
-            }
-            // Quantiles are taken over the buckets of a real histogram.
-            if let Some(family) = name.strip_suffix("_bucket") {
-                assert_eq!(m.types.get(family).map(String::as_str), Some("histogram"));
-            }
+        // Quantiles are taken over the buckets of a real histogram.
+        for family in names.iter().filter_map(|n| n.strip_suffix("_bucket")) {
+            assert_eq!(m.types.get(family).map(String::as_str), Some("histogram"));
         }
         // Labels grouped by exist on the series they group.
         for group in expr.split("by (").skip(1) {
@@ -320,18 +335,14 @@ async fn every_metric_of_the_dashboard_is_exported() {
             }
         }
     }
-    assert!(
-        missing.is_empty(),
-        "the dashboard queries metrics /metrics does not export: {missing:?}"
-    );
     app.stop().await;
 }
 
 // ------------------------------------------------------------ compose.yaml
 
-/// compose.yaml as JSON, converted by Python's PyYAML (python3-yaml, which
-/// scripts/stack.sh installs when no python3 can import yaml).
-fn compose() -> Value {
+/// A YAML file of the repository as JSON, converted by Python's PyYAML
+/// (python3-yaml, which scripts/stack.sh installs when no python3 has it).
+fn yaml(path: &str) -> Value {
     let script = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
     for python in ["python3", "/usr/bin/python3"] {
         let has_yaml = Command::new(python)
@@ -344,14 +355,11 @@ fn compose() -> Value {
         }
         let out = Command::new(python)
             .args(["-c", script])
-            .stdin(std::fs::File::open(repo().join("compose.yaml")).unwrap())
+            .stdin(std::fs::File::open(repo().join(path)).unwrap())
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "compose.yaml is not valid YAML: {err}"
-        );
+        assert!(out.status.success(), "{path} is not valid YAML: {err}");
         return serde_json::from_slice(&out.stdout).unwrap();
     }
     panic!("no python3 with PyYAML; run scripts/stack.sh up (installs python3-yaml)");
@@ -366,7 +374,7 @@ fn str_of(v: &Value) -> String {
 
 #[test]
 fn compose_file_matches_the_repository_and_config() {
-    let compose = compose();
+    let compose = yaml("compose.yaml");
     let services = compose["services"].as_object().expect("services");
     for name in [
         "kafka",
@@ -463,6 +471,31 @@ fn compose_file_matches_the_repository_and_config() {
         "{brokers} in {advertised}"
     );
     assert_eq!(arg("--bootstrap-server"), Some(brokers));
+
+    // Grafana: the provisioned datasource is the compose Prometheus, the
+    // dashboard uses its uid, and the provider reads where the JSON is mounted.
+    let sources = yaml("observability/grafana/provisioning/datasources/prometheus.yml");
+    let source = &sources["datasources"][0];
+    assert_eq!(source["url"], json!("http://prometheus:9090"));
+    let dashboard = std::fs::read(repo().join(DASHBOARD)).unwrap();
+    let dashboard: Value = serde_json::from_slice(&dashboard).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(
+            panel["datasource"]["uid"], source["uid"],
+            "{}",
+            panel["title"]
+        );
+    }
+    let providers = yaml("observability/grafana/provisioning/dashboards/dashboards.yml");
+    let path = str_of(&providers["providers"][0]["options"]["path"]);
+    let mounts: Vec<String> = services["grafana"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    let mount = format!("./observability/grafana/dashboards:{path}:ro");
+    assert!(mounts.contains(&mount), "{mount} in {mounts:?}");
 }
 
 // ------------------------------------------------------------ real Prometheus
@@ -570,6 +603,20 @@ async fn debian_prometheus_scrapes_the_service() {
         .filter_map(|r| r["metric"]["reason"].as_str())
         .collect();
     assert_eq!(reasons, REASONS.into_iter().collect(), "{body}");
+
+    // Every dashboard expression is valid PromQL for this Prometheus.
+    for expr in dashboard_exprs() {
+        let expr = expr.replace("$__rate_interval", "1m");
+        let answer = app
+            .http
+            .get(api("query"))
+            .query(&[("query", &expr)])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], json!("success"), "{expr}: {body}");
+    }
     drop(prometheus);
     app.stop().await;
 }

@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# Container image of warehouse-monitor, used by compose.yaml: a Rust builder
+# stage, then a small Debian runtime that runs the binary as a non-root user.
+
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+# The whole context (see .dockerignore): the crate embeds sql/ and Cargo
+# discovers targets from the tree. Cache mounts keep rebuilds incremental.
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+    && install -m 0755 target/release/warehouse-monitor /usr/local/bin/warehouse-monitor
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin wm
+WORKDIR /app
+COPY --from=builder /usr/local/bin/warehouse-monitor /usr/local/bin/warehouse-monitor
+COPY config ./config
+ENV WM_CONFIG_DIR=/app/config \
+    WM_HTTP__ADDR=0.0.0.0:8080
+USER wm
+EXPOSE 8080
+CMD ["warehouse-monitor", "serve"]

@@ -1,0 +1,196 @@
+//! Demo and load traffic: realistic movement events (departures, arrivals,
+//! upstream duplicates and a share of malformed records), keyed by movement
+//! and produced to the topic, so that the service can be watched working
+//! (`make produce`) and measured (`loadtest`).
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rskafka::{
+    chrono::{TimeZone, Utc},
+    client::{Client, partition::Compression},
+    record::Record,
+};
+use serde_json::json;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use uuid::Uuid;
+
+use crate::kafka::{self, KafkaError};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub movements: usize,
+    pub seed: u64,
+    /// Share of events sent twice (as a producer retry would).
+    pub duplicate_ratio: f64,
+    /// Share of records replaced by a malformed one.
+    pub invalid_ratio: f64,
+}
+
+/// One record to produce: its key (the movement id) and value.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub key: Uuid,
+    pub value: Vec<u8>,
+}
+
+/// Generates the messages of `plan`, in a plausible order: most departures
+/// before their arrivals, some after.
+pub fn generate(plan: &Plan) -> Vec<Message> {
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let warehouses: Vec<(Uuid, String)> = (0..50)
+        .map(|i| (Uuid::from_u128(rng.r#gen()), format!("WH-{}", 1000 + i)))
+        .collect();
+    let products: Vec<Uuid> = (0..500).map(|_| Uuid::from_u128(rng.r#gen())).collect();
+    let start = OffsetDateTime::now_utc() - time::Duration::days(1);
+    let mut out = Vec::with_capacity(plan.movements * 4);
+    for n in 0..plan.movements {
+        let movement = Uuid::from_u128(rng.r#gen());
+        let pair: Vec<&(Uuid, String)> = warehouses.choose_multiple(&mut rng, 2).collect();
+        let (from, to) = (pair[0], pair[1]);
+        let departed = start + time::Duration::seconds(n as i64);
+        let arrived = departed + time::Duration::minutes(rng.gen_range(30..600));
+        let delivered = rng.gen_bool(0.9);
+        let mut events = Vec::new();
+        let lines = rng.gen_range(1..=3);
+        let chosen: Vec<Uuid> = products.choose_multiple(&mut rng, lines).copied().collect();
+        for product in &chosen {
+            let sent = rng.gen_range(1..=500);
+            let received = if rng.gen_bool(0.05) { sent - 1 } else { sent };
+            events.push(event(movement, from, "departure", *product, sent, departed));
+            if delivered {
+                events.push(event(movement, to, "arrival", *product, received, arrived));
+            }
+        }
+        if rng.gen_bool(0.1) {
+            events.reverse(); // arrival before departure
+        }
+        for value in events {
+            let value = if rng.gen_bool(plan.invalid_ratio) {
+                malformed(&mut rng)
+            } else {
+                value
+            };
+            if rng.gen_bool(plan.duplicate_ratio) {
+                out.push(Message {
+                    key: movement,
+                    value: value.clone(),
+                });
+            }
+            out.push(Message {
+                key: movement,
+                value,
+            });
+        }
+    }
+    out
+}
+
+fn event(
+    movement: Uuid,
+    (warehouse, code): &(Uuid, String),
+    kind: &str,
+    product: Uuid,
+    quantity: i64,
+    at: OffsetDateTime,
+) -> Vec<u8> {
+    let timestamp = at
+        .replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let value = json!({
+        "id": Uuid::new_v4(),
+        "source": code,
+        "specversion": "1.0",
+        "type": crate::event::EVENT_TYPE,
+        "datacontenttype": "application/json",
+        "dataschema": "ru.retail.warehouses.movement.v1.0",
+        "time": (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        "subject": format!("{code}:{}", kind.to_uppercase()),
+        "destination": "ru.retail.warehouses",
+        "data": {
+            "movement_id": movement,
+            "warehouse_id": warehouse,
+            "timestamp": timestamp,
+            "event": kind,
+            "product_id": product,
+            "quantity": quantity,
+        }
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// A record of one of the decode reject reasons, at random.
+fn malformed(rng: &mut StdRng) -> Vec<u8> {
+    let samples: [&[u8]; 4] = [
+        b"{\"truncated\": ",
+        br#"{"specversion":"1.0","type":"ru.retail.warehouses.inventory","id":"x"}"#,
+        br#"{"specversion":"1.0","type":"ru.retail.warehouses.movement","id":"b3b53031-e83a-4654-87f5-b6b6fb09fd99","source":"WH-1","data":{}}"#,
+        b"\xff\xfe not utf-8",
+    ];
+    samples[rng.gen_range(0..samples.len())].to_vec()
+}
+
+/// Produces `messages` to `topic`, each on the partition its key hashes to, in
+/// chunks; returns how many records went to each partition.
+pub async fn produce(
+    client: &Client,
+    topic: &str,
+    partitions: &[i32],
+    messages: Vec<Message>,
+) -> Result<BTreeMap<i32, usize>, KafkaError> {
+    let mut by_partition: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
+    for m in messages {
+        let index = (m.key.as_u128() % partitions.len().max(1) as u128) as usize;
+        by_partition.entry(partitions[index]).or_default().push(m);
+    }
+    let mut counts = BTreeMap::new();
+    for (partition, messages) in by_partition {
+        let pc = kafka::partition(client, topic, partition).await?;
+        counts.insert(partition, messages.len());
+        for chunk in messages.chunks(1000) {
+            let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            let now = Utc.timestamp_millis_opt(millis).single();
+            let records = chunk
+                .iter()
+                .map(|m| Record {
+                    key: Some(m.key.as_bytes().to_vec()),
+                    value: Some(m.value.clone()),
+                    headers: Default::default(),
+                    timestamp: now.unwrap_or_default(),
+                })
+                .collect();
+            pc.produce(records, Compression::NoCompression).await?;
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::decode;
+
+    #[test]
+    fn generated_events_decode_except_the_planned_malformed_ones() {
+        let plan = Plan {
+            movements: 200,
+            seed: 1,
+            duplicate_ratio: 0.0,
+            invalid_ratio: 0.0,
+        };
+        let messages = generate(&plan);
+        assert!(messages.len() >= 200);
+        for m in &messages {
+            let event = decode(Some(&m.value)).expect("valid event");
+            assert_eq!(event.movement_id, m.key);
+        }
+        let bad = generate(&Plan {
+            invalid_ratio: 1.0,
+            ..plan
+        });
+        assert!(bad.iter().all(|m| decode(Some(&m.value)).is_err()));
+    }
+}
