@@ -1,0 +1,52 @@
+//! CPU cost of the consumer's pure stages: decoding one record, and judging a
+//! batch of 1 000 (dedup, conflicts, stock deltas). PostgreSQL and the broker
+//! are measured end to end by `warehouse-monitor loadtest` instead.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use warehouse_monitor::{
+    batch::{self, Record, StoredState},
+    event, produce,
+};
+
+fn records(n: usize) -> Vec<Record> {
+    let messages = produce::generate(&produce::Plan {
+        movements: n / 4 + 1,
+        seed: 3,
+        duplicate_ratio: 0.02,
+        invalid_ratio: 0.001,
+    });
+    messages
+        .into_iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, m)| Record {
+            offset: i as i64,
+            timestamp: time::OffsetDateTime::UNIX_EPOCH,
+            value: Some(m.value),
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let batch = records(1000);
+    let one = batch[0].value.clone();
+
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("one_event", |b| b.iter(|| event::decode(black_box(one.as_deref()))));
+    group.finish();
+
+    let mut group = c.benchmark_group("batch");
+    group.throughput(Throughput::Elements(batch.len() as u64));
+    group.bench_function("decode_and_plan_1000", |b| {
+        b.iter(|| {
+            let decoded = batch::decode_all(black_box(&batch));
+            batch::plan(decoded, &StoredState::default())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
