@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help stack stack-down stack-status build run test lint bench migrate verify
+.PHONY: help stack stack-down stack-status build run test lint bench loadtest openapi migrate verify
 .PHONY: produce monitor monitor-down compose-up compose-down
 
 help: ## list targets
@@ -34,8 +34,14 @@ test: stack ## start the stack, then run all tests
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --locked -- -D warnings
 
-bench: stack ## start the stack, then run the benchmarks
+bench: stack ## criterion benchmarks of decoding and batch planning
 	$(CARGO) bench --locked
+
+loadtest: stack ## end-to-end throughput on a fresh topic and database (prints records/s)
+	RUST_LOG=warn $(CARGO) run --release --locked -- loadtest
+
+openapi: ## regenerate docs/openapi.json from the code
+	$(CARGO) run --locked --quiet -- openapi > docs/openapi.json
 
 migrate: stack ## start the stack, then apply database migrations
 	$(CARGO) run --release --locked -- migrate
