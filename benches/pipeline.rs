@@ -34,7 +34,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("one_event", |b| b.iter(|| event::decode(black_box(one.as_deref()))));
+    group.bench_function("one_event", |b| {
+        b.iter(|| event::decode(black_box(one.as_deref())))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("batch");

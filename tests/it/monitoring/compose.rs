@@ -1,0 +1,163 @@
+//! compose.yaml is consistent with the repository and config/.
+
+use super::*;
+
+/// A YAML file of the repository as JSON, converted by Python's PyYAML
+/// (python3-yaml, which scripts/stack.sh installs when no python3 has it).
+pub(super) fn yaml(path: &str) -> Value {
+    let script = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
+    for python in ["python3", "/usr/bin/python3"] {
+        let has_yaml = Command::new(python)
+            .args(["-c", "import yaml"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_yaml {
+            continue;
+        }
+        let out = Command::new(python)
+            .args(["-c", script])
+            .stdin(std::fs::File::open(repo().join(path)).unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{path} is not valid YAML: {err}");
+        return serde_json::from_slice(&out.stdout).unwrap();
+    }
+    panic!("no python3 with PyYAML; run scripts/stack.sh up (installs python3-yaml)");
+}
+
+pub(super) fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+pub(super) fn compose_file_matches_the_repository_and_config() {
+    let compose = yaml("compose.yaml");
+    let services = compose["services"].as_object().expect("services");
+    for name in [
+        "kafka",
+        "kafka-init",
+        "postgres",
+        "redis",
+        "prometheus",
+        "grafana",
+        "warehouse-monitor",
+    ] {
+        assert!(services.contains_key(name), "service {name}");
+    }
+    for (name, service) in services {
+        let one_shot = service["restart"] == json!("no");
+        assert!(
+            one_shot || service["healthcheck"]["test"].is_array(),
+            "{name} health check"
+        );
+        for (dep, cond) in service["depends_on"].as_object().into_iter().flatten() {
+            assert!(
+                services.contains_key(dep),
+                "{name} depends on unknown {dep}"
+            );
+            let wanted = if services[dep]["restart"] == json!("no") {
+                "service_completed_successfully"
+            } else {
+                "service_healthy"
+            };
+            assert_eq!(cond["condition"], json!(wanted), "{name} -> {dep}");
+        }
+        // Bind mounts: the host side exists in the repository.
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let host = str_of(volume).split(':').next().unwrap().to_owned();
+            if host.starts_with('.') {
+                assert!(repo().join(&host).exists(), "{name} mounts missing {host}");
+            }
+        }
+    }
+
+    // The service: built from the Dockerfile; env names are real settings.
+    let wm = &services["warehouse-monitor"];
+    assert!(repo().join(str_of(&wm["build"]["dockerfile"])).is_file());
+    let deps = wm["depends_on"].as_object().unwrap();
+    for dep in ["postgres", "redis", "kafka-init"] {
+        assert!(deps.contains_key(dep), "warehouse-monitor waits for {dep}");
+    }
+    let defaults = config::Config::builder()
+        .add_source(config::File::from(repo().join("config/default.toml")))
+        .build()
+        .unwrap();
+    let env = wm["environment"].as_object().expect("environment as a map");
+    for key in env.keys().filter(|k| k.starts_with("WM_")) {
+        let setting = key["WM_".len()..].to_lowercase().replace("__", ".");
+        assert!(
+            defaults.get::<config::Value>(&setting).is_ok(),
+            "{key}: no setting {setting}"
+        );
+    }
+    let setting = |key: &str, default: String| env.get(key).map(str_of).unwrap_or(default);
+    let addr: SocketAddr = setting("WM_HTTP__ADDR", String::new()).parse().unwrap();
+    let ports: Vec<String> = wm["ports"].as_array().unwrap().iter().map(str_of).collect();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.ends_with(&format!(":{}", addr.port()))),
+        "{ports:?}"
+    );
+    let scrape = std::fs::read_to_string(repo().join("observability/prometheus.yml")).unwrap();
+    assert!(scrape.contains(&format!("\"warehouse-monitor:{}\"", addr.port())));
+
+    // The topic created on start is the one the service reads, with its partitions.
+    let topic = setting(
+        "WM_KAFKA__TOPIC",
+        defaults.get_string("kafka.topic").unwrap(),
+    );
+    let partitions = setting(
+        "WM_KAFKA__PARTITIONS",
+        defaults.get_int("kafka.partitions").unwrap().to_string(),
+    );
+    let init: Vec<String> = services["kafka-init"]["command"]
+        .as_array()
+        .expect("kafka-init command as a list")
+        .iter()
+        .map(str_of)
+        .collect();
+    let arg = |flag: &str| init.iter().skip_while(|a| *a != flag).nth(1).cloned();
+    assert_eq!(arg("--topic"), Some(topic));
+    assert_eq!(arg("--partitions"), Some(partitions));
+    assert!(init.contains(&"--if-not-exists".to_owned()));
+    let brokers = setting("WM_KAFKA__BROKERS", String::new());
+    let advertised = str_of(&services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]);
+    assert!(
+        advertised.contains(&format!("//{brokers}")),
+        "{brokers} in {advertised}"
+    );
+    assert_eq!(arg("--bootstrap-server"), Some(brokers));
+
+    // Grafana: the provisioned datasource is the compose Prometheus, the
+    // dashboard uses its uid, and the provider reads where the JSON is mounted.
+    let sources = yaml("observability/grafana/provisioning/datasources/prometheus.yml");
+    let source = &sources["datasources"][0];
+    assert_eq!(source["url"], json!("http://prometheus:9090"));
+    let dashboard = std::fs::read(repo().join(DASHBOARD)).unwrap();
+    let dashboard: Value = serde_json::from_slice(&dashboard).unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(
+            panel["datasource"]["uid"], source["uid"],
+            "{}",
+            panel["title"]
+        );
+    }
+    let providers = yaml("observability/grafana/provisioning/dashboards/dashboards.yml");
+    let path = str_of(&providers["providers"][0]["options"]["path"]);
+    let mounts: Vec<String> = services["grafana"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
+    let mount = format!("./observability/grafana/dashboards:{path}:ro");
+    assert!(mounts.contains(&mount), "{mount} in {mounts:?}");
+}
+
+// ------------------------------------------------------------ real Prometheus

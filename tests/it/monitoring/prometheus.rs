@@ -1,0 +1,124 @@
+//! A real Prometheus (the Debian package) scrapes the service.
+
+use super::{dashboard::dashboard_exprs, *};
+
+/// A process killed (and its scratch directory removed) when dropped.
+pub(super) struct Killed(Child, PathBuf);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+pub(super) fn prometheus_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("prometheus"))
+        .find(|p| p.is_file());
+    on_path
+        .or_else(|| Some(PathBuf::from("/usr/bin/prometheus")).filter(|p| p.is_file()))
+        .expect("prometheus not installed; run scripts/stack.sh up (apt package prometheus)")
+}
+
+#[tokio::test]
+pub(super) async fn debian_prometheus_scrapes_the_service() {
+    let binary = prometheus_binary();
+    let app = TestApp::spawn(1).await;
+    let dir = std::env::temp_dir().join(format!("wm-prometheus-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // The committed scrape configuration, pointed at this instance.
+    let template = std::fs::read_to_string(repo().join("observability/prometheus.yml")).unwrap();
+    for needle in ["warehouse-monitor:8080", "scrape_interval: 5s"] {
+        assert!(template.contains(needle), "prometheus.yml has {needle}");
+    }
+    let config = template
+        .replace("warehouse-monitor:8080", &app.addr.to_string())
+        .replace("scrape_interval: 5s", "scrape_interval: 1s");
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(binary)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("log")).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    let prometheus = Killed(child, dir.clone());
+
+    let api = |path: &str| format!("http://127.0.0.1:{port}/api/v1/{path}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let target = loop {
+        let answer = app.http.get(api("targets")).send().await;
+        if let Ok(body) = answer.and_then(|r| r.error_for_status()) {
+            let body: Value = body.json().await.unwrap();
+            let targets = body["data"]["activeTargets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            last = format!("{targets:?}");
+            if let Some(t) = targets.iter().find(|t| t["health"] == json!("up")) {
+                break t.clone();
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+            panic!("target never up; targets: {last}\nprometheus log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(target["labels"]["job"], json!("warehouse-monitor"));
+    let url = format!("http://{}/metrics", app.addr);
+    assert_eq!(target["scrapeUrl"], json!(url));
+
+    // The scraped series are queryable, with the service's value.
+    let query = api("query?query=wm_events_rejected_total");
+    let body: Value = app
+        .http
+        .get(query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reasons: BTreeSet<&str> = body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["metric"]["reason"].as_str())
+        .collect();
+    assert_eq!(reasons, REASONS.into_iter().collect(), "{body}");
+
+    // Every dashboard expression is valid PromQL for this Prometheus.
+    for expr in dashboard_exprs() {
+        let expr = expr.replace("$__rate_interval", "1m");
+        let answer = app
+            .http
+            .get(api("query"))
+            .query(&[("query", &expr)])
+            .send()
+            .await
+            .unwrap();
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], json!("success"), "{expr}: {body}");
+    }
+    drop(prometheus);
+    app.stop().await;
+}
