@@ -15,6 +15,7 @@ use poem::{
 };
 use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{cache::Cache, consumer::status::PartitionStatus, metrics::Metrics};
 use model::ErrorBody;
@@ -58,13 +59,16 @@ pub fn app(state: State) -> impl Endpoint {
         .nest("/docs", api.swagger_ui())
         .at("/metrics", get(metrics_endpoint))
         .nest("/", api)
-        .catch_all_error(|err: poem::Error| async move { error_response(&err) })
         .around(move |endpoint, request| {
             let metrics = Arc::clone(&metrics);
             async move {
-                let route = route_label(request.uri().path());
+                let path = request.uri().path().to_owned();
+                let route = route_label(&path);
                 let started = Instant::now();
-                let response = endpoint.get_response(request).await;
+                let response = match endpoint.call(request).await {
+                    Ok(response) => response.into_response(),
+                    Err(err) => error_response(&err, &path),
+                };
                 metrics.http_request(route, response.status().as_u16(), started.elapsed());
                 Ok(response)
             }
@@ -96,10 +100,10 @@ fn metrics_endpoint(Data(state): Data<&State>) -> Response {
 }
 
 /// Turns any error poem or poem-openapi raises into the JSON error body.
-fn error_response(err: &poem::Error) -> Response {
+fn error_response(err: &poem::Error, path: &str) -> Response {
     let status = err.status();
     let (code, message) = match status {
-        StatusCode::BAD_REQUEST => ("invalid_id", format!("invalid path parameter: {err}")),
+        StatusCode::BAD_REQUEST => ("invalid_id", invalid_id_message(path)),
         StatusCode::NOT_FOUND => ("not_found", "no such resource".to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed".to_owned()),
         StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "service unavailable".to_owned()),
@@ -110,6 +114,26 @@ fn error_response(err: &poem::Error) -> Response {
     };
     let body = poem_openapi::payload::Json(ErrorBody::new(code, message));
     body.with_status(status).into_response()
+}
+
+/// Names the path segment that is not a UUID.
+fn invalid_id_message(path: &str) -> String {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let named: Vec<(&str, &str)> = match segments.as_slice() {
+        ["", "api", "movements", id] => vec![("movement_id", id)],
+        ["", "api", "warehouses", w, "products", p] => vec![("warehouse_id", w), ("product_id", p)],
+        _ => vec![],
+    };
+    named
+        .into_iter()
+        .find(|(_, value)| Uuid::parse_str(value).is_err())
+        .map_or_else(
+            || "a path parameter is not a UUID".to_owned(),
+            |(name, value)| {
+                let shown: String = value.chars().take(64).collect();
+                format!("{name} is not a UUID: {shown:?}")
+            },
+        )
 }
 
 /// Low-cardinality route label: the path template, never the ids in it.
@@ -132,6 +156,23 @@ pub fn route_label(path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::route_label;
+
+    #[test]
+    fn invalid_id_names_the_bad_segment() {
+        let ok = "c6290746-790e-43fa-8270-014dc90e02e0";
+        assert_eq!(
+            super::invalid_id_message("/api/movements/abc"),
+            "movement_id is not a UUID: \"abc\""
+        );
+        assert_eq!(
+            super::invalid_id_message(&format!("/api/warehouses/{ok}/products/x")),
+            "product_id is not a UUID: \"x\""
+        );
+        assert!(
+            super::invalid_id_message(&format!("/api/warehouses/x/products/{ok}"))
+                .starts_with("warehouse_id")
+        );
+    }
 
     #[test]
     fn route_labels_hide_ids() {
