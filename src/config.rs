@@ -15,6 +15,7 @@ pub const ENV_PREFIX: &str = "WM";
 pub struct Settings {
     pub kafka: KafkaSettings,
     pub batch: BatchSettings,
+    pub consumer: ConsumerSettings,
     pub postgres: PostgresSettings,
     pub redis: RedisSettings,
     pub http: HttpSettings,
@@ -53,6 +54,19 @@ pub struct BatchSettings {
 impl BatchSettings {
     pub fn wait(&self) -> Duration {
         Duration::from_millis(self.wait_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// How long a partition lease lasts unless renewed (renewed every third of it).
+    pub lease_ttl_ms: u64,
+}
+
+impl ConsumerSettings {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
     }
 }
 
@@ -152,6 +166,9 @@ impl Settings {
         }
         if self.batch.wait_ms < 1 {
             return invalid("batch.wait_ms", "must be at least 1");
+        }
+        if self.consumer.lease_ttl_ms < 300 {
+            return invalid("consumer.lease_ttl_ms", "must be at least 300");
         }
         if self.postgres.pool_size < 2 {
             return invalid("postgres.pool_size", "must be at least 2");

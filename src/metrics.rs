@@ -154,9 +154,9 @@ impl Metrics {
         let lag_statuses = statuses.clone();
         self.meter
             .i64_observable_gauge("wm_consumer_lag")
-            .with_description("High watermark minus committed offset, by partition")
+            .with_description("High watermark minus committed offset, by partition held here")
             .with_callback(move |o| {
-                for s in &lag_statuses {
+                for s in lag_statuses.iter().filter(|s| s.is_owned()) {
                     o.observe(
                         s.lag(),
                         &[KeyValue::new("partition", i64::from(s.partition))],

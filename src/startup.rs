@@ -128,6 +128,8 @@ impl Application {
             kafka: Arc::clone(&self.kafka),
             kafka_settings: self.settings.kafka.clone(),
             batch_settings: self.settings.batch.clone(),
+            instance_id: uuid::Uuid::new_v4(),
+            lease_ttl: self.settings.consumer.lease_ttl(),
             cache: Some(self.cache.clone()),
             metrics: Arc::clone(&self.metrics),
         });

@@ -1,5 +1,5 @@
 //! Liveness and readiness: live means the process answers; ready means the
-//! database answers and every partition's consumer runs. Redis is reported but
+//! database answers and every partition this instance holds is consumed. Redis is reported but
 //! does not decide readiness: the service answers correctly without it.
 
 use std::time::Duration;
@@ -31,6 +31,9 @@ pub struct Liveness {
 pub struct PartitionHealth {
     /// Partition number.
     pub partition: i32,
+    /// True while this instance holds the partition's lease (another instance
+    /// consumes it otherwise).
+    pub owned: bool,
     /// True while its pipeline is consuming.
     pub running: bool,
     /// Next offset committed to PostgreSQL; null before the first commit.
@@ -82,7 +85,7 @@ impl HealthApi {
         })
     }
 
-    /// Readiness: database reachable and every partition consumed.
+    /// Readiness: database reachable and every partition held here consumed.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, Data(state): Data<&State>) -> ReadyResponse {
         let db = async {
@@ -96,6 +99,7 @@ impl HealthApi {
             .iter()
             .map(|s| PartitionHealth {
                 partition: s.partition,
+                owned: s.is_owned(),
                 running: s.is_running(),
                 committed_offset: s.committed(),
                 high_watermark: s.high_watermark(),
@@ -103,7 +107,8 @@ impl HealthApi {
                 last_error: s.last_error(),
             })
             .collect();
-        let ready = database && partitions.iter().all(|p| p.running);
+        let settled = state.statuses.iter().all(|s| s.is_settled());
+        let ready = database && settled && partitions.iter().all(|p| p.running || !p.owned);
         let body = Readiness {
             status: if ready { "ready" } else { "not_ready" }.into(),
             database: up(database),

@@ -4,6 +4,7 @@
 
 pub mod batcher;
 pub mod fetcher;
+pub mod lease;
 pub mod partition;
 pub mod status;
 
@@ -51,6 +52,10 @@ pub struct ConsumerContext {
     pub kafka: Arc<rskafka::client::Client>,
     pub kafka_settings: KafkaSettings,
     pub batch_settings: BatchSettings,
+    /// This process, as the owner of partition leases.
+    pub instance_id: uuid::Uuid,
+    /// How long a partition lease lasts without renewal.
+    pub lease_ttl: std::time::Duration,
     pub cache: Option<Cache>,
     pub metrics: Arc<Metrics>,
 }

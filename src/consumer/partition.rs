@@ -1,7 +1,8 @@
 //! One partition's consumer: load the committed offset, start a fetcher, close
 //! batches, apply each in one transaction, then invalidate the cache. Any
 //! failure restarts the pipeline from the offset committed in PostgreSQL,
-//! which is what makes a crash at any instant harmless.
+//! which is what makes a crash at any instant harmless. The partition is only
+//! consumed while this instance holds its lease.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,7 +10,7 @@ use rskafka::client::partition::OffsetAt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerContext, ConsumerError, batcher, fetcher, status::PartitionStatus};
+use super::{ConsumerContext, ConsumerError, batcher, fetcher, lease, status::PartitionStatus};
 use crate::{
     kafka::{self, KafkaError},
     retry::{self, Backoff},
@@ -24,23 +25,53 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 /// Retries of one batch on retriable errors before the pipeline restarts.
 const BATCH_ATTEMPTS: u32 = 5;
 
-/// Consumes `partition` until `shutdown` is cancelled or a fatal error.
+/// Consumes `partition` whenever this instance holds its lease, until `shutdown`.
 pub async fn run(
     ctx: Arc<ConsumerContext>,
     status: Arc<PartitionStatus>,
     shutdown: CancellationToken,
 ) {
     let partition = status.partition;
+    while let Some(owned) = lease::acquire(&ctx, &status, &shutdown).await {
+        let keeper = tokio::spawn(lease::keep(Arc::clone(&ctx), partition, owned.clone()));
+        if consume(&ctx, &status, &owned).await == Stopped::Fatal {
+            // Keep the partition (and the lease) stopped: the error needs an operator.
+            owned.cancelled().await;
+        }
+        owned.cancel();
+        let _ = keeper.await;
+        status.set_owned(false);
+        status.set_running(false);
+        if shutdown.is_cancelled() {
+            lease::release(&ctx, partition).await;
+            return;
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Stopped {
+    Asked,
+    Fatal,
+}
+
+/// Runs the pipeline, restarting it after errors, until `stop` or a fatal error.
+async fn consume(
+    ctx: &ConsumerContext,
+    status: &Arc<PartitionStatus>,
+    stop: &CancellationToken,
+) -> Stopped {
+    let partition = status.partition;
     let mut backoff = Backoff::new(MAX_RESTART_DELAY);
     loop {
-        let result = pipeline(&ctx, &status, &shutdown, &mut backoff).await;
+        let result = pipeline(ctx, status, stop, &mut backoff).await;
         status.set_running(false);
         match result {
-            Ok(()) => return,
+            Ok(()) => return Stopped::Asked,
             Err(e) if e.is_fatal() => {
                 tracing::error!(partition, error = %e, "partition consumer stopped");
                 status.set_error(e.to_string());
-                return;
+                return Stopped::Fatal;
             }
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -48,7 +79,7 @@ pub async fn run(
                 status.set_error(e.to_string());
                 ctx.metrics.consumer_restart(partition);
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return Stopped::Asked,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

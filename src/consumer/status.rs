@@ -14,6 +14,8 @@ pub struct PartitionStatus {
     invalidated: AtomicI64,
     high_watermark: AtomicI64,
     running: AtomicBool,
+    owned: AtomicBool,
+    settled: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -27,6 +29,8 @@ impl PartitionStatus {
             invalidated: AtomicI64::new(UNKNOWN),
             high_watermark: AtomicI64::new(UNKNOWN),
             running: AtomicBool::new(false),
+            owned: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             last_error: Mutex::new(None),
         }
     }
@@ -76,6 +80,26 @@ impl PartitionStatus {
         if running {
             *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
+    }
+
+    /// Marks whether this instance holds the partition's lease.
+    pub fn set_owned(&self, owned: bool) {
+        self.owned.store(owned, Ordering::Relaxed);
+    }
+
+    /// Records that the first lease attempt has answered (held or not).
+    pub fn set_settled(&self) {
+        self.settled.store(true, Ordering::Relaxed);
+    }
+
+    /// True once this instance knows whether it holds the partition.
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Relaxed)
+    }
+
+    /// True while this instance holds the partition's lease.
+    pub fn is_owned(&self) -> bool {
+        self.owned.load(Ordering::Relaxed)
     }
 
     pub fn is_running(&self) -> bool {

@@ -12,10 +12,16 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first. Never edit one that has shipped: add a new one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: "0001_schema",
-    sql: include_str!("../../sql/migrations/0001_schema.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: "0001_schema",
+        sql: include_str!("../../sql/migrations/0001_schema.sql"),
+    },
+    Migration {
+        version: "0002_partition_leases",
+        sql: include_str!("../../sql/migrations/0002_partition_leases.sql"),
+    },
+];
 
 /// Advisory lock key held while migrating ("wm-migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0077_6d2d_6d69_6772;

@@ -2,6 +2,7 @@
 //! that each own one kind of statement (migrations, batch apply, offsets, verify).
 
 pub mod apply;
+pub mod leases;
 pub mod migrate;
 pub mod offsets;
 pub mod read;

@@ -25,6 +25,10 @@ fn start_service(settings: &Settings) -> Child {
         .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
         .env("WM_BATCH__SIZE", settings.batch.size.to_string())
         .env("WM_BATCH__WAIT_MS", "20")
+        .env(
+            "WM_CONSUMER__LEASE_TTL_MS",
+            settings.consumer.lease_ttl_ms.to_string(),
+        )
         .env("WM_HTTP__ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -10,6 +10,7 @@ mod api;
 mod cache;
 mod crash;
 mod ingest;
+mod instances;
 mod monitoring;
 mod rejects;
 mod volume;

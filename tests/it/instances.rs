@@ -1,0 +1,172 @@
+//! Several instances side by side: each partition is consumed by one instance
+//! at a time (the holder of its lease), and the partitions of an instance that
+//! stops, or dies, are taken over by another.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use warehouse_monitor::{config::Settings, kafka};
+
+use crate::{
+    helpers::{self, TestApp, test_settings},
+    stream::{self, Stream},
+};
+
+fn owned(app: &TestApp) -> Vec<i32> {
+    app.statuses
+        .iter()
+        .filter(|s| s.is_owned())
+        .map(|s| s.partition)
+        .collect()
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// Produces one half (`part` 0 or 1) of every partition's records.
+async fn produce_half(app: &TestApp, stream: &Stream, part: usize) {
+    for (p, values) in stream.partitions.iter().enumerate() {
+        let mid = values.len() / 2;
+        let half = if part == 0 {
+            &values[..mid]
+        } else {
+            &values[mid..]
+        };
+        app.produce(p as i32, half.to_vec()).await;
+    }
+}
+
+async fn assert_stock(app: &TestApp, stream: &Stream) {
+    let client = app.pool.get().await.unwrap();
+    let rows = client
+        .query("SELECT warehouse_id, product_id, quantity FROM stock", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), stream.expected_stock.len());
+    for row in rows {
+        let quantity: i64 = row.get(2);
+        assert_eq!(
+            Some(&quantity),
+            stream.expected_stock.get(&(row.get(0), row.get(1)))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_instances_partitions_are_taken_over_at_once() {
+    let settings = test_settings(3);
+    let first = TestApp::spawn_with(settings.clone()).await;
+    wait_until("the first instance holds every partition", || {
+        owned(&first).len() == 3
+    })
+    .await;
+    let second = TestApp::spawn_with(settings).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        owned(&second).is_empty(),
+        "a held partition is never taken: {:?}",
+        owned(&second)
+    );
+
+    let stream = stream::generate(5, 600, 3, false);
+    produce_half(&first, &stream, 0).await;
+    first.wait_consumed().await;
+    assert!(
+        second.statuses.iter().all(|s| s.committed().is_none()),
+        "the standby consumed nothing"
+    );
+
+    first.stop().await; // releases its leases
+    wait_until("the second instance holds every partition", || {
+        owned(&second).len() == 3
+    })
+    .await;
+    produce_half(&second, &stream, 1).await;
+    helpers::wait_consumed(&second.pool, &second.settings.kafka.topic, &second.producer).await;
+    assert_stock(&second, &stream).await;
+    second.stop().await;
+}
+
+fn start_service(settings: &Settings) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
+        .args([
+            "--config-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+            "serve",
+        ])
+        .env("WM_POSTGRES__URL", &settings.postgres.url)
+        .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
+        .env(
+            "WM_CONSUMER__LEASE_TTL_MS",
+            settings.consumer.lease_ttl_ms.to_string(),
+        )
+        .env("WM_HTTP__ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("service starts")
+}
+
+#[tokio::test]
+async fn a_killed_instances_partitions_are_taken_over_when_its_leases_expire() {
+    let settings = test_settings(3);
+    let client = kafka::connect(&settings.kafka).await.unwrap();
+    kafka::ensure_topic(&client, &settings.kafka.topic, 3, true)
+        .await
+        .unwrap();
+    warehouse_monitor::startup::migrate(&settings)
+        .await
+        .unwrap();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
+
+    // The first instance is a separate process, so that it can be SIGKILLed.
+    let mut first = start_service(&settings);
+    let leased = || async {
+        let c = pool.get().await.unwrap();
+        c.query_one(
+            "SELECT count(*) FROM partition_leases WHERE expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    for _ in 0..200 {
+        if leased().await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        leased().await,
+        3,
+        "the first instance holds every partition"
+    );
+    let second = TestApp::spawn_with(settings).await;
+
+    let stream = stream::generate(6, 600, 3, false);
+    produce_half(&second, &stream, 0).await;
+    second.wait_consumed().await;
+    assert!(owned(&second).is_empty(), "the first instance did the work");
+
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    produce_half(&second, &stream, 1).await;
+    second.wait_consumed().await;
+    assert_eq!(
+        owned(&second).len(),
+        3,
+        "the second instance took every partition over"
+    );
+    assert_stock(&second, &stream).await;
+    second.stop().await;
+}
