@@ -91,7 +91,8 @@ pub async fn run(
 /// Tansu 0.6 answers a fetch whose offset lies inside a record batch with the
 /// *next* batch, silently skipping the rest of the batch. That happens whenever
 /// the committed offset of a restarted consumer falls inside a producer's batch.
-/// So when the first record returned is past `offset`, look back (growing
+/// So when the first record returned is past `offset` (or nothing is returned
+/// although the high watermark is past it), look back (growing
 /// steps) until a batch at or before `offset` comes back, then walk forward
 /// batch by batch; records before `offset` are dropped. Against Apache Kafka,
 /// which returns the batch holding `offset`, this only runs at log gaps.
@@ -103,16 +104,29 @@ async fn fetch_at(
     let bytes = 1..settings.fetch_max_bytes;
     let wait = settings.fetch_max_wait_ms;
     let (records, high_watermark) = client.fetch_records(offset, bytes.clone(), wait).await?;
-    if records.first().is_none_or(|r| r.offset <= offset) {
+    let skipped = match records.first() {
+        Some(first) => first.offset > offset,
+        // Nothing returned although the log goes past `offset`: the batch holding
+        // `offset` was the last one.
+        None => high_watermark > offset,
+    };
+    if !skipped {
         return Ok((records, high_watermark));
     }
+    // Never step back past the start of the log.
+    let floor = client
+        .get_offset(OffsetAt::Earliest)
+        .await
+        .unwrap_or(0)
+        .min(offset);
     let mut step = 64_i64;
     // Step back until the answer starts at or before `offset`.
     let (mut from, mut found) = loop {
-        let from = (offset - step).max(0);
+        let from = (offset - step).max(floor);
         step = step.saturating_mul(4);
         let answer = client.fetch_records(from, bytes.clone(), wait).await?;
-        if answer.0.first().is_none_or(|r| r.offset <= offset) || from == 0 {
+        let starts_early = answer.0.first().is_some_and(|r| r.offset <= offset);
+        if starts_early || from == floor {
             break (from, answer);
         }
     };

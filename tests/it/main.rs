@@ -12,5 +12,6 @@ mod crash;
 mod ingest;
 mod instances;
 mod monitoring;
+mod offsets;
 mod rejects;
 mod volume;

@@ -1,0 +1,118 @@
+//! Where consumption resumes: inside a producer's record batch (Tansu answers
+//! such a fetch with the next batch), and from an offset the broker's log no
+//! longer has, under each policy.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+use warehouse_monitor::{config::OffsetReset, kafka};
+
+use crate::helpers::{Ev, TestApp, test_settings};
+
+/// Creates the topic, produces `n` arrivals in one producer batch, and stores
+/// `offset` as partition 0's committed offset, before any consumer runs.
+async fn prepare(settings: &warehouse_monitor::config::Settings, n: usize, offset: i64) -> Vec<Ev> {
+    let client = kafka::connect(&settings.kafka).await.unwrap();
+    kafka::ensure_topic(&client, &settings.kafka.topic, 1, true)
+        .await
+        .unwrap();
+    let producer = crate::helpers::Producer::connect(settings).await;
+    let events: Vec<Ev> = (0..n)
+        .map(|_| Ev::arrival(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 1))
+        .collect();
+    producer
+        .produce(0, events.iter().map(Ev::bytes).collect())
+        .await;
+    warehouse_monitor::startup::migrate(settings).await.unwrap();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
+    let client = pool.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO consumer_offsets (topic, partition, next_offset) VALUES ($1, 0, $2)",
+            &[&settings.kafka.topic, &offset],
+        )
+        .await
+        .unwrap();
+    events
+}
+
+async fn wait_for(app: &TestApp, what: &str, check: impl Fn(&TestApp) -> bool) {
+    for _ in 0..400 {
+        if check(app) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn resuming_inside_a_producer_batch_loses_nothing() {
+    let settings = test_settings(1);
+    let events = prepare(&settings, 300, 120).await;
+    let app = TestApp::spawn_with(settings).await;
+    wait_for(&app, "offset 300 is committed", |a| {
+        a.statuses[0].committed() == Some(300)
+    })
+    .await;
+    // Exactly the records from offset 120 on were applied, none skipped.
+    assert_eq!(app.count("movement_events").await, 180);
+    for ev in &events[120..] {
+        assert_eq!(app.stock(ev.warehouse_id, ev.product_id).await, Some(1));
+    }
+    assert_eq!(
+        app.stock(events[119].warehouse_id, events[119].product_id)
+            .await,
+        None
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn offset_beyond_the_log_resumes_from_the_earliest_offset_and_is_counted() {
+    let settings = test_settings(1);
+    prepare(&settings, 10, 5_000).await;
+    let app = TestApp::spawn_with(settings).await;
+    wait_for(&app, "the log is re-read", |a| {
+        a.statuses[0].committed() == Some(10)
+    })
+    .await;
+    assert_eq!(app.count("movement_events").await, 10);
+    let metrics = app.metrics.render();
+    assert!(
+        metrics.contains("wm_offset_resets_total{partition=\"0\"} 1"),
+        "reset counted: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("offset_resets"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn offset_beyond_the_log_stops_the_partition_under_the_fail_policy() {
+    let mut settings = test_settings(1);
+    settings.kafka.offset_out_of_range = OffsetReset::Fail;
+    prepare(&settings, 10, 5_000).await;
+    let app = TestApp::spawn_with(settings).await;
+    wait_for(&app, "the partition reports its error", |a| {
+        a.statuses[0].last_error().is_some()
+    })
+    .await;
+    let (status, body) = app.get_json("/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["partitions"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("outside the broker's log"), "{error}");
+    assert_eq!(app.count("movement_events").await, 0);
+    assert_eq!(
+        app.statuses[0].committed(),
+        Some(5_000),
+        "the stored offset is left alone"
+    );
+    app.stop().await;
+}
