@@ -35,9 +35,10 @@ pub enum Command {
         /// Number of movements (each has 1-3 products, so 2-6 events).
         #[arg(long, default_value_t = 1000)]
         movements: usize,
-        /// Random seed; the same seed gives the same movements.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        /// Random seed; the same seed gives the same movements (default: a new
+        /// seed each run, so that runs add new movements).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Share of events sent twice, as a producer retry would.
         #[arg(long, default_value_t = 0.02)]
         duplicate_ratio: f64,

@@ -56,7 +56,7 @@ async fn run() -> anyhow::Result<ExitCode> {
                 kafka::ensure_topic(&client, &k.topic, k.partitions, k.create_topic).await?;
             let plan = produce::Plan {
                 movements,
-                seed,
+                seed: seed.unwrap_or_else(rand::random),
                 duplicate_ratio,
                 invalid_ratio,
             };
