@@ -23,6 +23,10 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+const MIGRATIONS_TABLE: &str = include_str!("../../sql/queries/migrations_table.sql");
+const APPLIED: &str = include_str!("../../sql/queries/migration_applied.sql");
+const RECORD: &str = include_str!("../../sql/queries/record_migration.sql");
+
 /// Advisory lock key held while migrating ("wm-migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0077_6d2d_6d69_6772;
 
@@ -31,31 +35,18 @@ pub async fn run(client: &mut Client) -> Result<Vec<&'static str>, StoreError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-             version    text PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .await?;
+    tx.batch_execute(MIGRATIONS_TABLE).await?;
     let mut applied = Vec::new();
     for migration in MIGRATIONS {
         let done = tx
-            .query_opt(
-                "SELECT 1 FROM schema_migrations WHERE version = $1",
-                &[&migration.version],
-            )
+            .query_opt(APPLIED, &[&migration.version])
             .await?
             .is_some();
         if done {
             continue;
         }
         tx.batch_execute(migration.sql).await?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version) VALUES ($1)",
-            &[&migration.version],
-        )
-        .await?;
+        tx.execute(RECORD, &[&migration.version]).await?;
         applied.push(migration.version);
     }
     tx.commit().await?;

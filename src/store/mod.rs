@@ -111,9 +111,8 @@ pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
         .await?
         .is_some();
     if !exists {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         match client
-            .batch_execute(&format!("CREATE DATABASE {quoted}"))
+            .batch_execute(&format!("CREATE DATABASE {}", quote(&name)))
             .await
         {
             Ok(()) => tracing::info!(database = %name, "created database"),

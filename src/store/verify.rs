@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::{Client, StoreError};
 
+const VERIFY_COUNTS: &str = include_str!("../../sql/queries/verify_counts.sql");
 const VERIFY_STOCK: &str = include_str!("../../sql/queries/verify_stock.sql");
 
 /// A (warehouse, product) whose stored stock is not the sum of its events.
@@ -29,12 +30,7 @@ pub struct Report {
 
 /// Compares the stock table with the totals recomputed from `movement_events`.
 pub async fn stock(client: &Client) -> Result<Report, StoreError> {
-    let counts = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM stock), (SELECT count(*) FROM movement_events)",
-            &[],
-        )
-        .await?;
+    let counts = client.query_one(VERIFY_COUNTS, &[]).await?;
     let stmt = client.prepare_cached(VERIFY_STOCK).await?;
     let mismatches = client
         .query(&stmt, &[])

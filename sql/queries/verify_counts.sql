@@ -1,0 +1,1 @@
+SELECT (SELECT count(*) FROM stock), (SELECT count(*) FROM movement_events)
