@@ -13,5 +13,6 @@ mod ingest;
 mod instances;
 mod monitoring;
 mod offsets;
+mod outage;
 mod rejects;
 mod volume;

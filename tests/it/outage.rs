@@ -1,0 +1,181 @@
+//! PostgreSQL crashing under load: a server of the test's own is stopped with
+//! `pg_ctl -m immediate` (no checkpoint, connections cut) in the middle of a
+//! stream and started again; the consumer recovers by itself and nothing is
+//! lost or counted twice.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use crate::{
+    helpers::{TestApp, committed_offsets, test_settings},
+    stream,
+};
+
+/// A PostgreSQL cluster in a temporary directory, run as the `postgres` user.
+struct OwnPostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn init(port: u16) -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("initdb found");
+        let dir = std::env::temp_dir().join(format!("wm-pg-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = OwnPostgres { bin, dir, port };
+        assert!(
+            Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&pg.dir)
+                .status()
+                .unwrap()
+                .success()
+        );
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{tool} {args:?} failed");
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops at once, like a crash: no shutdown checkpoint, clients cut off.
+    fn crash(&self) {
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .status();
+        let _ = std::fs::remove_dir_all(Path::new(&self.dir));
+    }
+}
+
+#[tokio::test]
+async fn postgres_crash_mid_stream_loses_nothing_and_counts_nothing_twice() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pg = OwnPostgres::init(port);
+    pg.start();
+    let mut settings = test_settings(3);
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_outage");
+    settings.batch.size = 50;
+    let app = TestApp::spawn_with(settings).await;
+
+    let stream = stream::generate(21, 2_000, 3, true);
+    let total: usize = stream.partitions.iter().map(Vec::len).sum();
+    for (p, values) in stream.partitions.iter().enumerate() {
+        app.produce(p as i32, values.clone()).await;
+    }
+    // Crash once some, but not all, of the stream is committed.
+    let mut committed = 0;
+    for _ in 0..2_000 {
+        committed = committed_offsets(&app.pool, &app.settings.kafka.topic)
+            .await
+            .values()
+            .sum::<i64>();
+        if committed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pg.crash();
+    assert!(
+        (committed as usize) < total,
+        "the crash came after the whole stream"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = app.get_json("/health/ready").await;
+    assert_eq!(
+        (status, body["database"].as_str()),
+        (503, Some("down")),
+        "{body}"
+    );
+    pg.start();
+
+    app.wait_consumed().await;
+    let client = app.pool.get().await.unwrap();
+    let rows = client
+        .query("SELECT warehouse_id, product_id, quantity FROM stock", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), stream.expected_stock.len());
+    for row in rows {
+        let quantity: i64 = row.get(2);
+        assert_eq!(
+            Some(&quantity),
+            stream.expected_stock.get(&(row.get(0), row.get(1)))
+        );
+    }
+    let report = warehouse_monitor::store::verify::stock(&client)
+        .await
+        .unwrap();
+    assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
+    drop(client);
+    app.stop().await;
+}
