@@ -130,6 +130,7 @@ impl Application {
             batch_settings: self.settings.batch.clone(),
             instance_id: uuid::Uuid::new_v4(),
             lease_ttl: self.settings.consumer.lease_ttl(),
+            membership: consumer::membership::Membership::new(self.statuses.clone()),
             cache: Some(self.cache.clone()),
             metrics: Arc::clone(&self.metrics),
         });

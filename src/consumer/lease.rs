@@ -34,17 +34,24 @@ pub async fn acquire(
     let partition = status.partition;
     let mut waiting_logged = false;
     loop {
-        match try_acquire(ctx, partition).await {
+        let attempt = if ctx.membership.may_take() {
+            try_acquire(ctx, partition).await
+        } else {
+            Ok(false) // at our fair share: leave it to another instance
+        };
+        match attempt {
             Ok(true) => {
                 status.set_owned(true);
                 status.set_settled();
                 tracing::info!(partition, instance = %ctx.instance_id, "partition lease acquired");
-                return Some(shutdown.child_token());
+                let owned = shutdown.child_token();
+                status.set_handle(Some(owned.clone()));
+                return Some(owned);
             }
             Ok(false) => {
                 status.set_settled();
                 if !waiting_logged {
-                    tracing::info!(partition, "partition held by another instance; standing by");
+                    tracing::info!(partition, "partition left to another instance; standing by");
                     waiting_logged = true;
                 }
             }
@@ -59,12 +66,12 @@ pub async fn acquire(
 
 /// Renews the lease every third of its time to live until `owned` is cancelled;
 /// cancels `owned` itself when the lease is lost or could not be renewed
-/// before it expired.
-pub async fn keep(ctx: Arc<ConsumerContext>, partition: i32, owned: CancellationToken) {
+/// before it expired. Returns true when the lease was lost.
+pub async fn keep(ctx: Arc<ConsumerContext>, partition: i32, owned: CancellationToken) -> bool {
     let mut renewed = Instant::now();
     loop {
         tokio::select! {
-            _ = owned.cancelled() => return,
+            _ = owned.cancelled() => return false,
             _ = tokio::time::sleep(ctx.lease_ttl / 3) => {}
         }
         match try_acquire(&ctx, partition).await {
@@ -75,7 +82,7 @@ pub async fn keep(ctx: Arc<ConsumerContext>, partition: i32, owned: Cancellation
                     "partition lease taken by another instance; stopping"
                 );
                 owned.cancel();
-                return;
+                return true;
             }
             Err(e) => {
                 tracing::warn!(partition, error = %e, "cannot renew the partition lease");
@@ -83,7 +90,7 @@ pub async fn keep(ctx: Arc<ConsumerContext>, partition: i32, owned: Cancellation
                 if renewed.elapsed() > ctx.lease_ttl.mul_f32(0.8) {
                     tracing::warn!(partition, "partition lease may have expired; stopping");
                     owned.cancel();
-                    return;
+                    return true;
                 }
             }
         }

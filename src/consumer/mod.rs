@@ -5,6 +5,7 @@
 pub mod batcher;
 pub mod fetcher;
 pub mod lease;
+pub mod membership;
 pub mod partition;
 pub mod status;
 
@@ -56,6 +57,8 @@ pub struct ConsumerContext {
     pub instance_id: uuid::Uuid,
     /// How long a partition lease lasts without renewal.
     pub lease_ttl: std::time::Duration,
+    /// The instances sharing the topic, and the partitions held here.
+    pub membership: membership::Membership,
     pub cache: Option<Cache>,
     pub metrics: Arc<Metrics>,
 }
@@ -67,6 +70,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut tasks = JoinSet::new();
+    tasks.spawn(membership::run(Arc::clone(&ctx), shutdown.clone()));
     for status in statuses {
         tasks.spawn(partition::run(Arc::clone(&ctx), status, shutdown.clone()));
     }

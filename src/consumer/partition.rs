@@ -39,11 +39,15 @@ pub async fn run(
             owned.cancelled().await;
         }
         owned.cancel();
-        let _ = keeper.await;
+        let lost = keeper.await.unwrap_or(false);
+        status.set_handle(None);
+        if !lost {
+            // Shutdown or handed back: let another instance take it at once.
+            lease::release(&ctx, partition).await;
+        }
         status.set_owned(false);
         status.set_running(false);
         if shutdown.is_cancelled() {
-            lease::release(&ctx, partition).await;
             return;
         }
     }

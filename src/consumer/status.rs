@@ -17,6 +17,8 @@ pub struct PartitionStatus {
     owned: AtomicBool,
     settled: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Cancelled to make this instance give the partition up (rebalancing).
+    handle: Mutex<Option<tokio_util::sync::CancellationToken>>,
 }
 
 const UNKNOWN: i64 = -1;
@@ -32,6 +34,7 @@ impl PartitionStatus {
             owned: AtomicBool::new(false),
             settled: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            handle: Mutex::new(None),
         }
     }
 
@@ -95,6 +98,18 @@ impl PartitionStatus {
     /// True once this instance knows whether it holds the partition.
     pub fn is_settled(&self) -> bool {
         self.settled.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the token that stops this partition's pipeline while held.
+    pub fn set_handle(&self, token: Option<tokio_util::sync::CancellationToken>) {
+        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    /// Asks the pipeline to stop and the lease to be released.
+    pub fn hand_back(&self) {
+        if let Some(token) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            token.cancel();
+        }
     }
 
     /// True while this instance holds the partition's lease.

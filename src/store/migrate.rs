@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[Migration] = &[
         version: "0002_partition_leases",
         sql: include_str!("../../sql/migrations/0002_partition_leases.sql"),
     },
+    Migration {
+        version: "0003_consumer_instances",
+        sql: include_str!("../../sql/migrations/0003_consumer_instances.sql"),
+    },
 ];
 
 const MIGRATIONS_TABLE: &str = include_str!("../../sql/queries/migrations_table.sql");

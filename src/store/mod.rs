@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod leases;
+pub mod members;
 pub mod migrate;
 pub mod offsets;
 pub mod read;
