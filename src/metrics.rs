@@ -151,6 +151,21 @@ impl Metrics {
         if self.observed.set(()).is_err() {
             return;
         }
+        for s in &statuses {
+            let partition = [KeyValue::new("partition", i64::from(s.partition))];
+            self.offset_resets.add(0, &partition);
+            self.consumer_restarts.add(0, &partition);
+        }
+        self.db_fallbacks.add(0, &[]);
+        let owned_statuses = statuses.clone();
+        self.meter
+            .i64_observable_gauge("wm_consumer_partitions_owned")
+            .with_description("Partitions whose lease this instance holds")
+            .with_callback(move |o| {
+                let owned = owned_statuses.iter().filter(|s| s.is_owned()).count();
+                o.observe(i64::try_from(owned).unwrap_or(0), &[]);
+            })
+            .build();
         let lag_statuses = statuses.clone();
         self.meter
             .i64_observable_gauge("wm_consumer_lag")
