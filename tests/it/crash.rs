@@ -1,40 +1,15 @@
 //! Crash safety: a consumer killed with SIGKILL in the middle of a stream and
 //! started again leaves exactly the tables one uninterrupted run leaves.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use warehouse_monitor::{config::Settings, kafka, store};
+use warehouse_monitor::{kafka, store};
 
 use crate::{
     helpers::{self, Producer, TestApp, committed_offsets, test_settings},
     stream,
 };
-
-fn start_service(settings: &Settings) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
-        .args([
-            "--config-dir",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-            "serve",
-        ])
-        .env("WM_POSTGRES__URL", &settings.postgres.url)
-        .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
-        .env("WM_BATCH__SIZE", settings.batch.size.to_string())
-        .env("WM_BATCH__WAIT_MS", "20")
-        .env(
-            "WM_CONSUMER__LEASE_TTL_MS",
-            settings.consumer.lease_ttl_ms.to_string(),
-        )
-        .env("WM_HTTP__ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("service starts")
-}
 
 /// Deterministic content of every table (wall-clock columns and cache
 /// versions left out: they depend on when and in which batches rows changed).
@@ -66,6 +41,7 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
     let stream = stream::generate(11, 2_500, 3, true);
     let mut crash = test_settings(3);
     crash.batch.size = 20;
+    crash.batch.wait_ms = 20;
 
     // The topic and its records exist before either consumer starts.
     let client = kafka::connect(&crash.kafka).await.unwrap();
@@ -85,7 +61,7 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
     warehouse_monitor::startup::migrate(&crash).await.unwrap();
     let pool = store::pool(&crash.postgres).unwrap();
     for round in 1..=2 {
-        let mut child = start_service(&crash);
+        let mut child = helpers::start_service(&crash);
         let progress = wait_for_progress(&pool, &crash.kafka.topic, round * total / 4).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
@@ -94,7 +70,7 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
             "round {round}: the whole stream was consumed before the kill"
         );
     }
-    let mut child = start_service(&crash);
+    let mut child = helpers::start_service(&crash);
     helpers::wait_consumed(&pool, &crash.kafka.topic, &producer).await;
     child.kill().unwrap();
     child.wait().unwrap();

@@ -348,3 +348,27 @@ impl Ev {
         serde_json::to_vec(&self.json()).unwrap()
     }
 }
+
+/// Starts the real binary (`serve`) as a separate process on `settings`'
+/// database and topic, so that a test can SIGKILL it.
+pub fn start_service(settings: &Settings) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
+        .args([
+            "--config-dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+            "serve",
+        ])
+        .env("WM_POSTGRES__URL", &settings.postgres.url)
+        .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
+        .env("WM_BATCH__SIZE", settings.batch.size.to_string())
+        .env("WM_BATCH__WAIT_MS", settings.batch.wait_ms.to_string())
+        .env(
+            "WM_CONSUMER__LEASE_TTL_MS",
+            settings.consumer.lease_ttl_ms.to_string(),
+        )
+        .env("WM_HTTP__ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("service starts")
+}

@@ -3,12 +3,9 @@
 //! instance joins, and those of an instance that stops, or dies, are taken
 //! over by another.
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use warehouse_monitor::{config::Settings, kafka};
+use warehouse_monitor::kafka;
 
 use crate::{
     helpers::{self, TestApp, test_settings},
@@ -46,22 +43,6 @@ async fn produce_half(app: &TestApp, stream: &Stream, part: usize) {
     }
 }
 
-async fn assert_stock(app: &TestApp, stream: &Stream) {
-    let client = app.pool.get().await.unwrap();
-    let rows = client
-        .query("SELECT warehouse_id, product_id, quantity FROM stock", &[])
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), stream.expected_stock.len());
-    for row in rows {
-        let quantity: i64 = row.get(2);
-        assert_eq!(
-            Some(&quantity),
-            stream.expected_stock.get(&(row.get(0), row.get(1)))
-        );
-    }
-}
-
 #[tokio::test]
 async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_taken_over() {
     let settings = test_settings(3);
@@ -96,28 +77,8 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
     .await;
     produce_half(&second, &stream, 1).await;
     helpers::wait_consumed(&second.pool, &second.settings.kafka.topic, &second.producer).await;
-    assert_stock(&second, &stream).await;
+    stream.assert_stock(&second.pool).await;
     second.stop().await;
-}
-
-fn start_service(settings: &Settings) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
-        .args([
-            "--config-dir",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-            "serve",
-        ])
-        .env("WM_POSTGRES__URL", &settings.postgres.url)
-        .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
-        .env(
-            "WM_CONSUMER__LEASE_TTL_MS",
-            settings.consumer.lease_ttl_ms.to_string(),
-        )
-        .env("WM_HTTP__ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("service starts")
 }
 
 #[tokio::test]
@@ -133,7 +94,7 @@ async fn a_killed_instances_partitions_are_taken_over_when_its_leases_expire() {
     let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
 
     // The first instance is a separate process, so that it can be SIGKILLed.
-    let mut first = start_service(&settings);
+    let mut first = helpers::start_service(&settings);
     let leased = || async {
         let c = pool.get().await.unwrap();
         c.query_one(
@@ -172,6 +133,6 @@ async fn a_killed_instances_partitions_are_taken_over_when_its_leases_expire() {
         3,
         "the second instance took every partition over"
     );
-    assert_stock(&second, &stream).await;
+    stream.assert_stock(&second.pool).await;
     second.stop().await;
 }

@@ -15,6 +15,27 @@ pub struct Stream {
     pub events: usize,
 }
 
+impl Stream {
+    /// Asserts that the stock table holds exactly the expected totals.
+    pub async fn assert_stock(&self, pool: &deadpool_postgres::Pool) {
+        let client = pool.get().await.unwrap();
+        let rows = client
+            .query("SELECT warehouse_id, product_id, quantity FROM stock", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), self.expected_stock.len(), "stock rows");
+        for row in rows {
+            let key = (row.get(0), row.get(1));
+            let quantity: i64 = row.get(2);
+            assert_eq!(
+                Some(&quantity),
+                self.expected_stock.get(&key),
+                "stock of {key:?}"
+            );
+        }
+    }
+}
+
 /// `movements` movements of 1–3 products between `warehouses` warehouses;
 /// most are delivered, some are still in transit, some arrive without a
 /// departure so far; about 5 % of events are sent twice, byte for byte, as a

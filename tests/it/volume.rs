@@ -31,21 +31,7 @@ async fn ten_thousand_events_over_three_partitions_give_the_expected_stock() {
     }
     app.wait_consumed().await;
 
-    let client = app.pool.get().await.unwrap();
-    let rows = client
-        .query("SELECT warehouse_id, product_id, quantity FROM stock", &[])
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), stream.expected_stock.len());
-    for row in &rows {
-        let key = (row.get(0), row.get(1));
-        let quantity: i64 = row.get(2);
-        assert_eq!(
-            Some(&quantity),
-            stream.expected_stock.get(&key),
-            "stock of {key:?}"
-        );
-    }
+    stream.assert_stock(&app.pool).await;
     assert!(app.rejected().await.is_empty());
 
     let (ok, out) = verify(&app.settings.postgres.url);
@@ -53,6 +39,7 @@ async fn ten_thousand_events_over_three_partitions_give_the_expected_stock() {
     assert!(out.contains("no mismatch"), "{out}");
 
     // Corrupt one row: verify must notice and name it.
+    let client = app.pool.get().await.unwrap();
     let (w, p) = *stream.expected_stock.keys().next().unwrap();
     client
         .execute(
