@@ -96,6 +96,8 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
             );
         }
     }
+    pool.close();
+    store::drop_database(&crash.postgres.url).await.unwrap();
     assert!(
         expected[4].starts_with("3 rows"),
         "three malformed records rejected"

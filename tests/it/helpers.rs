@@ -91,12 +91,23 @@ impl TestApp {
         }
     }
 
-    /// Stops the application gracefully and waits for it.
-    pub async fn stop(mut self) {
+    /// Stops the application gracefully, waits for it, and drops its database.
+    pub async fn stop(self) {
+        let url = self.settings.postgres.url.clone();
+        self.stop_keeping_data().await;
+        warehouse_monitor::store::drop_database(&url)
+            .await
+            .expect("test database dropped");
+    }
+
+    /// Stops the application gracefully and waits for it; the database stays
+    /// (another instance of the test still uses it).
+    pub async fn stop_keeping_data(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("application task");
         }
+        self.pool.close();
     }
 
     /// Produces `values` to `partition`.

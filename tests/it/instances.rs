@@ -70,7 +70,7 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
         .count();
     assert!(by_second >= 1, "the second instance consumed its partition");
 
-    first.stop().await; // leaves the group and releases its leases
+    first.stop_keeping_data().await; // leaves the group and releases its leases
     wait_until("the second instance holds every partition", || {
         owned(&second).len() == 3
     })
