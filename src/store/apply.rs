@@ -296,18 +296,14 @@ async fn insert_rejected(
 async fn commit_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Result<(), StoreError> {
     let stmt = tx.prepare_cached(COMMIT_OFFSET).await?;
     let next = batch.next_offset();
-    let updated = tx
-        .execute(
-            &stmt,
-            &[
-                &batch.topic,
-                &batch.partition,
-                &batch.expected_offset,
-                &next,
-            ],
-        )
-        .await?;
-    if updated == 1 {
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &batch.topic,
+        &batch.partition,
+        &batch.expected_offset,
+        &next,
+    ];
+    let moved: i64 = tx.query_one(&stmt, &params).await?.get(0);
+    if moved == 1 {
         Ok(())
     } else {
         Err(StoreError::OffsetConflict {

@@ -11,31 +11,6 @@ use crate::{
     stream,
 };
 
-/// Deterministic content of every table (wall-clock columns and cache
-/// versions left out: they depend on when and in which batches rows changed).
-async fn dump(pool: &Pool) -> Vec<String> {
-    let client = pool.get().await.unwrap();
-    let queries = [
-        "SELECT movement_id, product_id, event, warehouse_id, warehouse_code, quantity, happened_at,
-                message_id, emitted_at, kafka_topic, kafka_partition, kafka_offset FROM movement_events",
-        "SELECT movement_id, sender_id, sender_code, departed_at, receiver_id, receiver_code, arrived_at FROM movements",
-        "SELECT warehouse_id, product_id, quantity FROM stock",
-        "SELECT topic, partition, next_offset FROM consumer_offsets",
-        "SELECT kafka_topic, kafka_partition, kafka_offset, raw, reason, detail, record_time FROM rejected_events",
-    ];
-    let mut tables = Vec::new();
-    for q in queries {
-        let sql = format!(
-            "SELECT count(*), coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM ({q}) t"
-        );
-        let row = client.query_one(&sql, &[]).await.unwrap();
-        let count: i64 = row.get(0);
-        let text: String = row.get(1);
-        tables.push(format!("{count} rows\n{text}"));
-    }
-    tables
-}
-
 #[tokio::test]
 async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
     let stream = stream::generate(11, 2_500, 3, true);
@@ -80,10 +55,10 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
     reference.kafka.topic = crash.kafka.topic.clone();
     let app = TestApp::spawn_with(reference).await;
     helpers::wait_consumed(&app.pool, &app.settings.kafka.topic, &producer).await;
-    let expected = dump(&app.pool).await;
+    let expected = helpers::dump(&app.pool).await;
     app.stop().await;
 
-    let actual = dump(&pool).await;
+    let actual = helpers::dump(&pool).await;
     assert_eq!(actual.len(), expected.len());
     for (a, e) in actual.iter().zip(&expected) {
         if a != e {

@@ -198,9 +198,13 @@ pub async fn stock(pool: &Pool, warehouse: Uuid, product: Uuid) -> Option<i64> {
         .map(|r| r.get(0))
 }
 
-/// Waits until the stored offsets reach what `producer` produced (60 s at most).
+/// Waits until the stored offsets reach what `producer` produced (90 s at most).
 pub async fn wait_consumed(pool: &Pool, topic: &str, producer: &Producer) {
-    let target = producer.produced();
+    wait_committed(pool, topic, &producer.produced()).await;
+}
+
+/// Waits until the stored offset of each partition reaches `target` (90 s at most).
+pub async fn wait_committed(pool: &Pool, topic: &str, target: &HashMap<i32, i64>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let committed = committed_offsets(pool, topic).await;
@@ -212,7 +216,7 @@ pub async fn wait_consumed(pool: &Pool, topic: &str, producer: &Producer) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "consumer did not catch up: produced {target:?}, committed {committed:?}"
+            "consumer did not catch up: target {target:?}, committed {committed:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -382,4 +386,29 @@ pub fn start_service(settings: &Settings) -> std::process::Child {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("service starts")
+}
+
+/// Deterministic content of every table (wall-clock columns and cache
+/// versions left out: they depend on when and in which batches rows changed).
+pub async fn dump(pool: &Pool) -> Vec<String> {
+    let client = pool.get().await.unwrap();
+    let queries = [
+        "SELECT movement_id, product_id, event, warehouse_id, warehouse_code, quantity, happened_at,
+                message_id, emitted_at, kafka_topic, kafka_partition, kafka_offset FROM movement_events",
+        "SELECT movement_id, sender_id, sender_code, departed_at, receiver_id, receiver_code, arrived_at FROM movements",
+        "SELECT warehouse_id, product_id, quantity FROM stock",
+        "SELECT topic, partition, next_offset FROM consumer_offsets",
+        "SELECT kafka_topic, kafka_partition, kafka_offset, raw, reason, detail, record_time FROM rejected_events",
+    ];
+    let mut tables = Vec::new();
+    for q in queries {
+        let sql = format!(
+            "SELECT count(*), coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM ({q}) t"
+        );
+        let row = client.query_one(&sql, &[]).await.unwrap();
+        let count: i64 = row.get(0);
+        let text: String = row.get(1);
+        tables.push(format!("{count} rows\n{text}"));
+    }
+    tables
 }

@@ -15,4 +15,5 @@ mod monitoring;
 mod offsets;
 mod outage;
 mod rejects;
+mod replay;
 mod volume;
