@@ -8,48 +8,21 @@ use tokio::sync::mpsc;
 
 use crate::batch::Record;
 
-/// What the fetcher hands to the batcher.
-#[derive(Debug)]
-pub enum Fetched {
-    /// One record, in offset order.
-    Record(Record),
-    /// The partition's high watermark as of the latest fetch response.
-    HighWatermark(i64),
-}
-
-/// A closed batch.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub records: Vec<Record>,
-    /// The latest high watermark seen while the batch filled, if any.
-    pub high_watermark: Option<i64>,
-}
-
-/// Waits for the next batch; `None` once the channel is closed and empty.
-/// A closed channel also ends a partly filled batch, which is returned first.
+/// Waits for the next batch, in offset order; `None` once the channel is
+/// closed and empty. A closed channel also ends a partly filled batch, which
+/// is returned first.
 pub async fn next_batch(
-    rx: &mut mpsc::Receiver<Fetched>,
+    rx: &mut mpsc::Receiver<Record>,
     size: usize,
     wait: Duration,
-) -> Option<Batch> {
-    let mut batch = Batch::default();
+) -> Option<Vec<Record>> {
     // Until the first record, wait as long as it takes.
-    loop {
-        match rx.recv().await? {
-            Fetched::HighWatermark(hw) => batch.high_watermark = Some(hw),
-            Fetched::Record(r) => {
-                batch.records.push(r);
-                break;
-            }
-        }
-    }
+    let mut batch = vec![rx.recv().await?];
     let deadline = tokio::time::Instant::now() + wait;
-    while batch.records.len() < size {
+    while batch.len() < size {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_elapsed) => break,
-            Ok(None) => break,
-            Ok(Some(Fetched::HighWatermark(hw))) => batch.high_watermark = Some(hw),
-            Ok(Some(Fetched::Record(r))) => batch.records.push(r),
+            Ok(Some(r)) => batch.push(r),
+            Err(_) | Ok(None) => break, // deadline passed, or the fetcher is gone
         }
     }
     Some(batch)
@@ -61,16 +34,16 @@ mod tests {
 
     use super::*;
 
-    fn record(offset: i64) -> Fetched {
-        Fetched::Record(Record {
+    fn record(offset: i64) -> Record {
+        Record {
             offset,
             timestamp: OffsetDateTime::UNIX_EPOCH,
             value: None,
-        })
+        }
     }
 
-    fn offsets(batch: &Batch) -> Vec<i64> {
-        batch.records.iter().map(|r| r.offset).collect()
+    fn offsets(batch: &[Record]) -> Vec<i64> {
+        batch.iter().map(|r| r.offset).collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -119,18 +92,5 @@ mod tests {
                 .await
                 .is_none()
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn keeps_the_latest_high_watermark() {
-        let (tx, mut rx) = mpsc::channel(16);
-        tx.send(Fetched::HighWatermark(10)).await.unwrap();
-        tx.send(record(7)).await.unwrap();
-        tx.send(Fetched::HighWatermark(12)).await.unwrap();
-        let batch = next_batch(&mut rx, 100, Duration::from_millis(50))
-            .await
-            .unwrap();
-        assert_eq!(batch.high_watermark, Some(12));
-        assert_eq!(offsets(&batch), vec![7]);
     }
 }

@@ -1,6 +1,6 @@
 //! Reading one partition from the broker: fetch from an offset, forward every
-//! record and the high watermark to the batcher, and apply the configured
-//! policy when the offset is no longer in the broker's log.
+//! record to the batcher (the high watermark goes to the partition status), and
+//! apply the configured policy when the offset is no longer in the broker's log.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,8 +11,9 @@ use rskafka::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerError, batcher::Fetched, status::PartitionStatus};
+use super::{ConsumerError, status::PartitionStatus};
 use crate::{
+    batch::Record,
     config::{KafkaSettings, OffsetReset},
     kafka::{self, KafkaError},
     metrics::Metrics,
@@ -27,7 +28,7 @@ pub async fn run(
     client: PartitionClient,
     mut offset: i64,
     settings: KafkaSettings,
-    tx: mpsc::Sender<Fetched>,
+    tx: mpsc::Sender<Record>,
     status: Arc<PartitionStatus>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -54,13 +55,6 @@ pub async fn run(
             offset = reset(&client, offset, settings.offset_out_of_range, &metrics).await?;
             continue;
         }
-        if tx
-            .send(Fetched::HighWatermark(high_watermark))
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
         let mut delivered = false;
         for record in records {
             if record.offset < offset {
@@ -68,11 +62,7 @@ pub async fn run(
             }
             offset = record.offset + 1;
             delivered = true;
-            if tx
-                .send(Fetched::Record(kafka::to_record(record)))
-                .await
-                .is_err()
-            {
+            if tx.send(kafka::to_record(record)).await.is_err() {
                 return Ok(());
             }
         }

@@ -58,14 +58,15 @@ impl Membership {
 
     /// Hands back the partitions above the fair share (highest numbers first).
     fn hand_back_excess(&self) {
-        let excess = self.owned().saturating_sub(self.share());
+        let share = self.share();
         let mut owned: Vec<&Arc<PartitionStatus>> =
             self.statuses.iter().filter(|s| s.is_owned()).collect();
         owned.sort_by_key(|s| std::cmp::Reverse(s.partition));
+        let excess = owned.len().saturating_sub(share);
         for status in owned.into_iter().take(excess) {
             tracing::info!(
                 partition = status.partition,
-                share = self.share(),
+                share,
                 "handing a partition back to rebalance"
             );
             status.hand_back();

@@ -148,14 +148,11 @@ async fn pipeline(
             topic,
             partition,
             expected_offset: committed,
-            records: &batch.records,
+            records: &batch,
         };
         let outcome = apply_with_retries(ctx, &partition_batch).await?;
         committed = Some(outcome.next_offset);
         status.set_committed(outcome.next_offset);
-        if let Some(hw) = batch.high_watermark {
-            status.set_high_watermark(hw);
-        }
         *backoff = Backoff::new(MAX_RESTART_DELAY);
         report(partition, &outcome);
         if let Some(cache) = &ctx.cache {
