@@ -150,16 +150,21 @@ pub async fn produce(
     for (partition, messages) in by_partition {
         let pc = kafka::partition(client, topic, partition).await?;
         counts.insert(partition, messages.len());
-        for chunk in messages.chunks(1000) {
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
             let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-            let now = Utc.timestamp_millis_opt(millis).single();
-            let records = chunk
-                .iter()
+            let now = Utc
+                .timestamp_millis_opt(millis)
+                .single()
+                .unwrap_or_default();
+            let records = messages
+                .by_ref()
+                .take(1000)
                 .map(|m| Record {
                     key: Some(m.key.as_bytes().to_vec()),
-                    value: Some(m.value.clone()),
+                    value: Some(m.value),
                     headers: Default::default(),
-                    timestamp: now.unwrap_or_default(),
+                    timestamp: now,
                 })
                 .collect();
             pc.produce(records, Compression::NoCompression).await?;
