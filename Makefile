@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help stack stack-down stack-status build run test lint bench loadtest openapi migrate verify
+.PHONY: help stack stack-down stack-status build run test lint bench loadtest bench-ingest openapi migrate verify
 .PHONY: produce monitor monitor-down compose-up compose-down
 
 help: ## list targets
@@ -34,11 +34,19 @@ test: stack ## start the stack, then run all tests
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --locked -- -D warnings
 
-bench: stack ## criterion benchmarks of decoding and batch planning
+bench: stack ## criterion: decoding, batch planning, store::apply of one batch on the local PostgreSQL
 	$(CARGO) bench --locked
 
-loadtest: stack ## end-to-end throughput on a fresh topic and database (prints records/s)
-	RUST_LOG=warn $(CARGO) run --release --locked -- loadtest
+# The developer tools live in the wm-bench binary (feature devtools); the
+# service runs as its own release process beside it. Extra options: ARGS=...
+WM_BENCH = $(CARGO) build --release --locked --features devtools --bin warehouse-monitor --bin wm-bench && \
+	RUST_LOG=warn $(CARGO) run --release --locked --features devtools --bin wm-bench --
+
+loadtest: stack ## HTTP load in steps of 10..1000 users while ingesting; CSV, table, charts in target/loadtest/
+	$(WM_BENCH) loadtest $(ARGS)
+
+bench-ingest: stack ## service ingest rate vs PostgreSQL's ceiling, batch 1000/5000/10000 x 3/6 partitions
+	$(WM_BENCH) ingest $(ARGS)
 
 openapi: ## regenerate docs/openapi.json from the code
 	$(CARGO) run --locked --quiet -- openapi > docs/openapi.json

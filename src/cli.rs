@@ -46,10 +46,4 @@ pub enum Command {
         #[arg(long, default_value_t = 0.01)]
         invalid_ratio: f64,
     },
-    /// Measure end-to-end throughput on a fresh topic and database.
-    Loadtest {
-        /// Number of movements to generate (about 4.4 records each).
-        #[arg(long, default_value_t = 50_000)]
-        movements: usize,
-    },
 }

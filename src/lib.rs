@@ -14,7 +14,6 @@ pub mod config;
 pub mod consumer;
 pub mod event;
 pub mod kafka;
-pub mod loadtest;
 pub mod metrics;
 pub mod produce;
 pub mod retry;

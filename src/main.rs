@@ -9,7 +9,7 @@ use warehouse_monitor::{
     api,
     cli::{Cli, Command},
     config::Settings,
-    kafka, loadtest, produce, shutdown, startup, store, telemetry,
+    kafka, produce, shutdown, startup, store, telemetry,
 };
 
 #[tokio::main]
@@ -67,11 +67,6 @@ async fn run() -> anyhow::Result<ExitCode> {
                 "produced {total} records to {}: {counts:?} (partition: records)",
                 k.topic
             );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Loadtest { movements } => {
-            let report = loadtest::run(settings, movements).await?;
-            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {

@@ -1,0 +1,67 @@
+//! The tool's typed errors. Each names what was being done, so the one line
+//! printed at the binary's edge says where a run went wrong.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitStatus};
+
+use warehouse_monitor::{config::ConfigError, kafka::KafkaError, store::StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot read the settings: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("broker: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("broker: {0}")]
+    Produce(#[from] rskafka::client::error::Error),
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(
+        "cannot start the service {path}: {source} (build it with `cargo build --release --features devtools --bins`)"
+    )]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the service exited early ({status}); see {log}")]
+    Exited { status: ExitStatus, log: PathBuf },
+    #[error("the service at {addr} did not answer /health/live within {secs} s; see {log}")]
+    NotLive {
+        addr: SocketAddr,
+        secs: u64,
+        log: PathBuf,
+    },
+    #[error("the consumer committed {committed} of {target} records within {secs} s")]
+    NotConsumed {
+        committed: i64,
+        target: i64,
+        secs: u64,
+    },
+    #[error("HTTP to {addr}: {detail}")]
+    Http { addr: SocketAddr, detail: String },
+    #[error("a task of the tool failed: {0}")]
+    Task(String),
+    #[error("the seeded database holds no {0}")]
+    NothingSeeded(&'static str),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("chart {path}: {detail}")]
+    Chart { path: PathBuf, detail: String },
+    #[error("font {path}: {detail} (pass --font with a TrueType file)")]
+    Font { path: PathBuf, detail: String },
+}
+
+impl BenchError {
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| BenchError::Io { path, source }
+    }
+}

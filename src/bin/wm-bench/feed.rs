@@ -1,0 +1,174 @@
+//! The background producer of the load test: new movements at a fixed rate,
+//! each a departure from a warehouse whose stock the readers query and an
+//! arrival elsewhere, so that every batch invalidates keys the readers use
+//! and ingestion competes with the reads.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use rskafka::{
+    chrono::{TimeZone, Utc},
+    client::{
+        Client,
+        partition::{Compression, PartitionClient},
+    },
+    record::Record,
+};
+use serde_json::json;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use warehouse_monitor::kafka;
+
+use crate::error::BenchError;
+
+/// How often the producer sends what is due.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Events sent so far, readable while the feed runs.
+#[derive(Debug, Default)]
+pub struct Sent(AtomicU64);
+
+impl Sent {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs until `stop`, sending `rate` events per second (in pairs).
+pub async fn run(
+    client: Arc<Client>,
+    topic: String,
+    partitions: Vec<i32>,
+    pairs: Arc<Vec<(Uuid, Uuid)>>,
+    rate: u64,
+    sent: Arc<Sent>,
+    stop: CancellationToken,
+) -> Result<(), BenchError> {
+    if rate == 0 || pairs.len() < 2 || partitions.is_empty() {
+        stop.cancelled().await;
+        return Ok(());
+    }
+    let mut clients: Vec<PartitionClient> = Vec::with_capacity(partitions.len());
+    for p in &partitions {
+        clients.push(kafka::partition(&client, &topic, *p).await?);
+    }
+    let mut rng = StdRng::from_entropy();
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        let movements = due.saturating_sub(done) / 2;
+        if movements == 0 {
+            continue;
+        }
+        let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now = Utc
+            .timestamp_millis_opt(millis)
+            .single()
+            .unwrap_or_default();
+        let mut by_partition: Vec<Vec<Record>> = clients.iter().map(|_| Vec::new()).collect();
+        for _ in 0..movements {
+            let movement = Uuid::new_v4();
+            let slot = (movement.as_u128() % clients.len() as u128) as usize;
+            for value in movement_events(&mut rng, movement, &pairs) {
+                by_partition[slot].push(Record {
+                    key: Some(movement.as_bytes().to_vec()),
+                    value: Some(value),
+                    headers: Default::default(),
+                    timestamp: now,
+                });
+            }
+        }
+        for (pc, records) in clients.iter().zip(by_partition) {
+            if !records.is_empty() {
+                pc.produce(records, Compression::NoCompression).await?;
+            }
+        }
+        done += movements * 2;
+        sent.0.store(done, Ordering::Relaxed);
+    }
+}
+
+/// A departure of a known pair's product from its warehouse, and its arrival
+/// at another known warehouse.
+fn movement_events(rng: &mut StdRng, movement: Uuid, pairs: &[(Uuid, Uuid)]) -> [Vec<u8>; 2] {
+    let (from, product) = pairs.choose(rng).copied().unwrap_or_default();
+    let to = loop {
+        let (w, _) = pairs.choose(rng).copied().unwrap_or_default();
+        if w != from || pairs.len() < 2 {
+            break w;
+        }
+    };
+    let quantity = rng.gen_range(1..=50);
+    let now = OffsetDateTime::now_utc();
+    [
+        event(movement, from, "departure", product, quantity, now),
+        event(
+            movement,
+            to,
+            "arrival",
+            product,
+            quantity,
+            now + time::Duration::minutes(5),
+        ),
+    ]
+}
+
+fn event(
+    movement: Uuid,
+    warehouse: Uuid,
+    kind: &str,
+    product: Uuid,
+    quantity: i64,
+    at: OffsetDateTime,
+) -> Vec<u8> {
+    let code = format!("WH-{}", warehouse.as_u128() % 10_000);
+    let value = json!({
+        "id": Uuid::new_v4(),
+        "source": code,
+        "specversion": "1.0",
+        "type": warehouse_monitor::event::EVENT_TYPE,
+        "time": (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        "subject": format!("{code}:{}", kind.to_uppercase()),
+        "data": {
+            "movement_id": movement,
+            "warehouse_id": warehouse,
+            "timestamp": at.replace_nanosecond(0).unwrap_or(at).format(&Rfc3339).unwrap_or_default(),
+            "event": kind,
+            "product_id": product,
+            "quantity": quantity,
+        }
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_events_are_valid_and_touch_known_pairs() {
+        let pairs: Vec<(Uuid, Uuid)> = (0..5).map(|_| (Uuid::new_v4(), Uuid::new_v4())).collect();
+        let mut rng = StdRng::seed_from_u64(1);
+        let movement = Uuid::new_v4();
+        let [departure, arrival] = movement_events(&mut rng, movement, &pairs);
+        let d = warehouse_monitor::event::decode(Some(&departure)).expect("valid departure");
+        let a = warehouse_monitor::event::decode(Some(&arrival)).expect("valid arrival");
+        assert_eq!(d.movement_id, movement);
+        assert!(pairs.contains(&(d.warehouse_id, d.product_id)));
+        assert_ne!(d.warehouse_id, a.warehouse_id);
+    }
+}

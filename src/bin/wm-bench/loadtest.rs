@@ -1,0 +1,399 @@
+//! `wm-bench loadtest`: seed a fresh database through produce -> consume,
+//! measure the generator's ceiling on `/health/live`, then load the API in
+//! steps (closed-loop users, or open-loop rates) while a background producer
+//! keeps ingesting; write the CSV, Markdown and charts of the run.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use indicatif::ProgressBar;
+use tokio_util::sync::CancellationToken;
+use warehouse_monitor::{config::Settings, kafka, store};
+
+use crate::{
+    chart,
+    error::BenchError,
+    feed,
+    load::{self, Active, Mix, Phase, Targets},
+    report::{self, StepRow, TimePoint},
+    scrape::{Scrape, Scraper},
+    seed,
+    service::{self, Fresh, Launch, Service},
+    stats::{Endpoint, Recorder},
+};
+
+/// Options of `wm-bench loadtest`.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Movements seeded before the load (about 4.4 records each).
+    #[arg(long, default_value_t = 20_000)]
+    pub movements: usize,
+    /// Closed-loop steps: concurrent virtual users.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,20,50,100,200,400,1000"
+    )]
+    pub users: Vec<usize>,
+    /// Open-loop mode: target requests/s per step (replaces the user steps).
+    #[arg(long, value_delimiter = ',')]
+    pub rate: Option<Vec<f64>>,
+    /// Connections of the open-loop mode (requests beyond them wait, and that
+    /// wait counts in their latency).
+    #[arg(long, default_value_t = 400)]
+    pub connections: usize,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 15)]
+    pub step_secs: u64,
+    /// Seconds of each generator-ceiling measurement on /health/live.
+    #[arg(long, default_value_t = 2)]
+    pub ceiling_secs: u64,
+    /// Events/s of the background producer during the load (0: none).
+    #[arg(long, default_value_t = 2000)]
+    pub ingest_rate: u64,
+    /// Partitions of the fresh topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Where the run folder `<timestamp>/` is created.
+    #[arg(long, default_value = "target/loadtest")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub common: crate::Common,
+}
+
+/// What the command prints at the end and whether it failed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub table: String,
+    pub errors: u64,
+}
+
+pub async fn run(options: Options) -> Result<Outcome, BenchError> {
+    let settings = Settings::load(service::config_dir(), None)?;
+    chart::load_font(&options.common.font)?;
+    let dir = crate::run_dir(&options.out)?;
+    let fresh = Fresh::new(&settings, "loadtest");
+    let client = kafka::connect(&settings.kafka).await?;
+    let partitions = kafka::ensure_topic(&client, &fresh.topic, options.partitions, true).await?;
+
+    let messages = seed::generate(options.movements, None);
+    let produced = seed::produce(&client, &fresh.topic, &partitions, messages).await?;
+    println!(
+        "seed: produced {} records ({} movements) to {} in {:.1} s",
+        produced.records, options.movements, fresh.topic, produced.seconds
+    );
+    let launch = Launch {
+        binary: options
+            .common
+            .service
+            .clone()
+            .unwrap_or_else(service::default_binary),
+        config_dir: service::config_dir().to_owned(),
+        partitions: options.partitions,
+        batch_size: settings.batch.size,
+        log: dir.join("service.log"),
+    };
+    let started = Instant::now();
+    let mut service = Service::start(&launch, &fresh).await?;
+    let pool = fresh.pool(&settings, 2)?;
+    let limit = Duration::from_secs(600);
+    service::wait_committed(
+        &pool,
+        &fresh.topic,
+        &produced.per_partition,
+        &mut service,
+        limit,
+    )
+    .await?;
+    println!(
+        "seed: consumed and committed in {:.1} s (service start included)",
+        started.elapsed().as_secs_f64()
+    );
+    let (pairs, movements) = seed::known_ids(&pool).await?;
+    println!(
+        "seed: {} stock pairs, {} movements stored",
+        pairs.len(),
+        movements.len()
+    );
+    let targets = Arc::new(Targets::new(&pairs, &movements));
+
+    let stop = CancellationToken::new();
+    let sent = Arc::new(feed::Sent::default());
+    let feeder = tokio::spawn(feed::run(
+        Arc::clone(&client),
+        fresh.topic.clone(),
+        partitions.clone(),
+        Arc::new(pairs),
+        options.ingest_rate,
+        Arc::clone(&sent),
+        stop.clone(),
+    ));
+
+    let result = drive(&options, &service, targets, &stop).await;
+    stop.cancel();
+    let fed = feeder.await;
+    service.stop().await;
+    pool.close();
+    let _ = store::drop_database(&fresh.database_url).await;
+    let (rows, points, ceiling_errors) = result?;
+    match fed {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(BenchError::Task(e.to_string())),
+    }
+    println!("background producer: {} events sent", sent.get());
+
+    write_outputs(&dir, &rows, &points, &options)?;
+    let errors = rows.iter().map(|r| r.stats.mix.errors.total()).sum::<u64>() + ceiling_errors;
+    Ok(Outcome {
+        dir,
+        table: report::markdown(&rows),
+        errors,
+    })
+}
+
+type Driven = (Vec<StepRow>, Vec<TimePoint>, u64);
+
+/// The ceiling phases, then the steps, with the sampler running.
+async fn drive(
+    options: &Options,
+    service: &Service,
+    targets: Arc<Targets>,
+    stop: &CancellationToken,
+) -> Result<Driven, BenchError> {
+    let addr = service.addr;
+    let phases: Vec<(usize, Option<f64>)> = match &options.rate {
+        Some(rates) => rates
+            .iter()
+            .map(|r| (options.connections, Some(*r)))
+            .collect(),
+        None => options.users.iter().map(|u| (*u, None)).collect(),
+    };
+
+    // The generator's ceiling at each concurrency, on the cheapest endpoint.
+    let mut ceilings = Vec::new();
+    let mut ceiling_errors = 0;
+    for (users, _) in &phases {
+        if let Some((_, c)) = ceilings.iter().find(|(u, _)| u == users) {
+            ceilings.push((*users, *c));
+            continue;
+        }
+        let recorder = Arc::new(Recorder::new(Instant::now()));
+        let phase = Phase {
+            users: *users,
+            rate: None,
+            duration: Duration::from_secs(options.ceiling_secs),
+            mix: Mix::Live,
+        };
+        let bar = ProgressBar::new(phase.duration.as_secs());
+        bar.set_prefix(format!("ceiling {users}"));
+        let elapsed = load::run(
+            addr,
+            Arc::clone(&targets),
+            Arc::clone(&recorder),
+            phase,
+            &bar,
+        )
+        .await;
+        let step = recorder.take_step(elapsed);
+        ceiling_errors += step.mix.errors.total();
+        println!(
+            "ceiling: {users:>5} users on /health/live: {:>8.0} req/s, p99 {:.2} ms",
+            step.mix.per_second, step.mix.p99
+        );
+        ceilings.push((*users, step.mix.per_second));
+    }
+
+    let origin = Instant::now();
+    let active = Arc::new(Active::default());
+    let samples: Arc<Mutex<Vec<(f64, f64, f64)>>> = Arc::default();
+    let sampler = tokio::spawn(sample(
+        Scraper::new(addr),
+        origin,
+        Arc::clone(&active),
+        Arc::clone(&samples),
+        stop.clone(),
+    ));
+    let recorder = Arc::new(Recorder::new(origin));
+    let mut scraper = Scraper::new(addr);
+    let mut rows = Vec::new();
+    for ((users, rate), (_, ceiling)) in phases.iter().zip(&ceilings) {
+        let before = scraper.scrape().await?;
+        let from = origin.elapsed().as_secs_f64();
+        active.set(*users);
+        let phase = Phase {
+            users: *users,
+            rate: *rate,
+            duration: Duration::from_secs(options.step_secs),
+            mix: Mix::Api,
+        };
+        let bar = ProgressBar::new(phase.duration.as_secs());
+        bar.set_prefix(match rate {
+            Some(r) => format!("{r:.0} req/s"),
+            None => format!("{users} users"),
+        });
+        let elapsed = load::run(
+            addr,
+            Arc::clone(&targets),
+            Arc::clone(&recorder),
+            phase,
+            &bar,
+        )
+        .await;
+        active.set(0);
+        let stats = recorder.take_step(elapsed);
+        let after = scraper.scrape().await?;
+        let to = origin.elapsed().as_secs_f64();
+        let lag_max = samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(t, _, _)| *t >= from && *t <= to)
+            .map(|(_, _, lag)| *lag)
+            .fold(after.lag, f64::max);
+        let row = StepRow {
+            users: *users,
+            rate: *rate,
+            seconds: elapsed.as_secs_f64(),
+            stats,
+            cache_hit_ratio: after.hit_ratio_since(&before),
+            lag_max,
+            ceiling: Some(*ceiling),
+        };
+        print_step(&row);
+        rows.push(row);
+    }
+    stop.cancel();
+    let _ = sampler.await;
+    let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let points = recorder
+        .seconds()
+        .into_iter()
+        .map(|(second, requests, p99_ms, errors)| {
+            let mid = second as f64 + 0.5;
+            let nearest = samples
+                .iter()
+                .min_by(|a, b| (a.0 - mid).abs().total_cmp(&(b.0 - mid).abs()))
+                .copied()
+                .unwrap_or_default();
+            TimePoint {
+                second: second as f64,
+                requests,
+                p99_ms,
+                errors,
+                users: nearest.1,
+                lag: nearest.2,
+            }
+        })
+        .collect();
+    Ok((rows, points, ceiling_errors))
+}
+
+/// Every second: active users and the consumer lag from `/metrics`.
+async fn sample(
+    mut scraper: Scraper,
+    origin: Instant,
+    active: Arc<Active>,
+    samples: Arc<Mutex<Vec<(f64, f64, f64)>>>,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let users = active.get() as f64;
+        let lag = scraper.scrape().await.map_or(f64::NAN, |s: Scrape| s.lag);
+        let t = origin.elapsed().as_secs_f64();
+        samples.lock().unwrap_or_else(|e| e.into_inner()).push((
+            t,
+            users,
+            if lag.is_nan() { 0.0 } else { lag },
+        ));
+    }
+}
+
+fn print_step(row: &StepRow) {
+    let m = &row.stats.mix;
+    let lead = match row.rate {
+        Some(r) => format!("{r:>7.0} req/s target"),
+        None => format!("{:>5} users", row.users),
+    };
+    println!(
+        "{lead}: {:>8.0} req/s  p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  max {:.1} ms  errors {}  cache hits {}  lag<= {:.0}  = {} of the generator ceiling",
+        m.per_second,
+        m.p50,
+        m.p90,
+        m.p95,
+        m.p99,
+        m.max,
+        m.errors.total(),
+        row.cache_hit_ratio
+            .map_or("-".into(), |h| format!("{:.1}%", h * 100.0)),
+        row.lag_max,
+        row.ceiling_share()
+            .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+    );
+}
+
+fn write_outputs(
+    dir: &std::path::Path,
+    rows: &[StepRow],
+    points: &[TimePoint],
+    options: &Options,
+) -> Result<(), BenchError> {
+    report::write(dir, "steps.csv", &report::steps_csv(rows))?;
+    report::write(dir, "endpoints.csv", &report::endpoints_csv(rows))?;
+    report::write(dir, "timeseries.csv", &report::timeseries_csv(points))?;
+    let open = options.rate.is_some();
+    let x_label = if open { "target requests/s" } else { "users" };
+    let x: Vec<f64> = rows
+        .iter()
+        .map(|r| r.rate.unwrap_or(r.users as f64))
+        .collect();
+    let mode = if open {
+        format!("open loop, {} connections", options.connections)
+    } else {
+        "closed loop".to_owned()
+    };
+    let context = format!(
+        "{mode}, {} s per step, background ingest {} events/s",
+        options.step_secs, options.ingest_rate
+    );
+    let figures = |name: &str, pick: &dyn Fn(&StepRow) -> &crate::stats::Figures| chart::Sweep {
+        title: format!("{name}: {context}"),
+        x_label,
+        x: x.clone(),
+        per_second: rows.iter().map(|r| pick(r).per_second).collect(),
+        p50: rows.iter().map(|r| pick(r).p50).collect(),
+        p95: rows.iter().map(|r| pick(r).p95).collect(),
+        p99: rows.iter().map(|r| pick(r).p99).collect(),
+    };
+    chart::sweep(
+        &dir.join("mix"),
+        &figures("mix 45/45/10", &|r| &r.stats.mix),
+    )?;
+    for (i, e) in Endpoint::ALL.iter().enumerate() {
+        let name = match e {
+            Endpoint::Stock => "stock of a known pair",
+            Endpoint::Movement => "known movement",
+            Endpoint::Unknown => "unknown movement (404)",
+        };
+        chart::sweep(
+            &dir.join(e.as_str()),
+            &figures(name, &move |r| &r.stats.endpoints[i]),
+        )?;
+    }
+    chart::timeline(
+        &dir.join("timeline"),
+        &format!("over the run: {context}"),
+        points,
+    )?;
+    report::write(dir, "table.md", &report::markdown(rows))?;
+    Ok(())
+}

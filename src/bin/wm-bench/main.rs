@@ -1,0 +1,106 @@
+//! wm-bench: the developer tools that measure warehouse-monitor from the
+//! outside. `loadtest` loads the HTTP API in steps while events keep
+//! arriving; `ingest` times a backlog against PostgreSQL's own ceiling.
+//! Both run the release service binary as a separate process. Built only
+//! with the `devtools` feature, so the service's library and binary carry
+//! none of this.
+
+mod chart;
+mod error;
+mod feed;
+mod http;
+mod ingest;
+mod load;
+mod loadtest;
+mod report;
+mod scrape;
+mod seed;
+mod service;
+mod stats;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+use error::BenchError;
+
+/// Load test and ingest benchmark of warehouse-monitor (needs the local stack).
+#[derive(Debug, Parser)]
+#[command(name = "wm-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// HTTP load in steps of users (or open-loop rates) during ingestion.
+    Loadtest(loadtest::Options),
+    /// Backlog ingest rate of the service against PostgreSQL's ceiling.
+    Ingest(ingest::Options),
+}
+
+/// Options of both commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// The service binary (default: `warehouse-monitor` next to this tool).
+    #[arg(long)]
+    pub service: Option<PathBuf>,
+    /// TrueType font for the PNG charts.
+    #[arg(long, default_value = chart::DEFAULT_FONT)]
+    pub font: PathBuf,
+}
+
+/// Creates `<out>/<UTC timestamp>/`.
+pub fn run_dir(out: &Path) -> Result<PathBuf, BenchError> {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let dir = out.join(stamp);
+    std::fs::create_dir_all(&dir).map_err(BenchError::io(&dir))?;
+    Ok(dir)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Loadtest(options) => {
+            let outcome = loadtest::run(options).await?;
+            println!("\n{}", outcome.table);
+            println!("outputs: {}", outcome.dir.display());
+            if outcome.errors > 0 {
+                eprintln!(
+                    "FAILED: {} request(s) failed (unexpected status or socket error)",
+                    outcome.errors
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(options) => {
+            let (dir, table) = ingest::run(options).await?;
+            println!("\n{table}");
+            println!("outputs: {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
