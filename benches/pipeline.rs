@@ -20,11 +20,7 @@ fn records(n: usize) -> Vec<Record> {
         .into_iter()
         .take(n)
         .enumerate()
-        .map(|(i, m)| Record {
-            offset: i as i64,
-            timestamp: time::OffsetDateTime::UNIX_EPOCH,
-            value: Some(m.value),
-        })
+        .map(|(i, m)| Record::new(i as i64, time::OffsetDateTime::UNIX_EPOCH, Some(m.value)))
         .collect()
 }
 

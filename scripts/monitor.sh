@@ -52,6 +52,7 @@ up() {
   # The compose target swapped for the local service; everything else as committed.
   sed "s/\"warehouse-monitor:8080\"/\"$target\"/" "$repo/observability/prometheus.yml" >"$dir/prometheus.yml"
   grep -q "\"$target\"" "$dir/prometheus.yml" || die "observability/prometheus.yml lost its warehouse-monitor:8080 target"
+  cp "$repo/observability/alerts.yml" "$dir/alerts.yml" # rule_files is relative to the config
   [[ -f $log ]] && mv -f "$log" "$log.prev"
   # nohup: outlives the make/shell that started it (exec'd, so $! is prometheus itself);
   # fd 9 (stack.sh's lock) is not inherited.

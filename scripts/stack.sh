@@ -5,7 +5,8 @@
 #   scripts/stack.sh down        stop the Tansu broker started by this script
 #   scripts/stack.sh down --all  also stop PostgreSQL and Redis
 #   scripts/stack.sh status      one line per service; exit 1 if any is down
-#   scripts/stack.sh tools       only install the monitoring test tools (prometheus, python3-yaml)
+#   scripts/stack.sh tools       only install the test tools (prometheus, python3-yaml, and a venv
+#                                with confluent-kafka, the librdkafka producer of tests/it/librdkafka.rs)
 #
 # Overrides: WM_STACK_PG_HOST, WM_STACK_PG_PORT (where PostgreSQL is checked; the cluster's own port
 # is set in postgresql.conf), WM_STACK_REDIS_PORT, WM_STACK_KAFKA_PORT.
@@ -284,7 +285,22 @@ tansu_stop() {
 # compose.yaml with PyYAML. Installed only, never started here.
 yaml_ok() { python3 -c 'import yaml' 2>/dev/null || /usr/bin/python3 -c 'import yaml' 2>/dev/null; }
 
+# tests/it/librdkafka.rs produces with librdkafka (confluent-kafka wheels bundle it, with every codec).
+venv="$stack_dir/venv"
+confluent_version="2.16.1"
+venv_ok() { "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; }
+
+venv_install() {
+  venv_ok && { say "tools: confluent-kafka present in $venv"; return 0; }
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; } \
+    || die "cannot create $venv"
+  say "tools: installing confluent-kafka $confluent_version into $venv"
+  "$venv/bin/pip" install -q "confluent-kafka==$confluent_version" </dev/null 9>&- \
+    || die "pip install confluent-kafka failed"
+}
+
 tools_install() {
+  venv_install
   local pkgs=()
   command -v prometheus >/dev/null || pkgs+=(prometheus)
   yaml_ok || pkgs+=(python3-yaml)

@@ -23,6 +23,27 @@ pub struct Record {
     pub offset: i64,
     pub timestamp: OffsetDateTime,
     pub value: Option<Vec<u8>>,
+    /// `Some(n)` when the value was `n` bytes, over `kafka.max_record_bytes`:
+    /// `value` then holds only a bounded prefix and the record is rejected as
+    /// `too_large`.
+    pub truncated_from: Option<usize>,
+}
+
+impl Record {
+    /// A record whose whole value was kept.
+    pub fn new(offset: i64, timestamp: OffsetDateTime, value: Option<Vec<u8>>) -> Self {
+        Self {
+            offset,
+            timestamp,
+            value,
+            truncated_from: None,
+        }
+    }
+
+    /// Bytes this record holds in memory (its value, or the kept prefix).
+    pub fn size(&self) -> usize {
+        self.value.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// The key of an event (SPEC section 4).
@@ -126,12 +147,24 @@ impl Plan {
     }
 }
 
-/// Decodes every record of a batch.
+/// Decodes every record of a batch; a record cut to a prefix because it was
+/// too large is rejected as `too_large` without being decoded.
 pub fn decode_all(records: &[Record]) -> Vec<Result<MovementEvent, Rejection>> {
-    records
-        .iter()
-        .map(|r| event::decode(r.value.as_deref()))
-        .collect()
+    records.iter().map(decode_record).collect()
+}
+
+fn decode_record(record: &Record) -> Result<MovementEvent, Rejection> {
+    match record.truncated_from {
+        Some(size) => Err(Rejection::new(
+            RejectReason::TooLarge,
+            format!(
+                "record value is {size} bytes, over kafka.max_record_bytes; \
+                 its first {} bytes are kept",
+                record.size()
+            ),
+        )),
+        None => event::decode(record.value.as_deref()),
+    }
 }
 
 /// The distinct movements of the decodable records, sorted.

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::kafka::Codec;
+
 /// Turns a Kafka stream of warehouse movement events into queryable state.
 #[derive(Debug, Parser)]
 #[command(name = "warehouse-monitor", version)]
@@ -45,5 +47,8 @@ pub enum Command {
         /// Share of records replaced by malformed ones.
         #[arg(long, default_value_t = 0.01)]
         invalid_ratio: f64,
+        /// Compression of the produced record batches.
+        #[arg(long, value_enum, default_value_t = Codec::None)]
+        compression: Codec,
     },
 }

@@ -20,6 +20,9 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    /// Test-only fault injection; absent in `config/default.toml`.
+    #[serde(default)]
+    pub fault: FaultSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +35,19 @@ pub struct KafkaSettings {
     pub fetch_max_bytes: i32,
     pub fetch_max_wait_ms: i32,
     pub offset_out_of_range: OffsetReset,
+    /// A record value over this many bytes is rejected as `too_large`.
+    pub max_record_bytes: usize,
+    /// Bytes of fetched records that may wait per partition for their batch.
+    pub max_buffered_bytes: usize,
+    /// How often the topic's partition list is read again (new partitions
+    /// are consumed without a restart).
+    pub metadata_refresh_ms: u64,
+}
+
+impl KafkaSettings {
+    pub fn metadata_refresh(&self) -> Duration {
+        Duration::from_millis(self.metadata_refresh_ms)
+    }
 }
 
 /// Policy when a stored offset is outside the broker's log.
@@ -48,6 +64,8 @@ pub enum OffsetReset {
 #[serde(deny_unknown_fields)]
 pub struct BatchSettings {
     pub size: usize,
+    /// A batch also closes once its record values reach this many bytes.
+    pub max_bytes: usize,
     pub wait_ms: u64,
 }
 
@@ -62,12 +80,46 @@ impl BatchSettings {
 pub struct ConsumerSettings {
     /// How long a partition lease lasts unless renewed (renewed every third of it).
     pub lease_ttl_ms: u64,
+    /// A held partition with records waiting and no commit for this long is
+    /// reported as stalled.
+    pub stall_after_ms: u64,
 }
 
 impl ConsumerSettings {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
     }
+
+    pub fn stall_after(&self) -> Duration {
+        Duration::from_millis(self.stall_after_ms)
+    }
+}
+
+/// Faults injected on purpose, for tests only: the stage that panics and how
+/// many times, and fetches that fail.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSettings {
+    #[serde(default)]
+    pub panic_in: Option<FaultStage>,
+    /// Panics before the injection stops (0: every time).
+    #[serde(default)]
+    pub panic_times: u32,
+    /// Every fetch fails with an injected error.
+    #[serde(default)]
+    pub fail_fetch: bool,
+}
+
+/// A task of a partition's pipeline that a test can make panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultStage {
+    /// The fetcher, before its next fetch.
+    Fetcher,
+    /// The batch loop, before applying a batch.
+    Pipeline,
+    /// The lease keeper, before its next renewal.
+    Keeper,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,8 +213,29 @@ impl Settings {
         if self.kafka.fetch_max_wait_ms < 1 {
             return invalid("kafka.fetch_max_wait_ms", "must be at least 1");
         }
+        if self.kafka.max_record_bytes < 1024 {
+            return invalid("kafka.max_record_bytes", "must be at least 1024");
+        }
+        if self.kafka.max_buffered_bytes < self.kafka.max_record_bytes {
+            return invalid(
+                "kafka.max_buffered_bytes",
+                "must be at least kafka.max_record_bytes",
+            );
+        }
+        if self.kafka.max_buffered_bytes > u32::MAX as usize {
+            return invalid("kafka.max_buffered_bytes", "must be below 4 GiB");
+        }
+        if self.kafka.metadata_refresh_ms < 100 {
+            return invalid("kafka.metadata_refresh_ms", "must be at least 100");
+        }
         if self.batch.size < 1 {
             return invalid("batch.size", "must be at least 1");
+        }
+        if self.batch.max_bytes < 1024 {
+            return invalid("batch.max_bytes", "must be at least 1024");
+        }
+        if self.consumer.stall_after_ms < 100 {
+            return invalid("consumer.stall_after_ms", "must be at least 100");
         }
         if self.batch.wait_ms < 1 {
             return invalid("batch.wait_ms", "must be at least 1");

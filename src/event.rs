@@ -27,6 +27,10 @@ pub const MAX_QUANTITY: i64 = 1_000_000_000;
 const SPEC_VERSION: &str = "1.0";
 /// Longest rendering of an offending value kept in a rejection detail.
 const MAX_SHOWN_CHARS: usize = 64;
+/// Years an accepted time may fall in, after conversion to UTC: what both a
+/// PostgreSQL `timestamptz` and an RFC 3339 string can hold, so that anything
+/// accepted can be stored and served.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
 
 /// Whether goods left a warehouse or reached it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -125,16 +129,23 @@ pub enum RejectReason {
     InvalidQuantity,
     /// Produced by the stage that applies events, never by [`decode`].
     Conflict,
+    /// The record's value is over `kafka.max_record_bytes`; only a prefix is kept.
+    TooLarge,
+    /// PostgreSQL refused to store the record (data-dependent error); the
+    /// detail holds the database's SQLSTATE and message.
+    Unprocessable,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 8] = [
         RejectReason::MalformedJson,
         RejectReason::UnsupportedType,
         RejectReason::MissingField,
         RejectReason::InvalidField,
         RejectReason::InvalidQuantity,
         RejectReason::Conflict,
+        RejectReason::TooLarge,
+        RejectReason::Unprocessable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -145,6 +156,8 @@ impl RejectReason {
             RejectReason::InvalidField => "invalid_field",
             RejectReason::InvalidQuantity => "invalid_quantity",
             RejectReason::Conflict => "conflict",
+            RejectReason::TooLarge => "too_large",
+            RejectReason::Unprocessable => "unprocessable",
         }
     }
 }
@@ -289,18 +302,21 @@ fn uuid_field(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Uuid, R
         .ok_or_else(|| invalid(path, "must be a UUID string", v))
 }
 
-/// `time`: an integer number of milliseconds since the Unix epoch.
+/// `time`: an integer number of milliseconds since the Unix epoch, within [`YEARS`].
 fn epoch_millis(v: &Value) -> Result<OffsetDateTime, Rejection> {
-    let rule = "must be an integer of epoch milliseconds within years -9999..=9999";
+    let rule = "must be an integer of epoch milliseconds within years 1..=9999 (UTC)";
     v.as_i64()
         .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
+        .filter(|t| YEARS.contains(&t.year()))
         .ok_or_else(|| invalid("time", rule, v))
 }
 
-/// `data.timestamp`: RFC 3339, or RFC 3339 without an offset (taken as UTC).
-/// The result is in UTC and truncated to whole microseconds.
+/// `data.timestamp`: RFC 3339, or RFC 3339 without an offset (taken as UTC),
+/// within [`YEARS`] once in UTC. The result is in UTC and truncated to whole
+/// microseconds.
 fn timestamp(v: &Value) -> Result<OffsetDateTime, Rejection> {
-    let rule = "must be an RFC 3339 timestamp (an offset-less one is taken as UTC)";
+    let rule = "must be an RFC 3339 timestamp within years 1..=9999 in UTC \
+                (an offset-less one is taken as UTC)";
     let bad = || invalid("data.timestamp", rule, v);
     let s = v.as_str().ok_or_else(bad)?;
     let parsed = OffsetDateTime::parse(s, &Rfc3339)
@@ -308,7 +324,10 @@ fn timestamp(v: &Value) -> Result<OffsetDateTime, Rejection> {
         // one that already ends in an offset becomes invalid.
         .or_else(|_| OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339))
         .map_err(|_| bad())?;
-    let utc = parsed.checked_to_offset(UtcOffset::UTC).ok_or_else(bad)?;
+    let utc = parsed
+        .checked_to_offset(UtcOffset::UTC)
+        .filter(|t| YEARS.contains(&t.year()))
+        .ok_or_else(bad)?;
     utc.replace_microsecond(utc.microsecond())
         .map_err(|_| bad())
 }

@@ -8,7 +8,7 @@ use rskafka::{
     client::{
         Client, ClientBuilder,
         error::{Error as RsError, ProtocolError},
-        partition::{PartitionClient, UnknownTopicHandling},
+        partition::{Compression, PartitionClient, UnknownTopicHandling},
     },
     record::RecordAndOffset,
 };
@@ -20,11 +20,19 @@ use crate::{batch::Record, config::KafkaSettings};
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("Kafka request failed: {0}")]
-    Client(#[from] RsError),
+    Client(RsError),
     #[error("topic `{0}` does not exist (set kafka.create_topic = true to create it)")]
     NoTopic(String),
     #[error("topic `{0}` did not appear in the broker's metadata after creation")]
     TopicNotVisible(String),
+    #[error("fetch failed on purpose (fault.fail_fetch)")]
+    Injected,
+}
+
+impl From<RsError> for KafkaError {
+    fn from(e: RsError) -> Self {
+        KafkaError::Client(e)
+    }
 }
 
 impl KafkaError {
@@ -37,6 +45,28 @@ impl KafkaError {
                 ..
             })
         )
+    }
+}
+
+/// Compression of produced record batches: every codec Kafka defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Codec {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<Codec> for Compression {
+    fn from(codec: Codec) -> Self {
+        match codec {
+            Codec::None => Compression::NoCompression,
+            Codec::Gzip => Compression::Gzip,
+            Codec::Snappy => Compression::Snappy,
+            Codec::Lz4 => Compression::Lz4,
+            Codec::Zstd => Compression::Zstd,
+        }
     }
 }
 
@@ -92,7 +122,8 @@ pub async fn ensure_topic(
     Err(KafkaError::TopicNotVisible(topic.to_owned()))
 }
 
-async fn partitions_of(client: &Client, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
+/// The partitions of `topic`, or `None` when the broker does not list it.
+pub async fn partitions_of(client: &Client, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
     let topics = client.list_topics().await?;
     Ok(topics
         .into_iter()
@@ -111,13 +142,22 @@ pub async fn partition(
         .await?)
 }
 
-/// Converts a fetched rskafka record to the batch's record type.
-pub fn to_record(r: RecordAndOffset) -> Record {
+/// Bytes kept of a record value over `kafka.max_record_bytes`, stored with its
+/// `too_large` rejection so that an operator can see what it was.
+pub const KEPT_PREFIX_BYTES: usize = 4096;
+
+/// Converts a fetched rskafka record to the batch's record type. A value over
+/// `max_record_bytes` is cut to its first [`KEPT_PREFIX_BYTES`] bytes and
+/// marked, so that it is rejected instead of held in memory.
+pub fn to_record(r: RecordAndOffset, max_record_bytes: usize) -> Record {
     let nanos = r.record.timestamp.timestamp_nanos_opt().unwrap_or(0);
-    Record {
-        offset: r.offset,
-        timestamp: OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        value: r.record.value,
+    let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let mut record = Record::new(r.offset, timestamp, r.record.value);
+    if let Some(value) = record.value.as_mut().filter(|v| v.len() > max_record_bytes) {
+        record.truncated_from = Some(value.len());
+        value.truncate(KEPT_PREFIX_BYTES.min(max_record_bytes));
+        value.shrink_to_fit();
     }
+    record
 }

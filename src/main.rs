@@ -49,6 +49,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             seed,
             duplicate_ratio,
             invalid_ratio,
+            compression,
         } => {
             let client = kafka::connect(&settings.kafka).await?;
             let k = &settings.kafka;
@@ -62,7 +63,9 @@ async fn run() -> anyhow::Result<ExitCode> {
             };
             let messages = produce::generate(&plan);
             let total = messages.len();
-            let counts = produce::produce(&client, &k.topic, &partitions, messages).await?;
+            let counts =
+                produce::produce(&client, &k.topic, &partitions, messages, compression.into())
+                    .await?;
             println!(
                 "produced {total} records to {}: {counts:?} (partition: records)",
                 k.topic

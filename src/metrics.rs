@@ -4,10 +4,7 @@
 //! owned by the application instance (so that tests running several instances
 //! in one process each see their own numbers).
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::OnceLock, time::Duration};
 
 use opentelemetry::{
     KeyValue,
@@ -17,7 +14,12 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 use time::OffsetDateTime;
 
-use crate::{consumer::status::PartitionStatus, event::RejectReason, store::apply::BatchOutcome};
+use crate::{
+    consumer::status::Partitions,
+    event::RejectReason,
+    retry::Class,
+    store::{Step, apply::BatchOutcome},
+};
 
 /// Outcome of a cache look-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,7 @@ pub struct Metrics {
     commit_delay: Histogram<f64>,
     offset_resets: Counter<u64>,
     consumer_restarts: Counter<u64>,
+    batch_failures: Counter<u64>,
     cache_requests: Counter<u64>,
     cache_invalidations: Counter<u64>,
     db_fallbacks: Counter<u64>,
@@ -124,6 +127,11 @@ impl Metrics {
                 "wm_consumer_restarts",
                 "Partition pipelines restarted after an error",
             ),
+            batch_failures: counter(
+                "wm_batch_failures",
+                "Failed batch transactions, by failing step and error class \
+                 (transient: retried; data: split and quarantined; other: pipeline restarted)",
+            ),
             cache_requests: counter("wm_cache_requests", "Cache look-ups, by result"),
             cache_invalidations: counter(
                 "wm_cache_invalidations",
@@ -145,37 +153,66 @@ impl Metrics {
         })
     }
 
-    /// Registers the gauges read at scrape time: lag and committed offset per
-    /// partition, and pool connections. Only the first call has an effect.
-    pub fn observe(&self, statuses: Vec<Arc<PartitionStatus>>, pool: deadpool_postgres::Pool) {
+    /// Registers the gauges read at scrape time: lag, committed offset, time
+    /// since the last commit and the stalled flag per partition, and pool
+    /// connections. Only the first call has an effect.
+    pub fn observe(&self, partitions: Partitions, pool: deadpool_postgres::Pool) {
         if self.observed.set(()).is_err() {
             return;
         }
-        for s in &statuses {
-            let partition = [KeyValue::new("partition", i64::from(s.partition))];
-            self.offset_resets.add(0, &partition);
-            self.consumer_restarts.add(0, &partition);
+        for s in partitions.snapshot() {
+            self.touch_partition(s.partition);
         }
         self.db_fallbacks.add(0, &[]);
-        let owned_statuses = statuses.clone();
+        for step in Step::BATCH {
+            for class in [Class::Transient, Class::Data, Class::Other] {
+                self.batch_failures
+                    .add(0, &failure_labels(step.as_str(), class.as_str()));
+            }
+        }
+        let p = partitions.clone();
         self.meter
             .i64_observable_gauge("wm_consumer_partitions_owned")
             .with_description("Partitions whose lease this instance holds")
             .with_callback(move |o| {
-                let owned = owned_statuses.iter().filter(|s| s.is_owned()).count();
+                let owned = p.snapshot().iter().filter(|s| s.is_owned()).count();
                 o.observe(i64::try_from(owned).unwrap_or(0), &[]);
             })
             .build();
-        let lag_statuses = statuses.clone();
+        let p = partitions.clone();
         self.meter
             .i64_observable_gauge("wm_consumer_lag")
             .with_description("High watermark minus committed offset, by partition held here")
             .with_callback(move |o| {
-                for s in lag_statuses.iter().filter(|s| s.is_owned()) {
-                    o.observe(
-                        s.lag(),
-                        &[KeyValue::new("partition", i64::from(s.partition))],
-                    );
+                for s in p.snapshot().iter().filter(|s| s.is_owned()) {
+                    o.observe(s.lag(), &partition_label(s.partition));
+                }
+            })
+            .build();
+        let p = partitions.clone();
+        self.meter
+            .f64_observable_gauge("wm_consumer_seconds_since_commit")
+            .with_description(
+                "Seconds since the last commit (or since the partition was taken), by partition held here",
+            )
+            .with_callback(move |o| {
+                for s in p.snapshot() {
+                    if let Some(since) = s.since_progress() {
+                        o.observe(since.as_secs_f64(), &partition_label(s.partition));
+                    }
+                }
+            })
+            .build();
+        let p = partitions.clone();
+        self.meter
+            .i64_observable_gauge("wm_consumer_stalled")
+            .with_description(
+                "1 when records wait on a partition held here and nothing was committed \
+                 for consumer.stall_after_ms",
+            )
+            .with_callback(move |o| {
+                for s in p.snapshot().iter().filter(|s| s.is_owned()) {
+                    o.observe(i64::from(s.is_stalled()), &partition_label(s.partition));
                 }
             })
             .build();
@@ -183,9 +220,9 @@ impl Metrics {
             .i64_observable_gauge("wm_consumer_committed_offset")
             .with_description("Next offset committed to PostgreSQL, by partition")
             .with_callback(move |o| {
-                for s in &statuses {
+                for s in partitions.snapshot() {
                     if let Some(c) = s.committed() {
-                        o.observe(c, &[KeyValue::new("partition", i64::from(s.partition))]);
+                        o.observe(c, &partition_label(s.partition));
                     }
                 }
             })
@@ -201,6 +238,17 @@ impl Metrics {
                 o.observe(idle, &[KeyValue::new("state", "idle")]);
             })
             .build();
+    }
+
+    /// Makes a partition's counters appear (at 0) before their first event.
+    pub fn touch_partition(&self, partition: i32) {
+        self.offset_resets.add(0, &partition_label(partition));
+        self.consumer_restarts.add(0, &partition_label(partition));
+    }
+
+    /// Records one failed batch transaction.
+    pub fn batch_failed(&self, step: &'static str, class: &'static str) {
+        self.batch_failures.add(1, &failure_labels(step, class));
     }
 
     /// Records one committed batch.
@@ -290,4 +338,12 @@ impl Metrics {
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown();
     }
+}
+
+fn partition_label(partition: i32) -> [KeyValue; 1] {
+    [KeyValue::new("partition", i64::from(partition))]
+}
+
+fn failure_labels(step: &'static str, class: &'static str) -> [KeyValue; 2] {
+    [KeyValue::new("step", step), KeyValue::new("class", class)]
 }

@@ -134,12 +134,14 @@ fn malformed(rng: &mut StdRng) -> Vec<u8> {
 }
 
 /// Produces `messages` to `topic`, each on the partition its key hashes to, in
-/// chunks; returns how many records went to each partition.
+/// chunks of record batches compressed with `compression`; returns how many
+/// records went to each partition.
 pub async fn produce(
     client: &Client,
     topic: &str,
     partitions: &[i32],
     messages: Vec<Message>,
+    compression: Compression,
 ) -> Result<BTreeMap<i32, usize>, KafkaError> {
     let mut by_partition: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
     for m in messages {
@@ -167,7 +169,7 @@ pub async fn produce(
                     timestamp: now,
                 })
                 .collect();
-            pc.produce(records, Compression::NoCompression).await?;
+            pc.produce(records, compression).await?;
         }
     }
     Ok(counts)

@@ -7,27 +7,66 @@ use tokio_postgres::error::SqlState;
 
 use crate::store::StoreError;
 
-/// True when the same statement may succeed if simply tried again: lost or
-/// refused connections, serialization failures and deadlocks, a server that is
-/// shutting down or starting up. Everything else (a constraint violated, an
-/// offset committed by someone else) needs a decision, not a retry.
-pub fn is_retriable(err: &StoreError) -> bool {
-    match err {
-        StoreError::Pool(_) => true,
-        StoreError::Db(e) => match e.code() {
-            None => true, // I/O or closed connection: no SQLSTATE at all
-            Some(code) => {
-                code == &SqlState::T_R_SERIALIZATION_FAILURE
-                    || code == &SqlState::T_R_DEADLOCK_DETECTED
-                    || code == &SqlState::ADMIN_SHUTDOWN
-                    || code == &SqlState::CRASH_SHUTDOWN
-                    || code == &SqlState::CANNOT_CONNECT_NOW
-                    || code == &SqlState::TOO_MANY_CONNECTIONS
-                    || code.code().starts_with("08") // connection exceptions
-            }
-        },
-        StoreError::Url(_) | StoreError::Build(_) | StoreError::OffsetConflict { .. } => false,
+/// What to do about a failed batch, decided here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The same transaction may succeed if simply tried again: lost or refused
+    /// connections (08, no SQLSTATE at all), transaction rollbacks such as
+    /// serialization failures and deadlocks (40), insufficient resources (53),
+    /// operator intervention such as a shutdown or a statement timeout (57),
+    /// a lock not available (55P03).
+    Transient,
+    /// The server refused what some record carries: data exceptions (22),
+    /// integrity constraints (23), cardinality violations (21), program limits
+    /// (54), and exceptions raised by triggers (P0001). Splitting the batch
+    /// isolates the records that cause it.
+    Data,
+    /// Neither: a broken schema, a lost offset race. The pipeline restarts
+    /// from its committed offset and reports the error.
+    Other,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Transient => "transient",
+            Class::Data => "data",
+            Class::Other => "other",
+        }
     }
+}
+
+/// Classifies a storage error.
+pub fn classify(err: &StoreError) -> Class {
+    match err {
+        StoreError::Pool(_) => Class::Transient,
+        StoreError::Db { cause, .. } => match cause.code() {
+            None => Class::Transient, // I/O or closed connection: no SQLSTATE at all
+            Some(code) => classify_code(code),
+        },
+        StoreError::Url(_) | StoreError::Build(_) | StoreError::OffsetConflict { .. } => {
+            Class::Other
+        }
+    }
+}
+
+fn classify_code(code: &SqlState) -> Class {
+    if code == &SqlState::LOCK_NOT_AVAILABLE {
+        return Class::Transient;
+    }
+    if code == &SqlState::RAISE_EXCEPTION {
+        return Class::Data;
+    }
+    match &code.code()[..2] {
+        "08" | "40" | "53" | "57" => Class::Transient,
+        "21" | "22" | "23" | "54" => Class::Data,
+        _ => Class::Other,
+    }
+}
+
+/// True when the same statement may succeed if simply tried again.
+pub fn is_retriable(err: &StoreError) -> bool {
+    classify(err) == Class::Transient
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, 400 ms … up to `max`.
@@ -65,6 +104,31 @@ mod tests {
     }
 
     #[test]
+    fn sqlstates_are_classified_by_class() {
+        let cases = [
+            ("08006", Class::Transient),
+            ("40001", Class::Transient),
+            ("40P01", Class::Transient),
+            ("53300", Class::Transient),
+            ("57014", Class::Transient),
+            ("57P01", Class::Transient),
+            ("55P03", Class::Transient),
+            ("22008", Class::Data),
+            ("22P02", Class::Data),
+            ("23514", Class::Data),
+            ("23505", Class::Data),
+            ("21000", Class::Data),
+            ("54000", Class::Data),
+            ("P0001", Class::Data),
+            ("42P01", Class::Other),
+            ("XX000", Class::Other),
+        ];
+        for (code, class) in cases {
+            assert_eq!(classify_code(&SqlState::from_code(code)), class, "{code}");
+        }
+    }
+
+    #[test]
     fn offset_conflict_is_not_retried_as_is() {
         let err = StoreError::OffsetConflict {
             topic: "t".into(),
@@ -72,5 +136,6 @@ mod tests {
             expected: Some(3),
         };
         assert!(!is_retriable(&err));
+        assert_eq!(classify(&err), Class::Other);
     }
 }

@@ -12,7 +12,11 @@ use crate::{
     api,
     cache::{Cache, CacheError},
     config::Settings,
-    consumer::{self, ConsumerContext, status::PartitionStatus},
+    consumer::{
+        self, ConsumerContext,
+        fault::Faults,
+        status::{PartitionStatus, Partitions},
+    },
     kafka::{self, KafkaError},
     metrics::{Metrics, MetricsError},
     store::{self, StoreError},
@@ -48,7 +52,7 @@ pub struct Application {
     settings: Settings,
     pool: Pool,
     kafka: Arc<rskafka::client::Client>,
-    statuses: Vec<Arc<PartitionStatus>>,
+    partitions: Partitions,
     metrics: Arc<Metrics>,
     cache: Cache,
     listener: tokio::net::TcpListener,
@@ -75,12 +79,9 @@ impl Application {
         let k = &settings.kafka;
         let partitions =
             kafka::ensure_topic(&kafka, &k.topic, k.partitions, k.create_topic).await?;
-        let statuses = partitions
-            .iter()
-            .map(|p| Arc::new(PartitionStatus::new(*p)))
-            .collect::<Vec<_>>();
+        let partitions = Partitions::new(&partitions, settings.consumer.stall_after());
         let metrics = Arc::new(Metrics::new()?);
-        metrics.observe(statuses.clone(), pool.clone());
+        metrics.observe(partitions.clone(), pool.clone());
         metrics.touch_reasons();
         let cache = Cache::start(&settings.redis, Arc::clone(&metrics)).await?;
         let addr = settings.http.addr;
@@ -91,7 +92,7 @@ impl Application {
             settings,
             pool,
             kafka,
-            statuses,
+            partitions,
             metrics,
             cache,
             listener,
@@ -110,9 +111,14 @@ impl Application {
         self.pool.clone()
     }
 
-    /// Live state of each partition's consumer.
+    /// Live state of each partition's consumer, as known now.
     pub fn statuses(&self) -> Vec<Arc<PartitionStatus>> {
-        self.statuses.clone()
+        self.partitions.snapshot()
+    }
+
+    /// The partitions this instance knows; grows with the topic.
+    pub fn partitions(&self) -> Partitions {
+        self.partitions.clone()
     }
 
     /// The metric instruments of this instance.
@@ -130,22 +136,27 @@ impl Application {
             batch_settings: self.settings.batch.clone(),
             instance_id: uuid::Uuid::new_v4(),
             lease_ttl: self.settings.consumer.lease_ttl(),
-            membership: consumer::membership::Membership::new(self.statuses.clone()),
+            membership: consumer::membership::Membership::new(self.partitions.clone()),
             cache: Some(self.cache.clone()),
             metrics: Arc::clone(&self.metrics),
+            faults: Arc::new(Faults::new(self.settings.fault.clone())),
         });
         tracing::info!(
             topic = %self.settings.kafka.topic,
-            partitions = self.statuses.len(),
+            partitions = self.partitions.len(),
             http = %self.local_addr(),
             "warehouse-monitor running"
         );
-        let consumer = tokio::spawn(consumer::run(ctx, self.statuses.clone(), shutdown.clone()));
+        let consumer = tokio::spawn(consumer::run(
+            ctx,
+            self.partitions.clone(),
+            shutdown.clone(),
+        ));
         let state = api::State {
             pool: self.pool.clone(),
             cache: self.cache.clone(),
             metrics: Arc::clone(&self.metrics),
-            statuses: self.statuses.clone(),
+            partitions: self.partitions.clone(),
         };
         let http = api::serve(self.listener, state, shutdown.clone());
 

@@ -1,5 +1,6 @@
 //! Liveness and readiness: live means the process answers; ready means the
-//! database answers and every partition this instance holds is consumed.
+//! database answers and every partition this instance holds is consumed,
+//! without a failure or a stall.
 //! Redis is reported but does not decide readiness: the service answers
 //! correctly without it.
 
@@ -43,8 +44,15 @@ pub struct PartitionHealth {
     pub high_watermark: Option<i64>,
     /// Records on the broker not yet committed.
     pub lag: i64,
-    /// Last error of its pipeline, cleared when it runs again.
+    /// Last error of its pipeline (SQLSTATE, server message and failing
+    /// step for database errors), cleared when it runs again.
     pub last_error: Option<String>,
+    /// Seconds since the last commit (or since this instance took the
+    /// partition); null when not held here.
+    pub seconds_since_commit: Option<f64>,
+    /// True when records wait and nothing was committed for
+    /// `consumer.stall_after_ms`.
+    pub stalled: bool,
 }
 
 /// Readiness, with the state of each dependency.
@@ -96,8 +104,8 @@ impl HealthApi {
         // Both checks at once: readiness waits for the slower, not the sum.
         let (db, cache) = tokio::join!(tokio::time::timeout(CHECK_TIMEOUT, db), state.cache.ping());
         let database = matches!(db, Ok(Some(_)));
-        let partitions: Vec<PartitionHealth> = state
-            .statuses
+        let statuses = state.partitions.snapshot();
+        let partitions: Vec<PartitionHealth> = statuses
             .iter()
             .map(|s| PartitionHealth {
                 partition: s.partition,
@@ -107,10 +115,17 @@ impl HealthApi {
                 high_watermark: s.high_watermark(),
                 lag: s.lag(),
                 last_error: s.last_error(),
+                seconds_since_commit: s.since_progress().map(|d| d.as_secs_f64()),
+                stalled: s.is_stalled(),
             })
             .collect();
-        let settled = state.statuses.iter().all(|s| s.is_settled());
-        let ready = database && settled && partitions.iter().all(|p| p.running || !p.owned);
+        let settled = statuses.iter().all(|s| s.is_settled());
+        // Every partition held here consumes; none is failing (a panicked
+        // lease keeper leaves the partition unheld but failing) or stalled.
+        let consuming = partitions
+            .iter()
+            .all(|p| (p.running || !p.owned) && p.last_error.is_none() && !p.stalled);
+        let ready = database && settled && consuming;
         let body = Readiness {
             status: if ready { "ready" } else { "not_ready" }.into(),
             database: up(database),

@@ -17,7 +17,7 @@ use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{cache::Cache, consumer::status::PartitionStatus, metrics::Metrics};
+use crate::{cache::Cache, consumer::status::Partitions, metrics::Metrics};
 use model::ErrorBody;
 
 /// What the handlers share.
@@ -26,7 +26,7 @@ pub struct State {
     pub pool: Pool,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
-    pub statuses: Vec<Arc<PartitionStatus>>,
+    pub partitions: Partitions,
 }
 
 type Apis = (queries::QueryApi, health::HealthApi);

@@ -1,27 +1,59 @@
 //! Closing batches: a batch is the records that arrived until it holds `size`
-//! of them or `wait` has passed since its first record, whichever comes first.
-//! Kept apart from fetching so that the timing rule is tested with a paused clock.
+//! of them, holds `max_bytes` of record values, or `wait` has passed since its
+//! first record, whichever comes first. Kept apart from fetching so that the
+//! timing rule is tested with a paused clock.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::batch::Record;
+use crate::{batch::Record, config::BatchSettings};
+
+/// Anything with a size in bytes.
+pub trait Weighed {
+    fn bytes(&self) -> usize;
+}
+
+impl Weighed for Record {
+    fn bytes(&self) -> usize {
+        self.size()
+    }
+}
+
+/// When a batch closes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub records: usize,
+    pub bytes: usize,
+    pub wait: Duration,
+}
+
+impl From<&BatchSettings> for Limits {
+    fn from(s: &BatchSettings) -> Self {
+        Self {
+            records: s.size,
+            bytes: s.max_bytes,
+            wait: s.wait(),
+        }
+    }
+}
 
 /// Waits for the next batch, in offset order; `None` once the channel is
 /// closed and empty. A closed channel also ends a partly filled batch, which
-/// is returned first.
-pub async fn next_batch(
-    rx: &mut mpsc::Receiver<Record>,
-    size: usize,
-    wait: Duration,
-) -> Option<Vec<Record>> {
+/// is returned first. A batch closes once it reaches `limits.bytes`, so it
+/// exceeds it by less than one record.
+pub async fn next_batch<T: Weighed>(rx: &mut mpsc::Receiver<T>, limits: Limits) -> Option<Vec<T>> {
     // Until the first record, wait as long as it takes.
-    let mut batch = vec![rx.recv().await?];
-    let deadline = tokio::time::Instant::now() + wait;
-    while batch.len() < size {
+    let first = rx.recv().await?;
+    let mut bytes = first.bytes();
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + limits.wait;
+    while batch.len() < limits.records && bytes < limits.bytes {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(r)) => batch.push(r),
+            Ok(Some(r)) => {
+                bytes += r.bytes();
+                batch.push(r);
+            }
             Err(_) | Ok(None) => break, // deadline passed, or the fetcher is gone
         }
     }
@@ -35,10 +67,14 @@ mod tests {
     use super::*;
 
     fn record(offset: i64) -> Record {
-        Record {
-            offset,
-            timestamp: OffsetDateTime::UNIX_EPOCH,
-            value: None,
+        Record::new(offset, OffsetDateTime::UNIX_EPOCH, None)
+    }
+
+    fn limits(records: usize, wait: Duration) -> Limits {
+        Limits {
+            records,
+            bytes: usize::MAX,
+            wait,
         }
     }
 
@@ -53,12 +89,12 @@ mod tests {
             tx.send(record(i)).await.unwrap();
         }
         let start = tokio::time::Instant::now();
-        let batch = next_batch(&mut rx, 3, Duration::from_secs(60))
+        let batch = next_batch(&mut rx, limits(3, Duration::from_secs(60)))
             .await
             .unwrap();
         assert_eq!(offsets(&batch), vec![0, 1, 2]);
         assert_eq!(start.elapsed(), Duration::ZERO);
-        let batch = next_batch(&mut rx, 3, Duration::from_secs(60));
+        let batch = next_batch(&mut rx, limits(3, Duration::from_secs(60)));
         drop(tx);
         assert_eq!(offsets(&batch.await.unwrap()), vec![3, 4]);
     }
@@ -76,21 +112,44 @@ mod tests {
             tx
         });
         let start = tokio::time::Instant::now();
-        let batch = next_batch(&mut rx, 100, Duration::from_millis(200))
+        let batch = next_batch(&mut rx, limits(100, Duration::from_millis(200)))
             .await
             .unwrap();
         // First record at 500 ms, deadline 700 ms: record 1 (650 ms) is in, record 2 (750 ms) is not.
         assert_eq!(offsets(&batch), vec![0, 1]);
         assert_eq!(start.elapsed(), Duration::from_millis(700));
-        let batch = next_batch(&mut rx, 100, Duration::from_millis(200))
+        let batch = next_batch(&mut rx, limits(100, Duration::from_millis(200)))
             .await
             .unwrap();
         assert_eq!(offsets(&batch), vec![2]);
         drop(producer.await.unwrap());
         assert!(
-            next_batch(&mut rx, 100, Duration::from_millis(200))
+            next_batch(&mut rx, limits(100, Duration::from_millis(200)))
                 .await
                 .is_none()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closes_once_it_holds_max_bytes() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for i in 0..6 {
+            let value = vec![b'x'; 400];
+            tx.send(Record::new(i, OffsetDateTime::UNIX_EPOCH, Some(value)))
+                .await
+                .unwrap();
+        }
+        let limits = Limits {
+            records: 100,
+            bytes: 1000,
+            wait: Duration::from_secs(60),
+        };
+        let start = tokio::time::Instant::now();
+        // 400 + 400 < 1000, the third reaches it: 1200 bytes, closed at once.
+        let batch = next_batch(&mut rx, limits).await.unwrap();
+        assert_eq!(offsets(&batch), vec![0, 1, 2]);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let batch = next_batch(&mut rx, limits).await.unwrap();
+        assert_eq!(offsets(&batch), vec![3, 4, 5]);
     }
 }

@@ -1,6 +1,8 @@
 //! Reading one partition from the broker: fetch from an offset, forward every
 //! record to the batcher (the high watermark goes to the partition status), and
 //! apply the configured policy when the offset is no longer in the broker's log.
+//! Records waiting for their batch are bounded in bytes: each holds permits of
+//! a per-partition semaphore until its batch is committed.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,16 +10,40 @@ use rskafka::{
     client::partition::{OffsetAt, PartitionClient},
     record::RecordAndOffset,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerError, status::PartitionStatus};
+use super::{ConsumerError, batcher::Weighed, fault::Faults, status::PartitionStatus};
 use crate::{
     batch::Record,
-    config::{KafkaSettings, OffsetReset},
+    config::{FaultStage, KafkaSettings, OffsetReset},
     kafka::{self, KafkaError},
     metrics::Metrics,
 };
+
+/// A fetched record and its share of the partition's byte budget.
+#[derive(Debug)]
+pub struct Fetched {
+    pub record: Record,
+    pub permit: OwnedSemaphorePermit,
+}
+
+impl Weighed for Fetched {
+    fn bytes(&self) -> usize {
+        self.record.size()
+    }
+}
+
+/// What a fetcher needs besides its partition client.
+#[derive(Debug)]
+pub struct FetcherContext {
+    pub settings: KafkaSettings,
+    pub status: Arc<PartitionStatus>,
+    pub metrics: Arc<Metrics>,
+    pub faults: Arc<Faults>,
+    /// Bytes of records that may wait for their batch (`kafka.max_buffered_bytes`).
+    pub buffer: Arc<Semaphore>,
+}
 
 /// Pause after an empty fetch that the broker answered at once, so that a broker
 /// that does not honour `max_wait_ms` is not polled in a tight loop.
@@ -27,16 +53,21 @@ const EMPTY_FETCH_PAUSE: Duration = Duration::from_millis(50);
 pub async fn run(
     client: PartitionClient,
     mut offset: i64,
-    settings: KafkaSettings,
-    tx: mpsc::Sender<Record>,
-    status: Arc<PartitionStatus>,
-    metrics: Arc<Metrics>,
+    ctx: FetcherContext,
+    tx: mpsc::Sender<Fetched>,
     stop: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let partition = client.partition();
+    let settings = &ctx.settings;
     loop {
+        ctx.faults.maybe_panic(FaultStage::Fetcher, partition);
         let started = tokio::time::Instant::now();
-        let fetch = fetch_at(&client, offset, &settings);
+        let fetch = async {
+            if ctx.faults.fetch_fails() {
+                return Err(KafkaError::Injected);
+            }
+            fetch_at(&client, offset, settings).await
+        };
         let result = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             result = fetch => result,
@@ -44,15 +75,18 @@ pub async fn run(
         let (records, high_watermark) = match result {
             Ok(fetched) => fetched,
             Err(e) if e.is_offset_out_of_range() => {
-                offset = reset(&client, offset, settings.offset_out_of_range, &metrics).await?;
+                offset = reset(&client, offset, settings.offset_out_of_range, &ctx.metrics).await?;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                estimate_high_watermark(&client, &ctx.status).await;
+                return Err(e.into());
+            }
         };
-        status.set_high_watermark(high_watermark);
+        ctx.status.set_high_watermark(high_watermark);
         if records.is_empty() && high_watermark < offset {
             // The log ends before our position: the broker lost or truncated it.
-            offset = reset(&client, offset, settings.offset_out_of_range, &metrics).await?;
+            offset = reset(&client, offset, settings.offset_out_of_range, &ctx.metrics).await?;
             continue;
         }
         let mut delivered = false;
@@ -62,7 +96,19 @@ pub async fn run(
             }
             offset = record.offset + 1;
             delivered = true;
-            if tx.send(kafka::to_record(record)).await.is_err() {
+            let record = kafka::to_record(record, settings.max_record_bytes);
+            // At least one permit, at most the whole budget (a record is never
+            // larger than that: settings validation).
+            let weight = record.size().clamp(1, settings.max_buffered_bytes);
+            let permits = u32::try_from(weight).unwrap_or(u32::MAX);
+            let permit = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                permit = Arc::clone(&ctx.buffer).acquire_many_owned(permits) => permit,
+            };
+            let Ok(permit) = permit else {
+                return Ok(()); // the semaphore is never closed; treat it as a stop
+            };
+            if tx.send(Fetched { record, permit }).await.is_err() {
                 return Ok(());
             }
         }
@@ -130,6 +176,20 @@ async fn fetch_at(
         }
         from = records.last().map_or(from, |r| r.offset + 1);
         found = client.fetch_records(from, bytes.clone(), wait).await?;
+    }
+}
+
+/// While fetches fail, keeps the lag honest: the broker's latest offset is a
+/// lower bound of the high watermark (on Tansu 0.6 it is the last batch's base
+/// offset + 1), so lag never reads 0 while records wait.
+async fn estimate_high_watermark(client: &PartitionClient, status: &PartitionStatus) {
+    match client.get_offset(OffsetAt::Latest).await {
+        Ok(latest) => status.raise_high_watermark(latest),
+        Err(e) => tracing::debug!(
+            partition = client.partition(),
+            error = %KafkaError::from(e),
+            "cannot read the latest offset either"
+        ),
     }
 }
 

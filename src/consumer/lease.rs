@@ -10,7 +10,10 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use super::{ConsumerContext, status::PartitionStatus};
-use crate::store::{self, StoreError};
+use crate::{
+    config::FaultStage,
+    store::{self, StoreError},
+};
 
 async fn try_acquire(ctx: &ConsumerContext, partition: i32) -> Result<bool, StoreError> {
     let client = ctx.pool.get().await?;
@@ -50,6 +53,8 @@ pub async fn acquire(
             }
             Ok(false) => {
                 status.set_settled();
+                // Whatever failed here before is another instance's partition now.
+                status.clear_error();
                 if !waiting_logged {
                     tracing::info!(partition, "partition left to another instance; standing by");
                     waiting_logged = true;
@@ -66,14 +71,18 @@ pub async fn acquire(
 
 /// Renews the lease every third of its time to live until `owned` is cancelled;
 /// cancels `owned` itself when the lease is lost or could not be renewed
-/// before it expired. Returns true when the lease was lost.
+/// before it expired, or when this task ends in any way (a panic included), so
+/// that the partition is never consumed without its lease being kept. Returns
+/// true when the lease was lost.
 pub async fn keep(ctx: Arc<ConsumerContext>, partition: i32, owned: CancellationToken) -> bool {
+    let _stop_pipeline = owned.clone().drop_guard();
     let mut renewed = Instant::now();
     loop {
         tokio::select! {
             _ = owned.cancelled() => return false,
             _ = tokio::time::sleep(ctx.lease_ttl / 3) => {}
         }
+        ctx.faults.maybe_panic(FaultStage::Keeper, partition);
         match try_acquire(&ctx, partition).await {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => {

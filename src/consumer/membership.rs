@@ -13,21 +13,24 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerContext, status::PartitionStatus};
+use super::{
+    ConsumerContext,
+    status::{PartitionStatus, Partitions},
+};
 use crate::store;
 
 /// What this instance knows of the group.
 #[derive(Debug)]
 pub struct Membership {
     live: AtomicUsize,
-    statuses: Vec<Arc<PartitionStatus>>,
+    partitions: Partitions,
 }
 
 impl Membership {
-    pub fn new(statuses: Vec<Arc<PartitionStatus>>) -> Self {
+    pub fn new(partitions: Partitions) -> Self {
         Self {
             live: AtomicUsize::new(1),
-            statuses,
+            partitions,
         }
     }
 
@@ -43,12 +46,16 @@ impl Membership {
 
     /// The most partitions this instance should hold.
     pub fn share(&self) -> usize {
-        self.statuses.len().div_ceil(self.live())
+        self.partitions.len().div_ceil(self.live())
     }
 
     /// Partitions this instance holds now.
     pub fn owned(&self) -> usize {
-        self.statuses.iter().filter(|s| s.is_owned()).count()
+        self.partitions
+            .snapshot()
+            .iter()
+            .filter(|s| s.is_owned())
+            .count()
     }
 
     /// True when taking one more partition stays within the fair share.
@@ -59,8 +66,12 @@ impl Membership {
     /// Hands back the partitions above the fair share (highest numbers first).
     fn hand_back_excess(&self) {
         let share = self.share();
-        let mut owned: Vec<&Arc<PartitionStatus>> =
-            self.statuses.iter().filter(|s| s.is_owned()).collect();
+        let mut owned: Vec<Arc<PartitionStatus>> = self
+            .partitions
+            .snapshot()
+            .into_iter()
+            .filter(|s| s.is_owned())
+            .collect();
         owned.sort_by_key(|s| std::cmp::Reverse(s.partition));
         let excess = owned.len().saturating_sub(share);
         for status in owned.into_iter().take(excess) {
@@ -113,11 +124,8 @@ mod tests {
     use super::*;
 
     fn membership(partitions: i32) -> Membership {
-        Membership::new(
-            (0..partitions)
-                .map(|p| Arc::new(PartitionStatus::new(p)))
-                .collect(),
-        )
+        let ids: Vec<i32> = (0..partitions).collect();
+        Membership::new(Partitions::new(&ids, Duration::from_secs(60)))
     }
 
     #[test]
@@ -136,7 +144,8 @@ mod tests {
     fn excess_partitions_are_handed_back_highest_first() {
         let m = membership(3);
         let tokens: Vec<CancellationToken> = m
-            .statuses
+            .partitions
+            .snapshot()
             .iter()
             .map(|s| {
                 s.set_owned(true);

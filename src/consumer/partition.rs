@@ -1,29 +1,34 @@
-//! One partition's consumer: load the committed offset, start a fetcher, close
-//! batches, apply each in one transaction, then invalidate the cache. Any
-//! failure restarts the pipeline from the offset committed in PostgreSQL,
-//! which is what makes a crash at any instant harmless. The partition is only
-//! consumed while this instance holds its lease.
+//! One partition's consumer: hold its lease, run its pipeline (load the
+//! committed offset, start a fetcher, close batches, apply each), and restart
+//! that pipeline with backoff after any error or panic, from the offset
+//! committed in PostgreSQL, which is what makes a crash at any instant
+//! harmless. The partition is only consumed while this instance holds its
+//! lease, and the lease is only kept while the pipeline runs.
 
 use std::{sync::Arc, time::Duration};
 
 use rskafka::client::partition::OffsetAt;
-use tokio::sync::mpsc;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinError,
+};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerContext, ConsumerError, batcher, fetcher, lease, status::PartitionStatus};
+use super::{
+    ConsumerContext, ConsumerError, apply, batcher,
+    fetcher::{self, FetcherContext},
+    lease,
+    status::PartitionStatus,
+};
 use crate::{
+    config::FaultStage,
     kafka::{self, KafkaError},
-    retry::{self, Backoff},
-    store::{
-        self,
-        apply::{BatchOutcome, PartitionBatch},
-    },
+    retry::Backoff,
+    store,
 };
 
 /// Longest pause between two restarts of a failing pipeline.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
-/// Retries of one batch on retriable errors before the pipeline restarts.
-const BATCH_ATTEMPTS: u32 = 5;
 
 /// Consumes `partition` whenever this instance holds its lease, until `shutdown`.
 pub async fn run(
@@ -32,6 +37,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let partition = status.partition;
+    let mut backoff = Backoff::new(MAX_RESTART_DELAY);
     while let Some(owned) = lease::acquire(&ctx, &status, &shutdown).await {
         let keeper = tokio::spawn(lease::keep(Arc::clone(&ctx), partition, owned.clone()));
         if consume(&ctx, &status, &owned).await == Stopped::Fatal {
@@ -39,16 +45,33 @@ pub async fn run(
             owned.cancelled().await;
         }
         owned.cancel();
-        let lost = keeper.await.unwrap_or(false);
+        let (lost, keeper_panicked) = match keeper.await {
+            Ok(lost) => (lost, false),
+            Err(join) => {
+                // Its drop guard already stopped the pipeline. Nobody renews the
+                // lease now: release it, so that it is not held for nothing.
+                let error = format!("the lease keeper panicked: {}", panic_message(join));
+                tracing::error!(partition, %error, "partition consumer stopped");
+                status.set_error(error);
+                ctx.metrics.consumer_restart(partition);
+                (false, true)
+            }
+        };
         status.set_handle(None);
         if !lost {
-            // Shutdown or handed back: let another instance take it at once.
+            // Shutdown, handed back or keeper gone: let another instance take it at once.
             lease::release(&ctx, partition).await;
         }
         status.set_owned(false);
         status.set_running(false);
         if shutdown.is_cancelled() {
             return;
+        }
+        if keeper_panicked {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
         }
     }
 }
@@ -59,17 +82,29 @@ enum Stopped {
     Fatal,
 }
 
-/// Runs the pipeline, restarting it after errors, until `stop` or a fatal error.
+/// Runs the pipeline, restarting it after errors and panics, until `stop` or
+/// a fatal error.
 async fn consume(
-    ctx: &ConsumerContext,
+    ctx: &Arc<ConsumerContext>,
     status: &Arc<PartitionStatus>,
     stop: &CancellationToken,
 ) -> Stopped {
     let partition = status.partition;
     let mut backoff = Backoff::new(MAX_RESTART_DELAY);
     loop {
-        let result = pipeline(ctx, status, stop, &mut backoff).await;
+        let before = status.committed();
+        // Its own task, so that a panic ends this run of the pipeline, not the partition.
+        let run = tokio::spawn(pipeline(Arc::clone(ctx), Arc::clone(status), stop.clone()));
+        let result = run.await.unwrap_or_else(|join| {
+            Err(ConsumerError::Panicked {
+                task: "pipeline",
+                message: panic_message(join),
+            })
+        });
         status.set_running(false);
+        if status.committed() != before {
+            backoff = Backoff::new(MAX_RESTART_DELAY); // it made progress
+        }
         match result {
             Ok(()) => return Stopped::Asked,
             Err(e) if e.is_fatal() => {
@@ -91,11 +126,12 @@ async fn consume(
     }
 }
 
+/// Load the committed offset, fetch from it, and apply batch after batch
+/// until `shutdown` or an error.
 async fn pipeline(
-    ctx: &ConsumerContext,
-    status: &Arc<PartitionStatus>,
-    shutdown: &CancellationToken,
-    backoff: &mut Backoff,
+    ctx: Arc<ConsumerContext>,
+    status: Arc<PartitionStatus>,
+    shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let partition = status.partition;
     let topic = ctx.kafka_settings.topic.as_str();
@@ -118,22 +154,21 @@ async fn pipeline(
     let (tx, mut rx) = mpsc::channel(ctx.batch_settings.size.saturating_mul(2).max(64));
     let stop_fetcher = shutdown.child_token();
     let _stop_on_exit = stop_fetcher.clone().drop_guard();
-    let mut fetch = tokio::spawn(fetcher::run(
-        client,
-        start,
-        ctx.kafka_settings.clone(),
-        tx,
-        Arc::clone(status),
-        Arc::clone(&ctx.metrics),
-        stop_fetcher,
-    ));
+    let fetcher_ctx = FetcherContext {
+        settings: ctx.kafka_settings.clone(),
+        status: Arc::clone(&status),
+        metrics: Arc::clone(&ctx.metrics),
+        faults: Arc::clone(&ctx.faults),
+        buffer: Arc::new(Semaphore::new(ctx.kafka_settings.max_buffered_bytes)),
+    };
+    let mut fetch = tokio::spawn(fetcher::run(client, start, fetcher_ctx, tx, stop_fetcher));
     status.set_running(true);
+    let limits = batcher::Limits::from(&ctx.batch_settings);
 
     loop {
-        let next = batcher::next_batch(&mut rx, ctx.batch_settings.size, ctx.batch_settings.wait());
         let batch = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            batch = next => batch,
+            batch = batcher::next_batch(&mut rx, limits) => batch,
         };
         let Some(batch) = batch else {
             // The fetcher ended: report why.
@@ -141,67 +176,29 @@ async fn pipeline(
                 Ok(Ok(())) if shutdown.is_cancelled() => Ok(()),
                 Ok(Ok(())) => Err(ConsumerError::FetcherStopped),
                 Ok(Err(e)) => Err(e),
-                Err(join) => Err(ConsumerError::FetcherPanicked(join.to_string())),
+                Err(join) => Err(ConsumerError::Panicked {
+                    task: "fetcher",
+                    message: panic_message(join),
+                }),
             };
         };
-        let partition_batch = PartitionBatch {
-            topic,
-            partition,
-            expected_offset: committed,
-            records: &batch,
-        };
-        let outcome = apply_with_retries(ctx, &partition_batch).await?;
-        committed = Some(outcome.next_offset);
-        status.set_committed(outcome.next_offset);
-        *backoff = Backoff::new(MAX_RESTART_DELAY);
-        report(partition, &outcome);
-        if let Some(cache) = &ctx.cache {
-            cache.invalidate(&outcome.touched).await;
-        }
-        status.set_invalidated(outcome.next_offset);
+        ctx.faults.maybe_panic(FaultStage::Pipeline, partition);
+        // The permits stay held until the batch is committed: the byte budget
+        // covers records in flight, not only those waiting.
+        let (records, _permits): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|f| (f.record, f.permit)).unzip();
+        committed = apply::commit(&ctx, &status, &records, committed).await?;
     }
 }
 
-async fn apply_with_retries(
-    ctx: &ConsumerContext,
-    batch: &PartitionBatch<'_>,
-) -> Result<BatchOutcome, ConsumerError> {
-    let mut backoff = Backoff::new(Duration::from_secs(2));
-    let mut attempt = 1;
-    loop {
-        let started = std::time::Instant::now();
-        let result = match ctx.pool.get().await {
-            Ok(mut client) => store::apply::apply(&mut client, batch).await,
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Ok(outcome) => {
-                ctx.metrics
-                    .batch_applied(batch.partition, &outcome, started.elapsed());
-                return Ok(outcome);
-            }
-            Err(e) if attempt < BATCH_ATTEMPTS && retry::is_retriable(&e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(partition = batch.partition, attempt, error = %e, ?delay, "batch failed; retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
+/// What a panicking task said, for logs and `/health/ready`.
+fn panic_message(join: JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Err(join) => join.to_string(),
     }
-}
-
-fn report(partition: i32, outcome: &BatchOutcome) {
-    for (offset, reason, detail) in &outcome.rejections {
-        tracing::info!(partition, offset, reason = reason.as_str(), detail = %detail, "rejected event");
-    }
-    tracing::debug!(
-        partition,
-        consumed = outcome.consumed,
-        applied = outcome.applied,
-        duplicates = outcome.duplicates,
-        rejected = outcome.rejections.len(),
-        next_offset = outcome.next_offset,
-        "committed batch"
-    );
 }

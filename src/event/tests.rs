@@ -295,7 +295,10 @@ fn first_problem_in_documented_order_wins() {
 fn names_and_codes_are_stable() {
     let codes = RejectReason::ALL.map(RejectReason::as_str).join(" ");
     let expected = "malformed_json unsupported_type missing_field invalid_field";
-    assert_eq!(codes, format!("{expected} invalid_quantity conflict"));
+    assert_eq!(
+        codes,
+        format!("{expected} invalid_quantity conflict too_large unprocessable")
+    );
     assert_eq!(RejectReason::Conflict.to_string(), "conflict");
     let rejection = Rejection::new(RejectReason::MissingField, "id is missing");
     assert_eq!(rejection.to_string(), "missing_field: id is missing");
@@ -304,4 +307,105 @@ fn names_and_codes_are_stable() {
     assert_eq!(EventKind::parse("ARRIVAL"), None);
     assert_eq!(WarehouseCode::parse("WH-a1B2").unwrap().as_str(), "WH-a1B2");
     assert!(WarehouseCode::parse("WH-1-2").is_err() && WarehouseCode::parse("").is_err());
+}
+
+#[test]
+fn times_outside_years_1_to_9999_in_utc_are_invalid_fields() {
+    // The envelope `time`: -300000000000000 ms is in year -7537.
+    let out = [
+        json!(-300_000_000_000_000_i64),
+        json!(-62_135_596_800_001_i64), // one ms before 0001-01-01T00:00:00Z
+        json!(253_402_300_800_000_i64), // 10000-01-01T00:00:00Z
+    ];
+    for t in out {
+        let detail = rejected(RejectReason::InvalidField, &[set("time", t.clone())]);
+        assert!(detail.contains("1..=9999"), "{detail}");
+    }
+    let first = accepted(&[set("time", -62_135_596_800_000_i64)]).emitted_at;
+    assert_eq!(first, Some(datetime!(0001-01-01 00:00 UTC)));
+    let last = accepted(&[set("time", 253_402_300_799_999_i64)]).emitted_at;
+    assert_eq!(last, Some(datetime!(9999-12-31 23:59:59.999 UTC)));
+
+    // `data.timestamp`: the bound applies after conversion to UTC.
+    for text in [
+        "0000-01-01T00:30:00+01:00", // year -1 in UTC
+        "0000-06-01T00:00:00Z",
+        "0001-01-01T00:30:00+01:00", // 0000-12-31T23:30Z
+        "9999-12-31T23:30:00-01:00", // 10000-01-01T00:30Z
+    ] {
+        let detail = rejected(RejectReason::InvalidField, &[set("data.timestamp", text)]);
+        assert!(detail.contains("1..=9999"), "{detail}");
+    }
+    let edge = accepted(&[set("data.timestamp", "0001-01-01T00:30:00+00:30")]).happened_at;
+    assert_eq!(edge, datetime!(0001-01-01 00:00 UTC));
+    let edge = accepted(&[set("data.timestamp", "9999-12-31T23:59:59.999999Z")]).happened_at;
+    assert_eq!(edge, datetime!(9999-12-31 23:59:59.999999 UTC));
+}
+
+mod properties {
+    //! Anything `decode` accepts has times that an RFC 3339 string (the API's
+    //! JSON) can hold and read back unchanged. `tests/it/timebounds.rs` checks
+    //! the same property through PostgreSQL.
+    use proptest::prelude::*;
+    use time::format_description::well_known::Rfc3339;
+
+    use super::*;
+
+    /// Any RFC 3339-shaped timestamp, years 0000..=9999, any offset.
+    fn rfc3339_like() -> impl Strategy<Value = String> {
+        (
+            0..=9999_i32,
+            1..=12_u8,
+            1..=28_u8,
+            0..24_u8,
+            0..60_u8,
+            0..60_u8,
+            prop::option::of(0..1_000_000_000_u32),
+            prop_oneof![Just(None), (-23..=23_i8, 0..60_u8).prop_map(Some)],
+        )
+            .prop_map(|(y, mo, d, h, mi, s, frac, offset)| {
+                let frac = frac.map_or(String::new(), |n| format!(".{n:09}"));
+                let offset = match offset {
+                    None => "Z".to_owned(),
+                    Some((oh, om)) if oh < 0 => format!("-{:02}:{om:02}", -oh),
+                    Some((oh, om)) => format!("+{oh:02}:{om:02}"),
+                };
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}{offset}")
+            })
+    }
+
+    fn json_round_trip(t: OffsetDateTime) {
+        let text = t.format(&Rfc3339).expect("formats as RFC 3339");
+        assert_eq!(OffsetDateTime::parse(&text, &Rfc3339).unwrap(), t);
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_times_are_in_range_and_format(
+            millis in prop_oneof![
+                any::<i64>(),
+                -70_000_000_000_000_i64..260_000_000_000_000_i64,
+            ],
+            stamp in rfc3339_like(),
+        ) {
+            match decode_edited(&[set("time", millis), set("data.timestamp", stamp.as_str())]) {
+                Ok(event) => {
+                    let emitted = event.emitted_at.expect("time given");
+                    prop_assert!(YEARS.contains(&emitted.year()));
+                    prop_assert!(YEARS.contains(&event.happened_at.year()));
+                    prop_assert_eq!(event.happened_at.offset(), UtcOffset::UTC);
+                    json_round_trip(emitted);
+                    json_round_trip(event.happened_at);
+                }
+                Err(rejection) => {
+                    prop_assert_eq!(rejection.reason, RejectReason::InvalidField);
+                    prop_assert!(
+                        rejection.detail.starts_with("time ")
+                            || rejection.detail.starts_with("data.timestamp "),
+                        "{}", rejection.detail
+                    );
+                }
+            }
+        }
+    }
 }

@@ -14,10 +14,10 @@ use time::OffsetDateTime;
 use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
 use uuid::Uuid;
 
-use super::{Client, StoreError};
+use super::{At, Client, Step, StoreError};
 use crate::{
     batch::{self, Content, EventKey, Plan, Record, Sides, StoredState},
-    event::{EventKind, RejectReason},
+    event::{EventKind, MovementEvent, RejectReason, Rejection},
 };
 
 const LOCK_MOVEMENTS: &str = include_str!("../../sql/queries/lock_movements.sql");
@@ -86,24 +86,34 @@ pub struct BatchOutcome {
     pub touched: Touched,
 }
 
-/// Applies one batch in one transaction. On error nothing is written.
+/// Decodes and applies one batch in one transaction. On error nothing is written.
 pub async fn apply(
     client: &mut Client,
     batch: &PartitionBatch<'_>,
 ) -> Result<BatchOutcome, StoreError> {
-    let decoded = batch::decode_all(batch.records);
+    apply_decoded(client, batch, batch::decode_all(batch.records)).await
+}
+
+/// Applies one batch whose records are already decoded (one result per
+/// record, in order), in one transaction. On error nothing is written.
+pub async fn apply_decoded(
+    client: &mut Client,
+    batch: &PartitionBatch<'_>,
+    decoded: Vec<Result<MovementEvent, Rejection>>,
+) -> Result<BatchOutcome, StoreError> {
+    debug_assert_eq!(decoded.len(), batch.records.len());
     let movement_ids = batch::movement_ids(&decoded);
 
-    let tx = client.transaction().await?;
+    let tx = client.transaction().await.at(Step::Transaction)?;
     let stored = read_state(&tx, &movement_ids).await?;
     let plan = batch::plan(decoded, &stored);
 
-    copy_events(&tx, batch, &plan).await?;
-    let movements = upsert_movements(&tx, &plan).await?;
-    let (stock, negative_stock) = upsert_stock(&tx, &plan).await?;
-    insert_rejected(&tx, batch, &plan).await?;
+    copy_events(&tx, batch, &plan).await.at(Step::Copy)?;
+    let movements = upsert_movements(&tx, &plan).await.at(Step::Movements)?;
+    let (stock, negative_stock) = upsert_stock(&tx, &plan).await.at(Step::Stock)?;
+    insert_rejected(&tx, batch, &plan).await.at(Step::Rejects)?;
     commit_offset(&tx, batch).await?;
-    tx.commit().await?;
+    tx.commit().await.at(Step::Transaction)?;
 
     Ok(BatchOutcome {
         consumed: batch.records.len(),
@@ -131,11 +141,15 @@ async fn read_state(
         return Ok(state);
     }
     let keys: Vec<i32> = movement_ids.iter().map(|id| batch::lock_key(*id)).collect();
-    let lock = tx.prepare_cached(LOCK_MOVEMENTS).await?;
-    tx.execute(&lock, &[&keys]).await?;
+    let lock = tx.prepare_cached(LOCK_MOVEMENTS).await.at(Step::Lock)?;
+    tx.execute(&lock, &[&keys]).await.at(Step::Lock)?;
 
-    let events = tx.prepare_cached(STORED_EVENTS).await?;
-    for row in tx.query(&events, &[&movement_ids]).await? {
+    let events = tx.prepare_cached(STORED_EVENTS).await.at(Step::ReadState)?;
+    let rows = tx
+        .query(&events, &[&movement_ids])
+        .await
+        .at(Step::ReadState)?;
+    for row in rows {
         let kind: &str = row.get(2);
         let Some(kind) = EventKind::parse(kind) else {
             continue;
@@ -152,8 +166,15 @@ async fn read_state(
         };
         state.events.insert(key, content);
     }
-    let movements = tx.prepare_cached(STORED_MOVEMENTS).await?;
-    for row in tx.query(&movements, &[&movement_ids]).await? {
+    let movements = tx
+        .prepare_cached(STORED_MOVEMENTS)
+        .await
+        .at(Step::ReadState)?;
+    let rows = tx
+        .query(&movements, &[&movement_ids])
+        .await
+        .at(Step::ReadState)?;
+    for row in rows {
         let sides = Sides {
             sender: row.get(1),
             receiver: row.get(2),
@@ -167,7 +188,7 @@ async fn copy_events(
     tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
     plan: &Plan,
-) -> Result<(), StoreError> {
+) -> Result<(), tokio_postgres::Error> {
     if plan.accepted.is_empty() {
         return Ok(());
     }
@@ -201,7 +222,7 @@ async fn copy_events(
 async fn upsert_movements(
     tx: &Transaction<'_>,
     plan: &Plan,
-) -> Result<Vec<(Uuid, i64)>, StoreError> {
+) -> Result<Vec<(Uuid, i64)>, tokio_postgres::Error> {
     if plan.movements.is_empty() {
         return Ok(Vec::new());
     }
@@ -237,7 +258,7 @@ async fn upsert_movements(
 async fn upsert_stock(
     tx: &Transaction<'_>,
     plan: &Plan,
-) -> Result<(Vec<(Uuid, Uuid, i64)>, usize), StoreError> {
+) -> Result<(Vec<(Uuid, Uuid, i64)>, usize), tokio_postgres::Error> {
     if plan.stock.is_empty() {
         return Ok((Vec::new(), 0));
     }
@@ -258,7 +279,7 @@ async fn insert_rejected(
     tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
     plan: &Plan,
-) -> Result<(), StoreError> {
+) -> Result<(), tokio_postgres::Error> {
     if plan.rejected.is_empty() {
         return Ok(());
     }
@@ -271,10 +292,11 @@ async fn insert_rejected(
         .iter()
         .map(|(_, r)| r.reason.as_str())
         .collect();
-    let details: Vec<&str> = plan
+    // PostgreSQL text cannot hold NUL, and a database message may quote one.
+    let details: Vec<String> = plan
         .rejected
         .iter()
-        .map(|(_, r)| r.detail.as_str())
+        .map(|(_, r)| r.detail.replace('\0', "\\0"))
         .collect();
     let stmt = tx.prepare_cached(INSERT_REJECTED).await?;
     tx.execute(
@@ -294,7 +316,7 @@ async fn insert_rejected(
 }
 
 async fn commit_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Result<(), StoreError> {
-    let stmt = tx.prepare_cached(COMMIT_OFFSET).await?;
+    let stmt = tx.prepare_cached(COMMIT_OFFSET).await.at(Step::Offset)?;
     let next = batch.next_offset();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
         &batch.topic,
@@ -302,7 +324,7 @@ async fn commit_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Resu
         &batch.expected_offset,
         &next,
     ];
-    let moved: i64 = tx.query_one(&stmt, &params).await?.get(0);
+    let moved: i64 = tx.query_one(&stmt, &params).await.at(Step::Offset)?.get(0);
     if moved == 1 {
         Ok(())
     } else {

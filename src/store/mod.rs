@@ -12,24 +12,89 @@ pub mod verify;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, error::SqlState};
 
 use crate::config::PostgresSettings;
 
 /// A pooled PostgreSQL connection.
 pub type Client = deadpool_postgres::Object;
 
-/// Errors of the storage layer.
+/// The part of the work a database error happened in: a low-cardinality
+/// label for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Taking a connection from the pool.
+    Connect,
+    /// Opening or committing the batch transaction.
+    Transaction,
+    /// Advisory locks on the batch's movements.
+    Lock,
+    /// Reading the stored events and sides of the batch's movements.
+    ReadState,
+    /// Binary COPY of the new events.
+    Copy,
+    /// Upserting the movements.
+    Movements,
+    /// Upserting the stock deltas.
+    Stock,
+    /// Inserting the rejected records.
+    Rejects,
+    /// The offset compare-and-set.
+    Offset,
+    /// Any statement outside the batch transaction.
+    Query,
+}
+
+impl Step {
+    pub const BATCH: [Step; 9] = [
+        Step::Connect,
+        Step::Transaction,
+        Step::Lock,
+        Step::ReadState,
+        Step::Copy,
+        Step::Movements,
+        Step::Stock,
+        Step::Rejects,
+        Step::Offset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Connect => "connect",
+            Step::Transaction => "transaction",
+            Step::Lock => "lock",
+            Step::ReadState => "read_state",
+            Step::Copy => "copy",
+            Step::Movements => "movements",
+            Step::Stock => "stock",
+            Step::Rejects => "rejects",
+            Step::Offset => "offset",
+            Step::Query => "query",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors of the storage layer. Each message already holds what its cause
+/// said (SQLSTATE and server message), so causes are not chained again.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("invalid PostgreSQL URL: {0}")]
-    Url(#[source] tokio_postgres::Error),
+    #[error("invalid PostgreSQL URL: {}", describe(.0))]
+    Url(tokio_postgres::Error),
     #[error("cannot build the PostgreSQL pool: {0}")]
-    Build(#[from] deadpool_postgres::BuildError),
-    #[error("no PostgreSQL connection available: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("PostgreSQL error: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Build(deadpool_postgres::BuildError),
+    #[error("no PostgreSQL connection: {}", describe_pool(.0))]
+    Pool(deadpool_postgres::PoolError),
+    #[error("{step} failed: {}", describe(.cause))]
+    Db {
+        step: Step,
+        cause: tokio_postgres::Error,
+    },
     #[error(
         "offset of {topic}/{partition} is no longer {expected:?}: another consumer committed it"
     )]
@@ -38,6 +103,88 @@ pub enum StoreError {
         partition: i32,
         expected: Option<i64>,
     },
+}
+
+impl StoreError {
+    /// The SQLSTATE the server answered with, if it answered.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            StoreError::Db { cause, .. } => cause.code(),
+            StoreError::Pool(deadpool_postgres::PoolError::Backend(cause)) => cause.code(),
+            _ => None,
+        }
+    }
+
+    /// The step that failed.
+    pub fn step(&self) -> Step {
+        match self {
+            StoreError::Db { step, .. } => *step,
+            StoreError::Url(_) | StoreError::Build(_) | StoreError::Pool(_) => Step::Connect,
+            StoreError::OffsetConflict { .. } => Step::Offset,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(cause: tokio_postgres::Error) -> Self {
+        StoreError::Db {
+            step: Step::Query,
+            cause,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Pool(e)
+    }
+}
+
+impl From<deadpool_postgres::BuildError> for StoreError {
+    fn from(e: deadpool_postgres::BuildError) -> Self {
+        StoreError::Build(e)
+    }
+}
+
+/// Labels a PostgreSQL result with the step it belongs to.
+pub(crate) trait At<T> {
+    fn at(self, step: Step) -> Result<T, StoreError>;
+}
+
+impl<T> At<T> for Result<T, tokio_postgres::Error> {
+    fn at(self, step: Step) -> Result<T, StoreError> {
+        self.map_err(|cause| StoreError::Db { step, cause })
+    }
+}
+
+/// What the server said (`SQLSTATE 22008: date/time field value out of
+/// range ...`), or the client-side error with its causes, in one line.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("SQLSTATE {}: {}", db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        return text;
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(cause) => describe(cause),
+        other => other.to_string(),
+    }
 }
 
 /// Parses the URL and builds a pool (connections are opened lazily).
@@ -118,7 +265,7 @@ pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
         {
             Ok(()) => tracing::info!(database = %name, "created database"),
             // Another process created it between our check and our CREATE.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {}
             Err(e) => return Err(e.into()),
         }
     }

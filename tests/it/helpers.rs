@@ -24,9 +24,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use warehouse_monitor::{
-    config::Settings, consumer::status::PartitionStatus, startup::Application,
-};
+use warehouse_monitor::{config::Settings, consumer::status::Partitions, startup::Application};
 
 /// Settings of the local stack with a fresh database and topic.
 pub fn test_settings(partitions: i32) -> Settings {
@@ -51,7 +49,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub pool: Pool,
     pub metrics: Arc<warehouse_monitor::metrics::Metrics>,
-    pub statuses: Vec<Arc<PartitionStatus>>,
+    pub statuses: Partitions,
     pub producer: Producer,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -71,7 +69,7 @@ impl TestApp {
         let addr = app.local_addr();
         let pool = app.pool();
         let metrics = app.metrics();
-        let statuses = app.statuses();
+        let statuses = app.partitions();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -127,8 +125,7 @@ impl TestApp {
         loop {
             let done = target.iter().all(|(p, end)| {
                 self.statuses
-                    .iter()
-                    .find(|s| s.partition == *p)
+                    .get(*p)
                     .and_then(|s| s.invalidated())
                     .is_some_and(|i| i >= *end)
             });
@@ -257,6 +254,17 @@ impl Producer {
     }
 
     pub async fn produce(&self, partition: i32, values: Vec<Vec<u8>>) {
+        self.produce_with(partition, values, Compression::NoCompression)
+            .await;
+    }
+
+    /// Produces `values` in record batches of 500, compressed with `compression`.
+    pub async fn produce_with(
+        &self,
+        partition: i32,
+        values: Vec<Vec<u8>>,
+        compression: Compression,
+    ) {
         let pc = self
             .client
             .partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry)
@@ -272,10 +280,7 @@ impl Producer {
                     timestamp: Utc::now(),
                 })
                 .collect();
-            let offsets = pc
-                .produce(records, Compression::NoCompression)
-                .await
-                .expect("produce");
+            let offsets = pc.produce(records, compression).await.expect("produce");
             let end = offsets.last().copied().unwrap_or(-1) + 1;
             let mut produced = self.produced.lock().unwrap();
             let entry = produced.entry(partition).or_insert(0);
@@ -411,4 +416,24 @@ pub async fn dump(pool: &Pool) -> Vec<String> {
         tables.push(format!("{count} rows\n{text}"));
     }
     tables
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for `secs` seconds at
+/// most; returns what it returned, or fails the test.
+pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -14,6 +14,7 @@ use crate::{
 
 fn owned(app: &TestApp) -> Vec<i32> {
     app.statuses
+        .snapshot()
         .iter()
         .filter(|s| s.is_owned())
         .map(|s| s.partition)
@@ -65,6 +66,7 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
     first.wait_consumed().await;
     let by_second = second
         .statuses
+        .snapshot()
         .iter()
         .filter(|s| s.committed().is_some())
         .count();

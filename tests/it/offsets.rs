@@ -52,7 +52,7 @@ async fn resuming_inside_a_producer_batch_loses_nothing() {
     let events = prepare(&settings, 300, 120).await;
     let app = TestApp::spawn_with(settings).await;
     wait_for(&app, "offset 300 is committed", |a| {
-        a.statuses[0].committed() == Some(300)
+        a.statuses.get(0).unwrap().committed() == Some(300)
     })
     .await;
     // Exactly the records from offset 120 on were applied, none skipped.
@@ -74,7 +74,7 @@ async fn offset_beyond_the_log_resumes_from_the_earliest_offset_and_is_counted()
     prepare(&settings, 10, 5_000).await;
     let app = TestApp::spawn_with(settings).await;
     wait_for(&app, "the log is re-read", |a| {
-        a.statuses[0].committed() == Some(10)
+        a.statuses.get(0).unwrap().committed() == Some(10)
     })
     .await;
     assert_eq!(app.count("movement_events").await, 10);
@@ -98,7 +98,7 @@ async fn offset_beyond_the_log_stops_the_partition_under_the_fail_policy() {
     prepare(&settings, 10, 5_000).await;
     let app = TestApp::spawn_with(settings).await;
     wait_for(&app, "the partition reports its error", |a| {
-        a.statuses[0].last_error().is_some()
+        a.statuses.get(0).unwrap().last_error().is_some()
     })
     .await;
     let (status, body) = app.get_json("/health/ready").await;
@@ -110,7 +110,7 @@ async fn offset_beyond_the_log_stops_the_partition_under_the_fail_policy() {
     assert!(error.contains("outside the broker's log"), "{error}");
     assert_eq!(app.count("movement_events").await, 0);
     assert_eq!(
-        app.statuses[0].committed(),
+        app.statuses.get(0).unwrap().committed(),
         Some(5_000),
         "the stored offset is left alone"
     );

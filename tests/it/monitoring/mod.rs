@@ -21,14 +21,20 @@ use uuid::Uuid;
 
 use crate::helpers::{Ev, TestApp};
 
-const REASONS: [&str; 6] = [
+const REASONS: [&str; 8] = [
     "malformed_json",
     "unsupported_type",
     "missing_field",
     "invalid_field",
     "invalid_quantity",
     "conflict",
+    "too_large",
+    "unprocessable",
 ];
+
+/// The reasons `known_stream` produces one record of each (the others are
+/// covered by tests/it/limits.rs and tests/it/quarantine.rs).
+const STREAM_REASONS: usize = 6;
 
 const DASHBOARD: &str = "observability/grafana/dashboards/warehouse-monitor.json";
 
@@ -40,15 +46,15 @@ fn repo() -> &'static Path {
 
 /// One sample line of the Prometheus text format.
 #[derive(Debug)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
-    value: f64,
+    pub(crate) value: f64,
 }
 
 /// A parsed /metrics page: `# TYPE` per family, and every sample.
 #[derive(Debug)]
-struct Exposition {
+pub(crate) struct Exposition {
     types: HashMap<String, String>,
     samples: Vec<Sample>,
 }
@@ -105,7 +111,7 @@ fn parse_exposition(text: &str) -> Exposition {
 
 impl Exposition {
     /// Samples of `name` carrying every label of `labels`.
-    fn find<'a>(
+    pub(crate) fn find<'a>(
         &'a self,
         name: &'a str,
         labels: &'a [(&'a str, &'a str)],
@@ -119,7 +125,7 @@ impl Exposition {
     }
 
     /// The value of the single sample `name{labels}`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let found: Vec<_> = self.find(name, labels).collect();
         assert_eq!(found.len(), 1, "one sample {name}{labels:?}, got {found:?}");
         found[0].value
@@ -130,7 +136,7 @@ impl Exposition {
     }
 }
 
-async fn scrape(app: &TestApp) -> Exposition {
+pub(crate) async fn scrape(app: &TestApp) -> Exposition {
     let response = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200, "GET /metrics");
     parse_exposition(&response.text().await.unwrap())
@@ -175,7 +181,7 @@ async fn known_stream(app: &TestApp) -> usize {
     app.produce(0, [vec![goods[0].clone()], bad].concat()).await;
     app.produce(1, vec![goods[4].clone()]).await;
     app.wait_consumed().await;
-    6 + 2 + REASONS.len()
+    6 + 2 + STREAM_REASONS
 }
 
 /// Scrapes until the counters include all `produced` records and no partition

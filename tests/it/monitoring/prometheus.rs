@@ -40,6 +40,11 @@ pub(super) async fn debian_prometheus_scrapes_the_service() {
         .replace("warehouse-monitor:8080", &app.addr.to_string())
         .replace("scrape_interval: 5s", "scrape_interval: 1s");
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    std::fs::copy(
+        repo().join("observability/alerts.yml"),
+        dir.join("alerts.yml"),
+    )
+    .unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -118,6 +123,46 @@ pub(super) async fn debian_prometheus_scrapes_the_service() {
             .unwrap();
         let body: Value = answer.json().await.unwrap();
         assert_eq!(body["status"], json!("success"), "{expr}: {body}");
+    }
+    // The alert rules load, evaluate without error, and query exported metrics.
+    let rules = loop {
+        let body: Value = app
+            .http
+            .get(api("rules"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rules: Vec<Value> = body["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let evaluated = !rules.is_empty() && rules.iter().all(|r| r["health"] == json!("ok"));
+        if evaluated {
+            break rules;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rules not loaded or not healthy: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let names: BTreeSet<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
+    let expected = [
+        "WarehouseLagGrowing",
+        "WarehouseNoInstanceConsumes",
+        "WarehousePartitionStalled",
+    ];
+    assert_eq!(names, expected.into_iter().collect());
+    let exported = scrape(&app).await;
+    for rule in &rules {
+        let query = rule["query"].as_str().unwrap();
+        let uses_exported = exported.names().iter().any(|name| query.contains(name));
+        assert!(uses_exported, "{query} queries no exported metric");
     }
     drop(prometheus);
     app.stop().await;

@@ -1,0 +1,133 @@
+//! Applying a closed batch: one transaction per batch, retried while the
+//! failure is transient; split in halves while PostgreSQL refuses its data,
+//! until the records it refuses are isolated and quarantined as
+//! `unprocessable` rejects, so that no record stops its partition. After each
+//! commit: metrics, logs, status and cache invalidation.
+
+use std::{collections::VecDeque, ops::Range, sync::Arc, time::Duration};
+
+use super::{ConsumerContext, ConsumerError, status::PartitionStatus};
+use crate::{
+    batch::{self, Record},
+    event::{RejectReason, Rejection},
+    retry::{self, Backoff, Class},
+    store::{
+        StoreError,
+        apply::{BatchOutcome, PartitionBatch},
+    },
+};
+
+/// Attempts of one batch on transient errors before the pipeline restarts.
+const BATCH_ATTEMPTS: u32 = 5;
+
+/// Applies `records` (consecutive, in offset order) on top of `committed`;
+/// returns the new committed offset (`committed` itself if `records` is empty). A batch that PostgreSQL refuses for its
+/// data is split in halves, each applied on its own, down to single records;
+/// a single record it still refuses is stored as rejected (`unprocessable`,
+/// with the database's message) and the partition goes on.
+pub async fn commit(
+    ctx: &ConsumerContext,
+    status: &Arc<PartitionStatus>,
+    records: &[Record],
+    mut committed: Option<i64>,
+) -> Result<Option<i64>, ConsumerError> {
+    let partition = status.partition;
+    let mut pending: VecDeque<Range<usize>> = VecDeque::new();
+    pending.push_back(0..records.len());
+    while let Some(range) = pending.pop_front() {
+        let batch = PartitionBatch {
+            topic: &ctx.kafka_settings.topic,
+            partition,
+            expected_offset: committed,
+            records: &records[range.clone()],
+        };
+        let outcome = match apply_with_retries(ctx, &batch, None).await {
+            Ok(outcome) => outcome,
+            Err(e) if retry::classify(&e) == Class::Data && range.len() > 1 => {
+                let first = batch.records[0].offset;
+                tracing::warn!(partition, first_offset = first, records = range.len(), error = %e,
+                    "the database refused this batch's data; splitting it to isolate the records");
+                let middle = range.start + range.len() / 2;
+                pending.push_front(middle..range.end);
+                pending.push_front(range.start..middle);
+                continue;
+            }
+            Err(e) if retry::classify(&e) == Class::Data => {
+                let detail = e.to_string();
+                tracing::warn!(partition, offset = batch.records[0].offset, error = %detail,
+                    "the database refused this record; storing it as unprocessable");
+                apply_with_retries(ctx, &batch, Some(&detail)).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        committed = Some(outcome.next_offset);
+        after_commit(ctx, status, &outcome).await;
+    }
+    Ok(committed)
+}
+
+/// One batch transaction, retried with backoff while the error is transient.
+/// With `quarantine`, every record is stored as rejected with that detail.
+async fn apply_with_retries(
+    ctx: &ConsumerContext,
+    batch: &PartitionBatch<'_>,
+    quarantine: Option<&str>,
+) -> Result<BatchOutcome, StoreError> {
+    let mut backoff = Backoff::new(Duration::from_secs(2));
+    let mut attempt = 1;
+    loop {
+        let started = std::time::Instant::now();
+        let decoded = match quarantine {
+            None => batch::decode_all(batch.records),
+            Some(detail) => batch
+                .records
+                .iter()
+                .map(|_| Err(Rejection::new(RejectReason::Unprocessable, detail)))
+                .collect(),
+        };
+        let result = match ctx.pool.get().await {
+            Ok(mut client) => crate::store::apply::apply_decoded(&mut client, batch, decoded).await,
+            Err(e) => Err(e.into()),
+        };
+        match result {
+            Ok(outcome) => {
+                ctx.metrics
+                    .batch_applied(batch.partition, &outcome, started.elapsed());
+                return Ok(outcome);
+            }
+            Err(e) => {
+                let class = retry::classify(&e);
+                ctx.metrics.batch_failed(e.step().as_str(), class.as_str());
+                if class != Class::Transient || attempt >= BATCH_ATTEMPTS {
+                    return Err(e);
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(partition = batch.partition, attempt, error = %e, ?delay, "batch failed; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Everything that follows a commit: logs, status, cache invalidation.
+async fn after_commit(ctx: &ConsumerContext, status: &PartitionStatus, outcome: &BatchOutcome) {
+    let partition = status.partition;
+    for (offset, reason, detail) in &outcome.rejections {
+        tracing::info!(partition, offset, reason = reason.as_str(), detail = %detail, "rejected event");
+    }
+    tracing::debug!(
+        partition,
+        consumed = outcome.consumed,
+        applied = outcome.applied,
+        duplicates = outcome.duplicates,
+        rejected = outcome.rejections.len(),
+        next_offset = outcome.next_offset,
+        "committed batch"
+    );
+    status.committed_now(outcome.next_offset);
+    if let Some(cache) = &ctx.cache {
+        cache.invalidate(&outcome.touched).await;
+    }
+    status.set_invalidated(outcome.next_offset);
+}

@@ -1,0 +1,65 @@
+//! Faults injected on purpose (`[fault]` settings, for tests only): a panic in
+//! one task of a partition's pipeline, or fetches that fail, so that tests can
+//! show the service recovers from what it cannot otherwise provoke.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::config::{FaultSettings, FaultStage};
+
+/// The faults to inject, and how many panics were injected so far.
+#[derive(Debug, Default)]
+pub struct Faults {
+    settings: FaultSettings,
+    panics: AtomicU32,
+}
+
+impl Faults {
+    pub fn new(settings: FaultSettings) -> Self {
+        Self {
+            settings,
+            panics: AtomicU32::new(0),
+        }
+    }
+
+    /// Panics when `stage` is the configured one and the budget of panics
+    /// (`panic_times`, 0 = unlimited) is not spent.
+    pub fn maybe_panic(&self, stage: FaultStage, partition: i32) {
+        if self.settings.panic_in != Some(stage) {
+            return;
+        }
+        let done = self.panics.fetch_add(1, Ordering::Relaxed);
+        if self.settings.panic_times == 0 || done < self.settings.panic_times {
+            panic!("injected panic in the {stage:?} of partition {partition} (fault.panic_in)");
+        }
+    }
+
+    /// True when every fetch should fail.
+    pub fn fetch_fails(&self) -> bool {
+        self.settings.fail_fetch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panics_only_in_its_stage_and_within_its_budget() {
+        let faults = Faults::new(FaultSettings {
+            panic_in: Some(FaultStage::Pipeline),
+            panic_times: 2,
+            fail_fetch: false,
+        });
+        faults.maybe_panic(FaultStage::Fetcher, 0);
+        let panicked = |f: &Faults| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                f.maybe_panic(FaultStage::Pipeline, 0)
+            }))
+            .is_err()
+        };
+        assert!(panicked(&faults));
+        assert!(panicked(&faults));
+        assert!(!panicked(&faults), "budget spent");
+        assert!(!Faults::default().fetch_fails());
+    }
+}

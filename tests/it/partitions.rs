@@ -1,0 +1,46 @@
+//! Partitions added to the topic while the service runs are consumed within
+//! one metadata refresh, without a restart.
+//!
+//! Tansu 0.6 has no CreatePartitions request (nor does librdkafka's mock
+//! cluster), so the test grows the topic the only way the local broker allows:
+//! it deletes the topic while it is still empty and creates it again with three
+//! partitions. The service sees what it would see after `kafka-topics --alter
+//! --partitions 3` on Apache Kafka: the same topic, more partitions.
+
+use std::time::Duration;
+
+use crate::{
+    helpers::{Producer, TestApp, eventually, test_settings, wait_consumed},
+    stream,
+};
+
+#[tokio::test]
+async fn partitions_added_while_running_are_consumed() {
+    let mut settings = test_settings(1);
+    settings.kafka.metadata_refresh_ms = 300;
+    let app = TestApp::spawn_with(settings.clone()).await;
+    assert_eq!(app.statuses.len(), 1);
+
+    let client = warehouse_monitor::kafka::connect(&settings.kafka)
+        .await
+        .unwrap();
+    let controller = client.controller_client().unwrap();
+    let topic = &settings.kafka.topic;
+    controller.delete_topic(topic, 5_000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    controller.create_topic(topic, 3, 1, 5_000).await.unwrap();
+
+    eventually(10, || async { (app.statuses.len() == 3).then_some(()) }).await;
+    // A new client: the test's producer cached the one-partition metadata.
+    let producer = Producer::connect(&settings).await;
+    let stream = stream::generate(51, 300, 3, true);
+    for (p, values) in stream.partitions.iter().enumerate() {
+        producer.produce(p as i32, values.clone()).await;
+    }
+    wait_consumed(&app.pool, topic, &producer).await;
+    stream.assert_stock(&app.pool).await;
+    let (status, body) = app.get_json("/health/ready").await;
+    assert_eq!(body["partitions"].as_array().unwrap().len(), 3, "{body}");
+    assert_eq!(status, 200, "{body}");
+    app.stop().await;
+}
