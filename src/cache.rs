@@ -61,9 +61,9 @@ const KEY_PREFIX: &str = "wm:";
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("invalid Redis URL: {0}")]
-    Url(#[source] fred::error::Error),
+    Url(fred::error::Error),
     #[error("cannot start the Redis client: {0}")]
-    Start(#[source] fred::error::Error),
+    Start(fred::error::Error),
 }
 
 /// A cached entry.

@@ -159,12 +159,19 @@ pub enum LogFormat {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("invalid setting `{setting}`: {reason}")]
     Invalid {
         setting: &'static str,
         reason: String,
     },
+}
+
+// Not `#[from]`: the message already holds the cause, so it is not chained again.
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        ConfigError::Load(e)
+    }
 }
 
 impl Settings {

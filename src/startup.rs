@@ -25,7 +25,9 @@ use crate::{
 /// How long running work may take to finish after the stop signal.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
 
-/// Why the service could not start or stopped with an error.
+/// Why the service could not start or stopped with an error. Each message
+/// holds its cause's text, so no cause is chained again (`main` prints the
+/// chain with `{:#}`).
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
@@ -36,14 +38,13 @@ pub enum StartupError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("the HTTP server failed: {0}")]
-    Http(#[source] std::io::Error),
+    Http(std::io::Error),
 }
 
 /// A built, not yet running, service.
@@ -87,7 +88,7 @@ impl Application {
         let addr = settings.http.addr;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|source| StartupError::Listen { addr, source })?;
+            .map_err(|cause| StartupError::Listen { addr, cause })?;
         Ok(Self {
             settings,
             pool,
@@ -170,5 +171,32 @@ impl Application {
         self.metrics.shutdown();
         tracing::info!("warehouse-monitor stopped");
         http_result.map_err(StartupError::Http)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `main` prints: the whole chain, each cause once.
+    fn printed(e: StartupError) -> String {
+        format!("{:#}", anyhow::Error::from(e))
+    }
+
+    #[test]
+    fn no_error_text_repeats_its_cause() {
+        let io = || std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let listen = printed(StartupError::Listen {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            cause: io(),
+        });
+        assert_eq!(listen, "cannot listen on 127.0.0.1:1: address in use");
+        assert_eq!(listen.matches("address in use").count(), 1);
+        let offsets = printed(StartupError::Store(StoreError::OffsetConflict {
+            topic: "t".into(),
+            partition: 0,
+            expected: Some(1),
+        }));
+        assert_eq!(offsets.matches("another consumer").count(), 1, "{offsets}");
     }
 }
