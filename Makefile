@@ -32,10 +32,10 @@ test: stack ## start the stack, then run all tests
 	$(CARGO) test --locked
 
 lint: ## rustfmt check and clippy with warnings as errors
-	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --all-features --locked -- -D warnings
 
 bench: stack ## criterion: decoding, batch planning, store::apply of one batch on the local PostgreSQL
-	$(CARGO) bench --locked
+	$(CARGO) bench --locked --features devtools
 
 # The developer tools live in the wm-bench binary (feature devtools); the
 # service runs as its own release process beside it. Extra options: ARGS=...
@@ -57,8 +57,8 @@ migrate: stack ## start the stack, then apply database migrations
 verify: stack ## start the stack, then run the verify command
 	$(CARGO) run --release --locked -- verify
 
-produce: stack ## start the stack, then generate demo events into the topic
-	$(CARGO) run --release --locked -- produce
+produce: stack ## start the stack, then generate demo events into the topic (ARGS="--compression lz4" ...)
+	$(CARGO) run --release --locked --features devtools -- produce $(ARGS)
 
 monitor: ## start a local Prometheus (Debian package) on 127.0.0.1:9090 scraping 127.0.0.1:8080
 	scripts/monitor.sh up

@@ -1,4 +1,4 @@
-//! Cost of one batch transaction: `store::apply` of 1 000 generated records
+//! Cost of one batch transaction (decode, plan, `store::apply`) of 1 000 generated records
 //! (new movements, 2% duplicates, 0.1% malformed) against the local
 //! PostgreSQL, on a fresh database. Each iteration applies a new batch on a
 //! partition of its own, so every batch does the full work: locks, reads,
@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warehouse_monitor::{
-    batch::Record,
-    config::Settings,
-    produce, startup,
-    store::{
-        self,
-        apply::{PartitionBatch, apply},
-    },
+    app::{config::Settings, startup},
+    devtools::produce,
+    ingest::{apply::apply_once, decode::decode_all},
+    kafka::Record,
+    store::{self, apply::PartitionBatch},
 };
 
 const BATCH: usize = 1000;
@@ -29,7 +27,13 @@ fn batch(seed: u64) -> Vec<Record> {
     .into_iter()
     .take(BATCH)
     .enumerate()
-    .map(|(i, m)| Record::new(i as i64, time::OffsetDateTime::now_utc(), Some(m.value)))
+    .map(|(i, m)| {
+        Record::new(
+            i64::try_from(i).unwrap(),
+            time::OffsetDateTime::now_utc(),
+            Some(m.value),
+        )
+    })
     .collect()
 }
 
@@ -44,10 +48,10 @@ fn bench(c: &mut Criterion) {
     let url = settings.postgres.url.clone();
     let pool = rt.block_on(async {
         store::drop_database(&url).await.expect("drop");
-        startup::migrate(&settings)
+        let (store, _) = startup::migrate(&settings)
             .await
             .expect("PostgreSQL reachable (make stack)");
-        store::pool(&settings.postgres).expect("pool")
+        store.pool()
     });
 
     let mut group = c.benchmark_group("store");
@@ -64,7 +68,7 @@ fn bench(c: &mut Criterion) {
                 let mut client = pool.get().await.expect("connection");
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
-                    let partition = (first + i) as i32;
+                    let partition = i32::try_from(first + i).expect("partition fits");
                     let records = batch(first + i);
                     let batch = PartitionBatch {
                         topic: "bench",
@@ -73,7 +77,9 @@ fn bench(c: &mut Criterion) {
                         records: &records,
                     };
                     let started = Instant::now();
-                    apply(&mut client, &batch).await.expect("apply");
+                    apply_once(&mut client, &batch, decode_all(&records))
+                        .await
+                        .expect("apply");
                     total += started.elapsed();
                 }
                 total

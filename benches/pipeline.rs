@@ -1,12 +1,17 @@
 //! CPU cost of the consumer's pure stages: decoding one record, and judging a
 //! batch of 1 000 (dedup, conflicts, stock deltas). PostgreSQL and the broker
-//! are measured end to end by `warehouse-monitor loadtest` instead.
+//! are measured by the `apply` bench and end to end by `make bench-ingest`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use warehouse_monitor::{
-    batch::{self, Record, StoredState},
-    event, produce,
+    devtools::produce,
+    domain::{
+        event,
+        plan::{self, StoredState},
+    },
+    ingest::decode::decode_all,
+    kafka::Record,
 };
 
 fn records(n: usize) -> Vec<Record> {
@@ -20,7 +25,13 @@ fn records(n: usize) -> Vec<Record> {
         .into_iter()
         .take(n)
         .enumerate()
-        .map(|(i, m)| Record::new(i as i64, time::OffsetDateTime::UNIX_EPOCH, Some(m.value)))
+        .map(|(i, m)| {
+            Record::new(
+                i64::try_from(i).unwrap(),
+                time::OffsetDateTime::UNIX_EPOCH,
+                Some(m.value),
+            )
+        })
         .collect()
 }
 
@@ -39,8 +50,8 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(batch.len() as u64));
     group.bench_function("decode_and_plan_1000", |b| {
         b.iter(|| {
-            let decoded = batch::decode_all(black_box(&batch));
-            batch::plan(decoded, &StoredState::default())
+            let decoded = decode_all(black_box(&batch));
+            plan::plan(decoded, &StoredState::default())
         })
     });
     group.finish();

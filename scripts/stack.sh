@@ -5,8 +5,8 @@
 #   scripts/stack.sh down        stop the Tansu broker started by this script
 #   scripts/stack.sh down --all  also stop PostgreSQL and Redis
 #   scripts/stack.sh status      one line per service; exit 1 if any is down
-#   scripts/stack.sh tools       only install the test tools (prometheus, python3-yaml, and a venv
-#                                with confluent-kafka, the librdkafka producer of tests/it/librdkafka.rs)
+#   scripts/stack.sh tools       only install the test tools (prometheus, and a venv with
+#                                confluent-kafka, the librdkafka producer of tests/it/librdkafka.rs)
 #
 # Overrides: WM_STACK_PG_HOST, WM_STACK_PG_PORT (where PostgreSQL is checked; the cluster's own port
 # is set in postgresql.conf), WM_STACK_REDIS_PORT, WM_STACK_KAFKA_PORT.
@@ -281,9 +281,8 @@ tansu_stop() {
 
 # ---------------------------------------------------------------- monitoring tools
 
-# tests/it/monitoring.rs runs Debian's prometheus (scripts/monitor.sh too) and parses
-# compose.yaml with PyYAML. Installed only, never started here.
-yaml_ok() { python3 -c 'import yaml' 2>/dev/null || /usr/bin/python3 -c 'import yaml' 2>/dev/null; }
+# tests/it/monitoring runs Debian's prometheus (scripts/monitor.sh too); it reads the YAML
+# files with serde_yaml, so needs no Python. Installed only, never started here.
 
 # tests/it/librdkafka.rs produces with librdkafka (confluent-kafka wheels bundle it, with every codec).
 venv="$stack_dir/venv"
@@ -303,8 +302,7 @@ tools_install() {
   venv_install
   local pkgs=()
   command -v prometheus >/dev/null || pkgs+=(prometheus)
-  yaml_ok || pkgs+=(python3-yaml)
-  if ((${#pkgs[@]} == 0)); then say "tools: prometheus and PyYAML present"; return 0; fi
+  if ((${#pkgs[@]} == 0)); then say "tools: prometheus present"; return 0; fi
   apt_install --no-install-recommends "${pkgs[@]}"
   # On a host with systemd the package starts a system prometheus on :9090; ours runs on its own.
   if [[ ${pkgs[0]} == prometheus && -d /run/systemd/system ]] \

@@ -28,10 +28,11 @@ use fred::{
 };
 use uuid::Uuid;
 
-use crate::{
+use serde::de::DeserializeOwned;
+
+use crate::app::{
     config::RedisSettings,
     metrics::{CacheResult, Metrics},
-    store::apply::Touched,
 };
 
 /// Sets `KEYS[1]` to `ARGV[1] .. ":" .. ARGV[2]` (version, payload; an empty
@@ -169,34 +170,43 @@ impl Cache {
         }
     }
 
-    /// Looks `key` up. `None` means "ask PostgreSQL" (miss, tombstone or error).
-    pub async fn get(&self, key: &str) -> Option<String> {
+    /// Looks `key` up and parses its value. `None` means "ask PostgreSQL":
+    /// a miss, a tombstone, an error, or an entry that does not parse (counted
+    /// as an error and logged, never as a hit).
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         if !self.usable() {
             self.metrics.cache_bypassed();
             return None;
         }
         let result: Result<Option<String>, _> = self.client.get(key).await;
-        match result {
-            Ok(Some(raw)) => match parse(&raw) {
-                Some(Entry {
-                    payload: Some(payload),
-                    ..
-                }) => {
-                    self.metrics.cache(CacheResult::Hit);
-                    Some(payload)
-                }
-                _ => {
-                    self.metrics.cache(CacheResult::Miss);
-                    None
-                }
-            },
+        let raw = match result {
+            Ok(Some(raw)) => raw,
             Ok(None) => {
                 self.metrics.cache(CacheResult::Miss);
-                None
+                return None;
             }
             Err(e) => {
                 self.metrics.cache(CacheResult::Error);
                 tracing::warn!(error = %e, "cache read failed; answering from PostgreSQL");
+                return None;
+            }
+        };
+        let Some(Entry {
+            payload: Some(payload),
+            ..
+        }) = parse(&raw)
+        else {
+            self.metrics.cache(CacheResult::Miss); // a tombstone, or no version
+            return None;
+        };
+        match serde_json::from_str(&payload) {
+            Ok(value) => {
+                self.metrics.cache(CacheResult::Hit);
+                Some(value)
+            }
+            Err(e) => {
+                self.metrics.cache(CacheResult::Error);
+                tracing::warn!(key, error = %e, "cached entry does not parse; answering from PostgreSQL");
                 None
             }
         }
@@ -222,19 +232,10 @@ impl Cache {
         }
     }
 
-    /// Tombstones every key a committed batch touched, in one pipeline. Keys that
-    /// cannot be invalidated now are kept and sent with the next call.
-    pub async fn invalidate(&self, touched: &Touched) {
-        let fresh = touched
-            .movements
-            .iter()
-            .map(|(id, v)| (movement_key(*id), *v))
-            .chain(
-                touched
-                    .stock
-                    .iter()
-                    .map(|(w, p, v)| (stock_key(*w, *p), *v)),
-            );
+    /// Tombstones `keys` (each with the version that made it stale), in one
+    /// pipeline. Keys that cannot be invalidated now are kept and sent with the
+    /// next call.
+    pub async fn invalidate(&self, fresh: Vec<(String, i64)>) {
         let (mut batch, overflow) = {
             let mut pending = self.pending();
             let mut batch = std::mem::take(&mut pending.tombstones);
@@ -267,7 +268,7 @@ impl Cache {
     /// Delivers invalidations left over from a Redis outage, if any.
     pub async fn retry_pending(&self) {
         if !self.pending().is_empty() && self.client.is_connected() {
-            self.invalidate(&Touched::default()).await;
+            self.invalidate(Vec::new()).await;
         }
     }
 
@@ -297,10 +298,17 @@ impl Cache {
         Ok(())
     }
 
-    /// Deletes every key of the service (after too many lost invalidations).
+    /// Deletes every key of the service (after too many lost invalidations),
+    /// walking the key space with SCAN rather than blocking Redis with KEYS.
     async fn flush_all(&self) -> Result<(), fred::error::Error> {
         let script = format!(
-            "local n = 0 for _, k in ipairs(redis.call('KEYS', '{KEY_PREFIX}*')) do redis.call('DEL', k) n = n + 1 end return n"
+            "local n, cursor = 0, '0' \
+             repeat \
+               local page = redis.call('SCAN', cursor, 'MATCH', '{KEY_PREFIX}*', 'COUNT', 1000) \
+               cursor = page[1] \
+               for _, k in ipairs(page[2]) do redis.call('DEL', k) n = n + 1 end \
+             until cursor == '0' \
+             return n"
         );
         let _: i64 = self
             .client

@@ -1,5 +1,6 @@
 //! The Kafka side: connecting with bounded retries, creating the topic (the
-//! broker may not auto-create it), and converting rskafka records to ours.
+//! broker may not auto-create it), and the record type of the pipeline,
+//! converted from rskafka's with its size bounded.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,7 +15,7 @@ use rskafka::{
 };
 use time::OffsetDateTime;
 
-use crate::{batch::Record, config::KafkaSettings};
+use crate::app::config::KafkaSettings;
 
 /// Errors of the Kafka layer.
 #[derive(Debug, thiserror::Error)]
@@ -90,23 +91,38 @@ pub async fn connect(settings: &KafkaSettings) -> Result<Arc<Client>, KafkaError
     Ok(Arc::new(client))
 }
 
-/// The partitions of `topic`, creating it with `partitions` partitions when it is
-/// missing and `create` is true.
+/// Connects and makes sure the configured topic exists; returns the client and
+/// the topic's partitions. The one place that does both.
+pub async fn connect_topic(
+    settings: &KafkaSettings,
+) -> Result<(Arc<Client>, Vec<i32>), KafkaError> {
+    let client = connect(settings).await?;
+    let partitions = ensure_topic(&client, settings).await?;
+    Ok((client, partitions))
+}
+
+/// The partitions of the configured topic, creating it (with
+/// `kafka.partitions` partitions and `kafka.replication_factor` replicas) when
+/// it is missing and `kafka.create_topic` is true.
 pub async fn ensure_topic(
     client: &Client,
-    topic: &str,
-    partitions: i32,
-    create: bool,
+    settings: &KafkaSettings,
 ) -> Result<Vec<i32>, KafkaError> {
+    let topic = settings.topic.as_str();
+    let partitions = settings.partitions;
     if let Some(found) = partitions_of(client, topic).await? {
         return Ok(found);
     }
-    if !create {
+    if !settings.create_topic {
         return Err(KafkaError::NoTopic(topic.to_owned()));
     }
     let controller = client.controller_client()?;
-    match controller.create_topic(topic, partitions, 1, 10_000).await {
-        Ok(()) => tracing::info!(topic, partitions, "created topic"),
+    let replicas = settings.replication_factor;
+    match controller
+        .create_topic(topic, partitions, replicas, 10_000)
+        .await
+    {
+        Ok(()) => tracing::info!(topic, partitions, replicas, "created topic"),
         Err(RsError::ServerError {
             protocol_error: ProtocolError::TopicAlreadyExists,
             ..
@@ -140,6 +156,35 @@ pub async fn partition(
     Ok(client
         .partition_client(topic, partition, UnknownTopicHandling::Retry)
         .await?)
+}
+
+/// One Kafka record as fetched from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub offset: i64,
+    pub timestamp: OffsetDateTime,
+    pub value: Option<Vec<u8>>,
+    /// `Some(n)` when the value was `n` bytes, over `kafka.max_record_bytes`:
+    /// `value` then holds only a bounded prefix and the record is rejected as
+    /// `too_large`.
+    pub truncated_from: Option<usize>,
+}
+
+impl Record {
+    /// A record whose whole value was kept.
+    pub fn new(offset: i64, timestamp: OffsetDateTime, value: Option<Vec<u8>>) -> Self {
+        Self {
+            offset,
+            timestamp,
+            value,
+            truncated_from: None,
+        }
+    }
+
+    /// Bytes this record holds in memory (its value, or the kept prefix).
+    pub fn size(&self) -> usize {
+        self.value.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// Bytes kept of a record value over `kafka.max_record_bytes`, stored with its

@@ -1,23 +1,30 @@
 //! warehouse-monitor: turns a Kafka stream of warehouse movement events into
 //! correct, queryable state in PostgreSQL, cached in Redis, served over HTTP.
 //!
-//! The data's path: [`consumer`] fetches and batches records, [`event`]
-//! decodes them, [`batch`] judges them, [`store`] writes each batch in one
-//! transaction with its offset, [`cache`] invalidates what changed, and
-//! [`api`] answers queries.
+//! The tree follows the data's path. [`ingest`] fetches each partition's
+//! records ([`ingest::fetch`]), closes batches ([`ingest::batch`]), decodes
+//! them ([`ingest::decode`], with the rules of [`domain::event`]), plans them
+//! against what is stored ([`domain::plan`]), writes the plan and the offset in
+//! one transaction ([`store::apply`]), then invalidates the cache
+//! ([`ingest::invalidate`], [`cache`]). [`api`] answers queries. [`cluster`]
+//! shares partitions between instances, and [`app`] wires it all together:
+//! settings, start-up, shutdown, logs and metrics.
+
+// The library's surface is what it exports: nothing `pub` that cannot be reached.
+#![warn(unreachable_pub)]
 
 pub mod api;
-pub mod batch;
+pub mod app;
 pub mod cache;
-pub mod cli;
-pub mod config;
-pub mod consumer;
-pub mod event;
+pub mod cluster;
+pub mod domain;
+pub mod fault;
+pub mod ingest;
 pub mod kafka;
-pub mod metrics;
-pub mod produce;
 pub mod retry;
-pub mod shutdown;
-pub mod startup;
 pub mod store;
-pub mod telemetry;
+
+/// Developer tools (demo traffic), behind the `devtools` feature so that
+/// their dependencies are not the service's.
+#[cfg(feature = "devtools")]
+pub mod devtools;

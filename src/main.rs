@@ -3,13 +3,15 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use warehouse_monitor::{
     api,
-    cli::{Cli, Command},
-    config::Settings,
-    kafka, produce, shutdown, startup, store, telemetry,
+    app::{
+        cli::{Cli, Command},
+        config::Settings,
+        shutdown, startup, telemetry,
+    },
+    store::Store,
 };
 
 #[tokio::main]
@@ -32,68 +34,30 @@ async fn run() -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&cli.config_dir, cli.config.as_deref())?;
     telemetry::init(settings.log.format);
     match cli.command {
+        Command::Openapi => {}
         Command::Serve => {
             let stop = shutdown::on_signal();
-            let app = startup::Application::build(settings).await?;
-            app.run(stop).await?;
-            Ok(ExitCode::SUCCESS)
+            startup::Application::build(settings)
+                .await?
+                .run(stop)
+                .await?;
         }
         Command::Migrate => {
-            let applied = startup::migrate(&settings).await?;
+            let (_, applied) = startup::migrate(&settings).await?;
             println!("applied {} migration(s): {applied:?}", applied.len());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Openapi => Ok(ExitCode::SUCCESS),
-        Command::Produce {
-            movements,
-            seed,
-            duplicate_ratio,
-            invalid_ratio,
-            compression,
-        } => {
-            let client = kafka::connect(&settings.kafka).await?;
-            let k = &settings.kafka;
-            let partitions =
-                kafka::ensure_topic(&client, &k.topic, k.partitions, k.create_topic).await?;
-            let plan = produce::Plan {
-                movements,
-                seed: seed.unwrap_or_else(rand::random),
-                duplicate_ratio,
-                invalid_ratio,
-            };
-            let messages = produce::generate(&plan);
-            let total = messages.len();
-            let counts =
-                produce::produce(&client, &k.topic, &partitions, messages, compression.into())
-                    .await?;
-            println!(
-                "produced {total} records to {}: {counts:?} (partition: records)",
-                k.topic
-            );
-            Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {
-            let pool = store::pool(&settings.postgres)?;
-            let client = pool.get().await.context("connecting to PostgreSQL")?;
-            let report = store::verify::stock(&client).await?;
-            println!(
-                "checked {} stock rows against {} events",
-                report.stock_rows, report.events
-            );
-            for m in &report.mismatches {
-                let stored = m.stored.map_or("missing".to_owned(), |s| s.to_string());
-                println!(
-                    "MISMATCH warehouse {} product {}: events say {}, stock table says {stored}",
-                    m.warehouse_id, m.product_id, m.expected
-                );
-            }
-            if report.mismatches.is_empty() {
-                println!("no mismatch");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!("{} mismatch(es)", report.mismatches.len());
-                Ok(ExitCode::FAILURE)
+            let report = Store::new(&settings.postgres)?.verify().await?;
+            print!("{report}");
+            if !report.mismatches.is_empty() {
+                return Ok(ExitCode::FAILURE);
             }
         }
+        #[cfg(feature = "devtools")]
+        Command::Produce(args) => {
+            let summary = warehouse_monitor::devtools::produce::run(&settings.kafka, args).await?;
+            println!("{summary}");
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }

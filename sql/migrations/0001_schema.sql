@@ -1,6 +1,6 @@
 -- Core schema of warehouse-monitor: events, movements, stock, offsets, rejects.
 
--- One row per accepted event. Key per SPEC section 4: (movement_id, product_id, event).
+-- One row per accepted event. Key per docs/SPEC.md section 4: (movement_id, product_id, event).
 CREATE TABLE movement_events (
     movement_id     uuid        NOT NULL,
     product_id      uuid        NOT NULL,

@@ -97,13 +97,20 @@ impl HealthApi {
     /// Readiness: database reachable and every partition held here consumed.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, Data(state): Data<&State>) -> ReadyResponse {
-        let db = async {
-            let client = state.pool.get().await.ok()?;
-            client.simple_query("SELECT 1").await.ok()
-        };
+        let db = state.store.ping();
         // Both checks at once: readiness waits for the slower, not the sum.
         let (db, cache) = tokio::join!(tokio::time::timeout(CHECK_TIMEOUT, db), state.cache.ping());
-        let database = matches!(db, Ok(Some(_)));
+        let database = match db {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the database does not answer");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: the database did not answer within 2 s");
+                false
+            }
+        };
         let statuses = state.partitions.snapshot();
         let partitions: Vec<PartitionHealth> = statuses
             .iter()

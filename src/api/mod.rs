@@ -1,6 +1,6 @@
 //! The HTTP API (poem + poem-openapi): the queries, health, metrics, the
 //! OpenAPI description and Swagger UI. Every error leaves as the JSON body of
-//! SPEC section 5, including poem's own path and routing errors.
+//! docs/SPEC.md section 5, including poem's own path and routing errors.
 
 pub mod health;
 pub mod model;
@@ -8,7 +8,6 @@ pub mod queries;
 
 use std::{sync::Arc, time::Instant};
 
-use deadpool_postgres::Pool;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler, http::StatusCode,
     listener::TcpAcceptor, web::Data,
@@ -17,13 +16,18 @@ use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{cache::Cache, consumer::status::Partitions, metrics::Metrics};
+use crate::{
+    app::{metrics::Metrics, shutdown::GRACE_PERIOD},
+    cache::Cache,
+    ingest::status::Partitions,
+    store::Store,
+};
 use model::ErrorBody;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct State {
-    pub pool: Pool,
+    pub store: Store,
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
     pub partitions: Partitions,
@@ -84,11 +88,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            app(state),
-            shutdown.cancelled_owned(),
-            Some(crate::startup::GRACE_PERIOD),
-        )
+        .run_with_graceful_shutdown(app(state), shutdown.cancelled_owned(), Some(GRACE_PERIOD))
         .await
 }
 

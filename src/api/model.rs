@@ -1,4 +1,4 @@
-//! The JSON shapes of SPEC section 5, documented for OpenAPI and serialisable
+//! The JSON shapes of docs/SPEC.md section 5, documented for OpenAPI and serialisable
 //! for the cache, built from what the store returns.
 
 use poem_openapi::{Enum, Object, types::Example};

@@ -1,20 +1,17 @@
-//! The two queries of SPEC section 5, read through the cache: a hit answers
+//! The two queries of docs/SPEC.md section 5, read through the cache: a hit answers
 //! from Redis; a miss reads PostgreSQL and offers the answer back to the cache
 //! with its row version (refused if a newer version is already there).
 
 use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, Tags, param::Path, payload::Json};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::{
     State,
     model::{ErrorBody, Movement, Stock},
 };
-use crate::{
-    cache,
-    store::{self, StoreError},
-};
+use crate::{cache, store::StoreError};
 
 #[derive(Debug, Tags)]
 enum Tag {
@@ -81,13 +78,10 @@ impl QueryApi {
     ) -> MovementResponse {
         let id = movement_id.0;
         let key = cache::movement_key(id);
-        if let Some(hit) = cached::<Movement>(state, &key).await {
+        if let Some(hit) = state.cache.get::<Movement>(&key).await {
             return MovementResponse::Ok(Json(hit));
         }
-        let stored = match state.pool.get().await {
-            Ok(client) => store::read::movement(&client, id).await,
-            Err(e) => Err(e.into()),
-        };
+        let stored = state.store.movement(id).await;
         match stored {
             Ok(Some(stored)) => {
                 let movement = Movement::from(&stored);
@@ -118,13 +112,10 @@ impl QueryApi {
     ) -> StockResponse {
         let (warehouse_id, product_id) = (warehouse_id.0, product_id.0);
         let key = cache::stock_key(warehouse_id, product_id);
-        if let Some(hit) = cached::<Stock>(state, &key).await {
+        if let Some(hit) = state.cache.get::<Stock>(&key).await {
             return StockResponse::Ok(Json(hit));
         }
-        let stored = match state.pool.get().await {
-            Ok(client) => store::read::stock(&client, warehouse_id, product_id).await,
-            Err(e) => Err(e.into()),
-        };
+        let stored = state.store.stock(warehouse_id, product_id).await;
         match stored {
             Ok((quantity, version)) => {
                 let stock = Stock {
@@ -138,11 +129,6 @@ impl QueryApi {
             Err(e) => StockResponse::Unavailable(unavailable(&e)),
         }
     }
-}
-
-async fn cached<T: DeserializeOwned>(state: &State, key: &str) -> Option<T> {
-    let payload = state.cache.get(key).await?;
-    serde_json::from_str(&payload).ok()
 }
 
 async fn offer<T: Serialize>(state: &State, key: &str, version: i64, value: &T) {

@@ -1,11 +1,13 @@
 //! The batch transaction: everything one batch changes, and the offset that
 //! says it was consumed, commit together or not at all.
 //!
-//! Steps, all inside one transaction: lock the batch's movements (advisory
-//! locks, ascending), read what is stored for them, let [`crate::batch::plan`]
-//! judge the records, then binary-COPY the new events, upsert movements and
-//! stock deltas (one statement each), insert the rejected records, and move the
-//! partition's offset with a compare-and-set on the value this consumer read.
+//! Two calls, one transaction. [`begin`] locks the batch's movements
+//! (advisory locks, ascending) and reads what is stored for them. The caller
+//! plans with that state ([`crate::domain::plan::plan`]) and hands the plan to
+//! [`write`], which binary-COPYs the new events, upserts movements and stock
+//! deltas (one statement each), inserts the rejected records, moves the
+//! partition's offset with a compare-and-set on the value this consumer read,
+//! and commits.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +18,11 @@ use uuid::Uuid;
 
 use super::{At, Client, Step, StoreError};
 use crate::{
-    batch::{self, Content, EventKey, Plan, Record, Sides, StoredState},
-    event::{EventKind, MovementEvent, RejectReason, Rejection},
+    domain::{
+        event::{EventKind, RejectReason},
+        plan::{Content, EventKey, Plan, Sides, StoredState},
+    },
+    kafka::Record,
 };
 
 const LOCK_MOVEMENTS: &str = include_str!("../../sql/queries/lock_movements.sql");
@@ -86,32 +91,29 @@ pub struct BatchOutcome {
     pub touched: Touched,
 }
 
-/// Decodes and applies one batch in one transaction. On error nothing is written.
-pub async fn apply(
-    client: &mut Client,
-    batch: &PartitionBatch<'_>,
-) -> Result<BatchOutcome, StoreError> {
-    apply_decoded(client, batch, batch::decode_all(batch.records)).await
+/// Opens the batch transaction: takes the advisory locks of `movement_ids`
+/// (sorted, so that concurrent batches wait instead of deadlocking) and reads
+/// their stored events and sides.
+pub async fn begin<'c>(
+    client: &'c mut Client,
+    movement_ids: &[Uuid],
+) -> Result<(Transaction<'c>, StoredState), StoreError> {
+    let tx = client.transaction().await.at(Step::Transaction)?;
+    let stored = read_state(&tx, movement_ids).await?;
+    Ok((tx, stored))
 }
 
-/// Applies one batch whose records are already decoded (one result per
-/// record, in order), in one transaction. On error nothing is written.
-pub async fn apply_decoded(
-    client: &mut Client,
+/// Writes `plan`, the judgement of `batch` against the state [`begin`] read,
+/// moves the offset and commits. On error nothing is written.
+pub async fn write(
+    tx: Transaction<'_>,
     batch: &PartitionBatch<'_>,
-    decoded: Vec<Result<MovementEvent, Rejection>>,
+    plan: &Plan,
 ) -> Result<BatchOutcome, StoreError> {
-    debug_assert_eq!(decoded.len(), batch.records.len());
-    let movement_ids = batch::movement_ids(&decoded);
-
-    let tx = client.transaction().await.at(Step::Transaction)?;
-    let stored = read_state(&tx, &movement_ids).await?;
-    let plan = batch::plan(decoded, &stored);
-
-    copy_events(&tx, batch, &plan).await.at(Step::Copy)?;
-    let movements = upsert_movements(&tx, &plan).await.at(Step::Movements)?;
-    let (stock, negative_stock) = upsert_stock(&tx, &plan).await.at(Step::Stock)?;
-    insert_rejected(&tx, batch, &plan).await.at(Step::Rejects)?;
+    copy_events(&tx, batch, plan).await.at(Step::Copy)?;
+    let movements = upsert_movements(&tx, plan).await.at(Step::Movements)?;
+    let (stock, negative_stock) = upsert_stock(&tx, plan).await.at(Step::Stock)?;
+    insert_rejected(&tx, batch, plan).await.at(Step::Rejects)?;
     commit_offset(&tx, batch).await?;
     tx.commit().await.at(Step::Transaction)?;
 
@@ -132,6 +134,13 @@ pub async fn apply_decoded(
     })
 }
 
+/// The advisory-lock key of a movement: 32 bits of its id. Two movements sharing
+/// a key only wait for each other; correctness never depends on the key being unique.
+pub fn lock_key(movement_id: Uuid) -> i32 {
+    let b = movement_id.as_bytes();
+    i32::from_be_bytes([b[12], b[13], b[14], b[15]])
+}
+
 async fn read_state(
     tx: &Transaction<'_>,
     movement_ids: &[Uuid],
@@ -140,7 +149,7 @@ async fn read_state(
     if movement_ids.is_empty() {
         return Ok(state);
     }
-    let keys: Vec<i32> = movement_ids.iter().map(|id| batch::lock_key(*id)).collect();
+    let keys: Vec<i32> = movement_ids.iter().map(|id| lock_key(*id)).collect();
     let lock = tx.prepare_cached(LOCK_MOVEMENTS).await.at(Step::Lock)?;
     tx.execute(&lock, &[&keys]).await.at(Step::Lock)?;
 

@@ -19,7 +19,8 @@ pub async fn acquire(
     ttl_ms: u64,
 ) -> Result<bool, StoreError> {
     let stmt = client.prepare_cached(ACQUIRE).await?;
-    let ttl = ttl_ms as f64;
+    // Milliseconds as the SQL's float; a TTL beyond u32 (49 days) is capped.
+    let ttl = f64::from(u32::try_from(ttl_ms).unwrap_or(u32::MAX));
     Ok(client
         .query_opt(&stmt, &[&topic, &partition, &owner, &ttl])
         .await?

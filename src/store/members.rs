@@ -17,7 +17,8 @@ pub async fn heartbeat(
     ttl_ms: u64,
 ) -> Result<usize, StoreError> {
     let stmt = client.prepare_cached(HEARTBEAT).await?;
-    let ttl = ttl_ms as f64;
+    // Milliseconds as the SQL's float; a TTL beyond u32 (49 days) is capped.
+    let ttl = f64::from(u32::try_from(ttl_ms).unwrap_or(u32::MAX));
     let others: i64 = client
         .query_one(&stmt, &[&topic, &instance, &ttl])
         .await?

@@ -1,5 +1,6 @@
-//! PostgreSQL: the pool, the typed errors of the storage layer, and the modules
-//! that each own one kind of statement (migrations, batch apply, offsets, verify).
+//! PostgreSQL: the [`Store`] that owns the connection pool, the typed errors of
+//! the storage layer, and the modules that each own one kind of statement
+//! (migrations, the batch transaction, offsets, leases, instances, reads, verify).
 
 pub mod apply;
 pub mod leases;
@@ -14,7 +15,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{NoTls, error::SqlState};
 
-use crate::config::PostgresSettings;
+use uuid::Uuid;
+
+use crate::app::config::PostgresSettings;
 
 /// A pooled PostgreSQL connection.
 pub type Client = deadpool_postgres::Object;
@@ -187,10 +190,117 @@ fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
-/// Parses the URL and builds a pool (connections are opened lazily).
-pub fn pool(settings: &PostgresSettings) -> Result<Pool, StoreError> {
-    let pg_config: tokio_postgres::Config = settings.url.parse().map_err(StoreError::Url)?;
-    pool_from_config(pg_config, settings.pool_size)
+const PING: &str = include_str!("../../sql/queries/ping.sql");
+const DATABASE_EXISTS: &str = include_str!("../../sql/queries/database_exists.sql");
+const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sql");
+const DROP_DATABASE: &str = include_str!("../../sql/queries/drop_database.sql");
+
+/// The database: owns the connection pool, and every statement goes through it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Parses the URL and builds the pool (connections are opened lazily).
+    pub fn new(settings: &PostgresSettings) -> Result<Self, StoreError> {
+        let pg_config: tokio_postgres::Config = settings.url.parse().map_err(StoreError::Url)?;
+        Ok(Self {
+            pool: pool_from_config(pg_config, settings.pool_size)?,
+        })
+    }
+
+    /// A pooled connection.
+    pub async fn client(&self) -> Result<Client, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// The pool itself, for tests and tools that run their own statements.
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
+    /// Connections open and connections idle.
+    pub fn connections(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+
+    /// Closes the pool: idle connections are dropped, waiters get an error.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// True when the server answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query(PING).await?;
+        Ok(())
+    }
+
+    /// Applies the pending migrations; returns the versions it applied.
+    pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
+        migrate::run(&mut self.client().await?).await
+    }
+
+    /// The next offset to consume on a partition, `None` when nothing was committed.
+    pub async fn load_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, StoreError> {
+        offsets::load(&self.client().await?, topic, partition).await
+    }
+
+    /// Takes or renews a partition lease; true when `owner` holds it for `ttl_ms`.
+    pub async fn acquire_lease(
+        &self,
+        topic: &str,
+        partition: i32,
+        owner: Uuid,
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        leases::acquire(&self.client().await?, topic, partition, owner, ttl_ms).await
+    }
+
+    /// Gives a partition lease up.
+    pub async fn release_lease(
+        &self,
+        topic: &str,
+        partition: i32,
+        owner: Uuid,
+    ) -> Result<(), StoreError> {
+        leases::release(&self.client().await?, topic, partition, owner).await
+    }
+
+    /// Renews an instance's heartbeat; returns the live instances of the topic.
+    pub async fn heartbeat(
+        &self,
+        topic: &str,
+        instance: Uuid,
+        ttl_ms: u64,
+    ) -> Result<usize, StoreError> {
+        members::heartbeat(&self.client().await?, topic, instance, ttl_ms).await
+    }
+
+    /// Removes an instance from the topic's group.
+    pub async fn leave(&self, topic: &str, instance: Uuid) -> Result<(), StoreError> {
+        members::leave(&self.client().await?, topic, instance).await
+    }
+
+    /// One stored movement, `None` when unknown.
+    pub async fn movement(&self, id: Uuid) -> Result<Option<read::StoredMovement>, StoreError> {
+        read::movement(&self.client().await?, id).await
+    }
+
+    /// The stock of one (warehouse, product) and its row version (0, 0 when unknown).
+    pub async fn stock(&self, warehouse: Uuid, product: Uuid) -> Result<(i64, i64), StoreError> {
+        read::stock(&self.client().await?, warehouse, product).await
+    }
+
+    /// Recomputes stock from the stored events.
+    pub async fn verify(&self) -> Result<verify::Report, StoreError> {
+        verify::stock(&self.client().await?).await
+    }
 }
 
 fn pool_from_config(pg_config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
@@ -238,10 +348,7 @@ pub async fn drop_database(url: &str) -> Result<(), StoreError> {
         return Ok(());
     };
     client
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote(&name)
-        ))
+        .batch_execute(&DROP_DATABASE.replace("{database}", &quote(&name)))
         .await?;
     drop(client);
     let _ = driver.await;
@@ -254,13 +361,10 @@ pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
     let Some((client, driver, name)) = maintenance(url).await? else {
         return Ok(());
     };
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
+    let exists = client.query_opt(DATABASE_EXISTS, &[&name]).await?.is_some();
     if !exists {
         match client
-            .batch_execute(&format!("CREATE DATABASE {}", quote(&name)))
+            .batch_execute(&CREATE_DATABASE.replace("{database}", &quote(&name)))
             .await
         {
             Ok(()) => tracing::info!(database = %name, "created database"),

@@ -28,6 +28,29 @@ pub struct Report {
     pub mismatches: Vec<Mismatch>,
 }
 
+impl std::fmt::Display for Report {
+    /// What `verify` prints: the counts, each mismatch, and a verdict.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "checked {} stock rows against {} events",
+            self.stock_rows, self.events
+        )?;
+        for m in &self.mismatches {
+            let stored = m.stored.map_or("missing".to_owned(), |s| s.to_string());
+            writeln!(
+                f,
+                "MISMATCH warehouse {} product {}: events say {}, stock table says {stored}",
+                m.warehouse_id, m.product_id, m.expected
+            )?;
+        }
+        match self.mismatches.len() {
+            0 => writeln!(f, "no mismatch"),
+            n => writeln!(f, "{n} mismatch(es)"),
+        }
+    }
+}
+
 /// Compares the stock table with the totals recomputed from `movement_events`.
 pub async fn stock(client: &Client) -> Result<Report, StoreError> {
     let counts = client.query_one(VERIFY_COUNTS, &[]).await?;

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Ev, TestApp};
+use crate::helpers::{Ev, TestApp, eventually};
 
 fn movement_path(id: Uuid) -> String {
     format!("/api/movements/{id}")
@@ -178,18 +178,16 @@ async fn database_gone_gives_503_unavailable_and_not_ready() {
     let (status, body) = app.get_json("/health/live").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("live")));
     // Ready once the consumer runs.
-    let mut ready = (0, Value::Null);
-    for _ in 0..100 {
-        ready = app.get_json("/health/ready").await;
-        if ready.0 == 200 {
-            break;
+    let ready = eventually(5, || async {
+        match app.get_json("/health/ready").await {
+            (200, body) => Ok(body),
+            (status, body) => Err(format!("ready: {status} {body}")),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(ready.0, 200, "{}", ready.1);
-    assert_eq!(ready.1["database"], "up");
-    assert_eq!(ready.1["cache"], "up");
-    assert_eq!(ready.1["partitions"][0]["running"], true);
+    })
+    .await;
+    assert_eq!(ready["database"], "up");
+    assert_eq!(ready["cache"], "up");
+    assert_eq!(ready["partitions"][0]["running"], true);
 
     // Take the database away: queries answer 503, readiness says why.
     let name = app

@@ -2,7 +2,6 @@
 //! reads, and Redis going away (paused, or killed) never breaks answers.
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -13,28 +12,22 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::helpers::{Ev, TestApp, test_settings};
+use crate::{
+    helpers::{Ev, Patience, TestApp, eventually, free_port, test_settings},
+    monitoring::scrape,
+};
 
 fn stock_path(w: Uuid, p: Uuid) -> String {
     format!("/api/warehouses/{w}/products/{p}")
 }
 
 /// Reads the cache-hit counter of the app from its own /metrics.
-async fn cache_hits(app: &TestApp) -> u64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
+async fn cache_hits(app: &TestApp) -> f64 {
+    scrape(app)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with("wm_cache_requests_total") && l.contains("result=\"hit\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+        .find("wm_cache_requests_total", &[("result", "hit")])
+        .map(|s| s.value)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +63,7 @@ async fn no_read_after_an_invalidation_returns_an_older_value() {
                     let floor = lines_floor.load(Ordering::SeqCst);
                     let (status, body) = app.get_json(&format!("/api/movements/{movement}")).await;
                     let seen = if status == 200 {
-                        body["products"].as_array().unwrap().len() as i64
+                        i64::try_from(body["products"].as_array().unwrap().len()).unwrap()
                     } else {
                         0
                     };
@@ -113,7 +106,7 @@ async fn no_read_after_an_invalidation_returns_an_older_value() {
         &violations[..violations.len().min(5)]
     );
     assert!(total > 300, "readers made only {total} reads");
-    assert!(hits > 0, "the cache was never hit ({total} reads)");
+    assert!(hits > 0.0, "the cache was never hit ({total} reads)");
     Arc::try_unwrap(app)
         .ok()
         .expect("readers done")
@@ -128,7 +121,7 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    fn start(port: u16) -> Self {
+    async fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -147,13 +140,14 @@ impl OwnRedis {
             port,
             child: Some(child),
         };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return redis;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("own redis did not start on {port}");
+        let patience = Patience::secs(2).every(Duration::from_millis(20));
+        eventually(patience, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| format!("own redis listens on {port}: {e}"))
+        })
+        .await;
+        redis
     }
 
     fn signal(&self, signal: &str) {
@@ -184,17 +178,9 @@ impl Drop for OwnRedis {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resumes() {
-    let mut redis = OwnRedis::start(free_port());
+    let mut redis = OwnRedis::start(free_port()).await;
     let mut settings = test_settings(1);
     settings.redis.url = format!("redis://127.0.0.1:{}", redis.port);
     let app = TestApp::spawn_with(settings).await;
@@ -207,7 +193,7 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 10);
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 10);
     let hits_before = cache_hits(&app).await;
-    assert!(hits_before >= 1, "second read is a hit");
+    assert!(hits_before >= 1.0, "second read is a hit");
 
     // Redis unreachable but keeping its (now stale) data: reads bypass it and
     // the consumer keeps committing.
@@ -222,6 +208,7 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     // Back: the owed invalidation is delivered before the cache is read again,
     // so the stale 10 never comes back.
     redis.signal("-CONT");
+    // A loop, not `eventually`: every read for a second must be 15, not just one.
     for _ in 0..50 {
         assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 15);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -237,21 +224,16 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
         .await;
     app.wait_invalidated().await;
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 12);
-    let _redis = OwnRedis::start(redis.port);
+    let _redis = OwnRedis::start(redis.port).await;
     let hits_down = cache_hits(&app).await;
-    let mut resumed = false;
-    for _ in 0..100 {
+    // Every answer until then is right too.
+    eventually(5, || async {
         assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 12);
-        if cache_hits(&app).await > hits_down {
-            resumed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        resumed,
-        "caching resumed after Redis came back, without a restart"
-    );
+        (cache_hits(&app).await > hits_down)
+            .then_some(())
+            .ok_or("caching resumes after Redis came back, without a restart")
+    })
+    .await;
     app.stop().await;
 }
 
@@ -260,7 +242,7 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
 /// commit's invalidation.
 #[tokio::test]
 async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
-    use warehouse_monitor::{cache::Cache, metrics::Metrics, store::apply::Touched};
+    use warehouse_monitor::{app::metrics::Metrics, cache::Cache};
 
     let settings = test_settings(1);
     let metrics = Arc::new(Metrics::new().unwrap());
@@ -270,38 +252,28 @@ async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
 
     // Reader A reads version 1 ("old") from PostgreSQL and is slow to cache it.
     // Meanwhile a batch commits version 2 and invalidates the key.
-    cache
-        .invalidate(&Touched {
-            movements: vec![],
-            stock: vec![(w, p, 2)],
-        })
-        .await;
+    cache.invalidate(vec![(key.clone(), 2)]).await;
     // A's late write of version 1 must not land.
-    cache.put(&key, 1, "old").await;
+    // Cached values are JSON; `get` parses them.
+    let (old, new) = ("\"old\"", "\"new\"");
+    cache.put(&key, 1, old).await;
     assert_eq!(
-        cache.get(&key).await,
+        cache.get::<String>(&key).await,
         None,
         "tombstone v2 refuses the v1 value"
     );
     // Reader B reads version 2 and caches it; a late v1 still cannot replace it.
-    cache.put(&key, 2, "new").await;
-    cache.put(&key, 1, "old").await;
-    assert_eq!(cache.get(&key).await.as_deref(), Some("new"));
+    cache.put(&key, 2, new).await;
+    cache.put(&key, 1, old).await;
+    assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
     // A repeated tombstone of the same version does not hide the fresh value;
     // a newer one does.
-    cache
-        .invalidate(&Touched {
-            movements: vec![],
-            stock: vec![(w, p, 2)],
-        })
-        .await;
-    assert_eq!(cache.get(&key).await.as_deref(), Some("new"));
-    cache
-        .invalidate(&Touched {
-            movements: vec![],
-            stock: vec![(w, p, 3)],
-        })
-        .await;
-    assert_eq!(cache.get(&key).await, None);
+    cache.invalidate(vec![(key.clone(), 2)]).await;
+    assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
+    cache.invalidate(vec![(key.clone(), 3)]).await;
+    assert_eq!(cache.get::<String>(&key).await, None);
+    // An entry that does not parse is never served as a hit.
+    cache.put(&key, 4, "not json").await;
+    assert_eq!(cache.get::<String>(&key).await, None);
     cache.quit().await;
 }

@@ -9,9 +9,9 @@ use crate::{helpers::TestApp, stream};
 async fn stream_with(compression: Compression, seed: u64) {
     let app = TestApp::spawn(2).await;
     let stream = stream::generate(seed, 300, 2, true);
-    for (p, values) in stream.partitions.iter().enumerate() {
+    for (p, values) in (0..).zip(&stream.partitions) {
         app.producer
-            .produce_with(p as i32, values.clone(), compression)
+            .produce_with(p, values.clone(), compression)
             .await;
     }
     app.wait_consumed().await;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use uuid::Uuid;
-use warehouse_monitor::config::{FaultStage, Settings};
+use warehouse_monitor::app::config::{FaultStage, Settings};
 
 use crate::{
     helpers::{Ev, Producer, TestApp, eventually, test_settings, wait_committed},
@@ -25,8 +25,8 @@ fn with_panic(stage: FaultStage, times: u32) -> Settings {
 /// Produces a stream, waits for it, checks the stock and the restart counter.
 async fn survives(app: &TestApp, seed: u64) {
     let stream = stream::generate(seed, 200, 2, true);
-    for (p, values) in stream.partitions.iter().enumerate() {
-        app.produce(p as i32, values.clone()).await;
+    for (p, values) in (0..).zip(&stream.partitions) {
+        app.produce(p, values.clone()).await;
     }
     app.wait_consumed().await;
     stream.assert_stock(&app.pool).await;
@@ -93,7 +93,7 @@ async fn failing_fetches_keep_the_lag_and_raise_the_stalled_flag() {
         .collect();
     let k = &settings.kafka;
     let client = warehouse_monitor::kafka::connect(k).await.unwrap();
-    warehouse_monitor::kafka::ensure_topic(&client, &k.topic, 1, true)
+    warehouse_monitor::kafka::ensure_topic(&client, k)
         .await
         .unwrap();
     Producer::connect(&settings).await.produce(0, values).await;

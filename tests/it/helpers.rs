@@ -1,8 +1,6 @@
 //! Test harness: spawn the real application on its own database, topic and
 //! port; build and produce events; wait for the consumer to catch up.
 
-#![allow(dead_code)]
-
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -13,7 +11,7 @@ use std::{
 
 use deadpool_postgres::Pool;
 use rskafka::{
-    chrono::Utc,
+    chrono::{DateTime, TimeZone, Utc},
     client::{
         Client, ClientBuilder,
         partition::{Compression, UnknownTopicHandling},
@@ -24,10 +22,13 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use warehouse_monitor::{config::Settings, consumer::status::Partitions, startup::Application};
+use warehouse_monitor::{
+    app::{config::Settings, startup::Application},
+    ingest::status::Partitions,
+};
 
 /// Settings of the local stack with a fresh database and topic.
-pub fn test_settings(partitions: i32) -> Settings {
+pub(crate) fn test_settings(partitions: i32) -> Settings {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut settings = Settings::load(&dir, None).expect("config/default.toml loads");
     let id = Uuid::new_v4().simple().to_string();
@@ -43,26 +44,35 @@ pub fn test_settings(partitions: i32) -> Settings {
     settings
 }
 
+/// A row of `rejected_events` (its raw bytes left out).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Rejected {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) reason: String,
+    pub(crate) detail: String,
+}
+
 /// A running application and what a test needs to drive it.
-pub struct TestApp {
-    pub settings: Settings,
-    pub addr: SocketAddr,
-    pub pool: Pool,
-    pub metrics: Arc<warehouse_monitor::metrics::Metrics>,
-    pub statuses: Partitions,
-    pub producer: Producer,
-    pub http: reqwest::Client,
+pub(crate) struct TestApp {
+    pub(crate) settings: Settings,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pool: Pool,
+    pub(crate) metrics: Arc<warehouse_monitor::app::metrics::Metrics>,
+    pub(crate) statuses: Partitions,
+    pub(crate) producer: Producer,
+    pub(crate) http: reqwest::Client,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
 impl TestApp {
-    pub async fn spawn(partitions: i32) -> Self {
+    pub(crate) async fn spawn(partitions: i32) -> Self {
         Self::spawn_with(test_settings(partitions)).await
     }
 
-    pub async fn spawn_with(settings: Settings) -> Self {
-        warehouse_monitor::telemetry::init(settings.log.format);
+    pub(crate) async fn spawn_with(settings: Settings) -> Self {
+        warehouse_monitor::app::telemetry::init(settings.log.format);
         let app = Application::build(settings.clone())
             .await
             .expect("application builds");
@@ -90,7 +100,7 @@ impl TestApp {
     }
 
     /// Stops the application gracefully, waits for it, and drops its database.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let url = self.settings.postgres.url.clone();
         self.stop_keeping_data().await;
         warehouse_monitor::store::drop_database(&url)
@@ -100,7 +110,7 @@ impl TestApp {
 
     /// Stops the application gracefully and waits for it; the database stays
     /// (another instance of the test still uses it).
-    pub async fn stop_keeping_data(mut self) {
+    pub(crate) async fn stop_keeping_data(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("application task");
@@ -109,43 +119,39 @@ impl TestApp {
     }
 
     /// Produces `values` to `partition`.
-    pub async fn produce(&self, partition: i32, values: Vec<Vec<u8>>) {
+    pub(crate) async fn produce(&self, partition: i32, values: Vec<Vec<u8>>) {
         self.producer.produce(partition, values).await;
     }
 
     /// Waits until every produced record is committed.
-    pub async fn wait_consumed(&self) {
+    pub(crate) async fn wait_consumed(&self) {
         wait_consumed(&self.pool, &self.settings.kafka.topic, &self.producer).await;
     }
 
     /// Waits until every produced record's batch has had its cache keys invalidated.
-    pub async fn wait_invalidated(&self) {
+    pub(crate) async fn wait_invalidated(&self) {
         let target = self.producer.produced();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
+        // Checked every 2 ms: tests/it/cache.rs waits for 30 batches in a row.
+        let patience = Patience::secs(60).every(Duration::from_millis(2));
+        eventually(patience, || async {
             let done = target.iter().all(|(p, end)| {
                 self.statuses
                     .get(*p)
                     .and_then(|s| s.invalidated())
                     .is_some_and(|i| i >= *end)
             });
-            if done {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "invalidation never reached {target:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+            done.then_some(())
+                .ok_or_else(|| format!("invalidation reaches {target:?}"))
+        })
+        .await;
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
     /// GET `path`; returns the status and the body parsed as JSON.
-    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get_json(&self, path: &str) -> (u16, Value) {
         let response = self.http.get(self.url(path)).send().await.expect("request");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
@@ -154,11 +160,12 @@ impl TestApp {
         (status, body)
     }
 
-    pub async fn stock(&self, warehouse: Uuid, product: Uuid) -> Option<i64> {
+    pub(crate) async fn stock(&self, warehouse: Uuid, product: Uuid) -> Option<i64> {
         stock(&self.pool, warehouse, product).await
     }
 
-    pub async fn rejected(&self) -> Vec<(i32, i64, String, String)> {
+    /// Every row of `rejected_events`, in partition and offset order.
+    pub(crate) async fn rejected(&self) -> Vec<Rejected> {
         let client = self.pool.get().await.unwrap();
         client
             .query(
@@ -169,11 +176,16 @@ impl TestApp {
             .await
             .unwrap()
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .map(|r| Rejected {
+                partition: r.get("kafka_partition"),
+                offset: r.get("kafka_offset"),
+                reason: r.get("reason"),
+                detail: r.get("detail"),
+            })
             .collect()
     }
 
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         let client = self.pool.get().await.unwrap();
         client
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
@@ -183,7 +195,7 @@ impl TestApp {
     }
 }
 
-pub async fn stock(pool: &Pool, warehouse: Uuid, product: Uuid) -> Option<i64> {
+pub(crate) async fn stock(pool: &Pool, warehouse: Uuid, product: Uuid) -> Option<i64> {
     let client = pool.get().await.unwrap();
     client
         .query_opt(
@@ -196,30 +208,25 @@ pub async fn stock(pool: &Pool, warehouse: Uuid, product: Uuid) -> Option<i64> {
 }
 
 /// Waits until the stored offsets reach what `producer` produced (90 s at most).
-pub async fn wait_consumed(pool: &Pool, topic: &str, producer: &Producer) {
+pub(crate) async fn wait_consumed(pool: &Pool, topic: &str, producer: &Producer) {
     wait_committed(pool, topic, &producer.produced()).await;
 }
 
 /// Waits until the stored offset of each partition reaches `target` (90 s at most).
-pub async fn wait_committed(pool: &Pool, topic: &str, target: &HashMap<i32, i64>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
+pub(crate) async fn wait_committed(pool: &Pool, topic: &str, target: &HashMap<i32, i64>) {
+    eventually(90, || async {
         let committed = committed_offsets(pool, topic).await;
-        if target
+        let caught_up = target
             .iter()
-            .all(|(p, end)| committed.get(p).copied().unwrap_or(0) >= *end)
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "consumer did not catch up: target {target:?}, committed {committed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .all(|(p, end)| committed.get(p).copied().unwrap_or(0) >= *end);
+        caught_up.then_some(()).ok_or_else(|| {
+            format!("consumer catches up: target {target:?}, committed {committed:?}")
+        })
+    })
+    .await;
 }
 
-pub async fn committed_offsets(pool: &Pool, topic: &str) -> HashMap<i32, i64> {
+pub(crate) async fn committed_offsets(pool: &Pool, topic: &str) -> HashMap<i32, i64> {
     let client = pool.get().await.unwrap();
     client
         .query(
@@ -234,14 +241,14 @@ pub async fn committed_offsets(pool: &Pool, topic: &str) -> HashMap<i32, i64> {
 }
 
 /// Produces to the test's topic and remembers how far each partition goes.
-pub struct Producer {
+pub(crate) struct Producer {
     client: Client,
     topic: String,
     produced: Mutex<HashMap<i32, i64>>,
 }
 
 impl Producer {
-    pub async fn connect(settings: &Settings) -> Self {
+    pub(crate) async fn connect(settings: &Settings) -> Self {
         let client = ClientBuilder::new(settings.kafka.brokers.clone())
             .build()
             .await
@@ -253,13 +260,13 @@ impl Producer {
         }
     }
 
-    pub async fn produce(&self, partition: i32, values: Vec<Vec<u8>>) {
+    pub(crate) async fn produce(&self, partition: i32, values: Vec<Vec<u8>>) {
         self.produce_with(partition, values, Compression::NoCompression)
             .await;
     }
 
     /// Produces `values` in record batches of 500, compressed with `compression`.
-    pub async fn produce_with(
+    pub(crate) async fn produce_with(
         &self,
         partition: i32,
         values: Vec<Vec<u8>>,
@@ -277,7 +284,7 @@ impl Producer {
                     key: None,
                     value: Some(v.clone()),
                     headers: Default::default(),
-                    timestamp: Utc::now(),
+                    timestamp: now(),
                 })
                 .collect();
             let offsets = pc.produce(records, compression).await.expect("produce");
@@ -289,29 +296,41 @@ impl Producer {
     }
 
     /// Next offset after the last produced record, per partition.
-    pub fn produced(&self) -> HashMap<i32, i64> {
+    pub(crate) fn produced(&self) -> HashMap<i32, i64> {
         self.produced.lock().unwrap().clone()
     }
 
-    pub fn total(&self) -> i64 {
+    pub(crate) fn total(&self) -> i64 {
         self.produced().values().sum()
     }
 }
 
+/// The wall clock as a record timestamp (rskafka's chrono comes without its
+/// clock feature, and the tests need no chrono of their own for it).
+fn now() -> DateTime<Utc> {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    let millis = i64::try_from(since_epoch.as_millis()).expect("milliseconds fit an i64");
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .expect("a valid timestamp")
+}
+
 /// Builds event JSON the way a warehouse would send it.
 #[derive(Debug, Clone)]
-pub struct Ev {
-    pub movement_id: Uuid,
-    pub warehouse_id: Uuid,
-    pub code: String,
-    pub product_id: Uuid,
-    pub quantity: i64,
-    pub event: &'static str,
-    pub timestamp: String,
+pub(crate) struct Ev {
+    pub(crate) movement_id: Uuid,
+    pub(crate) warehouse_id: Uuid,
+    pub(crate) code: String,
+    pub(crate) product_id: Uuid,
+    pub(crate) quantity: i64,
+    pub(crate) event: &'static str,
+    pub(crate) timestamp: String,
 }
 
 impl Ev {
-    pub fn departure(movement: Uuid, warehouse: Uuid, product: Uuid, quantity: i64) -> Self {
+    pub(crate) fn departure(movement: Uuid, warehouse: Uuid, product: Uuid, quantity: i64) -> Self {
         Self {
             movement_id: movement,
             warehouse_id: warehouse,
@@ -323,7 +342,7 @@ impl Ev {
         }
     }
 
-    pub fn arrival(movement: Uuid, warehouse: Uuid, product: Uuid, quantity: i64) -> Self {
+    pub(crate) fn arrival(movement: Uuid, warehouse: Uuid, product: Uuid, quantity: i64) -> Self {
         Self {
             code: "WH-3423".into(),
             event: "arrival",
@@ -332,17 +351,12 @@ impl Ev {
         }
     }
 
-    pub fn at(mut self, timestamp: &str) -> Self {
+    pub(crate) fn at(mut self, timestamp: &str) -> Self {
         self.timestamp = timestamp.into();
         self
     }
 
-    pub fn code(mut self, code: &str) -> Self {
-        self.code = code.into();
-        self
-    }
-
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "id": Uuid::new_v4().to_string(),
             "source": self.code,
@@ -364,14 +378,14 @@ impl Ev {
         })
     }
 
-    pub fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.json()).unwrap()
     }
 }
 
 /// Starts the real binary (`serve`) as a separate process on `settings`'
 /// database and topic, so that a test can SIGKILL it.
-pub fn start_service(settings: &Settings) -> std::process::Child {
+pub(crate) fn start_service(settings: &Settings) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
         .args([
             "--config-dir",
@@ -395,7 +409,7 @@ pub fn start_service(settings: &Settings) -> std::process::Child {
 
 /// Deterministic content of every table (wall-clock columns and cache
 /// versions left out: they depend on when and in which batches rows changed).
-pub async fn dump(pool: &Pool) -> Vec<String> {
+pub(crate) async fn dump(pool: &Pool) -> Vec<String> {
     let client = pool.get().await.unwrap();
     let queries = [
         "SELECT movement_id, product_id, event, warehouse_id, warehouse_code, quantity, happened_at,
@@ -418,22 +432,85 @@ pub async fn dump(pool: &Pool) -> Vec<String> {
     tables
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, for `secs` seconds at
-/// most; returns what it returned, or fails the test.
-pub async fn eventually<T, F, Fut>(secs: u64, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(found) = check().await {
-            return found;
+/// How long [`eventually`] keeps checking, and how often.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Patience {
+    timeout: Duration,
+    every: Duration,
+}
+
+impl Patience {
+    /// `secs` seconds, checking every 50 ms.
+    pub(crate) fn secs(secs: u64) -> Self {
+        Self {
+            timeout: Duration::from_secs(secs),
+            every: Duration::from_millis(50),
         }
+    }
+
+    /// Checks every `every` instead (a test that acts as soon as something
+    /// happens, not long after).
+    pub(crate) fn every(self, every: Duration) -> Self {
+        Self { every, ..self }
+    }
+}
+
+impl From<u64> for Patience {
+    fn from(secs: u64) -> Self {
+        Self::secs(secs)
+    }
+}
+
+/// What a check of [`eventually`] returns: `Some(value)` or `Ok(value)` once
+/// the condition holds; `None`, or `Err(what is awaited and what was seen)`
+/// for the failure message, while it does not.
+pub(crate) trait Outcome {
+    type Value;
+    fn into_result(self) -> Result<Self::Value, String>;
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        self.ok_or_else(|| "condition".to_owned())
+    }
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    type Value = T;
+    fn into_result(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Runs `check` until it succeeds, for `patience` (seconds, or a
+/// [`Patience`]) at most; returns what it found, or fails the test with the
+/// last thing `check` reported.
+pub(crate) async fn eventually<O, F, Fut>(patience: impl Into<Patience>, mut check: F) -> O::Value
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = O>,
+{
+    let Patience { timeout, every } = patience.into();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let why = match check().await.into_result() {
+            Ok(found) => return found,
+            Err(why) => why,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "condition not met within {secs} s"
+            "not met within {timeout:?}: {why}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
+}
+
+/// A TCP port free on 127.0.0.1 at the time of the call.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
 }

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::helpers::{Ev, TestApp};
+use crate::helpers::{Ev, Rejected, TestApp};
 
 struct Movement {
     id: Uuid,
@@ -21,10 +21,16 @@ fn movement() -> Movement {
     }
 }
 
-async fn movement_row(
-    app: &TestApp,
-    id: Uuid,
-) -> (Option<Uuid>, Option<Uuid>, Option<String>, Option<String>) {
+/// The sides of a row of `movements`.
+#[derive(Debug)]
+struct MovementRow {
+    sender_id: Option<Uuid>,
+    receiver_id: Option<Uuid>,
+    sender_code: Option<String>,
+    receiver_code: Option<String>,
+}
+
+async fn movement_row(app: &TestApp, id: Uuid) -> MovementRow {
     let client = app.pool.get().await.unwrap();
     let row = client
         .query_one(
@@ -33,7 +39,12 @@ async fn movement_row(
         )
         .await
         .unwrap();
-    (row.get(0), row.get(1), row.get(2), row.get(3))
+    MovementRow {
+        sender_id: row.get("sender_id"),
+        receiver_id: row.get("receiver_id"),
+        sender_code: row.get("sender_code"),
+        receiver_code: row.get("receiver_code"),
+    }
 }
 
 #[tokio::test]
@@ -57,10 +68,13 @@ async fn departure_and_arrival_land_as_one_movement_and_move_stock_on_both_sides
     assert_eq!(app.stock(m.receiver, m.product).await, Some(100));
     assert_eq!(app.count("movement_events").await, 2);
     assert_eq!(app.count("movements").await, 1);
-    let (sender, receiver, sender_code, receiver_code) = movement_row(&app, m.id).await;
-    assert_eq!((sender, receiver), (Some(m.sender), Some(m.receiver)));
-    assert_eq!(sender_code.as_deref(), Some("WH-3322"));
-    assert_eq!(receiver_code.as_deref(), Some("WH-3423"));
+    let row = movement_row(&app, m.id).await;
+    assert_eq!(
+        (row.sender_id, row.receiver_id),
+        (Some(m.sender), Some(m.receiver))
+    );
+    assert_eq!(row.sender_code.as_deref(), Some("WH-3322"));
+    assert_eq!(row.receiver_code.as_deref(), Some("WH-3423"));
     assert!(app.rejected().await.is_empty());
     app.stop().await;
 }
@@ -77,7 +91,7 @@ async fn arrival_before_departure_gives_the_same_final_state() {
     app.wait_consumed().await;
     // Only the arrival so far: the receiver has the goods, the sender is unknown.
     assert_eq!(app.stock(m.receiver, m.product).await, Some(40));
-    assert_eq!(movement_row(&app, m.id).await.0, None);
+    assert_eq!(movement_row(&app, m.id).await.sender_id, None);
 
     app.produce(
         0,
@@ -87,8 +101,11 @@ async fn arrival_before_departure_gives_the_same_final_state() {
     app.wait_consumed().await;
     assert_eq!(app.stock(m.sender, m.product).await, Some(-40));
     assert_eq!(app.stock(m.receiver, m.product).await, Some(40));
-    let (sender, receiver, _, _) = movement_row(&app, m.id).await;
-    assert_eq!((sender, receiver), (Some(m.sender), Some(m.receiver)));
+    let row = movement_row(&app, m.id).await;
+    assert_eq!(
+        (row.sender_id, row.receiver_id),
+        (Some(m.sender), Some(m.receiver))
+    );
     assert_eq!(app.count("movement_events").await, 2);
     app.stop().await;
 }
@@ -117,7 +134,12 @@ async fn exact_duplicate_changes_nothing_and_a_conflicting_repeat_is_rejected() 
     assert_eq!(app.stock(m.sender, m.product).await, Some(-7));
     let rejected = app.rejected().await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    let (partition, offset, reason, detail) = &rejected[0];
+    let Rejected {
+        partition,
+        offset,
+        reason,
+        detail,
+    } = &rejected[0];
     assert_eq!((*partition, *offset, reason.as_str()), (0, 2, "conflict"));
     assert!(detail.contains(&m.id.to_string()), "{detail}");
 
@@ -127,7 +149,7 @@ async fn exact_duplicate_changes_nothing_and_a_conflicting_repeat_is_rejected() 
     app.wait_consumed().await;
     let rejected = app.rejected().await;
     assert_eq!(rejected.len(), 2);
-    assert_eq!(rejected[1].2, "conflict");
+    assert_eq!(rejected[1].reason, "conflict");
     assert_eq!(app.stock(other.warehouse_id, other.product_id).await, None);
     app.stop().await;
 }

@@ -3,12 +3,10 @@
 //! instance joins, and those of an instance that stops, or dies, are taken
 //! over by another.
 
-use std::time::Duration;
-
 use warehouse_monitor::kafka;
 
 use crate::{
-    helpers::{self, TestApp, test_settings},
+    helpers::{self, TestApp, eventually, test_settings},
     stream::{self, Stream},
 };
 
@@ -21,26 +19,16 @@ fn owned(app: &TestApp) -> Vec<i32> {
         .collect()
 }
 
-async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 /// Produces one half (`part` 0 or 1) of every partition's records.
 async fn produce_half(app: &TestApp, stream: &Stream, part: usize) {
-    for (p, values) in stream.partitions.iter().enumerate() {
+    for (p, values) in (0..).zip(&stream.partitions) {
         let mid = values.len() / 2;
         let half = if part == 0 {
             &values[..mid]
         } else {
             &values[mid..]
         };
-        app.produce(p as i32, half.to_vec()).await;
+        app.produce(p, half.to_vec()).await;
     }
 }
 
@@ -48,14 +36,19 @@ async fn produce_half(app: &TestApp, stream: &Stream, part: usize) {
 async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_taken_over() {
     let settings = test_settings(3);
     let first = TestApp::spawn_with(settings.clone()).await;
-    wait_until("the first instance holds every partition", || {
-        owned(&first).len() == 3
+    eventually(5, || async {
+        (owned(&first).len() == 3)
+            .then_some(())
+            .ok_or("the first instance holds every partition")
     })
     .await;
     let second = TestApp::spawn_with(settings).await;
     // ceil(3 / 2) = 2 for the first; the one it hands back goes to the newcomer.
-    wait_until("the partitions are shared 2 + 1", || {
-        owned(&first).len() == 2 && owned(&second).len() == 1
+    eventually(5, || async {
+        let (a, b) = (owned(&first), owned(&second));
+        (a.len() == 2 && b.len() == 1)
+            .then_some(())
+            .ok_or_else(|| format!("the partitions are shared 2 + 1: {a:?} and {b:?}"))
     })
     .await;
     let (a, b) = (owned(&first), owned(&second));
@@ -73,8 +66,10 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
     assert!(by_second >= 1, "the second instance consumed its partition");
 
     first.stop_keeping_data().await; // leaves the group and releases its leases
-    wait_until("the second instance holds every partition", || {
-        owned(&second).len() == 3
+    eventually(5, || async {
+        (owned(&second).len() == 3)
+            .then_some(())
+            .ok_or("the second instance holds every partition")
     })
     .await;
     produce_half(&second, &stream, 1).await;
@@ -87,13 +82,11 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
 async fn a_killed_instances_partitions_are_taken_over_when_its_leases_expire() {
     let settings = test_settings(3);
     let client = kafka::connect(&settings.kafka).await.unwrap();
-    kafka::ensure_topic(&client, &settings.kafka.topic, 3, true)
+    kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
+    let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
         .await
         .unwrap();
-    warehouse_monitor::startup::migrate(&settings)
-        .await
-        .unwrap();
-    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
+    let pool = store.pool();
 
     // The first instance is a separate process, so that it can be SIGKILLed.
     let mut first = helpers::start_service(&settings);
@@ -107,20 +100,21 @@ async fn a_killed_instances_partitions_are_taken_over_when_its_leases_expire() {
         .unwrap()
         .get::<_, i64>(0)
     };
-    for _ in 0..200 {
-        if leased().await == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(
-        leased().await,
-        3,
-        "the first instance holds every partition"
-    );
+    eventually(5, || async {
+        let leased = leased().await;
+        (leased == 3)
+            .then_some(())
+            .ok_or_else(|| format!("the first instance holds every partition: {leased} of 3"))
+    })
+    .await;
     let second = TestApp::spawn_with(settings).await;
 
-    wait_until("the newcomer gets its share", || owned(&second).len() == 1).await;
+    eventually(5, || async {
+        (owned(&second).len() == 1)
+            .then_some(())
+            .ok_or("the newcomer gets its share")
+    })
+    .await;
 
     let stream = stream::generate(6, 600, 3, false);
     produce_half(&second, &stream, 0).await;

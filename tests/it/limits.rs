@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Ev, TestApp, test_settings},
+    helpers::{Ev, Rejected, TestApp, test_settings},
     monitoring::scrape,
 };
 
@@ -28,7 +28,12 @@ async fn a_five_mebibyte_record_is_rejected_as_too_large_and_later_records_apply
 
     let rejected = app.rejected().await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    let (_, offset, reason, detail) = &rejected[0];
+    let Rejected {
+        offset,
+        reason,
+        detail,
+        ..
+    } = &rejected[0];
     assert_eq!((*offset, reason.as_str()), (1, "too_large"));
     assert!(detail.contains(&huge.len().to_string()), "{detail}");
     let client = app.pool.get().await.unwrap();
@@ -63,9 +68,9 @@ async fn a_batch_closes_at_max_bytes() {
     let m = scrape(&app).await;
     let batches = m.value("wm_batches_committed_total", &[("partition", "0")]);
     // Each batch holds at most 4096 bytes plus one record.
-    let most_per_batch = (4096 + per_record) as f64;
+    let fewest = u32::try_from(total / (4096 + per_record)).unwrap();
     assert!(
-        batches >= (total as f64 / most_per_batch).floor(),
+        batches >= f64::from(fewest),
         "{batches} batches for {total} bytes"
     );
     assert!(batches >= 4.0, "{batches}");

@@ -2,20 +2,20 @@
 //! such a fetch with the next batch), and from an offset the broker's log no
 //! longer has, under each policy.
 
-use std::time::Duration;
-
 use uuid::Uuid;
-use warehouse_monitor::{config::OffsetReset, kafka};
+use warehouse_monitor::{app::config::OffsetReset, kafka};
 
-use crate::helpers::{Ev, TestApp, test_settings};
+use crate::helpers::{Ev, TestApp, eventually, test_settings};
 
 /// Creates the topic, produces `n` arrivals in one producer batch, and stores
 /// `offset` as partition 0's committed offset, before any consumer runs.
-async fn prepare(settings: &warehouse_monitor::config::Settings, n: usize, offset: i64) -> Vec<Ev> {
+async fn prepare(
+    settings: &warehouse_monitor::app::config::Settings,
+    n: usize,
+    offset: i64,
+) -> Vec<Ev> {
     let client = kafka::connect(&settings.kafka).await.unwrap();
-    kafka::ensure_topic(&client, &settings.kafka.topic, 1, true)
-        .await
-        .unwrap();
+    kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
     let producer = crate::helpers::Producer::connect(settings).await;
     let events: Vec<Ev> = (0..n)
         .map(|_| Ev::arrival(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 1))
@@ -23,8 +23,10 @@ async fn prepare(settings: &warehouse_monitor::config::Settings, n: usize, offse
     producer
         .produce(0, events.iter().map(Ev::bytes).collect())
         .await;
-    warehouse_monitor::startup::migrate(settings).await.unwrap();
-    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
+    let (store, _) = warehouse_monitor::app::startup::migrate(settings)
+        .await
+        .unwrap();
+    let pool = store.pool();
     let client = pool.get().await.unwrap();
     client
         .execute(
@@ -36,23 +38,16 @@ async fn prepare(settings: &warehouse_monitor::config::Settings, n: usize, offse
     events
 }
 
-async fn wait_for(app: &TestApp, what: &str, check: impl Fn(&TestApp) -> bool) {
-    for _ in 0..400 {
-        if check(app) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 #[tokio::test]
 async fn resuming_inside_a_producer_batch_loses_nothing() {
     let settings = test_settings(1);
     let events = prepare(&settings, 300, 120).await;
     let app = TestApp::spawn_with(settings).await;
-    wait_for(&app, "offset 300 is committed", |a| {
-        a.statuses.get(0).unwrap().committed() == Some(300)
+    eventually(10, || async {
+        let committed = app.statuses.get(0).unwrap().committed();
+        (committed == Some(300))
+            .then_some(())
+            .ok_or_else(|| format!("offset 300 is committed: {committed:?}"))
     })
     .await;
     // Exactly the records from offset 120 on were applied, none skipped.
@@ -73,8 +68,11 @@ async fn offset_beyond_the_log_resumes_from_the_earliest_offset_and_is_counted()
     let settings = test_settings(1);
     prepare(&settings, 10, 5_000).await;
     let app = TestApp::spawn_with(settings).await;
-    wait_for(&app, "the log is re-read", |a| {
-        a.statuses.get(0).unwrap().committed() == Some(10)
+    eventually(10, || async {
+        let committed = app.statuses.get(0).unwrap().committed();
+        (committed == Some(10))
+            .then_some(())
+            .ok_or_else(|| format!("the log is re-read to offset 10: {committed:?}"))
     })
     .await;
     assert_eq!(app.count("movement_events").await, 10);
@@ -97,8 +95,12 @@ async fn offset_beyond_the_log_stops_the_partition_under_the_fail_policy() {
     settings.kafka.offset_out_of_range = OffsetReset::Fail;
     prepare(&settings, 10, 5_000).await;
     let app = TestApp::spawn_with(settings).await;
-    wait_for(&app, "the partition reports its error", |a| {
-        a.statuses.get(0).unwrap().last_error().is_some()
+    eventually(10, || async {
+        let status = app.statuses.get(0).unwrap();
+        status
+            .last_error()
+            .map(drop)
+            .ok_or("the partition reports its error")
     })
     .await;
     let (status, body) = app.get_json("/health/ready").await;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    helpers::{TestApp, committed_offsets, test_settings},
+    helpers::{Patience, TestApp, committed_offsets, eventually, free_port, test_settings},
     stream,
 };
 
@@ -115,11 +115,7 @@ impl Drop for OwnPostgres {
 
 #[tokio::test]
 async fn postgres_crash_mid_stream_loses_nothing_and_counts_nothing_twice() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let pg = OwnPostgres::init(port);
     pg.start();
     let mut settings = test_settings(3);
@@ -129,24 +125,23 @@ async fn postgres_crash_mid_stream_loses_nothing_and_counts_nothing_twice() {
 
     let stream = stream::generate(21, 2_000, 3, true);
     let total: usize = stream.partitions.iter().map(Vec::len).sum();
-    for (p, values) in stream.partitions.iter().enumerate() {
-        app.produce(p as i32, values.clone()).await;
+    for (p, values) in (0..).zip(&stream.partitions) {
+        app.produce(p, values.clone()).await;
     }
-    // Crash once some, but not all, of the stream is committed.
-    let mut committed = 0;
-    for _ in 0..2_000 {
-        committed = committed_offsets(&app.pool, &app.settings.kafka.topic)
+    // Crash once some, but not all, of the stream is committed (checked
+    // every 5 ms, so that the crash comes soon after the first commit).
+    let patience = Patience::secs(10).every(Duration::from_millis(5));
+    let committed = eventually(patience, || async {
+        let committed = committed_offsets(&app.pool, &app.settings.kafka.topic)
             .await
             .values()
             .sum::<i64>();
-        if committed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (committed > 0).then_some(committed)
+    })
+    .await;
     pg.crash();
     assert!(
-        (committed as usize) < total,
+        usize::try_from(committed).unwrap() < total,
         "the crash came after the whole stream"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;

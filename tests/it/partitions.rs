@@ -34,8 +34,8 @@ async fn partitions_added_while_running_are_consumed() {
     // A new client: the test's producer cached the one-partition metadata.
     let producer = Producer::connect(&settings).await;
     let stream = stream::generate(51, 300, 3, true);
-    for (p, values) in stream.partitions.iter().enumerate() {
-        producer.produce(p as i32, values.clone()).await;
+    for (p, values) in (0..).zip(&stream.partitions) {
+        producer.produce(p, values.clone()).await;
     }
     wait_consumed(&app.pool, topic, &producer).await;
     stream.assert_stock(&app.pool).await;

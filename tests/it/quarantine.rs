@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Ev, TestApp, test_settings},
+    helpers::{Ev, Rejected, TestApp, test_settings},
     monitoring::scrape,
 };
 
@@ -38,7 +38,12 @@ async fn a_record_the_database_refuses_is_quarantined_and_the_rest_applies() {
 
     let rejected = app.rejected().await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
-    let (partition, offset, reason, detail) = &rejected[0];
+    let Rejected {
+        partition,
+        offset,
+        reason,
+        detail,
+    } = &rejected[0];
     assert_eq!(
         (*partition, *offset, reason.as_str()),
         (0, 23, "unprocessable")

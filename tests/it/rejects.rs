@@ -51,12 +51,11 @@ async fn each_reason_code_is_stored_and_later_good_records_apply() {
     app.wait_consumed().await;
 
     let rejected = app.rejected().await;
-    let codes: Vec<(i64, &str)> = rejected.iter().map(|r| (r.1, r.2.as_str())).collect();
-    let mut expected: Vec<(i64, &str)> = bad
+    let codes: Vec<(i64, &str)> = rejected
         .iter()
-        .enumerate()
-        .map(|(i, (_, c))| (i as i64 + 1, *c))
+        .map(|r| (r.offset, r.reason.as_str()))
         .collect();
+    let mut expected: Vec<(i64, &str)> = (1..).zip(&bad).map(|(o, (_, c))| (o, *c)).collect();
     expected.push((6, "conflict"));
     assert_eq!(codes, expected);
 
@@ -71,7 +70,8 @@ async fn each_reason_code_is_stored_and_later_good_records_apply() {
         .unwrap()
         .get(0);
     assert_eq!(raw, values[3]);
-    assert!(rejected[2].3.contains("product_id"), "{}", rejected[2].3);
+    let detail = &rejected[2].detail;
+    assert!(detail.contains("product_id"), "{detail}");
 
     // The good records around them are applied.
     assert_eq!(app.count("movement_events").await, 3);

@@ -12,10 +12,10 @@ async fn replaying_the_whole_topic_changes_nothing() {
     let settings = test_settings(2);
     let app = TestApp::spawn_with(settings.clone()).await;
     let stream = stream::generate(13, 300, 2, true);
-    for (p, values) in stream.partitions.iter().enumerate() {
+    for (p, values) in (0..).zip(&stream.partitions) {
         let mut values = values.clone();
         values.push(b"not json".to_vec());
-        app.produce(p as i32, values).await;
+        app.produce(p, values).await;
     }
     app.wait_consumed().await;
     let once = helpers::dump(&app.pool).await;
@@ -23,19 +23,25 @@ async fn replaying_the_whole_topic_changes_nothing() {
         let c = pool.get().await.unwrap();
         let row = c
             .query_one(
-                "SELECT (SELECT sum(version)::bigint FROM stock), (SELECT sum(version)::bigint FROM movements)",
+                "SELECT (SELECT sum(version)::bigint FROM stock) AS stock,
+                        (SELECT sum(version)::bigint FROM movements) AS movements",
                 &[],
             )
             .await
             .unwrap();
-        (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+        Versions {
+            stock: row.get("stock"),
+            movements: row.get("movements"),
+        }
     };
     let versions_once = versions(app.pool.clone()).await;
     let produced = app.producer.produced();
     app.stop_keeping_data().await;
 
     // The operator resets the offsets; the next instance reads everything again.
-    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
+    let pool = warehouse_monitor::store::Store::new(&settings.postgres)
+        .unwrap()
+        .pool();
     pool.get()
         .await
         .unwrap()
@@ -70,6 +76,13 @@ async fn replaying_the_whole_topic_changes_nothing() {
         "everything read again"
     );
     again.stop().await;
+}
+
+/// The sums of the cache versions of `stock` and `movements` rows.
+#[derive(Debug, PartialEq)]
+struct Versions {
+    stock: Option<i64>,
+    movements: Option<i64>,
 }
 
 fn first_line(s: &str) -> &str {

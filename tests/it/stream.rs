@@ -9,15 +9,15 @@ use uuid::Uuid;
 use crate::helpers::Ev;
 
 /// Records per partition, and the stock they must leave.
-pub struct Stream {
-    pub partitions: Vec<Vec<Vec<u8>>>,
-    pub expected_stock: HashMap<(Uuid, Uuid), i64>,
-    pub events: usize,
+pub(crate) struct Stream {
+    pub(crate) partitions: Vec<Vec<Vec<u8>>>,
+    pub(crate) expected_stock: HashMap<(Uuid, Uuid), i64>,
+    pub(crate) events: usize,
 }
 
 impl Stream {
     /// Asserts that the stock table holds exactly the expected totals.
-    pub async fn assert_stock(&self, pool: &deadpool_postgres::Pool) {
+    pub(crate) async fn assert_stock(&self, pool: &deadpool_postgres::Pool) {
         let client = pool.get().await.unwrap();
         let rows = client
             .query("SELECT warehouse_id, product_id, quantity FROM stock", &[])
@@ -41,7 +41,7 @@ impl Stream {
 /// departure so far; about 5 % of events are sent twice, byte for byte, as a
 /// producer retry would: on the same partition when `retry_same_partition`,
 /// else on any partition.
-pub fn generate(
+pub(crate) fn generate(
     seed: u64,
     movements: usize,
     partitions: usize,

@@ -11,7 +11,7 @@ use proptest::{
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
-use warehouse_monitor::{api::model::Sender, event};
+use warehouse_monitor::{api::model::Sender, domain::event};
 
 use crate::helpers::{Ev, TestApp};
 
@@ -134,7 +134,10 @@ async fn edge_years_are_served_and_out_of_range_times_are_rejected() {
     let rejected = app.rejected().await;
     let got: Vec<(i64, &str, &str)> = rejected
         .iter()
-        .map(|r| (r.1, r.2.as_str(), r.3.split(' ').next().unwrap()))
+        .map(|r| {
+            let field = r.detail.split(' ').next().unwrap();
+            (r.offset, r.reason.as_str(), field)
+        })
         .collect();
     assert_eq!(
         got,

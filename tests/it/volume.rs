@@ -26,8 +26,8 @@ async fn ten_thousand_events_over_three_partitions_give_the_expected_stock() {
     let stream = stream::generate(7, 3_000, 3, false);
     assert!(stream.events >= 10_000, "only {} events", stream.events);
     let app = TestApp::spawn(3).await;
-    for (p, values) in stream.partitions.iter().enumerate() {
-        app.produce(p as i32, values.clone()).await;
+    for (p, values) in (0..).zip(&stream.partitions) {
+        app.produce(p, values.clone()).await;
     }
     app.wait_consumed().await;
 

@@ -23,12 +23,12 @@ const SIZE: (u32, u32) = (1200, 800);
 const FONT: &str = "sans-serif";
 
 /// The usual DejaVu location on Debian and Ubuntu.
-pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+pub(crate) const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 static REGISTERED: OnceLock<()> = OnceLock::new();
 
 /// Registers the TrueType file used for all text (once per process).
-pub fn load_font(path: &Path) -> Result<(), BenchError> {
+pub(crate) fn load_font(path: &Path) -> Result<(), BenchError> {
     if REGISTERED.get().is_some() {
         return Ok(());
     }
@@ -46,14 +46,14 @@ pub fn load_font(path: &Path) -> Result<(), BenchError> {
 
 /// One sweep: a figure per step, against users or target rate.
 #[derive(Debug, Clone)]
-pub struct Sweep<'a> {
-    pub title: String,
-    pub x_label: &'a str,
-    pub x: Vec<f64>,
-    pub per_second: Vec<f64>,
-    pub p50: Vec<f64>,
-    pub p95: Vec<f64>,
-    pub p99: Vec<f64>,
+pub(crate) struct Sweep<'a> {
+    pub(crate) title: String,
+    pub(crate) x_label: &'a str,
+    pub(crate) x: Vec<f64>,
+    pub(crate) per_second: Vec<f64>,
+    pub(crate) p50: Vec<f64>,
+    pub(crate) p95: Vec<f64>,
+    pub(crate) p99: Vec<f64>,
 }
 
 type Drawn = Result<(), String>;
@@ -93,7 +93,7 @@ fn both(
 }
 
 /// `stem.{svg,png}`: requests/s (top) and latency percentiles (bottom).
-pub fn sweep(stem: &Path, data: &Sweep<'_>) -> Result<Vec<PathBuf>, BenchError> {
+pub(crate) fn sweep(stem: &Path, data: &Sweep<'_>) -> Result<Vec<PathBuf>, BenchError> {
     both(
         stem,
         |root| draw_sweep(root, data),
@@ -102,7 +102,7 @@ pub fn sweep(stem: &Path, data: &Sweep<'_>) -> Result<Vec<PathBuf>, BenchError> 
 }
 
 /// `stem.{svg,png}`: the run over time.
-pub fn timeline(
+pub(crate) fn timeline(
     stem: &Path,
     title: &str,
     points: &[TimePoint],
@@ -124,6 +124,22 @@ fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     (lo / 1.6)..(hi * 1.6)
 }
 
+/// Ticks 1, 2, 5, 10, 20, 50… inside `range`, for a logarithmic axis.
+fn one_two_five(range: &Range<f64>) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(range.start.max(1e-3).log10().floor());
+    while decade <= range.end {
+        for m in [1.0, 2.0, 5.0] {
+            let v = decade * m;
+            if v >= range.start && v <= range.end {
+                ticks.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
+}
+
 fn max_of(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
@@ -142,24 +158,37 @@ fn draw_sweep<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &Sweep<'_
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(&data.title, (FONT, 30)).map_err(err)?;
     let (upper, lower) = root.split_vertically(SIZE.1 as i32 * 45 / 100);
-    let x_range = log_range(data.x.iter().copied());
-    let points = |ys: &[f64]| -> Vec<(f64, f64)> {
-        data.x.iter().copied().zip(ys.iter().copied()).collect()
+    // One slot per step, evenly spaced (the steps are roughly logarithmic),
+    // labelled with the step's own value.
+    let n = data.x.len().max(1);
+    let x_range = -0.4..(n as f64 - 0.6);
+    let x_label = |v: &f64| -> String {
+        let i = v.round();
+        if (v - i).abs() > 1e-6 || i < 0.0 {
+            return String::new();
+        }
+        data.x.get(i as usize).map_or(String::new(), |x| number(*x))
     };
+    let points = |ys: &[f64]| -> Vec<(f64, f64)> {
+        ys.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect()
+    };
+    let light = RGBColor(235, 235, 235);
 
     let y_max = (max_of(&data.per_second) * 1.15).max(1.0);
     let mut chart = ChartBuilder::on(&upper)
         .margin(15)
         .x_label_area_size(50)
         .y_label_area_size(100)
-        .build_cartesian_2d(x_range.clone().log_scale(), 0.0..y_max)
+        .build_cartesian_2d(x_range.clone(), 0.0..y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc(data.x_label)
         .y_desc("requests/s")
-        .x_label_formatter(&|v| number(*v))
+        .x_labels(n)
+        .x_label_formatter(&x_label)
         .y_label_formatter(&|v| number(*v))
+        .light_line_style(light)
         .label_style((FONT, 18))
         .axis_desc_style((FONT, 20))
         .draw()
@@ -187,24 +216,28 @@ fn draw_sweep<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &Sweep<'_
         .map_err(err)?;
 
     let latencies = data.p50.iter().chain(&data.p95).chain(&data.p99).copied();
+    let y_range = log_range(latencies);
+    let ticks = one_two_five(&y_range);
     let mut chart = ChartBuilder::on(&lower)
         .margin(15)
         .x_label_area_size(50)
         .y_label_area_size(100)
-        .build_cartesian_2d(x_range.log_scale(), log_range(latencies).log_scale())
+        .build_cartesian_2d(x_range, y_range.log_scale().with_key_points(ticks))
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc(data.x_label)
-        .y_desc("latency, ms (log)")
-        .x_label_formatter(&|v| number(*v))
+        .y_desc("latency, ms (log scale)")
+        .x_labels(n)
+        .x_label_formatter(&x_label)
         .y_label_formatter(&|v| number(*v))
+        .light_line_style(light)
         .label_style((FONT, 18))
         .axis_desc_style((FONT, 20))
         .draw()
         .map_err(err)?;
     let series: [(&str, &[f64], RGBColor); 3] = [
-        ("p50", &data.p50, GREEN),
+        ("p50", &data.p50, RGBColor(0, 150, 0)),
         ("p95", &data.p95, RGBColor(230, 140, 0)),
         ("p99", &data.p99, RED),
     ];
@@ -270,6 +303,7 @@ fn draw_timeline<DB: DrawingBackend>(
             .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| number(*v))
             .y_labels(5)
+            .light_line_style(RGBColor(235, 235, 235))
             .label_style((FONT, 16))
             .axis_desc_style((FONT, 18))
             .draw()
@@ -305,6 +339,10 @@ mod tests {
             p95: vec![2.0, 5.0, 50.0],
             p99: vec![3.0, 9.0, 90.0],
         };
+        assert_eq!(
+            one_two_five(&(0.7..60.0)),
+            [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+        );
         let written = sweep(&dir.join("mix"), &data).unwrap();
         let points: Vec<TimePoint> = (0..10)
             .map(|s| TimePoint {

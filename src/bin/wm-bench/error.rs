@@ -3,10 +3,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitStatus};
 
-use warehouse_monitor::{config::ConfigError, kafka::KafkaError, store::StoreError};
+use crate::wm::{ConfigError, KafkaError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
-pub enum BenchError {
+pub(crate) enum BenchError {
     #[error("cannot read the settings: {0}")]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -60,7 +60,7 @@ pub enum BenchError {
 }
 
 impl BenchError {
-    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| BenchError::Io { path, source }
     }

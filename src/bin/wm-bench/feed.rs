@@ -24,25 +24,27 @@ use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use warehouse_monitor::kafka;
 
-use crate::error::BenchError;
+use crate::{
+    error::BenchError,
+    wm::{EVENT_TYPE, kafka},
+};
 
 /// How often the producer sends what is due.
 const TICK: Duration = Duration::from_millis(100);
 
 /// Events sent so far, readable while the feed runs.
 #[derive(Debug, Default)]
-pub struct Sent(AtomicU64);
+pub(crate) struct Sent(AtomicU64);
 
 impl Sent {
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// Runs until `stop`, sending `rate` events per second (in pairs).
-pub async fn run(
+pub(crate) async fn run(
     client: Arc<Client>,
     topic: String,
     partitions: Vec<i32>,
@@ -140,7 +142,7 @@ fn event(
         "id": Uuid::new_v4(),
         "source": code,
         "specversion": "1.0",
-        "type": warehouse_monitor::event::EVENT_TYPE,
+        "type": EVENT_TYPE,
         "time": (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
         "subject": format!("{code}:{}", kind.to_uppercase()),
         "data": {
@@ -165,8 +167,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let movement = Uuid::new_v4();
         let [departure, arrival] = movement_events(&mut rng, movement, &pairs);
-        let d = warehouse_monitor::event::decode(Some(&departure)).expect("valid departure");
-        let a = warehouse_monitor::event::decode(Some(&arrival)).expect("valid arrival");
+        let d = crate::wm::decode(Some(&departure)).expect("valid departure");
+        let a = crate::wm::decode(Some(&arrival)).expect("valid arrival");
         assert_eq!(d.movement_id, movement);
         assert!(pairs.contains(&(d.warehouse_id, d.product_id)));
         assert_ne!(d.warehouse_id, a.warehouse_id);

@@ -13,16 +13,16 @@ use tokio::net::TcpStream;
 use crate::stats::Failure;
 
 /// A request that takes longer than this counts as a timeout error.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One keep-alive connection.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     sender: SendRequest<Empty<Bytes>>,
 }
 
 impl Conn {
-    pub async fn open(addr: SocketAddr) -> Result<Self, Failure> {
+    pub(crate) async fn open(addr: SocketAddr) -> Result<Self, Failure> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|_| Failure::Connect)?;
@@ -37,7 +37,7 @@ impl Conn {
     }
 
     /// GET `path`, read the whole body; returns the status.
-    pub async fn get(&mut self, path: &str) -> Result<u16, Failure> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<u16, Failure> {
         let exchange = async {
             self.sender.ready().await.map_err(|_| Failure::Io)?;
             let request = Request::get(path)
@@ -63,7 +63,7 @@ impl Conn {
     }
 
     /// GET `path` and return the body as text (for `/metrics`).
-    pub async fn get_text(&mut self, path: &str) -> Result<String, Failure> {
+    pub(crate) async fn get_text(&mut self, path: &str) -> Result<String, Failure> {
         self.sender.ready().await.map_err(|_| Failure::Io)?;
         let request = Request::get(path)
             .header(HOST, "127.0.0.1")
@@ -89,24 +89,24 @@ impl Conn {
 
 /// A connection that reopens itself after a failure.
 #[derive(Debug)]
-pub struct Reconnecting {
+pub(crate) struct Reconnecting {
     addr: SocketAddr,
     conn: Option<Conn>,
 }
 
 impl Reconnecting {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         Self { addr, conn: None }
     }
 
-    pub async fn connect(&mut self) -> Result<(), Failure> {
+    pub(crate) async fn connect(&mut self) -> Result<(), Failure> {
         if self.conn.is_none() {
             self.conn = Some(Conn::open(self.addr).await?);
         }
         Ok(())
     }
 
-    pub async fn get(&mut self, path: &str) -> Result<u16, Failure> {
+    pub(crate) async fn get(&mut self, path: &str) -> Result<u16, Failure> {
         self.connect().await?;
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::Connect);

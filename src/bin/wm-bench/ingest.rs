@@ -13,66 +13,74 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::try_join_all;
 use time::OffsetDateTime;
-use warehouse_monitor::{
-    batch::Record,
-    config::Settings,
-    kafka,
-    produce::Message,
-    startup,
-    store::{
-        self,
-        apply::{PartitionBatch, apply},
-    },
-};
+use tokio::task::JoinSet;
 
 use crate::{
     error::BenchError,
     report, seed,
     service::{self, Fresh, Launch, Service},
+    wm::{Message, PartitionBatch, Record, Settings, apply, create_topic, kafka, migrate, store},
 };
 
 /// Options of `wm-bench ingest`.
 #[derive(Debug, clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Events per configuration.
     #[arg(long, default_value_t = 200_000)]
-    pub events: usize,
+    pub(crate) events: usize,
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
-    pub batch_sizes: Vec<usize>,
+    pub(crate) batch_sizes: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_value = "3,6")]
-    pub partitions: Vec<i32>,
+    pub(crate) partitions: Vec<i32>,
     /// Where the run folder `<timestamp>/` is created.
     #[arg(long, default_value = "target/bench-ingest")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     #[command(flatten)]
-    pub common: crate::Common,
+    pub(crate) common: crate::Common,
 }
 
 /// One configuration's figures.
 #[derive(Debug, Clone)]
-pub struct Row {
-    pub partitions: i32,
-    pub batch_size: usize,
-    pub events: usize,
-    pub service: Duration,
-    pub ceiling: Duration,
+pub(crate) struct Row {
+    pub(crate) partitions: i32,
+    pub(crate) batch_size: usize,
+    pub(crate) events: usize,
+    pub(crate) service: Duration,
+    /// Part of `service` until `/health/live` answered (start-up).
+    pub(crate) start_up: Duration,
+    /// The ceiling run's time, or why PostgreSQL refused it.
+    pub(crate) ceiling: Result<Duration, String>,
 }
 
 impl Row {
-    pub fn service_rate(&self) -> f64 {
+    pub(crate) fn service_rate(&self) -> f64 {
         self.events as f64 / self.service.as_secs_f64().max(1e-9)
     }
-    pub fn ceiling_rate(&self) -> f64 {
-        self.events as f64 / self.ceiling.as_secs_f64().max(1e-9)
+    pub(crate) fn ceiling_rate(&self) -> Option<f64> {
+        let ceiling = self.ceiling.as_ref().ok()?;
+        Some(self.events as f64 / ceiling.as_secs_f64().max(1e-9))
     }
-    pub fn ratio(&self) -> f64 {
-        self.service_rate() / self.ceiling_rate().max(1e-9)
+    pub(crate) fn ratio(&self) -> Option<f64> {
+        Some(self.service_rate() / self.ceiling_rate()?.max(1e-9))
+    }
+    fn ceiling_cells(&self) -> (String, String, String) {
+        match (&self.ceiling, self.ceiling_rate(), self.ratio()) {
+            (Ok(d), Some(rate), Some(ratio)) => (
+                format!("{:.2}", d.as_secs_f64()),
+                format!("{rate:.0}"),
+                format!("{:.0}%", ratio * 100.0),
+            ),
+            (Err(e), ..) => {
+                let e = e.replace('\n', " ").replace('|', "/");
+                (format!("failed: {e}"), "-".into(), "-".into())
+            }
+            _ => ("-".into(), "-".into(), "-".into()),
+        }
     }
 }
 
-pub async fn run(options: Options) -> Result<(PathBuf, String), BenchError> {
+pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchError> {
     let settings = Settings::load(service::config_dir(), None)?;
     let dir = crate::run_dir(&options.out)?;
     let client = kafka::connect(&settings.kafka).await?;
@@ -80,7 +88,7 @@ pub async fn run(options: Options) -> Result<(PathBuf, String), BenchError> {
     for &partitions in &options.partitions {
         for &batch_size in &options.batch_sizes {
             let fresh = Fresh::new(&settings, "ingest");
-            let ids = kafka::ensure_topic(&client, &fresh.topic, partitions, true).await?;
+            let ids = create_topic(&client, &settings.kafka, &fresh.topic, partitions).await?;
             let messages = seed::generate(options.events * 10 / 43 + 1000, Some(options.events));
             let events = messages.len();
             let copy = messages.clone();
@@ -88,7 +96,7 @@ pub async fn run(options: Options) -> Result<(PathBuf, String), BenchError> {
 
             let mut with_url = settings.clone();
             with_url.postgres.url = fresh.database_url.clone();
-            startup::migrate(&with_url).await?;
+            migrate(&with_url).await?;
             let launch = Launch {
                 binary: options
                     .common
@@ -103,6 +111,7 @@ pub async fn run(options: Options) -> Result<(PathBuf, String), BenchError> {
             let pool = fresh.pool(&settings, 1)?;
             let started = Instant::now();
             let mut running = Service::start(&launch, &fresh).await?;
+            let start_up = started.elapsed();
             let limit = Duration::from_secs(900);
             let last = service::wait_committed(
                 &pool,
@@ -117,23 +126,27 @@ pub async fn run(options: Options) -> Result<(PathBuf, String), BenchError> {
             pool.close();
             store::drop_database(&fresh.database_url).await?;
 
-            let ceiling = ceiling(&settings, &ids, batch_size, copy).await?;
+            // PostgreSQL may refuse the ceiling's shape (e.g. its lock table
+            // is too small for the batch): that is a finding, not a crash.
+            let ceiling = ceiling(&settings, &ids, batch_size, copy)
+                .await
+                .map_err(|e| e.to_string());
             let row = Row {
                 partitions,
                 batch_size,
                 events,
                 service: service_time,
+                start_up,
                 ceiling,
             };
+            let (ceiling_s, ceiling_rate, ratio) = row.ceiling_cells();
             println!(
-                "ingest: {} partitions, batch {:>5}: service {:>7.0} events/s ({:.2} s), PostgreSQL ceiling {:>7.0} events/s ({:.2} s), ratio {:.0}%",
+                "ingest: {} partitions, batch {:>5}: service {:>7.0} events/s ({:.2} s, live after {:.2} s), PostgreSQL ceiling {ceiling_rate} events/s ({ceiling_s} s), ratio {ratio}",
                 partitions,
                 batch_size,
                 row.service_rate(),
                 row.service.as_secs_f64(),
-                row.ceiling_rate(),
-                row.ceiling.as_secs_f64(),
-                row.ratio() * 100.0
+                row.start_up.as_secs_f64(),
             );
             rows.push(row);
         }
@@ -155,7 +168,7 @@ async fn ceiling(
     let fresh = Fresh::new(settings, "ceiling");
     let mut with_url = settings.clone();
     with_url.postgres.url = fresh.database_url.clone();
-    startup::migrate(&with_url).await?;
+    migrate(&with_url).await?;
     let now = OffsetDateTime::now_utc();
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     for m in messages {
@@ -163,56 +176,68 @@ async fn ceiling(
         let records = by_partition.entry(partitions[index]).or_default();
         records.push(Record::new(records.len() as i64, now, Some(m.value)));
     }
-    let pool = fresh.pool(settings, partitions.len())?;
+    let timed = apply_all(&fresh, settings, by_partition, batch_size).await;
+    store::drop_database(&fresh.database_url).await?;
+    timed
+}
+
+/// One task and connection per partition, batches in offset order.
+async fn apply_all(
+    fresh: &Fresh,
+    settings: &Settings,
+    by_partition: BTreeMap<i32, Vec<Record>>,
+    batch_size: usize,
+) -> Result<Duration, BenchError> {
+    let pool = fresh.pool(settings, by_partition.len())?;
     let mut clients = Vec::new();
     for _ in 0..by_partition.len() {
         clients.push(pool.get().await?);
     }
-    let topic = fresh.topic.clone();
     let started = Instant::now();
-    let work = by_partition
-        .iter()
-        .zip(clients)
-        .map(|((partition, records), mut client)| {
-            let topic = topic.as_str();
-            async move {
-                let mut expected = None;
-                for chunk in records.chunks(batch_size) {
-                    let batch = PartitionBatch {
-                        topic,
-                        partition: *partition,
-                        expected_offset: expected,
-                        records: chunk,
-                    };
-                    let outcome = apply(&mut client, &batch).await?;
-                    expected = Some(outcome.next_offset);
-                }
-                Ok::<_, BenchError>(())
+    let mut tasks = JoinSet::new();
+    for ((partition, records), mut client) in by_partition.into_iter().zip(clients) {
+        let topic = fresh.topic.clone();
+        tasks.spawn(async move {
+            let mut expected = None;
+            for chunk in records.chunks(batch_size) {
+                let batch = PartitionBatch {
+                    topic: &topic,
+                    partition,
+                    expected_offset: expected,
+                    records: chunk,
+                };
+                let outcome = apply(&mut client, &batch).await?;
+                expected = Some(outcome.next_offset);
             }
+            Ok::<_, BenchError>(())
         });
-    try_join_all(work).await?;
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| BenchError::Task(e.to_string()))??;
+    }
     let elapsed = started.elapsed();
     pool.close();
-    store::drop_database(&fresh.database_url).await?;
     Ok(elapsed)
 }
 
-pub fn markdown(rows: &[Row]) -> String {
+pub(crate) fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| partitions | batch size | events | service s | service events/s | PostgreSQL ceiling s | ceiling events/s | service / ceiling |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| partitions | batch size | events | service s (start-up) | service events/s | PostgreSQL ceiling s | ceiling events/s | service / ceiling |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
+        let (ceiling_s, ceiling_rate, ratio) = r.ceiling_cells();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0}% |",
+            "| {} | {} | {} | {:.2} ({:.2}) | {:.0} | {} | {} | {} |",
             r.partitions,
             r.batch_size,
             r.events,
             r.service.as_secs_f64(),
+            r.start_up.as_secs_f64(),
             r.service_rate(),
-            r.ceiling.as_secs_f64(),
-            r.ceiling_rate(),
-            r.ratio() * 100.0
+            ceiling_s,
+            ceiling_rate,
+            ratio
         );
     }
     out
@@ -220,20 +245,28 @@ pub fn markdown(rows: &[Row]) -> String {
 
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "partitions,batch_size,events,service_s,service_events_per_s,ceiling_s,ceiling_events_per_s,ratio\n",
+        "partitions,batch_size,events,service_s,start_up_s,service_events_per_s,ceiling_s,ceiling_events_per_s,ratio,ceiling_error\n",
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{:.3},{:.0},{:.3},{:.0},{:.4}",
+            "{},{},{},{:.3},{:.3},{:.0},{},{},{},{}",
             r.partitions,
             r.batch_size,
             r.events,
             r.service.as_secs_f64(),
+            r.start_up.as_secs_f64(),
             r.service_rate(),
-            r.ceiling.as_secs_f64(),
-            r.ceiling_rate(),
-            r.ratio()
+            r.ceiling
+                .as_ref()
+                .map_or(String::new(), |d| format!("{:.3}", d.as_secs_f64())),
+            r.ceiling_rate()
+                .map_or(String::new(), |v| format!("{v:.0}")),
+            r.ratio().map_or(String::new(), |v| format!("{v:.4}")),
+            r.ceiling.as_ref().err().map_or(String::new(), |e| format!(
+                "\"{}\"",
+                e.replace('"', "'").replace('\n', " ")
+            )),
         );
     }
     out
@@ -250,13 +283,27 @@ mod tests {
             batch_size: 1000,
             events: 1000,
             service: Duration::from_secs(2),
-            ceiling: Duration::from_secs(1),
+            start_up: Duration::from_millis(250),
+            ceiling: Ok(Duration::from_secs(1)),
         };
-        assert_eq!(row.ratio(), 0.5);
-        let md = markdown(&[row]);
+        assert_eq!(row.ratio(), Some(0.5));
+        let md = markdown(&[row.clone()]);
         assert!(
-            md.contains("| 3 | 1000 | 1000 | 2.00 | 500 | 1.00 | 1000 | 50% |"),
+            md.contains("| 3 | 1000 | 1000 | 2.00 (0.25) | 500 | 1.00 | 1000 | 50% |"),
             "{md}"
+        );
+        let failed = Row {
+            ceiling: Err("out of shared memory".into()),
+            ..row
+        };
+        assert_eq!(failed.ratio(), None);
+        assert!(markdown(&[failed.clone()]).contains("| failed: out of shared memory | - | - |"));
+        assert!(
+            csv(&[failed])
+                .lines()
+                .nth(1)
+                .unwrap()
+                .ends_with(",,,\"out of shared memory\"")
         );
     }
 }

@@ -23,13 +23,13 @@ use crate::{
 
 /// The ids the mix draws from.
 #[derive(Debug)]
-pub struct Targets {
-    pub stock: Vec<String>,
-    pub movements: Vec<String>,
+pub(crate) struct Targets {
+    pub(crate) stock: Vec<String>,
+    pub(crate) movements: Vec<String>,
 }
 
 impl Targets {
-    pub fn new(pairs: &[(Uuid, Uuid)], movements: &[Uuid]) -> Self {
+    pub(crate) fn new(pairs: &[(Uuid, Uuid)], movements: &[Uuid]) -> Self {
         Self {
             stock: pairs
                 .iter()
@@ -61,7 +61,7 @@ impl Targets {
 
 /// What one request of a phase is.
 #[derive(Debug, Clone, Copy)]
-pub enum Mix {
+pub(crate) enum Mix {
     /// The 45/45/10 request mix.
     Api,
     /// `/health/live` only: the generator's ceiling.
@@ -96,31 +96,31 @@ async fn one(
 
 /// Shared with the sampler: how many users are active now.
 #[derive(Debug, Default)]
-pub struct Active(AtomicUsize);
+pub(crate) struct Active(AtomicUsize);
 
 impl Active {
-    pub fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
-    pub fn set(&self, n: usize) {
+    pub(crate) fn set(&self, n: usize) {
         self.0.store(n, Ordering::Relaxed)
     }
 }
 
 /// One phase of load.
 #[derive(Debug, Clone, Copy)]
-pub struct Phase {
+pub(crate) struct Phase {
     /// Concurrent users (closed loop) or connections (open loop).
-    pub users: usize,
+    pub(crate) users: usize,
     /// Open loop at this many requests/s; `None`: closed loop.
-    pub rate: Option<f64>,
-    pub duration: Duration,
-    pub mix: Mix,
+    pub(crate) rate: Option<f64>,
+    pub(crate) duration: Duration,
+    pub(crate) mix: Mix,
 }
 
 /// Runs `phase` against `addr`, recording into `recorder`; returns the
 /// measured elapsed time (from the first user's start to the last answer).
-pub async fn run(
+pub(crate) async fn run(
     addr: SocketAddr,
     targets: Arc<Targets>,
     recorder: Arc<Recorder>,

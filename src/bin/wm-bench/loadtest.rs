@@ -11,7 +11,6 @@ use std::{
 
 use indicatif::ProgressBar;
 use tokio_util::sync::CancellationToken;
-use warehouse_monitor::{config::Settings, kafka, store};
 
 use crate::{
     chart,
@@ -23,62 +22,65 @@ use crate::{
     seed,
     service::{self, Fresh, Launch, Service},
     stats::{Endpoint, Recorder},
+    wm::{Settings, create_topic, kafka, store},
 };
 
 /// Options of `wm-bench loadtest`.
 #[derive(Debug, clap::Args)]
-pub struct Options {
-    /// Movements seeded before the load (about 4.4 records each).
-    #[arg(long, default_value_t = 20_000)]
-    pub movements: usize,
+pub(crate) struct Options {
+    /// Movements generated for the seed (about 4.4 records each; a few
+    /// malformed records are rejected, so 20 200 leave at least 20 000 stored).
+    #[arg(long, default_value_t = 20_200)]
+    pub(crate) movements: usize,
     /// Closed-loop steps: concurrent virtual users.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "10,20,50,100,200,400,1000"
     )]
-    pub users: Vec<usize>,
+    pub(crate) users: Vec<usize>,
     /// Open-loop mode: target requests/s per step (replaces the user steps).
     #[arg(long, value_delimiter = ',')]
-    pub rate: Option<Vec<f64>>,
+    pub(crate) rate: Option<Vec<f64>>,
     /// Connections of the open-loop mode (requests beyond them wait, and that
     /// wait counts in their latency).
     #[arg(long, default_value_t = 400)]
-    pub connections: usize,
+    pub(crate) connections: usize,
     /// Seconds per step.
     #[arg(long, default_value_t = 15)]
-    pub step_secs: u64,
+    pub(crate) step_secs: u64,
     /// Seconds of each generator-ceiling measurement on /health/live.
     #[arg(long, default_value_t = 2)]
-    pub ceiling_secs: u64,
+    pub(crate) ceiling_secs: u64,
     /// Events/s of the background producer during the load (0: none).
     #[arg(long, default_value_t = 2000)]
-    pub ingest_rate: u64,
+    pub(crate) ingest_rate: u64,
     /// Partitions of the fresh topic.
     #[arg(long, default_value_t = 3)]
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// Where the run folder `<timestamp>/` is created.
     #[arg(long, default_value = "target/loadtest")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     #[command(flatten)]
-    pub common: crate::Common,
+    pub(crate) common: crate::Common,
 }
 
 /// What the command prints at the end and whether it failed.
 #[derive(Debug)]
-pub struct Outcome {
-    pub dir: PathBuf,
-    pub table: String,
-    pub errors: u64,
+pub(crate) struct Outcome {
+    pub(crate) dir: PathBuf,
+    pub(crate) table: String,
+    pub(crate) errors: u64,
 }
 
-pub async fn run(options: Options) -> Result<Outcome, BenchError> {
+pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
     let settings = Settings::load(service::config_dir(), None)?;
     chart::load_font(&options.common.font)?;
     let dir = crate::run_dir(&options.out)?;
     let fresh = Fresh::new(&settings, "loadtest");
     let client = kafka::connect(&settings.kafka).await?;
-    let partitions = kafka::ensure_topic(&client, &fresh.topic, options.partitions, true).await?;
+    let partitions =
+        create_topic(&client, &settings.kafka, &fresh.topic, options.partitions).await?;
 
     let messages = seed::generate(options.movements, None);
     let produced = seed::produce(&client, &fresh.topic, &partitions, messages).await?;
@@ -221,6 +223,7 @@ async fn drive(
     let recorder = Arc::new(Recorder::new(origin));
     let mut scraper = Scraper::new(addr);
     let mut rows = Vec::new();
+    let mut windows = Vec::new();
     for ((users, rate), (_, ceiling)) in phases.iter().zip(&ceilings) {
         let before = scraper.scrape().await?;
         let from = origin.elapsed().as_secs_f64();
@@ -248,6 +251,7 @@ async fn drive(
         let stats = recorder.take_step(elapsed);
         let after = scraper.scrape().await?;
         let to = origin.elapsed().as_secs_f64();
+        windows.push((from, to, *users as f64));
         let lag_max = samples
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -270,23 +274,29 @@ async fn drive(
     stop.cancel();
     let _ = sampler.await;
     let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let end = origin.elapsed().as_secs_f64();
     let points = recorder
         .seconds()
         .into_iter()
+        // The last second is partial: its rate would look like a collapse.
+        .filter(|(second, ..)| (*second as f64) + 1.0 <= end)
         .map(|(second, requests, p99_ms, errors)| {
             let mid = second as f64 + 0.5;
-            let nearest = samples
+            let lag = samples
                 .iter()
                 .min_by(|a, b| (a.0 - mid).abs().total_cmp(&(b.0 - mid).abs()))
-                .copied()
-                .unwrap_or_default();
+                .map_or(0.0, |s| s.2);
+            let users = windows
+                .iter()
+                .find(|(from, to, _)| mid >= *from && mid < *to)
+                .map_or(0.0, |w| w.2);
             TimePoint {
                 second: second as f64,
                 requests,
                 p99_ms,
                 errors,
-                users: nearest.1,
-                lag: nearest.2,
+                users,
+                lag,
             }
         })
         .collect();

@@ -17,6 +17,7 @@ mod scrape;
 mod seed;
 mod service;
 mod stats;
+mod wm;
 
 use std::{
     path::{Path, PathBuf},
@@ -44,17 +45,17 @@ enum Command {
 
 /// Options of both commands.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Common {
+pub(crate) struct Common {
     /// The service binary (default: `warehouse-monitor` next to this tool).
     #[arg(long)]
-    pub service: Option<PathBuf>,
+    pub(crate) service: Option<PathBuf>,
     /// TrueType font for the PNG charts.
     #[arg(long, default_value = chart::DEFAULT_FONT)]
-    pub font: PathBuf,
+    pub(crate) font: PathBuf,
 }
 
 /// Creates `<out>/<UTC timestamp>/`.
-pub fn run_dir(out: &Path) -> Result<PathBuf, BenchError> {
+pub(crate) fn run_dir(out: &Path) -> Result<PathBuf, BenchError> {
     let now = time::OffsetDateTime::now_utc();
     let stamp = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",

@@ -11,21 +11,21 @@ use crate::{
 
 /// One step of the run and what was read from the service around it.
 #[derive(Debug, Clone)]
-pub struct StepRow {
-    pub users: usize,
+pub(crate) struct StepRow {
+    pub(crate) users: usize,
     /// Open-loop target rate; `None` in closed loop.
-    pub rate: Option<f64>,
-    pub seconds: f64,
-    pub stats: StepStats,
-    pub cache_hit_ratio: Option<f64>,
+    pub(crate) rate: Option<f64>,
+    pub(crate) seconds: f64,
+    pub(crate) stats: StepStats,
+    pub(crate) cache_hit_ratio: Option<f64>,
     /// Highest consumer lag (records) sampled during the step.
-    pub lag_max: f64,
+    pub(crate) lag_max: f64,
     /// The generator's rate against `/health/live` at the same concurrency.
-    pub ceiling: Option<f64>,
+    pub(crate) ceiling: Option<f64>,
 }
 
 impl StepRow {
-    pub fn ceiling_share(&self) -> Option<f64> {
+    pub(crate) fn ceiling_share(&self) -> Option<f64> {
         self.ceiling
             .filter(|c| *c > 0.0)
             .map(|c| self.stats.mix.per_second / c)
@@ -34,13 +34,13 @@ impl StepRow {
 
 /// One second of the run.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TimePoint {
-    pub second: f64,
-    pub requests: f64,
-    pub p99_ms: f64,
-    pub errors: u64,
-    pub users: f64,
-    pub lag: f64,
+pub(crate) struct TimePoint {
+    pub(crate) second: f64,
+    pub(crate) requests: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) errors: u64,
+    pub(crate) users: f64,
+    pub(crate) lag: f64,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -64,7 +64,7 @@ fn error_header() -> String {
 }
 
 /// `steps.csv`: one row per step, the whole mix.
-pub fn steps_csv(rows: &[StepRow]) -> String {
+pub(crate) fn steps_csv(rows: &[StepRow]) -> String {
     let mut out = format!(
         "users,target_rate,seconds,requests,req_per_s,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,{},cache_hit_ratio,ingest_lag_max,ceiling_req_per_s,share_of_ceiling\n",
         error_header()
@@ -95,7 +95,7 @@ pub fn steps_csv(rows: &[StepRow]) -> String {
 }
 
 /// `endpoints.csv`: one row per step and endpoint.
-pub fn endpoints_csv(rows: &[StepRow]) -> String {
+pub(crate) fn endpoints_csv(rows: &[StepRow]) -> String {
     let mut out = format!(
         "users,target_rate,endpoint,requests,req_per_s,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,{}\n",
         error_header()
@@ -123,7 +123,7 @@ pub fn endpoints_csv(rows: &[StepRow]) -> String {
 }
 
 /// `timeseries.csv`: one row per second.
-pub fn timeseries_csv(points: &[TimePoint]) -> String {
+pub(crate) fn timeseries_csv(points: &[TimePoint]) -> String {
     let mut out = String::from("second,req_per_s,p99_ms,errors,users,consumer_lag\n");
     for p in points {
         let _ = writeln!(
@@ -136,7 +136,7 @@ pub fn timeseries_csv(points: &[TimePoint]) -> String {
 }
 
 /// The Markdown tables: the mix per step, then p99 per endpoint.
-pub fn markdown(rows: &[StepRow]) -> String {
+pub(crate) fn markdown(rows: &[StepRow]) -> String {
     let open = rows.iter().any(|r| r.rate.is_some());
     let first = if open {
         "target req/s | connections"
@@ -196,7 +196,7 @@ pub fn markdown(rows: &[StepRow]) -> String {
 }
 
 /// Writes `text` to `dir/name`.
-pub fn write(dir: &Path, name: &str, text: &str) -> Result<(), BenchError> {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> Result<(), BenchError> {
     let path = dir.join(name);
     std::fs::write(&path, text).map_err(BenchError::io(path))
 }

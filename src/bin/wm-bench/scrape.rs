@@ -8,15 +8,15 @@ use crate::{error::BenchError, http::Conn};
 
 /// The figures taken from one scrape.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Scrape {
-    pub cache_hits: f64,
-    pub cache_misses: f64,
+pub(crate) struct Scrape {
+    pub(crate) cache_hits: f64,
+    pub(crate) cache_misses: f64,
     /// Sum of `wm_consumer_lag` over the partitions.
-    pub lag: f64,
+    pub(crate) lag: f64,
 }
 
 impl Scrape {
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         Self {
             cache_hits: sum(text, "wm_cache_requests", Some(("result", "hit"))),
             cache_misses: sum(text, "wm_cache_requests", Some(("result", "miss"))),
@@ -25,7 +25,7 @@ impl Scrape {
     }
 
     /// Hit ratio of the look-ups between `earlier` and `self` (`None`: none).
-    pub fn hit_ratio_since(&self, earlier: &Scrape) -> Option<f64> {
+    pub(crate) fn hit_ratio_since(&self, earlier: &Scrape) -> Option<f64> {
         let hits = self.cache_hits - earlier.cache_hits;
         let total = hits + self.cache_misses - earlier.cache_misses;
         (total > 0.0).then(|| hits / total)
@@ -34,7 +34,7 @@ impl Scrape {
 
 /// Sum of the samples of `metric` (also matched with a `_total` suffix), only
 /// those carrying `label` when given.
-pub fn sum(text: &str, metric: &str, label: Option<(&str, &str)>) -> f64 {
+pub(crate) fn sum(text: &str, metric: &str, label: Option<(&str, &str)>) -> f64 {
     let wanted = label.map(|(k, v)| format!("{k}=\"{v}\""));
     text.lines()
         .filter(|line| !line.starts_with('#'))
@@ -60,17 +60,17 @@ pub fn sum(text: &str, metric: &str, label: Option<(&str, &str)>) -> f64 {
 
 /// A dedicated connection for scraping.
 #[derive(Debug)]
-pub struct Scraper {
+pub(crate) struct Scraper {
     addr: SocketAddr,
     conn: Option<Conn>,
 }
 
 impl Scraper {
-    pub fn new(addr: SocketAddr) -> Self {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
         Self { addr, conn: None }
     }
 
-    pub async fn scrape(&mut self) -> Result<Scrape, BenchError> {
+    pub(crate) async fn scrape(&mut self) -> Result<Scrape, BenchError> {
         let fail = |f: crate::stats::Failure| BenchError::Http {
             addr: self.addr,
             detail: format!("/metrics: {}", f.as_str()),

@@ -7,21 +7,23 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 use deadpool_postgres::Pool;
 use rskafka::client::{Client, partition::Compression};
 use uuid::Uuid;
-use warehouse_monitor::produce::{self, Message, Plan};
 
-use crate::error::BenchError;
+use crate::{
+    error::BenchError,
+    wm::{Message, Plan, produce},
+};
 
 /// What was produced, per partition (the topic is fresh: counts are offsets).
 #[derive(Debug)]
-pub struct Produced {
-    pub records: usize,
-    pub per_partition: BTreeMap<i32, i64>,
-    pub seconds: f64,
+pub(crate) struct Produced {
+    pub(crate) records: usize,
+    pub(crate) per_partition: BTreeMap<i32, i64>,
+    pub(crate) seconds: f64,
 }
 
 /// `movements` generated movements (about 4.4 records each, 2% duplicates,
 /// 0.1% malformed), cut to `limit` records when given.
-pub fn generate(movements: usize, limit: Option<usize>) -> Vec<Message> {
+pub(crate) fn generate(movements: usize, limit: Option<usize>) -> Vec<Message> {
     let mut messages = produce::generate(&Plan {
         movements,
         seed: rand::random(),
@@ -35,7 +37,7 @@ pub fn generate(movements: usize, limit: Option<usize>) -> Vec<Message> {
 }
 
 /// Produces `messages`, each to the partition its key hashes to.
-pub async fn produce(
+pub(crate) async fn produce(
     client: &Arc<Client>,
     topic: &str,
     partitions: &[i32],
@@ -59,7 +61,7 @@ pub async fn produce(
 }
 
 /// Stored (warehouse, product) pairs and movement ids.
-pub async fn known_ids(pool: &Pool) -> Result<(Vec<(Uuid, Uuid)>, Vec<Uuid>), BenchError> {
+pub(crate) async fn known_ids(pool: &Pool) -> Result<(Vec<(Uuid, Uuid)>, Vec<Uuid>), BenchError> {
     let client = pool.get().await?;
     let pairs: Vec<(Uuid, Uuid)> = client
         .query("SELECT warehouse_id, product_id FROM stock", &[])

@@ -14,19 +14,22 @@ use std::{
 
 use deadpool_postgres::Pool;
 use uuid::Uuid;
-use warehouse_monitor::{config::Settings, store};
 
-use crate::{error::BenchError, http::Conn};
+use crate::{
+    error::BenchError,
+    http::Conn,
+    wm::{Settings, Store},
+};
 
 /// A fresh database URL and topic name for one run.
 #[derive(Debug, Clone)]
-pub struct Fresh {
-    pub database_url: String,
-    pub topic: String,
+pub(crate) struct Fresh {
+    pub(crate) database_url: String,
+    pub(crate) topic: String,
 }
 
 impl Fresh {
-    pub fn new(settings: &Settings, label: &str) -> Self {
+    pub(crate) fn new(settings: &Settings, label: &str) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let short = &id[..12];
         let base = settings.postgres.url.as_str();
@@ -38,26 +41,26 @@ impl Fresh {
     }
 
     /// A pool on the fresh database, for reading offsets and ids.
-    pub fn pool(&self, settings: &Settings, size: usize) -> Result<Pool, BenchError> {
+    pub(crate) fn pool(&self, settings: &Settings, size: usize) -> Result<Pool, BenchError> {
         let mut pg = settings.postgres.clone();
         pg.url = self.database_url.clone();
         pg.pool_size = size;
-        Ok(store::pool(&pg)?)
+        Ok(Store::new(&pg)?.pool())
     }
 }
 
 /// How to start the service.
 #[derive(Debug, Clone)]
-pub struct Launch {
-    pub binary: PathBuf,
-    pub config_dir: PathBuf,
-    pub partitions: i32,
-    pub batch_size: usize,
-    pub log: PathBuf,
+pub(crate) struct Launch {
+    pub(crate) binary: PathBuf,
+    pub(crate) config_dir: PathBuf,
+    pub(crate) partitions: i32,
+    pub(crate) batch_size: usize,
+    pub(crate) log: PathBuf,
 }
 
 /// The release binary next to this tool's own executable.
-pub fn default_binary() -> PathBuf {
+pub(crate) fn default_binary() -> PathBuf {
     std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("warehouse-monitor")))
@@ -66,15 +69,15 @@ pub fn default_binary() -> PathBuf {
 
 /// A running service process; stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
-pub struct Service {
+pub(crate) struct Service {
     child: Child,
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     log: PathBuf,
 }
 
 impl Service {
     /// Starts `serve` on `fresh` and returns once `/health/live` answers.
-    pub async fn start(launch: &Launch, fresh: &Fresh) -> Result<Self, BenchError> {
+    pub(crate) async fn start(launch: &Launch, fresh: &Fresh) -> Result<Self, BenchError> {
         let addr = free_port()?;
         let log = std::fs::File::create(&launch.log).map_err(BenchError::io(&launch.log))?;
         let log_err = log.try_clone().map_err(BenchError::io(&launch.log))?;
@@ -126,7 +129,7 @@ impl Service {
     }
 
     /// Fails if the process has exited.
-    pub fn check_running(&mut self) -> Result<(), BenchError> {
+    pub(crate) fn check_running(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {
             Ok(Some(status)) => Err(BenchError::Exited {
                 status,
@@ -137,7 +140,7 @@ impl Service {
     }
 
     /// Graceful stop: SIGTERM, then SIGKILL after 15 s.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.terminate().await;
     }
 
@@ -176,7 +179,7 @@ fn free_port() -> Result<SocketAddr, BenchError> {
 }
 
 /// Committed next offset per partition of `topic`, from `consumer_offsets`.
-pub async fn committed(pool: &Pool, topic: &str) -> Result<BTreeMap<i32, i64>, BenchError> {
+pub(crate) async fn committed(pool: &Pool, topic: &str) -> Result<BTreeMap<i32, i64>, BenchError> {
     let client = pool.get().await?;
     let rows = client
         .query(
@@ -189,7 +192,7 @@ pub async fn committed(pool: &Pool, topic: &str) -> Result<BTreeMap<i32, i64>, B
 
 /// Waits until every partition's committed offset reaches `target`; returns
 /// the instant the last one was seen reached.
-pub async fn wait_committed(
+pub(crate) async fn wait_committed(
     pool: &Pool,
     topic: &str,
     target: &BTreeMap<i32, i64>,
@@ -219,6 +222,6 @@ pub async fn wait_committed(
 }
 
 /// The `config/` directory of this checkout.
-pub fn config_dir() -> &'static Path {
+pub(crate) fn config_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
 }

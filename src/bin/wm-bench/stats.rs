@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 
 /// Why a request did not count as a success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// An answer other than the expected status.
     Status,
     /// The TCP connection could not be opened.
@@ -29,14 +29,14 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub const ALL: [Failure; 4] = [
+    pub(crate) const ALL: [Failure; 4] = [
         Failure::Status,
         Failure::Connect,
         Failure::Io,
         Failure::Timeout,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Failure::Status => "status",
             Failure::Connect => "connect",
@@ -48,7 +48,7 @@ impl Failure {
 
 /// The request kinds of the mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// Stock of a known (warehouse, product) pair: 200.
     Stock,
     /// A known movement: 200.
@@ -58,9 +58,9 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [Endpoint::Stock, Endpoint::Movement, Endpoint::Unknown];
+    pub(crate) const ALL: [Endpoint; 3] = [Endpoint::Stock, Endpoint::Movement, Endpoint::Unknown];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Stock => "stock",
             Endpoint::Movement => "movement",
@@ -75,19 +75,19 @@ impl Endpoint {
 
 /// Errors by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Errors([u64; 4]);
+pub(crate) struct Errors([u64; 4]);
 
 impl Errors {
-    pub fn add(&mut self, failure: Failure) {
+    pub(crate) fn add(&mut self, failure: Failure) {
         self.0[failure as usize] += 1;
     }
-    pub fn get(&self, failure: Failure) -> u64 {
+    pub(crate) fn get(&self, failure: Failure) -> u64 {
         self.0[failure as usize]
     }
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.0.iter().sum()
     }
-    pub fn merge(&mut self, other: &Errors) {
+    pub(crate) fn merge(&mut self, other: &Errors) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a += b;
         }
@@ -95,7 +95,7 @@ impl Errors {
 }
 
 /// Latencies in microseconds, 1 µs to 60 s, 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant, valid bounds")
 }
 
@@ -105,9 +105,9 @@ fn coarse_histogram() -> Histogram<u64> {
 
 /// One second of the run.
 #[derive(Debug)]
-pub struct Second {
-    pub latency: Histogram<u64>,
-    pub errors: u64,
+pub(crate) struct Second {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) errors: u64,
 }
 
 #[derive(Debug)]
@@ -119,7 +119,7 @@ struct Inner {
 
 /// Shared by the user tasks of a run.
 #[derive(Debug)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     origin: Instant,
     inner: Mutex<Inner>,
     completed: AtomicU64,
@@ -127,7 +127,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(origin: Instant) -> Self {
+    pub(crate) fn new(origin: Instant) -> Self {
         Self {
             origin,
             inner: Mutex::new(Inner {
@@ -142,7 +142,12 @@ impl Recorder {
 
     /// Records one finished request; `latency` is measured by the caller
     /// (from the send, or from the intended start in open-loop mode).
-    pub fn record(&self, endpoint: Endpoint, latency: Duration, outcome: Result<(), Failure>) {
+    pub(crate) fn record(
+        &self,
+        endpoint: Endpoint,
+        latency: Duration,
+        outcome: Result<(), Failure>,
+    ) {
         self.completed.fetch_add(1, Ordering::Relaxed);
         let second = (Instant::now() - self.origin).as_secs();
         let micros = (latency.as_micros() as u64).clamp(1, 60_000_000);
@@ -165,7 +170,7 @@ impl Recorder {
     }
 
     /// Requests finished so far, and how many of them failed.
-    pub fn progress(&self) -> (u64, u64) {
+    pub(crate) fn progress(&self) -> (u64, u64) {
         (
             self.completed.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
@@ -173,7 +178,7 @@ impl Recorder {
     }
 
     /// Takes the per-endpoint figures gathered since the last call (one step).
-    pub fn take_step(&self, elapsed: Duration) -> StepStats {
+    pub(crate) fn take_step(&self, elapsed: Duration) -> StepStats {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let endpoints = Endpoint::ALL.map(|e| {
             let i = e.index();
@@ -199,7 +204,7 @@ impl Recorder {
     }
 
     /// Per-second figures of the whole run, by second since the origin.
-    pub fn seconds(&self) -> Vec<(u64, f64, f64, u64)> {
+    pub(crate) fn seconds(&self) -> Vec<(u64, f64, f64, u64)> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner
             .seconds
@@ -219,20 +224,20 @@ impl Recorder {
 
 /// Figures of one endpoint (or the mix) over one step.
 #[derive(Debug, Clone)]
-pub struct Figures {
-    pub latency: Histogram<u64>,
-    pub requests: u64,
-    pub per_second: f64,
-    pub p50: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub errors: Errors,
+pub(crate) struct Figures {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) requests: u64,
+    pub(crate) per_second: f64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p95: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+    pub(crate) errors: Errors,
 }
 
 impl Figures {
-    pub fn new(latency: &Histogram<u64>, errors: Errors, elapsed: Duration) -> Self {
+    pub(crate) fn new(latency: &Histogram<u64>, errors: Errors, elapsed: Duration) -> Self {
         Self::from_parts(latency, errors, elapsed, latency.len() + errors.total())
     }
 
@@ -258,15 +263,15 @@ impl Figures {
 }
 
 /// Microseconds to milliseconds.
-pub fn ms(micros: u64) -> f64 {
+pub(crate) fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
 /// One step's figures: the mix and each endpoint.
 #[derive(Debug, Clone)]
-pub struct StepStats {
-    pub mix: Figures,
-    pub endpoints: [Figures; 3],
+pub(crate) struct StepStats {
+    pub(crate) mix: Figures,
+    pub(crate) endpoints: [Figures; 3],
 }
 
 #[cfg(test)]

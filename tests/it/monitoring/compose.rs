@@ -2,29 +2,10 @@
 
 use super::*;
 
-/// A YAML file of the repository as JSON, converted by Python's PyYAML
-/// (python3-yaml, which scripts/stack.sh installs when no python3 has it).
+/// A YAML file of the repository, read into JSON values.
 pub(super) fn yaml(path: &str) -> Value {
-    let script = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
-    for python in ["python3", "/usr/bin/python3"] {
-        let has_yaml = Command::new(python)
-            .args(["-c", "import yaml"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !has_yaml {
-            continue;
-        }
-        let out = Command::new(python)
-            .args(["-c", script])
-            .stdin(std::fs::File::open(repo().join(path)).unwrap())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{path} is not valid YAML: {err}");
-        return serde_json::from_slice(&out.stdout).unwrap();
-    }
-    panic!("no python3 with PyYAML; run scripts/stack.sh up (installs python3-yaml)");
+    let file = std::fs::File::open(repo().join(path)).unwrap();
+    serde_yaml::from_reader(file).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
 }
 
 pub(super) fn str_of(v: &Value) -> String {
@@ -104,8 +85,13 @@ pub(super) fn compose_file_matches_the_repository_and_config() {
             .any(|p| p.ends_with(&format!(":{}", addr.port()))),
         "{ports:?}"
     );
-    let scrape = std::fs::read_to_string(repo().join("observability/prometheus.yml")).unwrap();
-    assert!(scrape.contains(&format!("\"warehouse-monitor:{}\"", addr.port())));
+    let scrape = yaml("observability/prometheus.yml");
+    let targets = &scrape["scrape_configs"][0]["static_configs"][0]["targets"];
+    assert_eq!(
+        targets,
+        &json!([format!("warehouse-monitor:{}", addr.port())]),
+        "Prometheus scrapes the service's port"
+    );
 
     // The topic created on start is the one the service reads, with its partitions.
     let topic = setting(

@@ -13,10 +13,13 @@ pub(super) async fn counters_match_a_known_stream_and_histograms_and_lag_are_exp
     let produced = known_stream(&app).await;
 
     let m = settled(&app, produced).await;
-    assert_eq!(m.value("wm_events_consumed_total", &[]), produced as f64);
+    assert_eq!(
+        m.value("wm_events_consumed_total", &[]),
+        f64::from(produced)
+    );
     assert_eq!(m.value("wm_events_applied_total", &[]), 6.0);
     assert_eq!(m.value("wm_events_duplicate_total", &[]), 2.0);
-    for (i, reason) in REASONS.into_iter().enumerate() {
+    for (i, reason) in (0..).zip(REASONS) {
         let v = m.value("wm_events_rejected_total", &[("reason", reason)]);
         let expected = if i < STREAM_REASONS { 1.0 } else { 0.0 };
         assert_eq!(v, expected, "wm_events_rejected_total{{reason={reason:?}}}");
@@ -41,7 +44,7 @@ pub(super) async fn counters_match_a_known_stream_and_histograms_and_lag_are_exp
         .map(|s| s.value)
         .sum();
     assert_eq!(m.value("wm_batch_size_count", &[]), batches);
-    assert_eq!(m.value("wm_batch_size_sum", &[]), produced as f64);
+    assert_eq!(m.value("wm_batch_size_sum", &[]), f64::from(produced));
     assert_eq!(
         m.value("wm_batch_apply_duration_seconds_count", &[]),
         batches

@@ -10,16 +10,17 @@ mod prometheus;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
+use openmetrics_parser::{PrometheusValue, prometheus::parse_prometheus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Ev, TestApp};
+use crate::helpers::{Ev, Patience, TestApp, eventually, free_port};
 
 const REASONS: [&str; 8] = [
     "malformed_json",
@@ -34,7 +35,7 @@ const REASONS: [&str; 8] = [
 
 /// The reasons `known_stream` produces one record of each (the others are
 /// covered by tests/it/limits.rs and tests/it/quarantine.rs).
-const STREAM_REASONS: usize = 6;
+const STREAM_REASONS: u32 = 6;
 
 const DASHBOARD: &str = "observability/grafana/dashboards/warehouse-monitor.json";
 
@@ -59,54 +60,79 @@ pub(crate) struct Exposition {
     samples: Vec<Sample>,
 }
 
+/// Parses the text format with openmetrics-parser, then lays every family
+/// out as the lines it came from: a histogram `h` becomes its `h_bucket{le}`,
+/// `h_sum` and `h_count` samples, a summary likewise.
 fn parse_exposition(text: &str) -> Exposition {
+    let parsed = parse_prometheus(text).unwrap_or_else(|e| panic!("{e:?} in:\n{text}"));
     let mut out = Exposition {
         types: HashMap::new(),
         samples: Vec::new(),
     };
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE line");
-            out.types.insert(name.into(), kind.trim().into());
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let end = line.find(['{', ' ']).expect("sample line");
-        let (name, mut rest) = line.split_at(end);
-        let mut labels = BTreeMap::new();
-        if let Some(mut r) = rest.strip_prefix('{') {
-            loop {
-                r = r.trim_start_matches([',', ' ']);
-                if let Some(after) = r.strip_prefix('}') {
-                    rest = after;
-                    break;
+    for (family, metrics) in &parsed.families {
+        out.types
+            .insert(family.clone(), metrics.family_type.to_string());
+        for metric in metrics.iter_samples() {
+            let labels: BTreeMap<String, String> = metric
+                .get_labelset()
+                .expect("labels")
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let mut push = |suffix: &str, extra: Option<(&str, f64)>, value: f64| {
+                let mut labels = labels.clone();
+                if let Some((name, bound)) = extra {
+                    let bound = if bound.is_infinite() {
+                        "+Inf".to_owned()
+                    } else {
+                        bound.to_string()
+                    };
+                    labels.insert(name.to_owned(), bound);
                 }
-                let (key, after) = r.split_once("=\"").expect("label");
-                let (mut value, mut chars) = (String::new(), after.char_indices());
-                let close = loop {
-                    match chars.next().expect("closing quote") {
-                        (i, '"') => break i,
-                        (_, '\\') => match chars.next().expect("escape").1 {
-                            'n' => value.push('\n'),
-                            c => value.push(c),
-                        },
-                        (_, c) => value.push(c),
+                out.samples.push(Sample {
+                    name: format!("{family}{suffix}"),
+                    labels,
+                    value,
+                });
+            };
+            match &metric.value {
+                PrometheusValue::Counter(counter) => push("", None, counter.value.as_f64()),
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => {
+                    push("", None, n.as_f64());
+                }
+                PrometheusValue::Histogram(h) => {
+                    for bucket in &h.buckets {
+                        let le = Some(("le", bucket.upper_bound));
+                        push("_bucket", le, bucket.count.as_f64());
                     }
-                };
-                labels.insert(key.trim().to_owned(), value);
-                r = &after[close + 1..];
+                    if let Some(sum) = &h.sum {
+                        push("_sum", None, sum.as_f64());
+                    }
+                    if let Some(count) = h.count {
+                        push("_count", None, exact(count));
+                    }
+                }
+                PrometheusValue::Summary(s) => {
+                    for q in &s.quantiles {
+                        push("", Some(("quantile", q.quantile)), q.value.as_f64());
+                    }
+                    if let Some(sum) = &s.sum {
+                        push("_sum", None, sum.as_f64());
+                    }
+                    if let Some(count) = s.count {
+                        push("_count", None, exact(count));
+                    }
+                }
             }
         }
-        let value = rest.split_whitespace().next().expect("value");
-        out.samples.push(Sample {
-            name: name.into(),
-            labels,
-            value: value.parse().unwrap_or_else(|_| panic!("value in {line}")),
-        });
     }
     out
+}
+
+/// A count as the f64 every other value is (counts in these tests stay far
+/// below 2^32, where the conversion is exact).
+fn exact(count: u64) -> f64 {
+    f64::from(u32::try_from(count).expect("a count below 2^32"))
 }
 
 impl Exposition {
@@ -147,7 +173,7 @@ pub(crate) async fn scrape(app: &TestApp) -> Exposition {
 /// Produces 6 good events (3 departures on partition 0, 3 arrivals on 1),
 /// waits, then 2 exact duplicates, one record per decode reason and one
 /// conflict; returns the number of records produced.
-async fn known_stream(app: &TestApp) -> usize {
+async fn known_stream(app: &TestApp) -> u32 {
     let goods: Vec<Vec<u8>> = (0..6)
         .map(|i| {
             let ids = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -187,20 +213,20 @@ async fn known_stream(app: &TestApp) -> usize {
 /// Scrapes until the counters include all `produced` records and no partition
 /// lags (20 s at most): metrics are recorded just after the commit that
 /// `wait_consumed` sees.
-async fn settled(app: &TestApp, produced: usize) -> Exposition {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+async fn settled(app: &TestApp, produced: u32) -> Exposition {
+    let patience = Patience::secs(20).every(Duration::from_millis(100));
+    eventually(patience, || async {
         let m = scrape(app).await;
         let consumed: f64 = m
             .find("wm_events_consumed_total", &[])
             .map(|s| s.value)
             .sum();
         let lag: Vec<f64> = m.find("wm_consumer_lag", &[]).map(|s| s.value).collect();
-        if consumed == produced as f64 && lag.iter().all(|l| *l == 0.0) {
-            return m;
+        if consumed == f64::from(produced) && lag.iter().all(|l| *l == 0.0) {
+            Ok(m)
+        } else {
+            Err(format!("consumed {consumed} of {produced}, lag {lag:?}"))
         }
-        let late = tokio::time::Instant::now() >= deadline;
-        assert!(!late, "consumed {consumed} of {produced}, lag {lag:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }

@@ -39,17 +39,17 @@ pub(super) async fn debian_prometheus_scrapes_the_service() {
     let config = template
         .replace("warehouse-monitor:8080", &app.addr.to_string())
         .replace("scrape_interval: 5s", "scrape_interval: 1s");
+    let parsed: Value = serde_yaml::from_str(&config).expect("prometheus.yml is YAML");
+    assert_eq!(parsed["global"]["scrape_interval"], json!("1s"));
+    let targets = &parsed["scrape_configs"][0]["static_configs"][0]["targets"];
+    assert_eq!(targets, &json!([app.addr.to_string()]));
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     std::fs::copy(
         repo().join("observability/alerts.yml"),
         dir.join("alerts.yml"),
     )
     .unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new(binary)
         .arg(format!(
             "--config.file={}",
@@ -67,27 +67,30 @@ pub(super) async fn debian_prometheus_scrapes_the_service() {
     let prometheus = Killed(child, dir.clone());
 
     let api = |path: &str| format!("http://127.0.0.1:{port}/api/v1/{path}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    let target = loop {
+    let patience = Patience::secs(60).every(Duration::from_millis(500));
+    let target = eventually(patience, || async {
         let answer = app.http.get(api("targets")).send().await;
-        if let Ok(body) = answer.and_then(|r| r.error_for_status()) {
-            let body: Value = body.json().await.unwrap();
-            let targets = body["data"]["activeTargets"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            last = format!("{targets:?}");
-            if let Some(t) = targets.iter().find(|t| t["health"] == json!("up")) {
-                break t.clone();
+        let targets = match answer.and_then(|r| r.error_for_status()) {
+            Ok(body) => {
+                let body: Value = body.json().await.unwrap();
+                body["data"]["activeTargets"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        };
+        match targets.iter().find(|t| t["health"] == json!("up")) {
+            Some(up) => Ok(up.clone()),
+            None => {
+                let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+                Err(format!(
+                    "a target up; targets: {targets:?}\nprometheus log:\n{log}"
+                ))
             }
         }
-        if tokio::time::Instant::now() >= deadline {
-            let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
-            panic!("target never up; targets: {last}\nprometheus log:\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    })
+    .await;
     assert_eq!(target["labels"]["job"], json!("warehouse-monitor"));
     let url = format!("http://{}/metrics", app.addr);
     assert_eq!(target["scrapeUrl"], json!(url));
@@ -125,7 +128,7 @@ pub(super) async fn debian_prometheus_scrapes_the_service() {
         assert_eq!(body["status"], json!("success"), "{expr}: {body}");
     }
     // The alert rules load, evaluate without error, and query exported metrics.
-    let rules = loop {
+    let rules = eventually(patience, || async {
         let body: Value = app
             .http
             .get(api("rules"))
@@ -142,15 +145,11 @@ pub(super) async fn debian_prometheus_scrapes_the_service() {
             .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
             .collect();
         let evaluated = !rules.is_empty() && rules.iter().all(|r| r["health"] == json!("ok"));
-        if evaluated {
-            break rules;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "rules not loaded or not healthy: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+        evaluated
+            .then_some(rules)
+            .ok_or_else(|| format!("rules loaded and healthy: {body}"))
+    })
+    .await;
     let names: BTreeSet<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
     let expected = [
         "WarehouseLagGrowing",

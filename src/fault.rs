@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::config::{FaultSettings, FaultStage};
+use crate::app::config::{FaultSettings, FaultStage};
 
 /// The faults to inject, and how many panics were injected so far.
 #[derive(Debug, Default)]

@@ -15,16 +15,15 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    ConsumerContext, ConsumerError, apply, batcher,
-    fetcher::{self, FetcherContext},
-    lease,
+    ConsumerContext, ConsumerError, apply, batch,
+    fetch::{self, FetcherContext},
     status::PartitionStatus,
 };
 use crate::{
-    config::FaultStage,
+    app::config::FaultStage,
+    cluster::lease::Lease,
     kafka::{self, KafkaError},
     retry::Backoff,
-    store,
 };
 
 /// Longest pause between two restarts of a failing pipeline.
@@ -37,9 +36,16 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let partition = status.partition;
+    let lease = Arc::new(Lease {
+        store: ctx.store.clone(),
+        topic: ctx.kafka_settings.topic.clone(),
+        partition,
+        owner: ctx.instance_id,
+        ttl: ctx.lease_ttl,
+    });
     let mut backoff = Backoff::new(MAX_RESTART_DELAY);
-    while let Some(owned) = lease::acquire(&ctx, &status, &shutdown).await {
-        let keeper = tokio::spawn(lease::keep(Arc::clone(&ctx), partition, owned.clone()));
+    while let Some(owned) = acquire(&ctx, &lease, &status, &shutdown).await {
+        let keeper = tokio::spawn(Arc::clone(&lease).keep(Arc::clone(&ctx.faults), owned.clone()));
         if consume(&ctx, &status, &owned).await == Stopped::Fatal {
             // Keep the partition (and the lease) stopped: the error needs an operator.
             owned.cancelled().await;
@@ -60,7 +66,7 @@ pub async fn run(
         status.set_handle(None);
         if !lost {
             // Shutdown, handed back or keeper gone: let another instance take it at once.
-            lease::release(&ctx, partition).await;
+            lease.release().await;
         }
         status.set_owned(false);
         status.set_running(false);
@@ -72,6 +78,51 @@ pub async fn run(
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
+        }
+    }
+}
+
+/// Waits until this instance holds the partition's lease, taking it only
+/// within its fair share. Returns a token that is cancelled on shutdown or
+/// when the lease is lost, or `None` on shutdown.
+async fn acquire(
+    ctx: &ConsumerContext,
+    lease: &Lease,
+    status: &PartitionStatus,
+    shutdown: &CancellationToken,
+) -> Option<CancellationToken> {
+    let partition = status.partition;
+    let mut waiting_logged = false;
+    loop {
+        let total = ctx.partitions.len();
+        let attempt = if ctx.membership.may_take(ctx.partitions.owned(), total) {
+            lease.try_acquire().await
+        } else {
+            Ok(false) // at our fair share: leave it to another instance
+        };
+        match attempt {
+            Ok(true) => {
+                status.set_owned(true);
+                status.set_settled();
+                tracing::info!(partition, instance = %ctx.instance_id, "partition lease acquired");
+                let owned = shutdown.child_token();
+                status.set_handle(Some(owned.clone()));
+                return Some(owned);
+            }
+            Ok(false) => {
+                status.set_settled();
+                // Whatever failed here before is another instance's partition now.
+                status.clear_error();
+                if !waiting_logged {
+                    tracing::info!(partition, "partition left to another instance; standing by");
+                    waiting_logged = true;
+                }
+            }
+            Err(e) => tracing::warn!(partition, error = %e, "cannot take the partition lease"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(ctx.lease_ttl / 3) => {}
         }
     }
 }
@@ -135,9 +186,7 @@ async fn pipeline(
 ) -> Result<(), ConsumerError> {
     let partition = status.partition;
     let topic = ctx.kafka_settings.topic.as_str();
-    let db = ctx.pool.get().await.map_err(store::StoreError::from)?;
-    let mut committed = store::offsets::load(&db, topic, partition).await?;
-    drop(db);
+    let mut committed = ctx.store.load_offset(topic, partition).await?;
     let client = kafka::partition(&ctx.kafka, topic, partition).await?;
     let start = match committed {
         Some(offset) => offset,
@@ -161,16 +210,16 @@ async fn pipeline(
         faults: Arc::clone(&ctx.faults),
         buffer: Arc::new(Semaphore::new(ctx.kafka_settings.max_buffered_bytes)),
     };
-    let mut fetch = tokio::spawn(fetcher::run(client, start, fetcher_ctx, tx, stop_fetcher));
+    let mut fetch = tokio::spawn(fetch::run(client, start, fetcher_ctx, tx, stop_fetcher));
     status.set_running(true);
-    let limits = batcher::Limits::from(&ctx.batch_settings);
+    let limits = batch::Limits::from(&ctx.batch_settings);
 
     loop {
-        let batch = tokio::select! {
+        let closed = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            batch = batcher::next_batch(&mut rx, limits) => batch,
+            closed = batch::next_batch(&mut rx, limits) => closed,
         };
-        let Some(batch) = batch else {
+        let Some(closed) = closed else {
             // The fetcher ended: report why.
             return match (&mut fetch).await {
                 Ok(Ok(())) if shutdown.is_cancelled() => Ok(()),
@@ -186,7 +235,7 @@ async fn pipeline(
         // The permits stay held until the batch is committed: the byte budget
         // covers records in flight, not only those waiting.
         let (records, _permits): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|f| (f.record, f.permit)).unzip();
+            closed.into_iter().map(|f| (f.record, f.permit)).unzip();
         committed = apply::commit(&ctx, &status, &records, committed).await?;
     }
 }

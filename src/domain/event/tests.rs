@@ -5,7 +5,7 @@ use serde_json::json;
 use time::macros::datetime;
 use uuid::uuid;
 
-/// The arrival example of SPEC section 2.
+/// The arrival example of docs/SPEC.md section 2.
 fn arrival() -> Value {
     json!({
         "id": "b3b53031-e83a-4654-87f5-b6b6fb09fd99",

@@ -1,19 +1,26 @@
-//! Applying a closed batch: one transaction per batch, retried while the
+//! Applying a closed batch: decode, then one transaction that reads the
+//! stored state, plans, and writes the plan with the offset. Retried while the
 //! failure is transient; split in halves while PostgreSQL refuses its data,
 //! until the records it refuses are isolated and quarantined as
 //! `unprocessable` rejects, so that no record stops its partition. After each
-//! commit: metrics, logs, status and cache invalidation.
+//! commit: metrics, logs, status and [`super::invalidate`].
 
 use std::{collections::VecDeque, ops::Range, sync::Arc, time::Duration};
 
-use super::{ConsumerContext, ConsumerError, status::PartitionStatus};
+use super::{
+    ConsumerContext, ConsumerError,
+    decode::{self, Decoded},
+    invalidate,
+    status::PartitionStatus,
+};
 use crate::{
-    batch::{self, Record},
-    event::{RejectReason, Rejection},
+    app::metrics::BatchFigures,
+    domain::{event::RejectReason, plan},
+    kafka::Record,
     retry::{self, Backoff, Class},
     store::{
-        StoreError,
-        apply::{BatchOutcome, PartitionBatch},
+        Client, StoreError,
+        apply::{self as write, BatchOutcome, PartitionBatch},
     },
 };
 
@@ -78,21 +85,18 @@ async fn apply_with_retries(
     loop {
         let started = std::time::Instant::now();
         let decoded = match quarantine {
-            None => batch::decode_all(batch.records),
-            Some(detail) => batch
-                .records
-                .iter()
-                .map(|_| Err(Rejection::new(RejectReason::Unprocessable, detail)))
-                .collect(),
+            None => decode::decode_all(batch.records),
+            Some(detail) => decode::reject_all(batch.records, RejectReason::Unprocessable, detail),
         };
-        let result = match ctx.pool.get().await {
-            Ok(mut client) => crate::store::apply::apply_decoded(&mut client, batch, decoded).await,
-            Err(e) => Err(e.into()),
+        let result = match ctx.store.client().await {
+            Ok(mut client) => apply_once(&mut client, batch, decoded).await,
+            Err(e) => Err(e),
         };
         match result {
             Ok(outcome) => {
+                let took = started.elapsed();
                 ctx.metrics
-                    .batch_applied(batch.partition, &outcome, started.elapsed());
+                    .batch_applied(&figures(batch.partition, &outcome, took));
                 return Ok(outcome);
             }
             Err(e) => {
@@ -107,6 +111,39 @@ async fn apply_with_retries(
                 attempt += 1;
             }
         }
+    }
+}
+
+/// One batch transaction: lock and read the stored state of the batch's
+/// movements, plan the decoded records against it, write the plan and the
+/// offset, commit.
+pub async fn apply_once(
+    client: &mut Client,
+    batch: &PartitionBatch<'_>,
+    decoded: Vec<Decoded>,
+) -> Result<BatchOutcome, StoreError> {
+    debug_assert_eq!(decoded.len(), batch.records.len());
+    let movement_ids = plan::movement_ids(&decoded);
+    let (tx, stored) = write::begin(client, &movement_ids).await?;
+    let plan = plan::plan(decoded, &stored);
+    write::write(tx, batch, &plan).await
+}
+
+/// The plain figures the metrics record for one committed batch.
+fn figures(partition: i32, outcome: &BatchOutcome, took: Duration) -> BatchFigures {
+    BatchFigures {
+        partition,
+        consumed: outcome.consumed,
+        applied: outcome.applied,
+        duplicates: outcome.duplicates,
+        rejected: outcome
+            .rejected
+            .iter()
+            .map(|(reason, n)| (reason.as_str(), *n))
+            .collect(),
+        negative_stock: outcome.negative_stock,
+        oldest_emitted_at: outcome.oldest_emitted_at,
+        took,
     }
 }
 
@@ -127,7 +164,7 @@ async fn after_commit(ctx: &ConsumerContext, status: &PartitionStatus, outcome: 
     );
     status.committed_now(outcome.next_offset);
     if let Some(cache) = &ctx.cache {
-        cache.invalidate(&outcome.touched).await;
+        invalidate::after_commit(cache, &outcome.touched).await;
     }
     status.set_invalidated(outcome.next_offset);
 }

@@ -4,7 +4,10 @@
 //! owned by the application instance (so that tests running several instances
 //! in one process each see their own numbers).
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use opentelemetry::{
     KeyValue,
@@ -14,12 +17,40 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 use time::OffsetDateTime;
 
-use crate::{
-    consumer::status::Partitions,
-    event::RejectReason,
-    retry::Class,
-    store::{Step, apply::BatchOutcome},
-};
+use crate::{domain::event::RejectReason, retry::Class, store::Step};
+
+/// One partition as the gauges see it at scrape time: plain numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartitionSample {
+    pub partition: i32,
+    /// This instance holds its lease.
+    pub owned: bool,
+    pub lag: i64,
+    pub committed: Option<i64>,
+    /// Seconds since the last commit (or since it was taken); `None` when not held.
+    pub since_commit: Option<f64>,
+    pub stalled: bool,
+}
+
+/// Reads every partition's sample at scrape time.
+pub type PartitionSource = Arc<dyn Fn() -> Vec<PartitionSample> + Send + Sync>;
+/// Reads the connection pool at scrape time: (connections open, idle).
+pub type PoolSource = Arc<dyn Fn() -> (usize, usize) + Send + Sync>;
+
+/// What one committed batch did, in plain numbers.
+#[derive(Debug, Clone)]
+pub struct BatchFigures {
+    pub partition: i32,
+    pub consumed: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+    /// Rejected records per reason code.
+    pub rejected: Vec<(&'static str, u64)>,
+    pub negative_stock: usize,
+    /// Earliest envelope `time` among the applied events.
+    pub oldest_emitted_at: Option<OffsetDateTime>,
+    pub took: Duration,
+}
 
 /// Outcome of a cache look-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,11 +187,11 @@ impl Metrics {
     /// Registers the gauges read at scrape time: lag, committed offset, time
     /// since the last commit and the stalled flag per partition, and pool
     /// connections. Only the first call has an effect.
-    pub fn observe(&self, partitions: Partitions, pool: deadpool_postgres::Pool) {
+    pub fn observe(&self, partitions: PartitionSource, pool: PoolSource) {
         if self.observed.set(()).is_err() {
             return;
         }
-        for s in partitions.snapshot() {
+        for s in partitions() {
             self.touch_partition(s.partition);
         }
         self.db_fallbacks.add(0, &[]);
@@ -170,40 +201,40 @@ impl Metrics {
                     .add(0, &failure_labels(step.as_str(), class.as_str()));
             }
         }
-        let p = partitions.clone();
+        let p = Arc::clone(&partitions);
         self.meter
             .i64_observable_gauge("wm_consumer_partitions_owned")
             .with_description("Partitions whose lease this instance holds")
             .with_callback(move |o| {
-                let owned = p.snapshot().iter().filter(|s| s.is_owned()).count();
-                o.observe(i64::try_from(owned).unwrap_or(0), &[]);
+                let owned = p().iter().filter(|s| s.owned).count();
+                o.observe(i64::try_from(owned).unwrap_or(i64::MAX), &[]);
             })
             .build();
-        let p = partitions.clone();
+        let p = Arc::clone(&partitions);
         self.meter
             .i64_observable_gauge("wm_consumer_lag")
             .with_description("High watermark minus committed offset, by partition held here")
             .with_callback(move |o| {
-                for s in p.snapshot().iter().filter(|s| s.is_owned()) {
-                    o.observe(s.lag(), &partition_label(s.partition));
+                for s in p().iter().filter(|s| s.owned) {
+                    o.observe(s.lag, &partition_label(s.partition));
                 }
             })
             .build();
-        let p = partitions.clone();
+        let p = Arc::clone(&partitions);
         self.meter
             .f64_observable_gauge("wm_consumer_seconds_since_commit")
             .with_description(
                 "Seconds since the last commit (or since the partition was taken), by partition held here",
             )
             .with_callback(move |o| {
-                for s in p.snapshot() {
-                    if let Some(since) = s.since_progress() {
-                        o.observe(since.as_secs_f64(), &partition_label(s.partition));
+                for s in p() {
+                    if let Some(since) = s.since_commit {
+                        o.observe(since, &partition_label(s.partition));
                     }
                 }
             })
             .build();
-        let p = partitions.clone();
+        let p = Arc::clone(&partitions);
         self.meter
             .i64_observable_gauge("wm_consumer_stalled")
             .with_description(
@@ -211,8 +242,8 @@ impl Metrics {
                  for consumer.stall_after_ms",
             )
             .with_callback(move |o| {
-                for s in p.snapshot().iter().filter(|s| s.is_owned()) {
-                    o.observe(i64::from(s.is_stalled()), &partition_label(s.partition));
+                for s in p().iter().filter(|s| s.owned) {
+                    o.observe(i64::from(s.stalled), &partition_label(s.partition));
                 }
             })
             .build();
@@ -220,8 +251,8 @@ impl Metrics {
             .i64_observable_gauge("wm_consumer_committed_offset")
             .with_description("Next offset committed to PostgreSQL, by partition")
             .with_callback(move |o| {
-                for s in partitions.snapshot() {
-                    if let Some(c) = s.committed() {
+                for s in partitions() {
+                    if let Some(c) = s.committed {
                         o.observe(c, &partition_label(s.partition));
                     }
                 }
@@ -231,11 +262,13 @@ impl Metrics {
             .i64_observable_gauge("wm_db_pool_connections")
             .with_description("PostgreSQL pool connections, by state")
             .with_callback(move |o| {
-                let status = pool.status();
-                let idle = i64::try_from(status.available).unwrap_or(0);
-                let size = i64::try_from(status.size).unwrap_or(0);
-                o.observe(size - idle, &[KeyValue::new("state", "in_use")]);
-                o.observe(idle, &[KeyValue::new("state", "idle")]);
+                let (size, idle) = pool();
+                let in_use = i64::try_from(size.saturating_sub(idle)).unwrap_or(i64::MAX);
+                o.observe(in_use, &[KeyValue::new("state", "in_use")]);
+                o.observe(
+                    i64::try_from(idle).unwrap_or(i64::MAX),
+                    &[KeyValue::new("state", "idle")],
+                );
             })
             .build();
     }
@@ -252,20 +285,18 @@ impl Metrics {
     }
 
     /// Records one committed batch.
-    pub fn batch_applied(&self, partition: i32, outcome: &BatchOutcome, took: Duration) {
-        self.consumed.add(outcome.consumed as u64, &[]);
-        self.applied.add(outcome.applied as u64, &[]);
-        self.duplicates.add(outcome.duplicates as u64, &[]);
-        for (reason, n) in &outcome.rejected {
-            self.rejected
-                .add(*n, &[KeyValue::new("reason", reason.as_str())]);
+    pub fn batch_applied(&self, batch: &BatchFigures) {
+        self.consumed.add(count(batch.consumed), &[]);
+        self.applied.add(count(batch.applied), &[]);
+        self.duplicates.add(count(batch.duplicates), &[]);
+        for (reason, n) in &batch.rejected {
+            self.rejected.add(*n, &[KeyValue::new("reason", *reason)]);
         }
-        self.batches
-            .add(1, &[KeyValue::new("partition", i64::from(partition))]);
-        self.negative_stock.add(outcome.negative_stock as u64, &[]);
-        self.batch_size.record(outcome.consumed as u64, &[]);
-        self.batch_duration.record(took.as_secs_f64(), &[]);
-        if let Some(oldest) = outcome.oldest_emitted_at {
+        self.batches.add(1, &partition_label(batch.partition));
+        self.negative_stock.add(count(batch.negative_stock), &[]);
+        self.batch_size.record(count(batch.consumed), &[]);
+        self.batch_duration.record(batch.took.as_secs_f64(), &[]);
+        if let Some(oldest) = batch.oldest_emitted_at {
             let delay = (OffsetDateTime::now_utc() - oldest)
                 .as_seconds_f64()
                 .max(0.0);
@@ -307,7 +338,7 @@ impl Metrics {
     }
 
     pub fn cache_invalidated(&self, keys: usize) {
-        self.cache_invalidations.add(keys as u64, &[]);
+        self.cache_invalidations.add(count(keys), &[]);
     }
 
     pub fn cache_bypassed(&self) {
@@ -338,6 +369,11 @@ impl Metrics {
     pub fn shutdown(&self) {
         let _ = self.provider.shutdown();
     }
+}
+
+/// A count as a counter increment (a `usize` always fits in 64 bits here).
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 fn partition_label(partition: i32) -> [KeyValue; 1] {

@@ -1,7 +1,7 @@
 //! Decoding and validation of one warehouse movement event.
 //!
 //! A Kafka record value is turned into a [`MovementEvent`] or into a
-//! [`Rejection`] that carries a stable [`RejectReason`] code (SPEC sections 2
+//! [`Rejection`] that carries a stable [`RejectReason`] code (docs/SPEC.md sections 2
 //! and 3). This module does no I/O: it only looks at bytes, so every reason
 //! code and every accepted form can be covered by plain unit tests, and the
 //! consumer can store the rejection next to the raw record.
@@ -101,7 +101,7 @@ impl fmt::Display for WarehouseCode {
 /// One validated movement event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MovementEvent {
-    /// Envelope `id`. Not unique: see SPEC section 2.
+    /// Envelope `id`. Not unique: see docs/SPEC.md section 2.
     pub message_id: Uuid,
     /// Envelope `source`.
     pub source: WarehouseCode,

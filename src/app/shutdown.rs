@@ -1,7 +1,12 @@
 //! The one stop signal of the process: SIGINT or SIGTERM cancels a token that
-//! every task watches.
+//! every task watches; running work then has [`GRACE_PERIOD`] to finish.
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+/// How long running work may take to finish after the stop signal.
+pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// Returns a token cancelled on the first SIGINT (Ctrl-C) or SIGTERM.
 pub fn on_signal() -> CancellationToken {

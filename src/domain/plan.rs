@@ -2,9 +2,10 @@
 //! which are duplicates, which conflict with what is stored or with an earlier
 //! record of the same batch, and the aggregated changes the store must write.
 //!
-//! The store reads the current state of the batch's movements once (under
-//! locks), hands it to [`plan`], and writes the resulting [`Plan`] with a few
-//! set-based statements. Records are judged in offset order, so the first event
+//! The ingest stage reads the current state of the batch's movements once
+//! (under locks, in the batch transaction), hands it to [`plan`], and gives the
+//! resulting [`Plan`] to the store, which writes it with a few set-based
+//! statements. Records are judged in offset order, so the first event
 //! of a key or of a movement's side always stands, whatever the batch size.
 
 use std::{
@@ -15,38 +16,9 @@ use std::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::event::{self, EventKind, MovementEvent, RejectReason, Rejection};
+use super::event::{EventKind, MovementEvent, RejectReason, Rejection};
 
-/// One Kafka record as fetched from a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub offset: i64,
-    pub timestamp: OffsetDateTime,
-    pub value: Option<Vec<u8>>,
-    /// `Some(n)` when the value was `n` bytes, over `kafka.max_record_bytes`:
-    /// `value` then holds only a bounded prefix and the record is rejected as
-    /// `too_large`.
-    pub truncated_from: Option<usize>,
-}
-
-impl Record {
-    /// A record whose whole value was kept.
-    pub fn new(offset: i64, timestamp: OffsetDateTime, value: Option<Vec<u8>>) -> Self {
-        Self {
-            offset,
-            timestamp,
-            value,
-            truncated_from: None,
-        }
-    }
-
-    /// Bytes this record holds in memory (its value, or the kept prefix).
-    pub fn size(&self) -> usize {
-        self.value.as_ref().map_or(0, Vec::len)
-    }
-}
-
-/// The key of an event (SPEC section 4).
+/// The key of an event (docs/SPEC.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventKey {
     pub movement_id: Uuid,
@@ -147,26 +119,6 @@ impl Plan {
     }
 }
 
-/// Decodes every record of a batch; a record cut to a prefix because it was
-/// too large is rejected as `too_large` without being decoded.
-pub fn decode_all(records: &[Record]) -> Vec<Result<MovementEvent, Rejection>> {
-    records.iter().map(decode_record).collect()
-}
-
-fn decode_record(record: &Record) -> Result<MovementEvent, Rejection> {
-    match record.truncated_from {
-        Some(size) => Err(Rejection::new(
-            RejectReason::TooLarge,
-            format!(
-                "record value is {size} bytes, over kafka.max_record_bytes; \
-                 its first {} bytes are kept",
-                record.size()
-            ),
-        )),
-        None => event::decode(record.value.as_deref()),
-    }
-}
-
 /// The distinct movements of the decodable records, sorted.
 pub fn movement_ids(decoded: &[Result<MovementEvent, Rejection>]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = decoded
@@ -176,13 +128,6 @@ pub fn movement_ids(decoded: &[Result<MovementEvent, Rejection>]) -> Vec<Uuid> {
     ids.sort_unstable();
     ids.dedup();
     ids
-}
-
-/// The advisory-lock key of a movement: 32 bits of its id. Two movements sharing
-/// a key only wait for each other; correctness never depends on the key being unique.
-pub fn lock_key(movement_id: Uuid) -> i32 {
-    let b = movement_id.as_bytes();
-    i32::from_be_bytes([b[12], b[13], b[14], b[15]])
 }
 
 /// Judges every decoded record, in order, against the stored state and the

@@ -217,6 +217,28 @@ impl Partitions {
         self.len() == 0
     }
 
+    /// Partitions whose lease this instance holds.
+    pub fn owned(&self) -> usize {
+        self.snapshot().iter().filter(|s| s.is_owned()).count()
+    }
+
+    /// Hands back `excess` of the partitions held here, highest numbers first.
+    pub fn hand_back(&self, excess: usize) {
+        let mut owned: Vec<Arc<PartitionStatus>> = self
+            .snapshot()
+            .into_iter()
+            .filter(|s| s.is_owned())
+            .collect();
+        owned.sort_by_key(|s| std::cmp::Reverse(s.partition));
+        for status in owned.into_iter().take(excess) {
+            tracing::info!(
+                partition = status.partition,
+                "handing a partition back to rebalance"
+            );
+            status.hand_back();
+        }
+    }
+
     /// Adds the partitions of `ids` not known yet; returns them.
     pub fn add_missing(&self, ids: &[i32]) -> Vec<Arc<PartitionStatus>> {
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
@@ -263,6 +285,25 @@ mod tests {
         slow.set_high_watermark(5);
         slow.set_owned(true);
         assert!(!slow.is_stalled(), "not for long enough");
+    }
+
+    #[test]
+    fn excess_partitions_are_handed_back_highest_first() {
+        let p = Partitions::new(&[0, 1, 2], Duration::from_secs(60));
+        let tokens: Vec<tokio_util::sync::CancellationToken> = p
+            .snapshot()
+            .iter()
+            .map(|s| {
+                s.set_owned(true);
+                let t = tokio_util::sync::CancellationToken::new();
+                s.set_handle(Some(t.clone()));
+                t
+            })
+            .collect();
+        assert_eq!(p.owned(), 3);
+        p.hand_back(1);
+        let handed: Vec<bool> = tokens.iter().map(|t| t.is_cancelled()).collect();
+        assert_eq!(handed, vec![false, false, true]);
     }
 
     #[test]

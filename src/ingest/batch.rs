@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::{batch::Record, config::BatchSettings};
+use crate::{app::config::BatchSettings, kafka::Record};
 
 /// Anything with a size in bytes.
 pub trait Weighed {

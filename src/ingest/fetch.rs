@@ -13,12 +13,14 @@ use rskafka::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerError, batcher::Weighed, fault::Faults, status::PartitionStatus};
+use super::{ConsumerError, batch::Weighed, status::PartitionStatus};
 use crate::{
-    batch::Record,
-    config::{FaultStage, KafkaSettings, OffsetReset},
-    kafka::{self, KafkaError},
-    metrics::Metrics,
+    app::{
+        config::{FaultStage, KafkaSettings, OffsetReset},
+        metrics::Metrics,
+    },
+    fault::Faults,
+    kafka::{self, KafkaError, Record},
 };
 
 /// A fetched record and its share of the partition's byte budget.
@@ -149,12 +151,16 @@ async fn fetch_at(
     if !skipped {
         return Ok((records, high_watermark));
     }
-    // Never step back past the start of the log.
-    let floor = client
-        .get_offset(OffsetAt::Earliest)
-        .await
-        .unwrap_or(0)
-        .min(offset);
+    // Never step back past the start of the log. Without it, 0 is a safe
+    // floor: stepping back further only costs a longer walk forward.
+    let floor = match client.get_offset(OffsetAt::Earliest).await {
+        Ok(earliest) => earliest.min(offset),
+        Err(e) => {
+            tracing::debug!(partition = client.partition(), error = %KafkaError::from(e),
+                "cannot read the earliest offset; stepping back from 0");
+            0
+        }
+    };
     let mut step = 64_i64;
     // Step back until the answer starts at or before `offset`.
     let (mut from, mut found) = loop {

@@ -15,7 +15,57 @@ use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
-use crate::kafka::{self, KafkaError};
+use crate::{
+    app::config::KafkaSettings,
+    kafka::{self, Codec, KafkaError},
+};
+
+/// `produce`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProduceArgs {
+    /// Number of movements (each has 1-3 products, so 2-6 events).
+    #[arg(long, default_value_t = 1000)]
+    pub movements: usize,
+    /// Random seed; the same seed gives the same movements (default: a new
+    /// seed each run, so that runs add new movements).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Share of events sent twice, as a producer retry would.
+    #[arg(long, default_value_t = 0.02)]
+    pub duplicate_ratio: f64,
+    /// Share of records replaced by malformed ones.
+    #[arg(long, default_value_t = 0.01)]
+    pub invalid_ratio: f64,
+    /// Compression of the produced record batches.
+    #[arg(long, value_enum, default_value_t = Codec::None)]
+    pub compression: Codec,
+}
+
+/// Generates the demo traffic `args` asks for and produces it to the
+/// configured topic (created when missing); returns a one-line summary.
+pub async fn run(settings: &KafkaSettings, args: ProduceArgs) -> Result<String, KafkaError> {
+    let (client, partitions) = kafka::connect_topic(settings).await?;
+    let plan = Plan {
+        movements: args.movements,
+        seed: args.seed.unwrap_or_else(rand::random),
+        duplicate_ratio: args.duplicate_ratio,
+        invalid_ratio: args.invalid_ratio,
+    };
+    let messages = generate(&plan);
+    let total = messages.len();
+    let topic = &settings.topic;
+    let counts = produce(
+        &client,
+        topic,
+        &partitions,
+        messages,
+        args.compression.into(),
+    )
+    .await?;
+    Ok(format!(
+        "produced {total} records to {topic}: {counts:?} (partition: records)"
+    ))
+}
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -49,7 +99,7 @@ pub fn generate(plan: &Plan) -> Vec<Message> {
         let movement = Uuid::from_u128(rng.r#gen());
         let pair: Vec<&(Uuid, String)> = warehouses.choose_multiple(&mut rng, 2).collect();
         let (from, to) = (pair[0], pair[1]);
-        let departed = start + time::Duration::seconds(n as i64);
+        let departed = start + time::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX));
         let arrived = departed + time::Duration::minutes(rng.gen_range(30..600));
         let delivered = rng.gen_bool(0.9);
         let mut events = Vec::new();
@@ -104,10 +154,10 @@ fn event(
         "id": Uuid::new_v4(),
         "source": code,
         "specversion": "1.0",
-        "type": crate::event::EVENT_TYPE,
+        "type": crate::domain::event::EVENT_TYPE,
         "datacontenttype": "application/json",
         "dataschema": "ru.retail.warehouses.movement.v1.0",
-        "time": (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        "time": epoch_millis(OffsetDateTime::now_utc()),
         "subject": format!("{code}:{}", kind.to_uppercase()),
         "destination": "ru.retail.warehouses",
         "data": {
@@ -120,6 +170,11 @@ fn event(
         }
     });
     serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch (any time this tool meets fits an i64).
+fn epoch_millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// A record of one of the decode reject reasons, at random.
@@ -154,7 +209,7 @@ pub async fn produce(
         counts.insert(partition, messages.len());
         let mut messages = messages.into_iter().peekable();
         while messages.peek().is_some() {
-            let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+            let millis = epoch_millis(OffsetDateTime::now_utc());
             let now = Utc
                 .timestamp_millis_opt(millis)
                 .single()
@@ -178,7 +233,7 @@ pub async fn produce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::decode;
+    use crate::domain::event::decode;
 
     #[test]
     fn generated_events_decode_except_the_planned_malformed_ones() {

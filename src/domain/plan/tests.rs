@@ -3,7 +3,7 @@
 use time::macros::datetime;
 
 use super::*;
-use crate::event::WarehouseCode;
+use crate::domain::event::WarehouseCode;
 
 const A: Uuid = Uuid::from_u128(0xa);
 const B: Uuid = Uuid::from_u128(0xb);

@@ -31,6 +31,9 @@ pub struct KafkaSettings {
     pub brokers: Vec<String>,
     pub topic: String,
     pub partitions: i32,
+    /// Replicas of each partition when the service creates the topic: 1 suits
+    /// the local single broker; a real cluster wants 3.
+    pub replication_factor: i16,
     pub create_topic: bool,
     pub fetch_max_bytes: i32,
     pub fetch_max_wait_ms: i32,
@@ -213,6 +216,9 @@ impl Settings {
         }
         if self.kafka.partitions < 1 {
             return invalid("kafka.partitions", "must be at least 1");
+        }
+        if self.kafka.replication_factor < 1 {
+            return invalid("kafka.replication_factor", "must be at least 1");
         }
         if self.kafka.fetch_max_bytes < 1024 {
             return invalid("kafka.fetch_max_bytes", "must be at least 1024");

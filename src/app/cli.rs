@@ -1,11 +1,10 @@
-//! The command line: `serve`, `migrate` and `verify`, each a thin call into the
-//! library so that `main` only wires the process edge.
+//! The command line: `serve`, `migrate`, `verify` and `openapi` (and, with the
+//! `devtools` feature, `produce`), each a thin call into the library so that
+//! `main` only wires the process edge.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-
-use crate::kafka::Codec;
 
 /// Turns a Kafka stream of warehouse movement events into queryable state.
 #[derive(Debug, Parser)]
@@ -33,22 +32,6 @@ pub enum Command {
     Openapi,
     /// Produce generated demo events (departures, arrivals, duplicates, a few
     /// malformed records) to the configured topic.
-    Produce {
-        /// Number of movements (each has 1-3 products, so 2-6 events).
-        #[arg(long, default_value_t = 1000)]
-        movements: usize,
-        /// Random seed; the same seed gives the same movements (default: a new
-        /// seed each run, so that runs add new movements).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Share of events sent twice, as a producer retry would.
-        #[arg(long, default_value_t = 0.02)]
-        duplicate_ratio: f64,
-        /// Share of records replaced by malformed ones.
-        #[arg(long, default_value_t = 0.01)]
-        invalid_ratio: f64,
-        /// Compression of the produced record batches.
-        #[arg(long, value_enum, default_value_t = Codec::None)]
-        compression: Codec,
-    },
+    #[cfg(feature = "devtools")]
+    Produce(crate::devtools::produce::ProduceArgs),
 }

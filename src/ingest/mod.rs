@@ -1,31 +1,36 @@
-//! The Kafka consumer: one pipeline per partition (fetcher → batcher → batch
-//! transaction → cache invalidation), offsets kept in PostgreSQL since rskafka
-//! has no consumer groups. The topic's partition list is read again
-//! periodically, and new partitions get a pipeline without a restart.
+//! Ingestion, one pipeline per partition, in the order the data goes:
+//! [`fetch`] → [`batch`] → [`decode`] → plan ([`crate::domain::plan`]) →
+//! [`apply`] (one transaction per batch, [`crate::store::apply`]) →
+//! [`invalidate`]. [`partition`] runs and restarts each pipeline while this
+//! instance holds the partition's lease, and [`status`] is what each one is
+//! doing. Offsets live in PostgreSQL (rskafka has no consumer groups). The
+//! topic's partition list is read again periodically, and new partitions get
+//! a pipeline without a restart.
 
 pub mod apply;
-pub mod batcher;
-pub mod fault;
-pub mod fetcher;
-pub mod lease;
-pub mod membership;
+pub mod batch;
+pub mod decode;
+pub mod fetch;
+pub mod invalidate;
 pub mod partition;
 pub mod status;
 
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    app::{
+        config::{BatchSettings, KafkaSettings},
+        metrics::Metrics,
+    },
     cache::Cache,
-    config::{BatchSettings, KafkaSettings},
+    cluster::membership::{self, Heartbeat, Membership},
+    fault::Faults,
     kafka::{self, KafkaError},
-    metrics::Metrics,
-    store::StoreError,
+    store::{Store, StoreError},
 };
-use fault::Faults;
 use status::Partitions;
 
 /// Errors that end a partition pipeline (which then restarts, unless fatal).
@@ -53,7 +58,7 @@ impl ConsumerError {
 /// What every partition pipeline shares.
 #[derive(Debug)]
 pub struct ConsumerContext {
-    pub pool: Pool,
+    pub store: Store,
     pub kafka: Arc<rskafka::client::Client>,
     pub kafka_settings: KafkaSettings,
     pub batch_settings: BatchSettings,
@@ -61,8 +66,10 @@ pub struct ConsumerContext {
     pub instance_id: uuid::Uuid,
     /// How long a partition lease lasts without renewal.
     pub lease_ttl: std::time::Duration,
-    /// The instances sharing the topic, and the partitions held here.
-    pub membership: membership::Membership,
+    /// The instances sharing the topic.
+    pub membership: Membership,
+    /// The topic's partitions as known here, and what each pipeline does.
+    pub partitions: Partitions,
     pub cache: Option<Cache>,
     pub metrics: Arc<Metrics>,
     /// Faults injected by tests (none in production).
@@ -71,9 +78,25 @@ pub struct ConsumerContext {
 
 /// Runs one pipeline per partition until `shutdown` is cancelled, and one for
 /// every partition the topic gains meanwhile.
-pub async fn run(ctx: Arc<ConsumerContext>, partitions: Partitions, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<ConsumerContext>, shutdown: CancellationToken) {
+    let partitions = ctx.partitions.clone();
     let mut tasks = JoinSet::new();
-    tasks.spawn(membership::run(Arc::clone(&ctx), shutdown.clone()));
+    let heartbeat = Heartbeat {
+        store: ctx.store.clone(),
+        topic: ctx.kafka_settings.topic.clone(),
+        instance: ctx.instance_id,
+        ttl: ctx.lease_ttl,
+    };
+    let group = Arc::clone(&ctx);
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        let rebalance = || {
+            let total = group.partitions.len();
+            let excess = group.membership.excess(group.partitions.owned(), total);
+            group.partitions.hand_back(excess);
+        };
+        membership::run(heartbeat, &group.membership, rebalance, stop).await;
+    });
     for status in partitions.snapshot() {
         tasks.spawn(partition::run(Arc::clone(&ctx), status, shutdown.clone()));
     }

@@ -3,27 +3,28 @@
 //! period. Tests build it exactly as `main` does, on their own database,
 //! topic and port.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    config::Settings,
+    metrics::{Metrics, MetricsError, PartitionSample},
+    shutdown::GRACE_PERIOD,
+};
 use crate::{
     api,
     cache::{Cache, CacheError},
-    config::Settings,
-    consumer::{
+    cluster::membership::Membership,
+    fault::Faults,
+    ingest::{
         self, ConsumerContext,
-        fault::Faults,
         status::{PartitionStatus, Partitions},
     },
     kafka::{self, KafkaError},
-    metrics::{Metrics, MetricsError},
-    store::{self, StoreError},
+    store::{self, Store, StoreError},
 };
-
-/// How long running work may take to finish after the stop signal.
-pub const GRACE_PERIOD: Duration = Duration::from_secs(10);
 
 /// Why the service could not start or stopped with an error. Each message
 /// holds its cause's text, so no cause is chained again (`main` prints the
@@ -51,7 +52,7 @@ pub enum StartupError {
 #[derive(Debug)]
 pub struct Application {
     settings: Settings,
-    pool: Pool,
+    store: Store,
     kafka: Arc<rskafka::client::Client>,
     partitions: Partitions,
     metrics: Arc<Metrics>,
@@ -59,30 +60,32 @@ pub struct Application {
     listener: tokio::net::TcpListener,
 }
 
-/// Creates the database if missing and applies pending migrations.
-pub async fn migrate(settings: &Settings) -> Result<Vec<&'static str>, StoreError> {
+/// Creates the database if missing and applies pending migrations; returns
+/// the store (its pool built once) and the versions applied.
+pub async fn migrate(settings: &Settings) -> Result<(Store, Vec<&'static str>), StoreError> {
     store::ensure_database(&settings.postgres.url).await?;
-    let pool = store::pool(&settings.postgres)?;
-    let mut client = pool.get().await?;
-    store::migrate::run(&mut client).await
+    let store = Store::new(&settings.postgres)?;
+    let applied = store.migrate().await?;
+    Ok((store, applied))
 }
 
 impl Application {
     /// Migrates the database, connects to the broker (creating the topic when
     /// configured), starts the cache client and binds the HTTP port.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let applied = migrate(&settings).await?;
+        let (store, applied) = migrate(&settings).await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "applied migrations");
         }
-        let pool = store::pool(&settings.postgres)?;
-        let kafka = kafka::connect(&settings.kafka).await?;
-        let k = &settings.kafka;
-        let partitions =
-            kafka::ensure_topic(&kafka, &k.topic, k.partitions, k.create_topic).await?;
+        let (kafka, partitions) = kafka::connect_topic(&settings.kafka).await?;
         let partitions = Partitions::new(&partitions, settings.consumer.stall_after());
         let metrics = Arc::new(Metrics::new()?);
-        metrics.observe(partitions.clone(), pool.clone());
+        let sampled = partitions.clone();
+        let pool = store.clone();
+        metrics.observe(
+            Arc::new(move || sampled.snapshot().iter().map(|s| sample(s)).collect()),
+            Arc::new(move || pool.connections()),
+        );
         metrics.touch_reasons();
         let cache = Cache::start(&settings.redis, Arc::clone(&metrics)).await?;
         let addr = settings.http.addr;
@@ -91,7 +94,7 @@ impl Application {
             .map_err(|cause| StartupError::Listen { addr, cause })?;
         Ok(Self {
             settings,
-            pool,
+            store,
             kafka,
             partitions,
             metrics,
@@ -109,7 +112,7 @@ impl Application {
 
     /// A handle on the pool, for tests and tools.
     pub fn pool(&self) -> Pool {
-        self.pool.clone()
+        self.store.pool()
     }
 
     /// Live state of each partition's consumer, as known now.
@@ -131,13 +134,14 @@ impl Application {
     /// gives them [`GRACE_PERIOD`] to finish.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let ctx = Arc::new(ConsumerContext {
-            pool: self.pool.clone(),
+            store: self.store.clone(),
             kafka: Arc::clone(&self.kafka),
             kafka_settings: self.settings.kafka.clone(),
             batch_settings: self.settings.batch.clone(),
             instance_id: uuid::Uuid::new_v4(),
             lease_ttl: self.settings.consumer.lease_ttl(),
-            membership: consumer::membership::Membership::new(self.partitions.clone()),
+            membership: Membership::default(),
+            partitions: self.partitions.clone(),
             cache: Some(self.cache.clone()),
             metrics: Arc::clone(&self.metrics),
             faults: Arc::new(Faults::new(self.settings.fault.clone())),
@@ -148,13 +152,9 @@ impl Application {
             http = %self.local_addr(),
             "warehouse-monitor running"
         );
-        let consumer = tokio::spawn(consumer::run(
-            ctx,
-            self.partitions.clone(),
-            shutdown.clone(),
-        ));
+        let consumer = tokio::spawn(ingest::run(ctx, shutdown.clone()));
         let state = api::State {
-            pool: self.pool.clone(),
+            store: self.store.clone(),
             cache: self.cache.clone(),
             metrics: Arc::clone(&self.metrics),
             partitions: self.partitions.clone(),
@@ -169,8 +169,21 @@ impl Application {
         }
         self.cache.quit().await;
         self.metrics.shutdown();
+        self.store.close();
         tracing::info!("warehouse-monitor stopped");
         http_result.map_err(StartupError::Http)
+    }
+}
+
+/// What the gauges read of one partition.
+fn sample(s: &PartitionStatus) -> PartitionSample {
+    PartitionSample {
+        partition: s.partition,
+        owned: s.is_owned(),
+        lag: s.lag(),
+        committed: s.committed(),
+        since_commit: s.since_progress().map(|d| d.as_secs_f64()),
+        stalled: s.is_stalled(),
     }
 }
 

@@ -1,0 +1,2 @@
+-- {database} is replaced by the quoted database name (an identifier cannot be a parameter).
+CREATE DATABASE {database}

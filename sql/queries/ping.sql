@@ -1,0 +1,2 @@
+-- Readiness: the server answers.
+SELECT 1

@@ -1,0 +1,3 @@
+//! Developer tools kept out of the service: generated demo traffic.
+
+pub mod produce;
