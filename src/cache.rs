@@ -319,7 +319,9 @@ impl Cache {
 
     /// Closes the connection.
     pub async fn quit(&self) {
-        let _ = self.client.quit().await;
+        if let Err(e) = self.client.quit().await {
+            tracing::debug!(error = %e, "Redis connection did not close cleanly");
+        }
     }
 }
 

@@ -31,11 +31,12 @@ async fn run() -> anyhow::Result<ExitCode> {
         println!("{}", api::spec_json());
         return Ok(ExitCode::SUCCESS);
     }
-    let settings = Settings::load(&cli.config_dir, cli.config.as_deref())?;
+    let mut settings = Settings::load(&cli.config_dir, cli.config.as_deref())?;
     telemetry::init(settings.log.format);
     match cli.command {
         Command::Openapi => {}
-        Command::Serve => {
+        Command::Serve { role } => {
+            settings.role = role.unwrap_or(settings.role);
             let stop = shutdown::on_signal();
             startup::Application::build(settings)
                 .await?

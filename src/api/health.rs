@@ -111,7 +111,12 @@ impl HealthApi {
                 false
             }
         };
-        let statuses = state.partitions.snapshot();
+        // An API-only instance consumes nothing: it has no partitions to report.
+        let statuses = if state.role.consumes() {
+            state.partitions.snapshot()
+        } else {
+            Vec::new()
+        };
         let partitions: Vec<PartitionHealth> = statuses
             .iter()
             .map(|s| PartitionHealth {

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    app::{metrics::Metrics, shutdown::GRACE_PERIOD},
+    app::{config::Role, metrics::Metrics, shutdown::GRACE_PERIOD},
     cache::Cache,
     ingest::status::Partitions,
     store::Store,
@@ -31,6 +31,9 @@ pub struct State {
     pub cache: Cache,
     pub metrics: Arc<Metrics>,
     pub partitions: Partitions,
+    /// What this instance runs: a consumer-only instance serves health and
+    /// metrics, not the queries.
+    pub role: Role,
 }
 
 type Apis = (queries::QueryApi, health::HealthApi);
@@ -56,13 +59,25 @@ pub fn spec_json() -> String {
 
 /// The whole HTTP application.
 pub fn app(state: State) -> impl Endpoint {
-    let api = openapi();
+    let routes = if state.role.serves_queries() {
+        let api = openapi();
+        Route::new()
+            .at("/openapi.json", api.spec_endpoint())
+            .nest("/docs", api.swagger_ui())
+            .at("/metrics", get(metrics_endpoint))
+            .nest("/", api)
+    } else {
+        let health = OpenApiService::new(
+            health::HealthApi,
+            "warehouse-monitor",
+            env!("CARGO_PKG_VERSION"),
+        );
+        Route::new()
+            .at("/metrics", get(metrics_endpoint))
+            .nest("/", health)
+    };
     let metrics = Arc::clone(&state.metrics);
-    Route::new()
-        .at("/openapi.json", api.spec_endpoint())
-        .nest("/docs", api.swagger_ui())
-        .at("/metrics", get(metrics_endpoint))
-        .nest("/", api)
+    routes
         .around(move |endpoint, request| {
             let metrics = Arc::clone(&metrics);
             async move {

@@ -23,7 +23,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume the topic and serve the HTTP API until SIGINT/SIGTERM.
-    Serve,
+    Serve {
+        /// What this instance runs (overrides the `role` setting and WM_ROLE).
+        #[arg(long, value_enum)]
+        role: Option<crate::app::config::Role>,
+    },
     /// Create the database if missing and apply pending migrations.
     Migrate,
     /// Recompute stock from the stored events; exit 1 on any mismatch.

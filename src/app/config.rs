@@ -13,6 +13,8 @@ pub const ENV_PREFIX: &str = "WM";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// What this instance does: everything, only the API, or only consuming.
+    pub role: Role,
     pub kafka: KafkaSettings,
     pub batch: BatchSettings,
     pub consumer: ConsumerSettings,
@@ -50,6 +52,31 @@ pub struct KafkaSettings {
 impl KafkaSettings {
     pub fn metadata_refresh(&self) -> Duration {
         Duration::from_millis(self.metadata_refresh_ms)
+    }
+}
+
+/// What an instance runs. API and consumer instances can be scaled apart, so
+/// that API load does not slow ingestion and the reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Consume the topic and serve the whole HTTP API.
+    All,
+    /// Serve the HTTP API only; never take partition leases.
+    Api,
+    /// Consume only; HTTP serves health and metrics.
+    Consumer,
+}
+
+impl Role {
+    /// True when this role consumes partitions.
+    pub fn consumes(self) -> bool {
+        matches!(self, Role::All | Role::Consumer)
+    }
+
+    /// True when this role answers the queries.
+    pub fn serves_queries(self) -> bool {
+        matches!(self, Role::All | Role::Api)
     }
 }
 

@@ -359,15 +359,20 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         let families = self.registry.gather();
-        if TextEncoder::new().encode(&families, &mut out).is_err() {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode the metrics");
             return String::new();
         }
-        String::from_utf8(out).unwrap_or_default()
+        // The text encoder writes UTF-8 only.
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
     /// Flushes nothing (pull exporter) but ends the provider cleanly.
     pub fn shutdown(&self) {
-        let _ = self.provider.shutdown();
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!(error = %e, "metrics provider did not shut down cleanly");
+        }
     }
 }
 

@@ -146,18 +146,25 @@ impl Application {
             metrics: Arc::clone(&self.metrics),
             faults: Arc::new(Faults::new(self.settings.fault.clone())),
         });
+        let role = self.settings.role;
         tracing::info!(
+            ?role,
             topic = %self.settings.kafka.topic,
             partitions = self.partitions.len(),
             http = %self.local_addr(),
             "warehouse-monitor running"
         );
-        let consumer = tokio::spawn(ingest::run(ctx, shutdown.clone()));
+        let consumer = if role.consumes() {
+            tokio::spawn(ingest::run(ctx, shutdown.clone()))
+        } else {
+            tokio::spawn(async {}) // an API instance never takes partition leases
+        };
         let state = api::State {
             store: self.store.clone(),
             cache: self.cache.clone(),
             metrics: Arc::clone(&self.metrics),
             partitions: self.partitions.clone(),
+            role,
         };
         let http = api::serve(self.listener, state, shutdown.clone());
 

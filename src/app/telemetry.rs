@@ -9,7 +9,9 @@ use super::config::LogFormat;
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = match format {
+    // `try_init` fails only when a subscriber is already installed (tests
+    // build several applications in one process): keep the first.
+    let _already_installed = match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))

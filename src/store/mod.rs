@@ -333,7 +333,9 @@ async fn maintenance(
     maintenance.dbname("postgres");
     let (client, connection) = maintenance.connect(NoTls).await?;
     let driver = tokio::spawn(async move {
-        let _ = connection.await;
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %describe(&e), "maintenance connection ended with an error");
+        }
     });
     Ok(Some((client, driver, name)))
 }

@@ -22,5 +22,6 @@ mod partitions;
 mod quarantine;
 mod rejects;
 mod replay;
+mod roles;
 mod timebounds;
 mod volume;
