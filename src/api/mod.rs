@@ -6,7 +6,10 @@ pub mod health;
 pub mod model;
 pub mod queries;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler, http::StatusCode,
@@ -34,6 +37,8 @@ pub struct State {
     /// What this instance runs: a consumer-only instance serves health and
     /// metrics, not the queries.
     pub role: Role,
+    /// Longest time a request may take before it is answered 503.
+    pub request_timeout: Duration,
 }
 
 type Apis = (queries::QueryApi, health::HealthApi);
@@ -77,6 +82,7 @@ pub fn app(state: State) -> impl Endpoint {
             .nest("/", health)
     };
     let metrics = Arc::clone(&state.metrics);
+    let limit = state.request_timeout;
     routes
         .around(move |endpoint, request| {
             let metrics = Arc::clone(&metrics);
@@ -84,9 +90,11 @@ pub fn app(state: State) -> impl Endpoint {
                 let path = request.uri().path().to_owned();
                 let route = route_label(&path);
                 let started = Instant::now();
-                let response = match endpoint.call(request).await {
-                    Ok(response) => response.into_response(),
-                    Err(err) => error_response(&err, &path),
+                // A hung dependency must not hang the client: answer 503 in time.
+                let response = match tokio::time::timeout(limit, endpoint.call(request)).await {
+                    Ok(Ok(response)) => response.into_response(),
+                    Ok(Err(err)) => error_response(&err, &path),
+                    Err(_) => timed_out(limit),
                 };
                 metrics.http_request(route, response.status().as_u16(), started.elapsed());
                 Ok(response)
@@ -129,6 +137,18 @@ fn error_response(err: &poem::Error, path: &str) -> Response {
     };
     let body = poem_openapi::payload::Json(ErrorBody::new(code, message));
     body.with_status(status).into_response()
+}
+
+/// The answer to a request that ran out of time.
+fn timed_out(limit: Duration) -> Response {
+    tracing::warn!(?limit, "request timed out");
+    let message = format!(
+        "no answer within http.request_timeout_ms ({} ms); retry later",
+        limit.as_millis()
+    );
+    let body = poem_openapi::payload::Json(ErrorBody::new("unavailable", message));
+    body.with_status(StatusCode::SERVICE_UNAVAILABLE)
+        .into_response()
 }
 
 /// Names the path segment that is not a UUID.

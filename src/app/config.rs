@@ -156,7 +156,15 @@ pub enum FaultStage {
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
     pub url: String,
+    /// Connections for batch transactions (the consumer).
     pub pool_size: usize,
+    /// Connections for API reads, apart so that reads cannot starve ingestion.
+    pub api_pool_size: usize,
+    /// Connections for leases and heartbeats, apart so that neither reads nor
+    /// batches can delay a renewal past the lease's expiry.
+    pub lease_pool_size: usize,
+    /// Server-side `statement_timeout` of API reads, ms.
+    pub read_statement_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +178,14 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
+    /// A request that takes longer is answered 503 `unavailable`.
+    pub request_timeout_ms: u64,
+}
+
+impl HttpSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +301,21 @@ impl Settings {
         }
         if self.postgres.pool_size < 2 {
             return invalid("postgres.pool_size", "must be at least 2");
+        }
+        if self.postgres.api_pool_size < 1 {
+            return invalid("postgres.api_pool_size", "must be at least 1");
+        }
+        if self.postgres.lease_pool_size < 1 {
+            return invalid("postgres.lease_pool_size", "must be at least 1");
+        }
+        if self.postgres.read_statement_timeout_ms < 10 {
+            return invalid("postgres.read_statement_timeout_ms", "must be at least 10");
+        }
+        if self.http.request_timeout_ms <= self.postgres.read_statement_timeout_ms {
+            return invalid(
+                "http.request_timeout_ms",
+                "must be above postgres.read_statement_timeout_ms",
+            );
         }
         if self.postgres.url.parse::<tokio_postgres::Config>().is_err() {
             return invalid("postgres.url", "not a valid PostgreSQL connection URL");

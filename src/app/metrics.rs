@@ -34,8 +34,8 @@ pub struct PartitionSample {
 
 /// Reads every partition's sample at scrape time.
 pub type PartitionSource = Arc<dyn Fn() -> Vec<PartitionSample> + Send + Sync>;
-/// Reads the connection pool at scrape time: (connections open, idle).
-pub type PoolSource = Arc<dyn Fn() -> (usize, usize) + Send + Sync>;
+/// Reads the connection pools at scrape time: (pool name, connections open, idle).
+pub type PoolSource = Arc<dyn Fn() -> Vec<(&'static str, usize, usize)> + Send + Sync>;
 
 /// What one committed batch did, in plain numbers.
 #[derive(Debug, Clone)]
@@ -260,15 +260,23 @@ impl Metrics {
             .build();
         self.meter
             .i64_observable_gauge("wm_db_pool_connections")
-            .with_description("PostgreSQL pool connections, by state")
+            .with_description("PostgreSQL pool connections, by pool and state")
             .with_callback(move |o| {
-                let (size, idle) = pool();
-                let in_use = i64::try_from(size.saturating_sub(idle)).unwrap_or(i64::MAX);
-                o.observe(in_use, &[KeyValue::new("state", "in_use")]);
-                o.observe(
-                    i64::try_from(idle).unwrap_or(i64::MAX),
-                    &[KeyValue::new("state", "idle")],
-                );
+                for (name, size, idle) in pool() {
+                    let in_use = i64::try_from(size.saturating_sub(idle)).unwrap_or(i64::MAX);
+                    let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+                    o.observe(
+                        in_use,
+                        &[
+                            KeyValue::new("pool", name),
+                            KeyValue::new("state", "in_use"),
+                        ],
+                    );
+                    o.observe(
+                        idle,
+                        &[KeyValue::new("pool", name), KeyValue::new("state", "idle")],
+                    );
+                }
             })
             .build();
     }

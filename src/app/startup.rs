@@ -165,6 +165,7 @@ impl Application {
             metrics: Arc::clone(&self.metrics),
             partitions: self.partitions.clone(),
             role,
+            request_timeout: self.settings.http.request_timeout(),
         };
         let http = api::serve(self.listener, state, shutdown.clone());
 

@@ -195,45 +195,81 @@ const DATABASE_EXISTS: &str = include_str!("../../sql/queries/database_exists.sq
 const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sql");
 const DROP_DATABASE: &str = include_str!("../../sql/queries/drop_database.sql");
 
-/// The database: owns the connection pool, and every statement goes through it.
+/// The database: owns the connection pools, and every statement goes through
+/// it. Three pools, so that API reads, batch transactions and lease renewals
+/// never queue behind one another.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: Pool,
+    /// Batch transactions, offsets, migrations, verify.
+    batches: Pool,
+    /// API reads, with a server-side statement timeout.
+    reads: Pool,
+    /// Leases and heartbeats.
+    leases: Pool,
 }
 
 impl Store {
-    /// Parses the URL and builds the pool (connections are opened lazily).
+    /// Parses the URL and builds the pools (connections are opened lazily).
     pub fn new(settings: &PostgresSettings) -> Result<Self, StoreError> {
-        let pg_config: tokio_postgres::Config = settings.url.parse().map_err(StoreError::Url)?;
+        let mut pg: tokio_postgres::Config = settings.url.parse().map_err(StoreError::Url)?;
+        // A peer that vanished is noticed by the kernel, not only at the next query.
+        pg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5));
+        let mut reads = pg.clone();
+        let timeout = settings.read_statement_timeout_ms;
+        reads.options(&format!("-c statement_timeout={timeout}"));
+        let wait = Duration::from_millis(timeout);
         Ok(Self {
-            pool: pool_from_config(pg_config, settings.pool_size)?,
+            batches: pool_from_config(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
+            reads: pool_from_config(reads, settings.api_pool_size, wait)?,
+            leases: pool_from_config(pg, settings.lease_pool_size, Duration::from_secs(2))?,
         })
     }
 
-    /// A pooled connection.
+    /// A pooled connection for batch transactions.
     pub async fn client(&self) -> Result<Client, StoreError> {
-        Ok(self.pool.get().await?)
+        Ok(self.batches.get().await?)
     }
 
-    /// The pool itself, for tests and tools that run their own statements.
+    async fn read_client(&self) -> Result<Client, StoreError> {
+        Ok(self.reads.get().await?)
+    }
+
+    async fn lease_client(&self) -> Result<Client, StoreError> {
+        Ok(self.leases.get().await?)
+    }
+
+    /// The batch pool, for tests and tools that run their own statements.
     pub fn pool(&self) -> Pool {
-        self.pool.clone()
+        self.batches.clone()
     }
 
-    /// Connections open and connections idle.
-    pub fn connections(&self) -> (usize, usize) {
-        let status = self.pool.status();
-        (status.size, status.available)
+    /// Per pool: its name, connections open and connections idle.
+    pub fn connections(&self) -> Vec<(&'static str, usize, usize)> {
+        [
+            ("batches", &self.batches),
+            ("reads", &self.reads),
+            ("leases", &self.leases),
+        ]
+        .into_iter()
+        .map(|(name, pool)| {
+            let status = pool.status();
+            (name, status.size, status.available)
+        })
+        .collect()
     }
 
-    /// Closes the pool: idle connections are dropped, waiters get an error.
+    /// Closes the pools: idle connections are dropped, waiters get an error.
     pub fn close(&self) {
-        self.pool.close();
+        self.batches.close();
+        self.reads.close();
+        self.leases.close();
     }
 
-    /// True when the server answers.
+    /// True when the server answers (on the read pool, as the API would).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.client().await?.simple_query(PING).await?;
+        self.read_client().await?.simple_query(PING).await?;
         Ok(())
     }
 
@@ -259,7 +295,7 @@ impl Store {
         owner: Uuid,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        leases::acquire(&self.client().await?, topic, partition, owner, ttl_ms).await
+        leases::acquire(&self.lease_client().await?, topic, partition, owner, ttl_ms).await
     }
 
     /// Gives a partition lease up.
@@ -269,7 +305,7 @@ impl Store {
         partition: i32,
         owner: Uuid,
     ) -> Result<(), StoreError> {
-        leases::release(&self.client().await?, topic, partition, owner).await
+        leases::release(&self.lease_client().await?, topic, partition, owner).await
     }
 
     /// Renews an instance's heartbeat; returns the live instances of the topic.
@@ -279,22 +315,22 @@ impl Store {
         instance: Uuid,
         ttl_ms: u64,
     ) -> Result<usize, StoreError> {
-        members::heartbeat(&self.client().await?, topic, instance, ttl_ms).await
+        members::heartbeat(&self.lease_client().await?, topic, instance, ttl_ms).await
     }
 
     /// Removes an instance from the topic's group.
     pub async fn leave(&self, topic: &str, instance: Uuid) -> Result<(), StoreError> {
-        members::leave(&self.client().await?, topic, instance).await
+        members::leave(&self.lease_client().await?, topic, instance).await
     }
 
     /// One stored movement, `None` when unknown.
     pub async fn movement(&self, id: Uuid) -> Result<Option<read::StoredMovement>, StoreError> {
-        read::movement(&self.client().await?, id).await
+        read::movement(&self.read_client().await?, id).await
     }
 
     /// The stock of one (warehouse, product) and its row version (0, 0 when unknown).
     pub async fn stock(&self, warehouse: Uuid, product: Uuid) -> Result<(i64, i64), StoreError> {
-        read::stock(&self.client().await?, warehouse, product).await
+        read::stock(&self.read_client().await?, warehouse, product).await
     }
 
     /// Recomputes stock from the stored events.
@@ -303,7 +339,12 @@ impl Store {
     }
 }
 
-fn pool_from_config(pg_config: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+/// A pool of `size` connections; a caller waits at most `wait` for one.
+fn pool_from_config(
+    pg_config: tokio_postgres::Config,
+    size: usize,
+    wait: Duration,
+) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
         pg_config,
         NoTls,
@@ -314,7 +355,7 @@ fn pool_from_config(pg_config: tokio_postgres::Config, size: usize) -> Result<Po
     Ok(Pool::builder(manager)
         .max_size(size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
+        .wait_timeout(Some(wait))
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()?)

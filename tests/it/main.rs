@@ -13,6 +13,7 @@ mod crash;
 mod faults;
 mod ingest;
 mod instances;
+mod isolation;
 mod librdkafka;
 mod limits;
 mod monitoring;
