@@ -218,7 +218,7 @@ impl Store {
             .connect_timeout(Duration::from_secs(5));
         let mut reads = pg.clone();
         let timeout = settings.read_statement_timeout_ms;
-        reads.options(&format!("-c statement_timeout={timeout}"));
+        reads.options(format!("-c statement_timeout={timeout}"));
         let wait = Duration::from_millis(timeout);
         Ok(Self {
             batches: pool_from_config(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
