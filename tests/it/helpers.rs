@@ -485,25 +485,33 @@ impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
 
 /// Runs `check` until it succeeds, for `patience` (seconds, or a
 /// [`Patience`]) at most; returns what it found, or fails the test with the
-/// last thing `check` reported.
-pub(crate) async fn eventually<O, F, Fut>(patience: impl Into<Patience>, mut check: F) -> O::Value
+/// line that waited and the last thing `check` reported.
+#[track_caller]
+pub(crate) fn eventually<O, F, Fut>(
+    patience: impl Into<Patience>,
+    mut check: F,
+) -> impl std::future::Future<Output = O::Value>
 where
     O: Outcome,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = O>,
 {
+    // Taken here: `#[track_caller]` does not reach into an async body.
+    let caller = std::panic::Location::caller();
     let Patience { timeout, every } = patience.into();
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let why = match check().await.into_result() {
-            Ok(found) => return found,
-            Err(why) => why,
-        };
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not met within {timeout:?}: {why}"
-        );
-        tokio::time::sleep(every).await;
+    async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let why = match check().await.into_result() {
+                Ok(found) => return found,
+                Err(why) => why,
+            };
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not met within {timeout:?} (waiting at {caller}): {why}"
+            );
+            tokio::time::sleep(every).await;
+        }
     }
 }
 
