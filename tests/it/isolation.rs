@@ -57,6 +57,7 @@ async fn a_read_storm_that_saturates_the_api_pool_does_not_cost_the_lease() {
             })
         })
         .collect();
+    // A loop, not `eventually`: the lease must hold for the whole storm.
     let mut lost_at = None;
     while started.elapsed() < Duration::from_secs(3) {
         if !status.is_owned() {
