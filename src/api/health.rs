@@ -108,7 +108,7 @@ impl HealthApi {
                 false
             }
             Err(_) => {
-                tracing::warn!("readiness: the database did not answer within 2 s");
+                tracing::warn!(timeout = ?CHECK_TIMEOUT, "readiness: the database did not answer in time");
                 false
             }
         };

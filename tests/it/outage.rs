@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    helpers::{Patience, TestApp, committed_offsets, eventually, free_port, test_settings},
+    helpers::{Ev, Patience, TestApp, committed_offsets, eventually, free_port, test_settings},
     stream,
 };
 
@@ -93,6 +93,34 @@ impl OwnPostgres {
         );
     }
 
+    /// The server and every backend, as the kernel sees them.
+    fn processes(&self) -> Vec<String> {
+        let pid_file = self.dir.join("data/postmaster.pid");
+        let text = std::fs::read_to_string(pid_file).expect("postmaster.pid");
+        let postmaster = text.lines().next().unwrap().trim().to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .unwrap();
+        let mut pids = vec![postmaster];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        pids
+    }
+
+    /// Sends `signal` to the server and every backend.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(self.processes())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// Stops at once, like a crash: no shutdown checkpoint, clients cut off.
     fn crash(&self) {
         self.run(
@@ -161,5 +189,68 @@ async fn postgres_crash_mid_stream_loses_nothing_and_counts_nothing_twice() {
         .unwrap();
     assert!(report.mismatches.is_empty(), "{:?}", report.mismatches);
     drop(client);
+    app.stop().await;
+}
+
+/// A hung PostgreSQL (every process SIGSTOPped: connections stay open, nothing
+/// answers) makes reads answer 503 `unavailable` within the request timeout
+/// instead of hanging, and readiness says the database is down.
+#[tokio::test]
+async fn a_hung_postgres_answers_503_within_the_request_timeout() {
+    let port = free_port();
+    let pg = OwnPostgres::init(port);
+    pg.start();
+    let mut settings = test_settings(1);
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_hung");
+    let limit = settings.http.request_timeout();
+    let app = TestApp::spawn_with(settings).await;
+    let (m, wh, product) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    app.produce(0, vec![Ev::arrival(m, wh, product, 4).bytes()])
+        .await;
+    app.wait_consumed().await;
+
+    pg.signal("STOP");
+    let paths = [
+        format!("/api/movements/{}", uuid::Uuid::new_v4()),
+        format!(
+            "/api/warehouses/{}/products/{product}",
+            uuid::Uuid::new_v4()
+        ),
+    ];
+    for path in &paths {
+        let started = std::time::Instant::now();
+        let (status, body) = app.get_json(path).await;
+        let took = started.elapsed();
+        pg.processes(); // still there, still stopped
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (503, Some("unavailable")),
+            "{path}: {body}"
+        );
+        assert!(
+            took < limit + Duration::from_millis(500),
+            "{path} took {took:?}"
+        );
+        println!("hung database: {path} answered {status} in {took:?} (limit {limit:?})");
+    }
+    let (status, body) = app.get_json("/health/ready").await;
+    assert_eq!(
+        (status, body["database"].as_str()),
+        (503, Some("down")),
+        "{body}"
+    );
+    pg.signal("CONT");
+
+    // Once it answers again, so does the API.
+    let (status, body) = eventually(10, || async {
+        let answer = app.get_json(&format!("/api/movements/{m}")).await;
+        (answer.0 == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
     app.stop().await;
 }
