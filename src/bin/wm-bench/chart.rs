@@ -157,7 +157,7 @@ fn number(v: f64) -> String {
 fn draw_sweep<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &Sweep<'_>) -> Drawn {
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(&data.title, (FONT, 30)).map_err(err)?;
-    let (upper, lower) = root.split_vertically(SIZE.1 as i32 * 45 / 100);
+    let (upper, lower) = root.split_vertically(SIZE.1 * 45 / 100);
     // One slot per step, evenly spaced (the steps are roughly logarithmic),
     // labelled with the step's own value.
     let n = data.x.len().max(1);
@@ -167,7 +167,11 @@ fn draw_sweep<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &Sweep<'_
         if (v - i).abs() > 1e-6 || i < 0.0 {
             return String::new();
         }
-        data.x.get(i as usize).map_or(String::new(), |x| number(*x))
+        data.x
+            .iter()
+            .enumerate()
+            .find(|(j, _)| *j as f64 == i)
+            .map_or(String::new(), |(_, x)| number(*x))
     };
     let points = |ys: &[f64]| -> Vec<(f64, f64)> {
         ys.iter().enumerate().map(|(i, y)| (i as f64, *y)).collect()
@@ -346,7 +350,7 @@ mod tests {
         let written = sweep(&dir.join("mix"), &data).unwrap();
         let points: Vec<TimePoint> = (0..10)
             .map(|s| TimePoint {
-                second: s as f64,
+                second: f64::from(s),
                 requests: 100.0,
                 p99_ms: 2.0,
                 errors: 0,

@@ -71,12 +71,14 @@ pub(crate) async fn run(
             _ = stop.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        let due = u64::try_from(started.elapsed().as_millis() * u128::from(rate) / 1000)
+            .unwrap_or(u64::MAX);
         let movements = due.saturating_sub(done) / 2;
         if movements == 0 {
             continue;
         }
-        let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let millis = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or_default();
         let now = Utc
             .timestamp_millis_opt(millis)
             .single()
@@ -143,7 +145,7 @@ fn event(
         "source": code,
         "specversion": "1.0",
         "type": EVENT_TYPE,
-        "time": (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+        "time": i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or_default(),
         "subject": format!("{code}:{}", kind.to_uppercase()),
         "data": {
             "movement_id": movement,

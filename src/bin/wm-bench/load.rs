@@ -179,7 +179,7 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(200)).await;
         let elapsed = started.elapsed().as_secs_f64().max(1e-3);
         let (done, failed) = recorder.progress();
-        bar.set_position((elapsed as u64).min(phase.duration.as_secs()));
+        bar.set_position(started.elapsed().as_secs().min(phase.duration.as_secs()));
         bar.set_message(format!(
             "{:>8.0} req/s  errors {}",
             (done - base) as f64 / elapsed,

@@ -28,7 +28,7 @@ use crate::{
 /// Options of `wm-bench loadtest`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Options {
-    /// Movements generated for the seed (about 4.4 records each; a few
+    /// Movements generated for the seed (about 3.9 records each; a few
     /// malformed records are rejected, so 20 200 leave at least 20 000 stored).
     #[arg(long, default_value_t = 20_200)]
     pub(crate) movements: usize,
@@ -74,7 +74,7 @@ pub(crate) struct Outcome {
 }
 
 pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
-    let settings = Settings::load(service::config_dir(), None)?;
+    let settings = Settings::load(&options.common.config_dir, None)?;
     chart::load_font(&options.common.font)?;
     let dir = crate::run_dir(&options.out)?;
     let fresh = Fresh::new(&settings, "loadtest");
@@ -94,7 +94,7 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
             .service
             .clone()
             .unwrap_or_else(service::default_binary),
-        config_dir: service::config_dir().to_owned(),
+        config_dir: options.common.config_dir.clone(),
         partitions: options.partitions,
         batch_size: settings.batch.size,
         log: dir.join("service.log"),

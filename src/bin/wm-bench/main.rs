@@ -5,6 +5,10 @@
 //! with the `devtools` feature, so the service's library and binary carry
 //! none of this.
 
+// Counts and durations become `f64` for rates and milliseconds; they stay far
+// below 2^52, so the precision that lint warns about is never lost here.
+#![allow(clippy::cast_precision_loss)]
+
 mod chart;
 mod error;
 mod feed;
@@ -49,6 +53,9 @@ pub(crate) struct Common {
     /// The service binary (default: `warehouse-monitor` next to this tool).
     #[arg(long)]
     pub(crate) service: Option<PathBuf>,
+    /// Directory of the `default.toml` read by this tool and the service.
+    #[arg(long, default_value = service::CONFIG_DIR)]
+    pub(crate) config_dir: PathBuf,
     /// TrueType font for the PNG charts.
     #[arg(long, default_value = chart::DEFAULT_FONT)]
     pub(crate) font: PathBuf,

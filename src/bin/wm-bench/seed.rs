@@ -21,7 +21,7 @@ pub(crate) struct Produced {
     pub(crate) seconds: f64,
 }
 
-/// `movements` generated movements (about 4.4 records each, 2% duplicates,
+/// `movements` generated movements (about 3.9 records each, 2% duplicates,
 /// 0.1% malformed), cut to `limit` records when given.
 pub(crate) fn generate(movements: usize, limit: Option<usize>) -> Vec<Message> {
     let mut messages = produce::generate(&Plan {
@@ -55,7 +55,10 @@ pub(crate) async fn produce(
     .await?;
     Ok(Produced {
         records,
-        per_partition: counts.into_iter().map(|(p, n)| (p, n as i64)).collect(),
+        per_partition: counts
+            .into_iter()
+            .map(|(p, n)| (p, i64::try_from(n).unwrap_or(i64::MAX)))
+            .collect(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -7,7 +7,7 @@
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -222,6 +222,4 @@ pub(crate) async fn wait_committed(
 }
 
 /// The `config/` directory of this checkout.
-pub(crate) fn config_dir() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
-}
+pub(crate) const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");

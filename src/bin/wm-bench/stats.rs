@@ -150,7 +150,9 @@ impl Recorder {
     ) {
         self.completed.fetch_add(1, Ordering::Relaxed);
         let second = (Instant::now() - self.origin).as_secs();
-        let micros = (latency.as_micros() as u64).clamp(1, 60_000_000);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 60_000_000);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let slot = inner.seconds.entry(second).or_insert_with(|| Second {
             latency: coarse_histogram(),
