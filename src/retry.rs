@@ -21,6 +21,11 @@ pub enum Class {
     /// (54), and exceptions raised by triggers (P0001). Splitting the batch
     /// isolates the records that cause it.
     Data,
+    /// The server ran out of memory, typically of its lock table (53200):
+    /// a batch that touches many movements takes one advisory lock per
+    /// movement. Retried like a transient error; a batch that still fails is
+    /// split in halves, which need fewer locks. Never a reason to quarantine.
+    Resources,
     /// Neither: a broken schema, a lost offset race. The pipeline restarts
     /// from its committed offset and reports the error.
     Other,
@@ -31,6 +36,7 @@ impl Class {
         match self {
             Class::Transient => "transient",
             Class::Data => "data",
+            Class::Resources => "resources",
             Class::Other => "other",
         }
     }
@@ -57,6 +63,9 @@ fn classify_code(code: &SqlState) -> Class {
     if code == &SqlState::RAISE_EXCEPTION {
         return Class::Data;
     }
+    if code == &SqlState::OUT_OF_MEMORY {
+        return Class::Resources;
+    }
     match &code.code()[..2] {
         "08" | "40" | "53" | "57" => Class::Transient,
         "21" | "22" | "23" | "54" => Class::Data,
@@ -66,7 +75,7 @@ fn classify_code(code: &SqlState) -> Class {
 
 /// True when the same statement may succeed if simply tried again.
 pub fn is_retriable(err: &StoreError) -> bool {
-    classify(err) == Class::Transient
+    matches!(classify(err), Class::Transient | Class::Resources)
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, 400 ms … up to `max`.
@@ -110,6 +119,7 @@ mod tests {
             ("40001", Class::Transient),
             ("40P01", Class::Transient),
             ("53300", Class::Transient),
+            ("53200", Class::Resources),
             ("57014", Class::Transient),
             ("57P01", Class::Transient),
             ("55P03", Class::Transient),

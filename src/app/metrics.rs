@@ -196,7 +196,12 @@ impl Metrics {
         }
         self.db_fallbacks.add(0, &[]);
         for step in Step::BATCH {
-            for class in [Class::Transient, Class::Data, Class::Other] {
+            for class in [
+                Class::Transient,
+                Class::Data,
+                Class::Resources,
+                Class::Other,
+            ] {
                 self.batch_failures
                     .add(0, &failure_labels(step.as_str(), class.as_str()));
             }

@@ -28,10 +28,11 @@ use crate::{
 const BATCH_ATTEMPTS: u32 = 5;
 
 /// Applies `records` (consecutive, in offset order) on top of `committed`;
-/// returns the new committed offset (`committed` itself if `records` is empty). A batch that PostgreSQL refuses for its
-/// data is split in halves, each applied on its own, down to single records;
-/// a single record it still refuses is stored as rejected (`unprocessable`,
-/// with the database's message) and the partition goes on.
+/// returns the new committed offset (`committed` itself if `records` is empty).
+/// A batch that PostgreSQL refuses for its data, or runs out of lock memory
+/// for, is split in halves, each applied on its own, down to single records; a
+/// single record it still refuses for its data is stored as rejected
+/// (`unprocessable`, with the database's message) and the partition goes on.
 pub async fn commit(
     ctx: &ConsumerContext,
     status: &Arc<PartitionStatus>,
@@ -48,25 +49,33 @@ pub async fn commit(
             expected_offset: committed,
             records: &records[range.clone()],
         };
-        let outcome = match apply_with_retries(ctx, &batch, None).await {
-            Ok(outcome) => outcome,
-            Err(e) if retry::classify(&e) == Class::Data && range.len() > 1 => {
-                let first = batch.records[0].offset;
-                tracing::warn!(partition, first_offset = first, records = range.len(), error = %e,
-                    "the database refused this batch's data; splitting it to isolate the records");
-                let middle = range.start + range.len() / 2;
-                pending.push_front(middle..range.end);
-                pending.push_front(range.start..middle);
+        let error = match apply_with_retries(ctx, &batch, None).await {
+            Ok(outcome) => {
+                committed = Some(outcome.next_offset);
+                after_commit(ctx, status, &outcome).await;
                 continue;
             }
-            Err(e) if retry::classify(&e) == Class::Data => {
-                let detail = e.to_string();
-                tracing::warn!(partition, offset = batch.records[0].offset, error = %detail,
-                    "the database refused this record; storing it as unprocessable");
-                apply_with_retries(ctx, &batch, Some(&detail)).await?
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => e,
         };
+        let class = retry::classify(&error);
+        let splits = matches!(class, Class::Data | Class::Resources) && range.len() > 1;
+        if splits {
+            // Halves hold fewer suspects, and take fewer locks.
+            tracing::warn!(partition, first_offset = batch.records[0].offset,
+                records = range.len(), class = class.as_str(), error = %error,
+                "the database refused this batch; splitting it");
+            let middle = range.start + range.len() / 2;
+            pending.push_front(middle..range.end);
+            pending.push_front(range.start..middle);
+            continue;
+        }
+        if class != Class::Data {
+            return Err(error.into());
+        }
+        let detail = error.to_string();
+        tracing::warn!(partition, offset = batch.records[0].offset, error = %detail,
+            "the database refused this record; storing it as unprocessable");
+        let outcome = apply_with_retries(ctx, &batch, Some(&detail)).await?;
         committed = Some(outcome.next_offset);
         after_commit(ctx, status, &outcome).await;
     }
@@ -102,7 +111,7 @@ async fn apply_with_retries(
             Err(e) => {
                 let class = retry::classify(&e);
                 ctx.metrics.batch_failed(e.step().as_str(), class.as_str());
-                if class != Class::Transient || attempt >= BATCH_ATTEMPTS {
+                if !retry::is_retriable(&e) || attempt >= BATCH_ATTEMPTS {
                     return Err(e);
                 }
                 let delay = backoff.next_delay();

@@ -72,8 +72,13 @@ impl OwnPostgres {
     }
 
     fn start(&self) {
+        self.start_with("");
+    }
+
+    /// Starts with extra server options (`-c name=value ...`).
+    fn start_with(&self, extra: &str) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off {extra}",
             self.port,
             self.dir.display()
         );
@@ -252,5 +257,39 @@ async fn a_hung_postgres_answers_503_within_the_request_timeout() {
     })
     .await;
     assert_eq!(status, 200, "{body}");
+    app.stop().await;
+}
+
+/// A batch that needs more advisory locks than the server's lock table holds
+/// (53200, out of shared memory) is split until its halves fit, instead of
+/// failing forever: a server of the test's own with a tiny lock table.
+#[tokio::test]
+async fn a_batch_too_big_for_the_lock_table_is_split() {
+    let port = free_port();
+    let pg = OwnPostgres::init(port);
+    // About 10 x (20 + 5) = 250 lock slots for the whole server.
+    pg.start_with("-c max_locks_per_transaction=10 -c max_connections=20");
+    let mut settings = test_settings(1);
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_locks");
+    settings.postgres.pool_size = 2;
+    settings.postgres.api_pool_size = 1;
+    settings.batch.size = 1000;
+    settings.batch.wait_ms = 1000;
+    let app = TestApp::spawn_with(settings).await;
+    let (wh, product) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // 800 movements in one batch: 800 advisory locks in one transaction.
+    let values: Vec<Vec<u8>> = (0..800)
+        .map(|_| Ev::arrival(uuid::Uuid::new_v4(), wh, product, 1).bytes())
+        .collect();
+    app.produce(0, values).await;
+    app.wait_consumed().await;
+    assert_eq!(app.stock(wh, product).await, Some(800));
+    assert!(app.rejected().await.is_empty(), "nothing is quarantined");
+    let m = crate::monitoring::scrape(&app).await;
+    let split = m.value(
+        "wm_batch_failures_total",
+        &[("step", "lock"), ("class", "resources")],
+    );
+    assert!(split >= 1.0, "the whole batch did not fit: {split}");
     app.stop().await;
 }
