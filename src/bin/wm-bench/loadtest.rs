@@ -372,7 +372,7 @@ fn write_outputs(
         "closed loop".to_owned()
     };
     let context = format!(
-        "{mode}, {} s per step, background ingest {} events/s",
+        "{mode}, {} s per step, ingest {} events/s",
         options.step_secs, options.ingest_rate
     );
     let figures = |name: &str, pick: &dyn Fn(&StepRow) -> &crate::stats::Figures| chart::Sweep {

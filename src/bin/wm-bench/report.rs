@@ -176,13 +176,20 @@ pub(crate) fn markdown(rows: &[StepRow]) -> String {
                 .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
         );
     }
-    out.push_str("\nPer endpoint (req/s, p50 / p95 / p99 ms):\n\n| users |");
+    let lead = if open { "target req/s" } else { "users" };
+    let _ = write!(
+        out,
+        "\nPer endpoint (req/s, p50 / p95 / p99 ms):\n\n| {lead} |"
+    );
     for e in Endpoint::ALL {
         let _ = write!(out, " {} |", e.as_str());
     }
     out.push_str("\n|---:|---:|---:|---:|\n");
     for r in rows {
-        let _ = write!(out, "| {} |", r.users);
+        let _ = match r.rate {
+            Some(rate) => write!(out, "| {rate:.0} |"),
+            None => write!(out, "| {} |", r.users),
+        };
         for f in &r.stats.endpoints {
             let _ = write!(
                 out,
