@@ -185,6 +185,26 @@ impl TestApp {
             .collect()
     }
 
+    /// The one rejected record (fails the test if there are none or several).
+    pub(crate) async fn only_rejected(&self) -> Rejected {
+        let mut rejected = self.rejected().await;
+        assert_eq!(rejected.len(), 1, "one rejected record: {rejected:?}");
+        rejected.remove(0)
+    }
+
+    /// The raw bytes kept with the rejected record at `offset` (partition 0).
+    pub(crate) async fn rejected_raw(&self, offset: i64) -> Vec<u8> {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_one(
+                "SELECT raw FROM rejected_events WHERE kafka_partition = 0 AND kafka_offset = $1",
+                &[&offset],
+            )
+            .await
+            .unwrap()
+            .get("raw")
+    }
+
     pub(crate) async fn count(&self, table: &str) -> i64 {
         let client = self.pool.get().await.unwrap();
         client

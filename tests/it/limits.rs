@@ -26,22 +26,15 @@ async fn a_five_mebibyte_record_is_rejected_as_too_large_and_later_records_apply
     app.produce(0, later).await;
     app.wait_consumed().await;
 
-    let rejected = app.rejected().await;
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
     let Rejected {
         offset,
         reason,
         detail,
         ..
-    } = &rejected[0];
+    } = &app.only_rejected().await;
     assert_eq!((*offset, reason.as_str()), (1, "too_large"));
     assert!(detail.contains(&huge.len().to_string()), "{detail}");
-    let client = app.pool.get().await.unwrap();
-    let raw: Vec<u8> = client
-        .query_one("SELECT raw FROM rejected_events", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let raw = app.rejected_raw(1).await;
     assert_eq!(raw.len(), 4096, "a bounded prefix is kept");
     assert_eq!(raw[..], huge[..4096]);
     assert_eq!(app.stock(wh, product).await, Some(1 + 5 * 2));

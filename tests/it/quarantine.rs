@@ -36,14 +36,12 @@ async fn a_record_the_database_refuses_is_quarantined_and_the_rest_applies() {
     app.produce(0, values.clone()).await;
     app.wait_consumed().await;
 
-    let rejected = app.rejected().await;
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
     let Rejected {
         partition,
         offset,
         reason,
         detail,
-    } = &rejected[0];
+    } = &app.only_rejected().await;
     assert_eq!(
         (*partition, *offset, reason.as_str()),
         (0, 23, "unprocessable")
@@ -52,15 +50,11 @@ async fn a_record_the_database_refuses_is_quarantined_and_the_rest_applies() {
         detail.starts_with("copy failed: SQLSTATE 23514: ") && detail.contains("test_refuses_777"),
         "{detail}"
     );
-    let raw: Vec<u8> = client
-        .query_one(
-            "SELECT raw FROM rejected_events WHERE kafka_offset = 23",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(raw, values[23], "the raw record is kept");
+    assert_eq!(
+        app.rejected_raw(23).await,
+        values[23],
+        "the raw record is kept"
+    );
     assert_eq!(app.count("movement_events").await, 39);
     assert_eq!(app.stock(wh, product).await, Some(-39));
 

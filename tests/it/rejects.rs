@@ -60,15 +60,7 @@ async fn each_reason_code_is_stored_and_later_good_records_apply() {
     assert_eq!(codes, expected);
 
     // Raw bytes are kept exactly, and details say what was wrong.
-    let client = app.pool.get().await.unwrap();
-    let raw: Vec<u8> = client
-        .query_one(
-            "SELECT raw FROM rejected_events WHERE kafka_offset = 3",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let raw = app.rejected_raw(3).await;
     assert_eq!(raw, values[3]);
     let detail = &rejected[2].detail;
     assert!(detail.contains("product_id"), "{detail}");
