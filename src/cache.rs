@@ -52,6 +52,30 @@ redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', ARGV[3])
 return 1
 "#;
 
+/// [`SET_IF_NEWER`] for many keys at once, tombstones only: `KEYS[i]` gets
+/// version `ARGV[i + 1]` with a TTL of `ARGV[1]` seconds, unless the stored
+/// version is newer, or equal (a value or a tombstone of that version is
+/// already at least as fresh).
+const TOMBSTONES: &str = r#"
+local ttl = ARGV[1]
+for i, key in ipairs(KEYS) do
+  local new_version = tonumber(ARGV[i + 1])
+  local cur = redis.call('GET', key)
+  local newer = true
+  if cur then
+    local sep = string.find(cur, ':', 1, true)
+    newer = tonumber(string.sub(cur, 1, sep - 1)) < new_version
+  end
+  if newer then
+    redis.call('SET', key, ARGV[i + 1] .. ':', 'EX', ttl)
+  end
+end
+return #KEYS
+"#;
+
+/// Keys per tombstone script call: bounds how long Redis runs one script.
+const TOMBSTONES_PER_CALL: usize = 500;
+
 /// Pending invalidations kept while Redis is unreachable; past this many the
 /// whole key space of the service is flushed instead.
 const MAX_PENDING: usize = 100_000;
@@ -272,21 +296,20 @@ impl Cache {
         }
     }
 
+    /// Writes the tombstones with one script call per [`TOMBSTONES_PER_CALL`]
+    /// keys, in one pipeline: a few round trips per batch, not one per key.
     async fn send_tombstones(&self, batch: &[(String, i64)]) -> Result<(), fred::error::Error> {
-        // Distinct keys keep the pipeline short when a batch repeats a key.
-        let unique: BTreeSet<&(String, i64)> = batch.iter().collect();
+        // Distinct keys keep the calls short when a batch repeats a key.
+        let unique: Vec<&(String, i64)> = batch.iter().collect::<BTreeSet<_>>().into_iter().collect();
         let pipeline = self.client.pipeline();
-        let ttl = self.ttl_secs.to_string();
-        for (key, version) in unique {
+        for chunk in unique.chunks(TOMBSTONES_PER_CALL) {
             // The pipeline has no EVAL of its own: send it as a plain command.
-            let args = vec![
-                SET_IF_NEWER.to_owned(),
-                "1".to_owned(),
-                key.clone(),
-                version.to_string(),
-                String::new(),
-                ttl.clone(),
-            ];
+            let mut args = Vec::with_capacity(3 + chunk.len() * 2);
+            args.push(TOMBSTONES.to_owned());
+            args.push(chunk.len().to_string());
+            args.extend(chunk.iter().map(|(key, _)| key.clone()));
+            args.push(self.ttl_secs.to_string());
+            args.extend(chunk.iter().map(|(_, version)| version.to_string()));
             let () = pipeline
                 .custom(
                     CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false),
