@@ -300,7 +300,8 @@ impl Cache {
     /// keys, in one pipeline: a few round trips per batch, not one per key.
     async fn send_tombstones(&self, batch: &[(String, i64)]) -> Result<(), fred::error::Error> {
         // Distinct keys keep the calls short when a batch repeats a key.
-        let unique: Vec<&(String, i64)> = batch.iter().collect::<BTreeSet<_>>().into_iter().collect();
+        let unique: Vec<&(String, i64)> =
+            batch.iter().collect::<BTreeSet<_>>().into_iter().collect();
         let pipeline = self.client.pipeline();
         for chunk in unique.chunks(TOMBSTONES_PER_CALL) {
             // The pipeline has no EVAL of its own: send it as a plain command.
