@@ -35,42 +35,31 @@ use crate::app::{
     metrics::{CacheResult, Metrics},
 };
 
-/// Sets `KEYS[1]` to `ARGV[1] .. ":" .. ARGV[2]` (version, payload; an empty
-/// payload is a tombstone) with a TTL of `ARGV[3]` seconds, unless the stored
-/// version is newer, or equal and the stored entry is already a value.
+/// For each `KEYS[i]`, sets it to `ARGV[2i] .. ":" .. ARGV[2i + 1]` (version,
+/// payload; an empty payload is a tombstone) with a TTL of `ARGV[1]` seconds,
+/// unless the stored version is newer, or equal and the stored entry is
+/// already a value or the new one is a tombstone. Readers store one key with
+/// it; the consumer tombstones many at once. Returns how many keys were set.
 const SET_IF_NEWER: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-local new_version = tonumber(ARGV[1])
-if cur then
-  local sep = string.find(cur, ':', 1, true)
-  local cur_version = tonumber(string.sub(cur, 1, sep - 1))
-  local cur_is_value = string.len(cur) > sep
-  if cur_version > new_version then return 0 end
-  if cur_version == new_version and (cur_is_value or ARGV[2] == '') then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', ARGV[3])
-return 1
-"#;
-
-/// [`SET_IF_NEWER`] for many keys at once, tombstones only: `KEYS[i]` gets
-/// version `ARGV[i + 1]` with a TTL of `ARGV[1]` seconds, unless the stored
-/// version is newer, or equal (a value or a tombstone of that version is
-/// already at least as fresh).
-const TOMBSTONES: &str = r#"
-local ttl = ARGV[1]
+local ttl, set = ARGV[1], 0
 for i, key in ipairs(KEYS) do
-  local new_version = tonumber(ARGV[i + 1])
+  local version, payload = ARGV[2 * i], ARGV[2 * i + 1]
+  local new_version = tonumber(version)
   local cur = redis.call('GET', key)
   local newer = true
   if cur then
     local sep = string.find(cur, ':', 1, true)
-    newer = tonumber(string.sub(cur, 1, sep - 1)) < new_version
+    local cur_version = tonumber(string.sub(cur, 1, sep - 1))
+    local cur_is_value = string.len(cur) > sep
+    newer = cur_version < new_version
+      or (cur_version == new_version and not cur_is_value and payload ~= '')
   end
   if newer then
-    redis.call('SET', key, ARGV[i + 1] .. ':', 'EX', ttl)
+    redis.call('SET', key, version .. ':' .. payload, 'EX', ttl)
+    set = set + 1
   end
 end
-return #KEYS
+return set
 "#;
 
 /// Keys per tombstone script call: bounds how long Redis runs one script.
@@ -242,9 +231,9 @@ impl Cache {
             return;
         }
         let args = vec![
+            self.ttl_secs.to_string(),
             version.to_string(),
             payload.to_owned(),
-            self.ttl_secs.to_string(),
         ];
         let result: Result<i64, _> = self
             .client
@@ -305,12 +294,15 @@ impl Cache {
         let pipeline = self.client.pipeline();
         for chunk in unique.chunks(TOMBSTONES_PER_CALL) {
             // The pipeline has no EVAL of its own: send it as a plain command.
-            let mut args = Vec::with_capacity(3 + chunk.len() * 2);
-            args.push(TOMBSTONES.to_owned());
+            let mut args = Vec::with_capacity(3 + chunk.len() * 3);
+            args.push(SET_IF_NEWER.to_owned());
             args.push(chunk.len().to_string());
             args.extend(chunk.iter().map(|(key, _)| key.clone()));
             args.push(self.ttl_secs.to_string());
-            args.extend(chunk.iter().map(|(_, version)| version.to_string()));
+            for (_, version) in chunk {
+                args.push(version.to_string());
+                args.push(String::new()); // a tombstone
+            }
             let () = pipeline
                 .custom(
                     CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false),
