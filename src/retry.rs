@@ -32,6 +32,11 @@ pub enum Class {
 }
 
 impl Class {
+    /// True when the same transaction may succeed if simply tried again.
+    pub fn is_retriable(self) -> bool {
+        matches!(self, Class::Transient | Class::Resources)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Transient => "transient",
@@ -71,11 +76,6 @@ fn classify_code(code: &SqlState) -> Class {
         "21" | "22" | "23" | "54" => Class::Data,
         _ => Class::Other,
     }
-}
-
-/// True when the same statement may succeed if simply tried again.
-pub fn is_retriable(err: &StoreError) -> bool {
-    matches!(classify(err), Class::Transient | Class::Resources)
 }
 
 /// Capped exponential backoff: 100 ms, 200 ms, 400 ms … up to `max`.
@@ -145,7 +145,7 @@ mod tests {
             partition: 0,
             expected: Some(3),
         };
-        assert!(!is_retriable(&err));
+        assert!(!classify(&err).is_retriable());
         assert_eq!(classify(&err), Class::Other);
     }
 }

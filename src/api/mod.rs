@@ -45,15 +45,15 @@ type Apis = (queries::QueryApi, health::HealthApi);
 
 /// The OpenAPI service describing every documented endpoint.
 pub fn openapi() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        (queries::QueryApi, health::HealthApi),
-        "warehouse-monitor",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
+    service((queries::QueryApi, health::HealthApi)).description(
         "Movements of goods between warehouses and the resulting stock, \
          built from the warehouses' Kafka events.",
     )
+}
+
+/// `apis` as this service, named and versioned.
+fn service<T: poem_openapi::OpenApi>(apis: T) -> OpenApiService<T, ()> {
+    OpenApiService::new(apis, "warehouse-monitor", env!("CARGO_PKG_VERSION"))
 }
 
 /// The OpenAPI document as served at `/openapi.json` (and committed as
@@ -72,14 +72,9 @@ pub fn app(state: State) -> impl Endpoint {
             .at("/metrics", get(metrics_endpoint))
             .nest("/", api)
     } else {
-        let health = OpenApiService::new(
-            health::HealthApi,
-            "warehouse-monitor",
-            env!("CARGO_PKG_VERSION"),
-        );
         Route::new()
             .at("/metrics", get(metrics_endpoint))
-            .nest("/", health)
+            .nest("/", service(health::HealthApi))
     };
     let metrics = Arc::clone(&state.metrics);
     let limit = state.request_timeout;

@@ -111,7 +111,7 @@ async fn apply_with_retries(
             Err(e) => {
                 let class = retry::classify(&e);
                 ctx.metrics.batch_failed(e.step().as_str(), class.as_str());
-                if !retry::is_retriable(&e) || attempt >= BATCH_ATTEMPTS {
+                if !class.is_retriable() || attempt >= BATCH_ATTEMPTS {
                     return Err(e);
                 }
                 let delay = backoff.next_delay();
