@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::{Request, client::conn::http1::SendRequest, header::HOST};
+use hyper::{Request, Response, body::Incoming, client::conn::http1::SendRequest, header::HOST};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -36,19 +36,23 @@ impl Conn {
         Ok(Self { sender })
     }
 
+    /// Sends GET `path` on this connection; returns the response, body unread.
+    async fn send(&mut self, path: &str) -> Result<Response<Incoming>, Failure> {
+        self.sender.ready().await.map_err(|_| Failure::Io)?;
+        let request = Request::get(path)
+            .header(HOST, "127.0.0.1")
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| Failure::Io)?;
+        self.sender
+            .send_request(request)
+            .await
+            .map_err(|_| Failure::Io)
+    }
+
     /// GET `path`, read the whole body; returns the status.
     pub(crate) async fn get(&mut self, path: &str) -> Result<u16, Failure> {
         let exchange = async {
-            self.sender.ready().await.map_err(|_| Failure::Io)?;
-            let request = Request::get(path)
-                .header(HOST, "127.0.0.1")
-                .body(Empty::<Bytes>::new())
-                .map_err(|_| Failure::Io)?;
-            let response = self
-                .sender
-                .send_request(request)
-                .await
-                .map_err(|_| Failure::Io)?;
+            let response = self.send(path).await?;
             let status = response.status().as_u16();
             response
                 .into_body()
@@ -64,16 +68,7 @@ impl Conn {
 
     /// GET `path` and return the body as text (for `/metrics`).
     pub(crate) async fn get_text(&mut self, path: &str) -> Result<String, Failure> {
-        self.sender.ready().await.map_err(|_| Failure::Io)?;
-        let request = Request::get(path)
-            .header(HOST, "127.0.0.1")
-            .body(Empty::<Bytes>::new())
-            .map_err(|_| Failure::Io)?;
-        let response = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|_| Failure::Io)?;
+        let response = self.send(path).await?;
         if response.status() != 200 {
             return Err(Failure::Status);
         }

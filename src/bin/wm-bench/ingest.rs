@@ -100,11 +100,7 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
             with_url.postgres.url = fresh.database_url.clone();
             migrate(&with_url).await?;
             let launch = Launch {
-                binary: options
-                    .common
-                    .service
-                    .clone()
-                    .unwrap_or_else(service::default_binary),
+                binary: options.common.service_binary(),
                 config_dir: options.common.config_dir.clone(),
                 partitions,
                 batch_size,

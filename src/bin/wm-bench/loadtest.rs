@@ -89,11 +89,7 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
         produced.records, options.movements, fresh.topic, produced.seconds
     );
     let launch = Launch {
-        binary: options
-            .common
-            .service
-            .clone()
-            .unwrap_or_else(service::default_binary),
+        binary: options.common.service_binary(),
         config_dir: options.common.config_dir.clone(),
         partitions: options.partitions,
         batch_size: settings.batch.size,

@@ -61,6 +61,13 @@ pub(crate) struct Common {
     pub(crate) font: PathBuf,
 }
 
+impl Common {
+    /// The service binary to run: `--service`, or the one next to this tool.
+    pub(crate) fn service_binary(&self) -> PathBuf {
+        self.service.clone().unwrap_or_else(service::default_binary)
+    }
+}
+
 /// Creates `<out>/<UTC timestamp>/`.
 pub(crate) fn run_dir(out: &Path) -> Result<PathBuf, BenchError> {
     let now = time::OffsetDateTime::now_utc();
