@@ -49,33 +49,29 @@ pub async fn commit(
             expected_offset: committed,
             records: &records[range.clone()],
         };
-        let error = match apply_with_retries(ctx, &batch, None).await {
-            Ok(outcome) => {
-                committed = Some(outcome.next_offset);
-                after_commit(ctx, status, &outcome).await;
-                continue;
+        let outcome = match apply_with_retries(ctx, &batch, None).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let class = retry::classify(&error);
+                if matches!(class, Class::Data | Class::Resources) && range.len() > 1 {
+                    // Halves hold fewer suspects, and take fewer locks.
+                    tracing::warn!(partition, first_offset = batch.records[0].offset,
+                        records = range.len(), class = class.as_str(), error = %error,
+                        "the database refused this batch; splitting it");
+                    let middle = range.start + range.len() / 2;
+                    pending.push_front(middle..range.end);
+                    pending.push_front(range.start..middle);
+                    continue;
+                }
+                if class != Class::Data {
+                    return Err(error.into());
+                }
+                let detail = error.to_string();
+                tracing::warn!(partition, offset = batch.records[0].offset, error = %detail,
+                    "the database refused this record; storing it as unprocessable");
+                apply_with_retries(ctx, &batch, Some(&detail)).await?
             }
-            Err(e) => e,
         };
-        let class = retry::classify(&error);
-        let splits = matches!(class, Class::Data | Class::Resources) && range.len() > 1;
-        if splits {
-            // Halves hold fewer suspects, and take fewer locks.
-            tracing::warn!(partition, first_offset = batch.records[0].offset,
-                records = range.len(), class = class.as_str(), error = %error,
-                "the database refused this batch; splitting it");
-            let middle = range.start + range.len() / 2;
-            pending.push_front(middle..range.end);
-            pending.push_front(range.start..middle);
-            continue;
-        }
-        if class != Class::Data {
-            return Err(error.into());
-        }
-        let detail = error.to_string();
-        tracing::warn!(partition, offset = batch.records[0].offset, error = %detail,
-            "the database refused this record; storing it as unprocessable");
-        let outcome = apply_with_retries(ctx, &batch, Some(&detail)).await?;
         committed = Some(outcome.next_offset);
         after_commit(ctx, status, &outcome).await;
     }
