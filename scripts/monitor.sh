@@ -49,9 +49,9 @@ up() {
   fi
   port_open && die "127.0.0.1:$port is taken (a system prometheus? stop it, or set WM_MONITOR_PORT)"
   mkdir -p "$dir/data"
-  # The compose target swapped for the local service; everything else as committed.
-  sed "s/\"warehouse-monitor:8080\"/\"$target\"/" "$repo/observability/prometheus.yml" >"$dir/prometheus.yml"
-  grep -q "\"$target\"" "$dir/prometheus.yml" || die "observability/prometheus.yml lost its warehouse-monitor:8080 target"
+  # The compose targets swapped for the local service; everything else as committed.
+  sed -E "s/^( *- targets: ).*/\1[\"$target\"]/" "$repo/observability/prometheus.yml" >"$dir/prometheus.yml"
+  grep -q "\"$target\"" "$dir/prometheus.yml" || die "observability/prometheus.yml lost its one-line '- targets:' list"
   cp "$repo/observability/alerts.yml" "$dir/alerts.yml" # rule_files is relative to the config
   [[ -f $log ]] && mv -f "$log" "$log.prev"
   # nohup: outlives the make/shell that started it (exec'd, so $! is prometheus itself);

@@ -2,11 +2,23 @@
 
 use super::*;
 
-/// A YAML file of the repository, read into JSON values.
+/// A YAML file of the repository, read into JSON values, with its merge keys
+/// (`<<: *anchor`) applied as docker compose applies them.
 pub(super) fn yaml(path: &str) -> Value {
     let file = std::fs::File::open(repo().join(path)).unwrap();
-    serde_yaml::from_reader(file).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_reader(file).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"));
+    value.apply_merge().unwrap();
+    serde_json::to_value(value).unwrap()
 }
+
+/// The compose services that run warehouse-monitor, with their role.
+const INSTANCES: [(&str, &str); 4] = [
+    ("api-1", "api"),
+    ("api-2", "api"),
+    ("consumer-1", "consumer"),
+    ("consumer-2", "consumer"),
+];
 
 pub(super) fn str_of(v: &Value) -> String {
     match v {
@@ -26,7 +38,7 @@ pub(super) fn compose_file_matches_the_repository_and_config() {
         "redis",
         "prometheus",
         "grafana",
-        "warehouse-monitor",
+        "gateway",
     ] {
         assert!(services.contains_key(name), "service {name}");
     }
@@ -57,41 +69,83 @@ pub(super) fn compose_file_matches_the_repository_and_config() {
         }
     }
 
-    // The service: built from the Dockerfile; env names are real settings.
-    let wm = &services["warehouse-monitor"];
-    assert!(repo().join(str_of(&wm["build"]["dockerfile"])).is_file());
-    let deps = wm["depends_on"].as_object().unwrap();
-    for dep in ["postgres", "redis", "kafka-init"] {
-        assert!(deps.contains_key(dep), "warehouse-monitor waits for {dep}");
-    }
+    // The service, two API and two consumer instances: built from the
+    // Dockerfile, one configuration, env names are real settings.
     let defaults = config::Config::builder()
         .add_source(config::File::from(repo().join("config/default.toml")))
         .build()
         .unwrap();
-    let env = wm["environment"].as_object().expect("environment as a map");
-    for key in env.keys().filter(|k| k.starts_with("WM_")) {
-        let setting = key["WM_".len()..].to_lowercase().replace("__", ".");
-        assert!(
-            defaults.get::<config::Value>(&setting).is_ok(),
-            "{key}: no setting {setting}"
-        );
+    let first = &services[INSTANCES[0].0];
+    let env = first["environment"]
+        .as_object()
+        .expect("environment as a map");
+    let mut addr: Option<SocketAddr> = None;
+    for (name, role) in INSTANCES {
+        let wm = &services[name];
+        assert!(repo().join(str_of(&wm["build"]["dockerfile"])).is_file());
+        let deps = wm["depends_on"].as_object().unwrap();
+        for dep in ["postgres", "redis", "kafka-init"] {
+            assert!(deps.contains_key(dep), "{name} waits for {dep}");
+        }
+        let own = wm["environment"].as_object().expect("environment as a map");
+        for key in own.keys().filter(|k| k.starts_with("WM_")) {
+            let setting = key["WM_".len()..].to_lowercase().replace("__", ".");
+            assert!(
+                defaults.get::<config::Value>(&setting).is_ok(),
+                "{name} {key}: no setting {setting}"
+            );
+        }
+        assert_eq!(own.get("WM_ROLE"), Some(&json!(role)), "{name}'s role");
+        let mut same = own.clone();
+        let mut shared = env.clone();
+        same.remove("WM_ROLE");
+        shared.remove("WM_ROLE");
+        assert_eq!(same, shared, "{name} has the configuration of the others");
+        let own_addr: SocketAddr = str_of(&own["WM_HTTP__ADDR"]).parse().unwrap();
+        assert_eq!(*addr.get_or_insert(own_addr), own_addr);
     }
     let setting = |key: &str, default: String| env.get(key).map(str_of).unwrap_or(default);
-    let addr: SocketAddr = setting("WM_HTTP__ADDR", String::new()).parse().unwrap();
-    let ports: Vec<String> = wm["ports"].as_array().unwrap().iter().map(str_of).collect();
+    let addr = addr.unwrap();
+
+    // The gateway publishes the API and balances over the API instances only.
+    let gateway = &services["gateway"];
+    let ports: Vec<String> = gateway["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(str_of)
+        .collect();
     assert!(
         ports
             .iter()
             .any(|p| p.ends_with(&format!(":{}", addr.port()))),
         "{ports:?}"
     );
+    let source = str_of(&gateway["configs"][0]["source"]);
+    let nginx = str_of(&compose["configs"][&source]["content"]);
+    for (name, role) in INSTANCES {
+        let upstream = format!("server {name}:{} ", addr.port());
+        assert_eq!(
+            nginx.contains(&upstream),
+            role == "api",
+            "{upstream} in {nginx}"
+        );
+        let deps = gateway["depends_on"].as_object().unwrap();
+        assert_eq!(
+            deps.contains_key(name),
+            role == "api",
+            "gateway waits for {name}"
+        );
+    }
+
+    // Prometheus scrapes every instance.
     let scrape = yaml("observability/prometheus.yml");
     let targets = &scrape["scrape_configs"][0]["static_configs"][0]["targets"];
-    assert_eq!(
-        targets,
-        &json!([format!("warehouse-monitor:{}", addr.port())]),
-        "Prometheus scrapes the service's port"
-    );
+    let wanted: Vec<String> = INSTANCES
+        .iter()
+        .map(|(name, _)| format!("{name}:{}", addr.port()))
+        .collect();
+    assert_eq!(targets, &json!(wanted), "Prometheus scrapes every instance");
 
     // The topic created on start is the one the service reads, with its partitions.
     let topic = setting(
