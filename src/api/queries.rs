@@ -78,8 +78,12 @@ impl QueryApi {
     ) -> MovementResponse {
         let id = movement_id.0;
         let key = cache::movement_key(id);
-        if let Some(hit) = state.cache.get::<Movement>(&key).await {
-            return MovementResponse::Ok(Json(hit));
+        // A cached `null` is a movement known to be absent (docs/SPEC.md
+        // section 8): a 404 answered without PostgreSQL.
+        match state.cache.get::<Option<Movement>>(&key).await {
+            Some(Some(hit)) => return MovementResponse::Ok(Json(hit)),
+            Some(None) => return not_found(id),
+            None => {}
         }
         let stored = state.store.movement(id).await;
         match stored {
@@ -88,10 +92,12 @@ impl QueryApi {
                 offer(state, &key, stored.version, &movement).await;
                 MovementResponse::Ok(Json(movement))
             }
-            Ok(None) => MovementResponse::NotFound(Json(ErrorBody::new(
-                "not_found",
-                format!("no movement {id} has been recorded"),
-            ))),
+            Ok(None) => {
+                // Version 0: the first event of this movement writes a
+                // tombstone with version 1 or more, which replaces it.
+                offer(state, &key, 0, &None::<Movement>).await;
+                not_found(id)
+            }
             Err(e) => MovementResponse::Unavailable(unavailable(&e)),
         }
     }
@@ -129,6 +135,13 @@ impl QueryApi {
             Err(e) => StockResponse::Unavailable(unavailable(&e)),
         }
     }
+}
+
+fn not_found(id: Uuid) -> MovementResponse {
+    MovementResponse::NotFound(Json(ErrorBody::new(
+        "not_found",
+        format!("no movement {id} has been recorded"),
+    )))
 }
 
 async fn offer<T: Serialize>(state: &State, key: &str, version: i64, value: &T) {

@@ -123,6 +123,56 @@ async fn movement_statuses_sides_times_and_totals() {
     app.stop().await;
 }
 
+/// An unknown movement's 404 is cached (as absent, version 0), and its first
+/// event still makes it appear at once: the commit's tombstone replaces it.
+#[tokio::test]
+async fn a_cached_404_gives_way_to_the_first_event_of_the_movement() {
+    use warehouse_monitor::cache::{self, Entry};
+
+    let app = TestApp::spawn(1).await;
+    // The entry as Redis holds it, read with redis-cli.
+    let redis_url = app.settings.redis.url.clone();
+    let entry = |key: String| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", redis_url.as_str(), "GET", key.as_str()])
+            .output()
+            .expect("redis-cli runs");
+        cache::parse(String::from_utf8_lossy(&out.stdout).trim_end())
+    };
+    let (movement, warehouse, product) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let key = cache::movement_key(movement);
+    for _ in 0..2 {
+        let (status, body) = app.get_json(&movement_path(movement)).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (404, &json!("not_found")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        entry(key.clone()),
+        Some(Entry {
+            version: 0,
+            payload: Some("null".to_owned())
+        }),
+        "the 404 is cached as absent at version 0"
+    );
+
+    app.produce(
+        0,
+        vec![Ev::departure(movement, warehouse, product, 7).bytes()],
+    )
+    .await;
+    app.wait_consumed().await;
+    let (status, body) = app.get_json(&movement_path(movement)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["quantity_sent"], 7);
+    let cached = entry(key).expect("cached again");
+    assert!(cached.version >= 1, "{cached:?}");
+    assert_ne!(cached.payload.as_deref(), Some("null"));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn errors_are_json_with_stable_codes() {
     let app = TestApp::spawn(1).await;
