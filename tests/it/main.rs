@@ -4,8 +4,10 @@
 //! and port.
 
 mod helpers;
+mod service;
 mod stream;
 
+mod anywhere;
 mod api;
 mod cache;
 mod compression;
@@ -24,5 +26,6 @@ mod quarantine;
 mod rejects;
 mod replay;
 mod roles;
+mod security;
 mod timebounds;
 mod volume;
