@@ -139,7 +139,8 @@ impl Cache {
         let plain_url = settings.url.replacen("rediss://", "redis://", 1);
         let mut config = Config::from_url(&plain_url).map_err(CacheError::Url)?;
         if settings.tls() {
-            let tls = tls::client_config(Verify::Full, settings.ca_file()).map_err(CacheError::Tls)?;
+            let tls =
+                tls::client_config(Verify::Full, settings.ca_file()).map_err(CacheError::Tls)?;
             config.tls = Some(tokio_rustls::TlsConnector::from(tls).into());
         }
         let timeout = Duration::from_millis(250);

@@ -162,10 +162,7 @@ mod tests {
                 "redis://user:***@127.0.0.1:6379",
             ),
             // An unescaped `@` in the password: masked up to the last one.
-            (
-                "postgres://app:p@ss@db/wm",
-                "postgres://app:***@db/wm",
-            ),
+            ("postgres://app:p@ss@db/wm", "postgres://app:***@db/wm"),
             (
                 "postgres://app@db/wm?password=s3cret&sslmode=disable",
                 "postgres://app@db/wm?password=***&sslmode=disable",

@@ -397,7 +397,10 @@ impl Settings {
             return invalid("postgres.url", "not a valid PostgreSQL connection URL");
         }
         if !self.redis.url.starts_with("redis://") && !self.redis.tls() {
-            return invalid("redis.url", "expected redis://host:port or rediss://host:port");
+            return invalid(
+                "redis.url",
+                "expected redis://host:port or rediss://host:port",
+            );
         }
         security::validate(self)?;
         if self.redis.cache_ttl_secs < 1 {

@@ -129,9 +129,10 @@ impl StoreError {
     pub fn step(&self) -> Step {
         match self {
             StoreError::Db { step, .. } => *step,
-            StoreError::Url(_) | StoreError::Tls(_) | StoreError::Build(_) | StoreError::Pool(_) => {
-                Step::Connect
-            }
+            StoreError::Url(_)
+            | StoreError::Tls(_)
+            | StoreError::Build(_)
+            | StoreError::Pool(_) => Step::Connect,
             StoreError::OffsetConflict { .. } => Step::Offset,
         }
     }
@@ -447,9 +448,7 @@ pub async fn ensure_database_with(settings: &PostgresSettings) -> Result<(), Sto
     create_if_missing(target(settings)?).await
 }
 
-async fn create_if_missing(
-    target: (tokio_postgres::Config, MakeRustls),
-) -> Result<(), StoreError> {
+async fn create_if_missing(target: (tokio_postgres::Config, MakeRustls)) -> Result<(), StoreError> {
     let Some((client, driver, name)) = maintenance(target).await? else {
         return Ok(());
     };

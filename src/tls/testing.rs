@@ -22,7 +22,9 @@ impl Pki {
     pub(crate) fn new(names: &[&str]) -> Self {
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "wm test CA");
+        // A name of its own: another test CA must be unknown, not a namesake.
+        let name = format!("wm test CA {}", uuid::Uuid::new_v4());
+        ca.distinguished_name.push(DnType::CommonName, name);
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
         let key = KeyPair::generate().unwrap();
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
@@ -60,7 +62,11 @@ impl Pki {
 
     /// A TLS handshake, in memory, of `client` connecting to `host` with a
     /// server that presents this certificate; the client's error if it fails.
-    pub(crate) async fn handshake(&self, client: Arc<ClientConfig>, host: &str) -> Result<(), String> {
+    pub(crate) async fn handshake(
+        &self,
+        client: Arc<ClientConfig>,
+        host: &str,
+    ) -> Result<(), String> {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server_config());
         let server = tokio::spawn(async move { acceptor.accept(server_io).await.map(drop) });

@@ -53,10 +53,7 @@ async fn serves_and_ingests_from_an_empty_directory_with_only_environment_variab
 fn config_prints_the_built_in_defaults_and_what_overrides_them() {
     let dir = empty_dir();
     let repo_file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
-    let defaults: toml::Table = std::fs::read_to_string(repo_file)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let defaults: toml::Table = std::fs::read_to_string(repo_file).unwrap().parse().unwrap();
 
     let output = run(&dir, &[], &["config"]);
     assert!(output.status.success(), "{output:?}");
@@ -78,7 +75,11 @@ fn config_prints_the_built_in_defaults_and_what_overrides_them() {
     assert_eq!(printed["kafka"], defaults["kafka"]);
 
     // A config directory given explicitly must hold default.toml.
-    let output = run(&dir, &[], &["--config-dir", dir.to_str().unwrap(), "config"]);
+    let output = run(
+        &dir,
+        &[],
+        &["--config-dir", dir.to_str().unwrap(), "config"],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("default.toml"), "{stderr}");

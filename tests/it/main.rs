@@ -4,6 +4,7 @@
 //! and port.
 
 mod helpers;
+mod pki;
 mod service;
 mod stream;
 
@@ -16,6 +17,7 @@ mod faults;
 mod ingest;
 mod instances;
 mod isolation;
+mod kafka_security;
 mod librdkafka;
 mod limits;
 mod monitoring;

@@ -86,7 +86,14 @@ impl OwnPostgres {
         // The server refuses a key that others can read, or that it does not own.
         for (path, mode) in [(&cert, "0644"), (&key, "0600")] {
             for (tool, arg) in [("chown", "postgres:postgres"), ("chmod", mode)] {
-                assert!(Command::new(tool).arg(arg).arg(path).status().unwrap().success());
+                assert!(
+                    Command::new(tool)
+                        .arg(arg)
+                        .arg(path)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
             }
         }
         self.start_with(&format!(

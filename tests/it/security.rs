@@ -4,12 +4,10 @@
 //! `/health/ready`, in errors or in `warehouse-monitor config`.
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use uuid::Uuid;
 use warehouse_monitor::{
     app::{
@@ -24,50 +22,9 @@ use crate::{
     helpers::{Ev, Patience, TestApp, eventually, free_port, test_settings},
     monitoring::scrape,
     outage::OwnPostgres,
+    pki::Pki,
     service::{Service, empty_dir, run},
 };
-
-/// A CA of the test's own and a server certificate it signed, as files.
-struct Pki {
-    dir: PathBuf,
-    cert_pem: String,
-    key_pem: String,
-}
-
-impl Pki {
-    fn new(names: &[&str]) -> Self {
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "wm test CA");
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        let dir = std::env::temp_dir().join(format!("wm-pki-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let pki = Self {
-            dir,
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        };
-        std::fs::write(pki.ca(), ca.pem()).unwrap();
-        std::fs::write(pki.dir.join("server.crt"), &pki.cert_pem).unwrap();
-        std::fs::write(pki.dir.join("server.key"), &pki.key_pem).unwrap();
-        pki
-    }
-
-    /// The CA certificate's file.
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    fn ca_str(&self) -> String {
-        self.ca().display().to_string()
-    }
-}
 
 /// Whether the batch pool's connection to the server is encrypted, as the
 /// server sees it.
@@ -123,9 +80,17 @@ async fn verify_full_with_the_ca_ingests_and_serves_over_tls() {
     let (status, body) = app
         .get_json(&format!("/api/warehouses/{warehouse}/products/{product}"))
         .await;
-    assert_eq!((status, body["quantity"].as_i64()), (200, Some(5)), "{body}");
+    assert_eq!(
+        (status, body["quantity"].as_i64()),
+        (200, Some(5)),
+        "{body}"
+    );
     let (status, body) = app.get_json("/health/ready").await;
-    assert_eq!((status, body["database"].as_str()), (200, Some("up")), "{body}");
+    assert_eq!(
+        (status, body["database"].as_str()),
+        (200, Some("up")),
+        "{body}"
+    );
     app.stop_keeping_data().await;
 }
 
@@ -140,31 +105,54 @@ async fn each_sslmode_accepts_and_refuses_as_libpq_does() {
     let tls = OwnPostgres::init(port);
     tls.start_tls(&pki.cert_pem, &pki.key_pem);
 
-    for (mode, ca) in [(PgSslMode::Require, None), (PgSslMode::VerifyCa, Some(&pki))] {
+    for (mode, ca) in [
+        (PgSslMode::Require, None),
+        (PgSslMode::VerifyCa, Some(&pki)),
+    ] {
         let settings = on_own_postgres(port, "wm_modes", mode, ca);
         let (store, _) = startup::migrate(&settings).await.expect("connects");
         assert!(server_sees_tls(&store.pool()).await, "{mode:?} uses TLS");
         store.close();
     }
 
-    let wrong_name = refused(on_own_postgres(port, "wm_modes", PgSslMode::VerifyFull, Some(&pki))).await;
+    let wrong_name = refused(on_own_postgres(
+        port,
+        "wm_modes",
+        PgSslMode::VerifyFull,
+        Some(&pki),
+    ))
+    .await;
     println!("verify-full, certificate for another host: {wrong_name}");
     assert!(wrong_name.contains("TLS handshake"), "{wrong_name}");
-    assert!(wrong_name.contains("NotValidForName"), "{wrong_name}");
+    assert!(wrong_name.contains("not valid for name"), "{wrong_name}");
 
     let stranger = Pki::new(&["db.wm.test", "127.0.0.1"]);
-    let wrong_ca = refused(on_own_postgres(port, "wm_modes", PgSslMode::VerifyFull, Some(&stranger))).await;
+    let wrong_ca = refused(on_own_postgres(
+        port,
+        "wm_modes",
+        PgSslMode::VerifyFull,
+        Some(&stranger),
+    ))
+    .await;
     println!("verify-full, another CA: {wrong_ca}");
     assert!(wrong_ca.contains("UnknownIssuer"), "{wrong_ca}");
 
     let plain_port = free_port();
     let plain = OwnPostgres::init(plain_port);
     plain.start();
-    let no_tls = refused(on_own_postgres(plain_port, "wm_modes", PgSslMode::Require, None)).await;
+    let no_tls = refused(on_own_postgres(
+        plain_port,
+        "wm_modes",
+        PgSslMode::Require,
+        None,
+    ))
+    .await;
     println!("require, server without TLS: {no_tls}");
     assert!(no_tls.contains("server does not support TLS"), "{no_tls}");
     let settings = on_own_postgres(plain_port, "wm_modes", PgSslMode::Prefer, None);
-    let (store, _) = startup::migrate(&settings).await.expect("prefer falls back");
+    let (store, _) = startup::migrate(&settings)
+        .await
+        .expect("prefer falls back");
     assert!(!server_sees_tls(&store.pool()).await);
     store.close();
 }
@@ -180,7 +168,16 @@ impl TlsRedis {
         let port = free_port();
         let file = |name: &str| pki.dir.join(name).display().to_string();
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--tls-port", &port.to_string()])
             .args(["--tls-cert-file", &file("server.crt")])
             .args(["--tls-key-file", &file("server.key")])
@@ -203,7 +200,13 @@ impl TlsRedis {
     fn get(&self, pki: &Pki, password: &str, key: &str) -> String {
         let output = Command::new("redis-cli")
             .args(["--tls", "--cacert", &pki.ca_str(), "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "--no-auth-warning", "-a", password])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "--no-auth-warning",
+                "-a",
+                password,
+            ])
             .args(["GET", key])
             .output()
             .unwrap();
@@ -231,20 +234,32 @@ async fn redis_over_tls_with_a_password_caches_answers() {
     let mut settings = test_settings(1);
     settings.redis.url = url.clone();
     settings.redis.ca_file = Pki::new(&["127.0.0.1"]).ca_str();
-    let untrusted = Cache::start(&settings.redis, std::sync::Arc::clone(&metrics)).await.unwrap();
-    assert!(!untrusted.ping().await, "a server signed by another CA is refused");
+    let untrusted = Cache::start(&settings.redis, std::sync::Arc::clone(&metrics))
+        .await
+        .unwrap();
+    assert!(
+        !untrusted.ping().await,
+        "a server signed by another CA is refused"
+    );
     untrusted.quit().await;
 
     settings.redis.ca_file = pki.ca_str();
     let app = TestApp::spawn_with(settings).await;
     let (warehouse, product) = (Uuid::new_v4(), Uuid::new_v4());
-    app.produce(0, vec![Ev::arrival(Uuid::new_v4(), warehouse, product, 3).bytes()])
-        .await;
+    app.produce(
+        0,
+        vec![Ev::arrival(Uuid::new_v4(), warehouse, product, 3).bytes()],
+    )
+    .await;
     app.wait_invalidated().await;
     let path = format!("/api/warehouses/{warehouse}/products/{product}");
     for _ in 0..2 {
         let (status, body) = app.get_json(&path).await;
-        assert_eq!((status, body["quantity"].as_i64()), (200, Some(3)), "{body}");
+        assert_eq!(
+            (status, body["quantity"].as_i64()),
+            (200, Some(3)),
+            "{body}"
+        );
     }
     let hits: f64 = scrape(&app)
         .await
@@ -254,7 +269,10 @@ async fn redis_over_tls_with_a_password_caches_answers() {
     assert!(hits >= 1.0, "the second read is a hit: {hits}");
     let key = format!("wm:stock:{warehouse}:{product}");
     let stored = redis.get(&pki, password, &key);
-    assert!(stored.contains("\"quantity\":3"), "in Redis itself: {stored}");
+    assert!(
+        stored.contains("\"quantity\":3"),
+        "in Redis itself: {stored}"
+    );
     let (_, body) = app.get_json("/health/ready").await;
     assert_eq!(body["cache"], "up", "{body}");
     app.stop().await;
@@ -287,7 +305,10 @@ async fn passwords_never_appear_in_the_logs_or_health() {
         &dir,
         &[
             ("WM_POSTGRES__URL", url),
-            ("WM_REDIS__URL", format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{closed}")),
+            (
+                "WM_REDIS__URL",
+                format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{closed}"),
+            ),
             ("WM_KAFKA__TOPIC", settings.kafka.topic.clone()),
             ("RUST_LOG", "debug".into()),
         ],
@@ -295,13 +316,23 @@ async fn passwords_never_appear_in_the_logs_or_health() {
     .await;
     let http = reqwest::Client::new();
     for path in ["/health/ready", "/metrics"] {
-        let body = http.get(service.url(path)).send().await.unwrap().text().await.unwrap();
+        let body = http
+            .get(service.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert_hidden(path, &body);
     }
     let log = service.stop();
     assert!(log.contains("warehouse-monitor running"), "{log}");
     let masked = format!("redis://:***@127.0.0.1:{closed}");
-    assert!(log.contains(&masked), "the Redis URL is logged masked:\n{log}");
+    assert!(
+        log.contains(&masked),
+        "the Redis URL is logged masked:\n{log}"
+    );
     assert_hidden("the log", &log);
     println!("log: {} lines, none with a password", log.lines().count());
     warehouse_monitor::store::drop_database(&settings.postgres.url)
@@ -317,7 +348,10 @@ fn passwords_never_appear_in_errors_or_the_printed_config() {
     let secrets = |postgres: String| {
         vec![
             ("WM_POSTGRES__URL", postgres),
-            ("WM_REDIS__URL", format!("rediss://:{REDIS_PASSWORD}@cache.internal:6380")),
+            (
+                "WM_REDIS__URL",
+                format!("rediss://:{REDIS_PASSWORD}@cache.internal:6380"),
+            ),
             ("WM_KAFKA__SASL_MECHANISM", "scram-sha-512".to_owned()),
             ("WM_KAFKA__SASL_USERNAME", "wm".to_owned()),
             ("WM_KAFKA__SASL_PASSWORD", SASL_PASSWORD.to_owned()),

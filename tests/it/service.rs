@@ -114,7 +114,11 @@ impl Service {
             let pid = child.id().to_string();
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
             let status = child.wait().unwrap();
-            assert!(status.success(), "stopped with {status}:\n{}", self.output());
+            assert!(
+                status.success(),
+                "stopped with {status}:\n{}",
+                self.output()
+            );
         }
         self.output()
     }

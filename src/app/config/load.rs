@@ -42,7 +42,8 @@ impl Settings {
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if let Some(dir) = dir {
-            builder = builder.add_source(config::File::from(dir.join("default.toml")).required(true));
+            builder =
+                builder.add_source(config::File::from(dir.join("default.toml")).required(true));
         }
         if let Some(file) = file {
             builder = builder.add_source(config::File::from(file).required(true));
@@ -103,7 +104,10 @@ mod tests {
         assert_eq!(built_in.to_toml().unwrap(), from_file.to_toml().unwrap());
         let file: toml::Table = DEFAULTS.parse().unwrap();
         let printed: toml::Table = built_in.to_toml().unwrap().parse().unwrap();
-        assert_eq!(printed, file, "every key of default.toml is a setting, and back");
+        assert_eq!(
+            printed, file,
+            "every key of default.toml is a setting, and back"
+        );
     }
 
     #[test]
@@ -123,7 +127,10 @@ mod tests {
             Settings::from_sources(Some(&dir), Some(&extra), env(&[("WM_BATCH__SIZE", "7")]))
                 .unwrap();
         assert_eq!((settings.batch.size, settings.batch.wait_ms), (7, 9));
-        assert_eq!(settings.kafka.topic, "warehouse-movements", "the rest: defaults");
+        assert_eq!(
+            settings.kafka.topic, "warehouse-movements",
+            "the rest: defaults"
+        );
     }
 
     #[test]
@@ -162,7 +169,10 @@ mod tests {
             assert!(!printed.contains(secret), "{printed}");
             assert!(!debug.contains(secret), "{debug}");
         }
-        assert!(printed.contains("postgres://app:***@db:5432/wm"), "{printed}");
+        assert!(
+            printed.contains("postgres://app:***@db:5432/wm"),
+            "{printed}"
+        );
         assert!(printed.contains("rediss://:***@cache:6380"), "{printed}");
         assert!(printed.contains("sasl_password = \"***\""), "{printed}");
         // What is printed is a valid configuration file: read back, it prints the same.

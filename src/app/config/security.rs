@@ -38,8 +38,10 @@ pub enum SaslMechanism {
     /// SASL/PLAIN (the password travels as is: use it with TLS).
     Plain,
     /// SASL/SCRAM-SHA-256.
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// SASL/SCRAM-SHA-512.
+    #[serde(rename = "scram-sha-512")]
     ScramSha512,
 }
 
@@ -108,7 +110,10 @@ mod tests {
 
     #[test]
     fn settings_that_would_be_ignored_are_refused() {
-        assert_eq!(refused(|s| s.kafka.ca_file = "/ca.pem".into()), "kafka.ca_file");
+        assert_eq!(
+            refused(|s| s.kafka.ca_file = "/ca.pem".into()),
+            "kafka.ca_file"
+        );
         assert_eq!(
             refused(|s| s.kafka.sasl_password = Secret::new("pw")),
             "kafka.sasl_mechanism"
@@ -128,7 +133,10 @@ mod tests {
             refused(|s| s.postgres.url.push_str("?sslmode=require")),
             "postgres.url"
         );
-        assert_eq!(refused(|s| s.redis.ca_file = "/ca.pem".into()), "redis.ca_file");
+        assert_eq!(
+            refused(|s| s.redis.ca_file = "/ca.pem".into()),
+            "redis.ca_file"
+        );
     }
 
     #[test]
@@ -148,10 +156,8 @@ mod tests {
 
     #[test]
     fn modes_read_with_libpq_and_kafka_names() {
-        let parsed: toml::Table = toml::from_str(
-            "sslmode = \"verify-full\"\nmechanism = \"scram-sha-256\"\n",
-        )
-        .unwrap();
+        let parsed: toml::Table =
+            toml::from_str("sslmode = \"verify-full\"\nmechanism = \"scram-sha-256\"\n").unwrap();
         let mode: PgSslMode = parsed["sslmode"].clone().try_into().unwrap();
         let mechanism: SaslMechanism = parsed["mechanism"].clone().try_into().unwrap();
         assert_eq!(mode, PgSslMode::VerifyFull);
