@@ -243,7 +243,7 @@ async fn connect_briefly(settings: &KafkaSettings) -> String {
     if let Some(sasl) = kafka::sasl_config(settings) {
         builder = builder.sasl_config(sasl);
     }
-    builder.build().await.err().expect("refused").to_string()
+    builder.build().await.expect_err("refused").to_string()
 }
 
 #[tokio::test]

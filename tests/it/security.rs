@@ -52,8 +52,7 @@ fn on_own_postgres(port: u16, database: &str, mode: PgSslMode, ca: Option<&Pki>)
 async fn refused(settings: Settings) -> String {
     let err = Application::build(settings)
         .await
-        .err()
-        .expect("the service refuses to start");
+        .expect_err("the service refuses to start");
     format!("{:#}", anyhow::Error::from(err))
 }
 
