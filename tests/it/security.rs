@@ -339,6 +339,24 @@ async fn passwords_never_appear_in_the_logs_or_health() {
         .unwrap();
 }
 
+/// The built application, printed with `{:?}` (as a careless log line
+/// would), shows neither password: settings, pools and clients mask them.
+#[tokio::test]
+async fn a_built_application_does_not_show_passwords_when_printed() {
+    let mut settings = test_settings(1);
+    let plain_url = settings.postgres.url.clone();
+    settings.postgres.url = plain_url.replace("postgres@", &format!("postgres:{PG_PASSWORD}@"));
+    settings.redis.url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", free_port());
+    let app = Application::build(settings.clone()).await.expect("builds");
+    let printed = format!("{app:?} {settings:?}");
+    assert!(printed.contains(":***@"), "the URLs are there, masked");
+    assert_hidden("Debug", &printed);
+    drop(app);
+    warehouse_monitor::store::drop_database(&plain_url)
+        .await
+        .unwrap();
+}
+
 /// Start-up errors, and `warehouse-monitor config`, never show a password.
 #[test]
 fn passwords_never_appear_in_errors_or_the_printed_config() {
