@@ -354,8 +354,16 @@ impl Store {
 /// Where and how to connect: the parsed URL with the TLS mode of
 /// `postgres.sslmode`, and the connector that does the TLS handshakes.
 fn target(settings: &PostgresSettings) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
-    let mut pg: tokio_postgres::Config = settings.url.parse().map_err(StoreError::Url)?;
-    let tls = tls::secure(&mut pg, settings).map_err(StoreError::Tls)?;
+    target_of(&settings.url, settings.sslmode, settings.ca_file())
+}
+
+fn target_of(
+    url: &str,
+    mode: PgSslMode,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
+    let tls = tls::secure(&mut pg, mode, ca_file).map_err(StoreError::Tls)?;
     Ok((pg, tls))
 }
 
@@ -405,16 +413,7 @@ async fn maintenance(
 /// A server reached without TLS (`postgres.sslmode = disable`), for the
 /// functions that take a bare URL.
 fn plain(url: &str) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
-    let settings = PostgresSettings {
-        url: url.to_owned(),
-        sslmode: PgSslMode::Disable,
-        ca_file: String::new(),
-        pool_size: 1,
-        api_pool_size: 1,
-        lease_pool_size: 1,
-        read_statement_timeout_ms: 0,
-    };
-    target(&settings)
+    target_of(url, PgSslMode::Disable, None)
 }
 
 fn quote(name: &str) -> String {

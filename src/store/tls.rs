@@ -5,6 +5,7 @@
 use std::{
     future::Future,
     io,
+    path::Path,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -18,7 +19,7 @@ use tokio_postgres::{
 };
 
 use crate::{
-    app::config::{PgSslMode, PostgresSettings},
+    app::config::PgSslMode,
     tls::{self, TlsError, Verify},
 };
 
@@ -33,14 +34,16 @@ fn plan(mode: PgSslMode) -> (WireMode, Verify) {
     }
 }
 
-/// Sets `pg`'s TLS mode from the settings and returns the connector to use.
+/// Sets `pg`'s TLS mode for `mode` and returns the connector to use, which
+/// trusts `ca_file` (or the system's roots) where `mode` verifies.
 pub(crate) fn secure(
     pg: &mut tokio_postgres::Config,
-    settings: &PostgresSettings,
+    mode: PgSslMode,
+    ca_file: Option<&Path>,
 ) -> Result<MakeRustls, TlsError> {
-    let (wire, verify) = plan(settings.sslmode);
+    let (wire, verify) = plan(mode);
     pg.ssl_mode(wire);
-    let config = tls::client_config(verify, settings.ca_file())?;
+    let config = tls::client_config(verify, ca_file)?;
     Ok(MakeRustls { config })
 }
 
