@@ -49,3 +49,9 @@ impl Pki {
         self.ca().display().to_string()
     }
 }
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
