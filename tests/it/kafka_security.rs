@@ -221,7 +221,8 @@ async fn the_service_consumes_over_tls_and_refuses_an_unknown_ca() {
 
     // A broker whose certificate another CA signed is refused.
     let mut stranger = settings.kafka.clone();
-    stranger.ca_file = Pki::new(&["127.0.0.1"]).ca_str();
+    let other_ca = Pki::new(&["127.0.0.1"]);
+    stranger.ca_file = other_ca.ca_str();
     let err = connect_briefly(&stranger).await;
     println!("Kafka TLS, another CA: {err}");
     assert!(err.contains("UnknownIssuer"), "{err}");

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use uuid::Uuid;
 
-/// A CA of the test's own and a server certificate it signed, as files.
+/// A CA of the test's own and a server certificate it signed, as files
+/// (removed when it is dropped: keep it while a server or setting uses them).
 pub(crate) struct Pki {
     pub(crate) dir: PathBuf,
     pub(crate) cert_pem: String,

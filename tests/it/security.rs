@@ -232,7 +232,8 @@ async fn redis_over_tls_with_a_password_caches_answers() {
     let metrics = std::sync::Arc::new(Metrics::new().unwrap());
     let mut settings = test_settings(1);
     settings.redis.url = url.clone();
-    settings.redis.ca_file = Pki::new(&["127.0.0.1"]).ca_str();
+    let other_ca = Pki::new(&["127.0.0.1"]);
+    settings.redis.ca_file = other_ca.ca_str();
     let untrusted = Cache::start(&settings.redis, std::sync::Arc::clone(&metrics))
         .await
         .unwrap();
