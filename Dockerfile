@@ -1,10 +1,14 @@
 # syntax=docker/dockerfile:1
 # Container image of warehouse-monitor, used by compose.yaml: a Rust builder
 # stage, then a small Debian runtime that runs the binary as a non-root user.
+# The image holds no configuration file: the defaults of config/default.toml
+# are compiled into the binary, and WM_<SECTION>__<KEY> variables (or a file
+# mounted and named with --config / WM_CONFIG_FILE) override them.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# The whole context (see .dockerignore): the crate embeds sql/ and Cargo
+# The whole context (see .dockerignore): the crate embeds sql/ and
+# config/default.toml, and Cargo
 # discovers targets from the tree. Cache mounts keep rebuilds incremental.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
@@ -13,15 +17,15 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/warehouse-monitor /usr/local/bin/warehouse-monitor
 
 FROM debian:bookworm-slim
+# ca-certificates: the system roots that TLS to Kafka, PostgreSQL and Redis
+# trusts when no CA file is configured.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin wm
 WORKDIR /app
 COPY --from=builder /usr/local/bin/warehouse-monitor /usr/local/bin/warehouse-monitor
-COPY config ./config
-ENV WM_CONFIG_DIR=/app/config \
-    WM_HTTP__ADDR=0.0.0.0:8080
+ENV WM_HTTP__ADDR=0.0.0.0:8080
 USER wm
 EXPOSE 8080
 CMD ["warehouse-monitor", "serve"]

@@ -30,9 +30,13 @@ use uuid::Uuid;
 
 use serde::de::DeserializeOwned;
 
-use crate::app::{
-    config::RedisSettings,
-    metrics::{CacheResult, Metrics},
+use crate::{
+    app::{
+        config::RedisSettings,
+        metrics::{CacheResult, Metrics},
+    },
+    redact,
+    tls::{self, TlsError, Verify},
 };
 
 /// For each `KEYS[i]`, sets it to `ARGV[2i] .. ":" .. ARGV[2i + 1]` (version,
@@ -76,6 +80,8 @@ const KEY_PREFIX: &str = "wm:";
 pub enum CacheError {
     #[error("invalid Redis URL: {0}")]
     Url(fred::error::Error),
+    #[error("Redis TLS (redis.ca_file): {0}")]
+    Tls(TlsError),
     #[error("cannot start the Redis client: {0}")]
     Start(fred::error::Error),
 }
@@ -122,12 +128,21 @@ pub fn stock_key(warehouse_id: Uuid, product_id: Uuid) -> String {
 
 impl Cache {
     /// Starts a client that connects (and reconnects) in the background, giving
-    /// the first connection a moment; Redis being down at start-up is not an error.
+    /// the first connection a moment; Redis being down at start-up is not an
+    /// error. A `rediss://` URL connects over TLS, checking the server's
+    /// certificate and host name against `redis.ca_file` (or the system's roots).
     pub async fn start(
         settings: &RedisSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
-        let config = Config::from_url(&settings.url).map_err(CacheError::Url)?;
+        // fred would build TLS of its own for rediss://: parse the rest, set ours.
+        let plain_url = settings.url.replacen("rediss://", "redis://", 1);
+        let mut config = Config::from_url(&plain_url).map_err(CacheError::Url)?;
+        if settings.tls() {
+            let tls =
+                tls::client_config(Verify::Full, settings.ca_file()).map_err(CacheError::Tls)?;
+            config.tls = Some(tokio_rustls::TlsConnector::from(tls).into());
+        }
         let timeout = Duration::from_millis(250);
         let client = Builder::from_config(Config {
             fail_fast: false,
@@ -147,7 +162,7 @@ impl Cache {
             .await
             .is_err()
         {
-            tracing::warn!(url = %settings.url, "Redis not reachable yet; answering from PostgreSQL until it is");
+            tracing::warn!(url = %redact::url(&settings.url), "Redis not reachable yet; answering from PostgreSQL until it is");
         }
         Ok(Self {
             client,

@@ -1,13 +1,14 @@
-//! The Kafka side: connecting with bounded retries, creating the topic (the
-//! broker may not auto-create it), and the record type of the pipeline,
-//! converted from rskafka's with its size bounded.
+//! The Kafka side: connecting with bounded retries (over TLS and with SASL
+//! when configured), creating the topic (the broker may not auto-create it),
+//! and the record type of the pipeline, converted from rskafka's with its
+//! size bounded.
 
 use std::{sync::Arc, time::Duration};
 
 use rskafka::{
     BackoffConfig,
     client::{
-        Client, ClientBuilder,
+        Client, ClientBuilder, Credentials, SaslConfig,
         error::{Error as RsError, ProtocolError},
         partition::{Compression, PartitionClient, UnknownTopicHandling},
     },
@@ -15,13 +16,18 @@ use rskafka::{
 };
 use time::OffsetDateTime;
 
-use crate::app::config::KafkaSettings;
+use crate::{
+    app::config::{KafkaSettings, SaslMechanism},
+    tls::{self, TlsError, Verify},
+};
 
 /// Errors of the Kafka layer.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("Kafka request failed: {0}")]
     Client(RsError),
+    #[error("Kafka TLS (kafka.ca_file): {0}")]
+    Tls(TlsError),
     #[error("topic `{0}` does not exist (set kafka.create_topic = true to create it)")]
     NoTopic(String),
     #[error("topic `{0}` did not appear in the broker's metadata after creation")]
@@ -83,12 +89,51 @@ fn backoff() -> BackoffConfig {
 
 /// Connects to the bootstrap brokers.
 pub async fn connect(settings: &KafkaSettings) -> Result<Arc<Client>, KafkaError> {
-    let client = ClientBuilder::new(settings.brokers.clone())
+    if settings.sasl_mechanism == SaslMechanism::Plain && !settings.tls {
+        tracing::warn!(
+            "kafka.sasl_mechanism = plain without kafka.tls: the password is sent unencrypted"
+        );
+    }
+    let mut builder = ClientBuilder::new(settings.brokers.clone())
         .client_id("warehouse-monitor")
-        .backoff_config(backoff())
-        .build()
-        .await?;
-    Ok(Arc::new(client))
+        .backoff_config(backoff());
+    if let Some(tls) = tls_config(settings)? {
+        builder = builder.tls_config(tls);
+    }
+    if let Some(sasl) = sasl_config(settings) {
+        builder = builder.sasl_config(sasl);
+    }
+    Ok(Arc::new(builder.build().await?))
+}
+
+/// The TLS of the broker connections, `None` without `kafka.tls`: brokers'
+/// certificates are checked against `kafka.ca_file` (or the system's roots),
+/// with their host names.
+pub fn tls_config(
+    settings: &KafkaSettings,
+) -> Result<Option<Arc<rustls::ClientConfig>>, KafkaError> {
+    if !settings.tls {
+        return Ok(None);
+    }
+    tls::client_config(Verify::Full, settings.ca_file())
+        .map(Some)
+        .map_err(KafkaError::Tls)
+}
+
+/// The SASL authentication of `kafka.sasl_mechanism`, `None` for `none`.
+pub fn sasl_config(settings: &KafkaSettings) -> Option<SaslConfig> {
+    let credentials = || {
+        Credentials::new(
+            settings.sasl_username.clone(),
+            settings.sasl_password.expose().to_owned(),
+        )
+    };
+    match settings.sasl_mechanism {
+        SaslMechanism::None => None,
+        SaslMechanism::Plain => Some(SaslConfig::Plain(credentials())),
+        SaslMechanism::ScramSha256 => Some(SaslConfig::ScramSha256(credentials())),
+        SaslMechanism::ScramSha512 => Some(SaslConfig::ScramSha512(credentials())),
+    }
 }
 
 /// Connects and makes sure the configured topic exists; returns the client and
@@ -205,4 +250,69 @@ pub fn to_record(r: RecordAndOffset, max_record_bytes: usize) -> Record {
         value.shrink_to_fit();
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{app::config::Settings, redact::Secret, tls::testing::Pki};
+
+    fn settings() -> KafkaSettings {
+        let mut settings = Settings::built_in().unwrap().kafka;
+        settings.sasl_username = "wm".into();
+        settings.sasl_password = Secret::new("pw");
+        settings
+    }
+
+    /// Mechanism and credentials of a SASL configuration.
+    fn shown(sasl: &SaslConfig) -> (&'static str, &str, &str) {
+        let (name, c) = match sasl {
+            SaslConfig::Plain(c) => ("PLAIN", c),
+            SaslConfig::ScramSha256(c) => ("SCRAM-SHA-256", c),
+            SaslConfig::ScramSha512(c) => ("SCRAM-SHA-512", c),
+            SaslConfig::Oauthbearer(_) => panic!("never configured"),
+        };
+        (name, c.username.as_str(), c.password.as_str())
+    }
+
+    #[test]
+    fn each_sasl_mechanism_maps_to_rskafka_with_the_credentials() {
+        let cases = [
+            (SaslMechanism::Plain, "PLAIN"),
+            (SaslMechanism::ScramSha256, "SCRAM-SHA-256"),
+            (SaslMechanism::ScramSha512, "SCRAM-SHA-512"),
+        ];
+        for (mechanism, name) in cases {
+            let mut settings = settings();
+            settings.sasl_mechanism = mechanism;
+            let sasl = sasl_config(&settings).expect("SASL configured");
+            assert_eq!(shown(&sasl), (name, "wm", "pw"));
+        }
+        let mut settings = settings();
+        settings.sasl_mechanism = SaslMechanism::None;
+        assert!(sasl_config(&settings).is_none());
+    }
+
+    #[tokio::test]
+    async fn tls_trusts_the_configured_ca_and_checks_the_broker_name() {
+        let mut settings = settings();
+        assert!(
+            tls_config(&settings).unwrap().is_none(),
+            "no TLS by default"
+        );
+        let broker = Pki::new(&["kafka.test"]);
+        settings.tls = true;
+        settings.ca_file = broker.ca_file().display().to_string();
+        let config = tls_config(&settings).unwrap().expect("TLS configured");
+        assert_eq!(
+            broker.handshake(Arc::clone(&config), "kafka.test").await,
+            Ok(())
+        );
+        let err = broker.handshake(config, "other.test").await.unwrap_err();
+        assert!(err.contains("not valid for name"), "{err}");
+        let impostor = Pki::new(&["kafka.test"]);
+        let config = tls_config(&settings).unwrap().unwrap();
+        let err = impostor.handshake(config, "kafka.test").await.unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+    }
 }

@@ -21,8 +21,10 @@ pub mod domain;
 pub mod fault;
 pub mod ingest;
 pub mod kafka;
+pub mod redact;
 pub mod retry;
 pub mod store;
+pub mod tls;
 
 /// Developer tools (demo traffic), behind the `devtools` feature so that
 /// their dependencies are not the service's.

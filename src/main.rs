@@ -31,10 +31,14 @@ async fn run() -> anyhow::Result<ExitCode> {
         println!("{}", api::spec_json());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut settings = Settings::load(&cli.config_dir, cli.config.as_deref())?;
+    let mut settings = Settings::load_layered(cli.config_dir.as_deref(), cli.config.as_deref())?;
+    if let Command::Config = cli.command {
+        print!("{}", settings.to_toml()?);
+        return Ok(ExitCode::SUCCESS);
+    }
     telemetry::init(settings.log.format);
     match cli.command {
-        Command::Openapi => {}
+        Command::Openapi | Command::Config => {}
         Command::Serve { role } => {
             settings.role = role.unwrap_or(settings.role);
             let stop = shutdown::on_signal();

@@ -55,9 +55,10 @@ pub fn classify(err: &StoreError) -> Class {
             None => Class::Transient, // I/O or closed connection: no SQLSTATE at all
             Some(code) => classify_code(code),
         },
-        StoreError::Url(_) | StoreError::Build(_) | StoreError::OffsetConflict { .. } => {
-            Class::Other
-        }
+        StoreError::Url(_)
+        | StoreError::Tls(_)
+        | StoreError::Build(_)
+        | StoreError::OffsetConflict { .. } => Class::Other,
     }
 }
 

@@ -1,6 +1,6 @@
-//! The command line: `serve`, `migrate`, `verify` and `openapi` (and, with the
-//! `devtools` feature, `produce`), each a thin call into the library so that
-//! `main` only wires the process edge.
+//! The command line: `serve`, `migrate`, `verify`, `config` and `openapi`
+//! (and, with the `devtools` feature, `produce`), each a thin call into the
+//! library so that `main` only wires the process edge.
 
 use std::path::PathBuf;
 
@@ -10,10 +10,12 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "warehouse-monitor", version)]
 pub struct Cli {
-    /// Directory holding `default.toml`.
-    #[arg(long, env = "WM_CONFIG_DIR", default_value = "config", global = true)]
-    pub config_dir: PathBuf,
-    /// Extra TOML file applied over `default.toml` (environment variables still win).
+    /// Directory holding a `default.toml` applied over the built-in defaults
+    /// (none is needed: the defaults are compiled in).
+    #[arg(long, env = "WM_CONFIG_DIR", global = true)]
+    pub config_dir: Option<PathBuf>,
+    /// Extra TOML file applied over the defaults and the config directory
+    /// (environment variables still win).
     #[arg(long, env = "WM_CONFIG_FILE", global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -32,6 +34,8 @@ pub enum Command {
     Migrate,
     /// Recompute stock from the stored events; exit 1 on any mismatch.
     Verify,
+    /// Print the effective configuration as TOML, passwords masked.
+    Config,
     /// Print the OpenAPI document (the one committed as docs/openapi.json).
     Openapi,
     /// Produce generated demo events (departures, arrivals, duplicates, a few

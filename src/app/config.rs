@@ -1,16 +1,29 @@
-//! Settings of the service: `config/default.toml`, then an optional extra file,
-//! then `WM_<SECTION>__<KEY>` environment variables, validated once at start-up so
+//! Settings of the service: the defaults of `config/default.toml`, compiled
+//! into the binary (so it runs from any directory, with no file), then an
+//! optional config directory and an optional extra file, then
+//! `WM_<SECTION>__<KEY>` environment variables, validated once at start-up so
 //! that a bad value is an error naming the setting instead of a surprise later.
+//! Printed (`warehouse-monitor config`, `Debug`), secrets show as `***`.
+
+mod load;
+mod security;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+pub use self::{
+    load::DEFAULTS,
+    security::{PgSslMode, SaslMechanism},
+};
+use crate::redact::{self, Secret};
 
 /// Prefix of the environment variables that override the files.
 pub const ENV_PREFIX: &str = "WM";
 
-/// Everything the service can be told.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything the service can be told. Serialized, it is what
+/// `warehouse-monitor config` prints: TOML, secrets masked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// What this instance does: everything, only the API, or only consuming.
@@ -23,11 +36,11 @@ pub struct Settings {
     pub http: HttpSettings,
     pub log: LogSettings,
     /// Test-only fault injection; absent in `config/default.toml`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "FaultSettings::is_off")]
     pub fault: FaultSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub brokers: Vec<String>,
@@ -47,17 +60,35 @@ pub struct KafkaSettings {
     /// How often the topic's partition list is read again (new partitions
     /// are consumed without a restart).
     pub metadata_refresh_ms: u64,
+    /// TLS to the brokers, verifying their certificates and host names.
+    pub tls: bool,
+    /// PEM file of the CA certificates the brokers' certificates are checked
+    /// against; empty: the system's roots.
+    pub ca_file: String,
+    /// SASL authentication: `none`, `plain`, `scram-sha-256` or `scram-sha-512`.
+    pub sasl_mechanism: SaslMechanism,
+    pub sasl_username: String,
+    pub sasl_password: Secret,
 }
 
 impl KafkaSettings {
     pub fn metadata_refresh(&self) -> Duration {
         Duration::from_millis(self.metadata_refresh_ms)
     }
+
+    /// The CA file, if one is set.
+    pub fn ca_file(&self) -> Option<&Path> {
+        non_empty(&self.ca_file)
+    }
+}
+
+fn non_empty(path: &str) -> Option<&Path> {
+    (!path.is_empty()).then(|| Path::new(path))
 }
 
 /// What an instance runs. API and consumer instances can be scaled apart, so
 /// that API load does not slow ingestion and the reverse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Consume the topic and serve the whole HTTP API.
@@ -81,7 +112,7 @@ impl Role {
 }
 
 /// Policy when a stored offset is outside the broker's log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OffsetReset {
     /// Resume from the earliest offset the broker still holds.
@@ -90,7 +121,7 @@ pub enum OffsetReset {
     Fail,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSettings {
     pub size: usize,
@@ -105,7 +136,7 @@ impl BatchSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSettings {
     /// How long a partition lease lasts unless renewed (renewed every third of it).
@@ -127,10 +158,10 @@ impl ConsumerSettings {
 
 /// Faults injected on purpose, for tests only: the stage that panics and how
 /// many times, and fetches that fail.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSettings {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub panic_in: Option<FaultStage>,
     /// Panics before the injection stops (0: every time).
     #[serde(default)]
@@ -140,8 +171,15 @@ pub struct FaultSettings {
     pub fail_fetch: bool,
 }
 
+impl FaultSettings {
+    /// True when no fault is injected (the section is then not printed).
+    fn is_off(&self) -> bool {
+        self.panic_in.is_none() && !self.fail_fetch
+    }
+}
+
 /// A task of a partition's pipeline that a test can make panic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultStage {
     /// The fetcher, before its next fetch.
@@ -152,10 +190,18 @@ pub enum FaultStage {
     Keeper,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` and serialized with the URL's password masked.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
+    #[serde(serialize_with = "redact::serialize_url")]
     pub url: String,
+    /// TLS, as libpq's `sslmode`: `disable`, `prefer`, `require` (encrypted,
+    /// certificate not checked), `verify-ca` or `verify-full`.
+    pub sslmode: PgSslMode,
+    /// PEM file of the CA certificates for `verify-ca` and `verify-full`;
+    /// empty: the system's roots.
+    pub ca_file: String,
     /// Connections for batch transactions (the consumer).
     pub pool_size: usize,
     /// Connections for API reads, apart so that reads cannot starve ingestion.
@@ -167,14 +213,64 @@ pub struct PostgresSettings {
     pub read_statement_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl PostgresSettings {
+    /// The CA file, if one is set.
+    pub fn ca_file(&self) -> Option<&Path> {
+        non_empty(&self.ca_file)
+    }
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &redact::url(&self.url))
+            .field("sslmode", &self.sslmode)
+            .field("ca_file", &self.ca_file)
+            .field("pool_size", &self.pool_size)
+            .field("api_pool_size", &self.api_pool_size)
+            .field("lease_pool_size", &self.lease_pool_size)
+            .field("read_statement_timeout_ms", &self.read_statement_timeout_ms)
+            .finish()
+    }
+}
+
+/// `Debug` and serialized with the URL's password masked.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    /// `redis://` or, for TLS, `rediss://`; a password goes in the URL
+    /// (`rediss://:password@host:6380`).
+    #[serde(serialize_with = "redact::serialize_url")]
     pub url: String,
+    /// PEM file of the CA certificates a `rediss://` server's certificate is
+    /// checked against; empty: the system's roots.
+    pub ca_file: String,
     pub cache_ttl_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl RedisSettings {
+    /// The CA file, if one is set.
+    pub fn ca_file(&self) -> Option<&Path> {
+        non_empty(&self.ca_file)
+    }
+
+    /// True for a `rediss://` URL.
+    pub fn tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact::url(&self.url))
+            .field("ca_file", &self.ca_file)
+            .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
@@ -188,13 +284,13 @@ impl HttpSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     Text,
@@ -206,6 +302,8 @@ pub enum LogFormat {
 pub enum ConfigError {
     #[error("cannot read configuration: {0}")]
     Load(config::ConfigError),
+    #[error("cannot print the settings: {0}")]
+    Print(String),
     #[error("invalid setting `{setting}`: {reason}")]
     Invalid {
         setting: &'static str,
@@ -221,28 +319,6 @@ impl From<config::ConfigError> for ConfigError {
 }
 
 impl Settings {
-    /// Loads `<dir>/default.toml`, then `extra` if given, then the environment.
-    pub fn load(dir: &Path, extra: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from(dir.join("default.toml")).required(true));
-        if let Some(extra) = extra {
-            builder = builder.add_source(config::File::from(extra).required(true));
-        }
-        let settings: Settings = builder
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("_")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("kafka.brokers")
-                    .try_parsing(true),
-            )
-            .build()?
-            .try_deserialize()?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
     /// Checks the values serde cannot: ranges and non-empty strings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(setting: &'static str, reason: &str) -> Result<(), ConfigError> {
@@ -320,9 +396,13 @@ impl Settings {
         if self.postgres.url.parse::<tokio_postgres::Config>().is_err() {
             return invalid("postgres.url", "not a valid PostgreSQL connection URL");
         }
-        if !self.redis.url.starts_with("redis://") {
-            return invalid("redis.url", "expected redis://host:port");
+        if !self.redis.url.starts_with("redis://") && !self.redis.tls() {
+            return invalid(
+                "redis.url",
+                "expected redis://host:port or rediss://host:port",
+            );
         }
+        security::validate(self)?;
         if self.redis.cache_ttl_secs < 1 {
             return invalid("redis.cache_ttl_secs", "must be at least 1");
         }

@@ -63,7 +63,7 @@ pub struct Application {
 /// Creates the database if missing and applies pending migrations; returns
 /// the store (its pool built once) and the versions applied.
 pub async fn migrate(settings: &Settings) -> Result<(Store, Vec<&'static str>), StoreError> {
-    store::ensure_database(&settings.postgres.url).await?;
+    store::ensure_database_with(&settings.postgres).await?;
     let store = Store::new(&settings.postgres)?;
     let applied = store.migrate().await?;
     Ok((store, applied))

@@ -8,16 +8,21 @@ pub mod members;
 pub mod migrate;
 pub mod offsets;
 pub mod read;
+pub mod tls;
 pub mod verify;
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, error::SqlState};
+use tokio_postgres::error::SqlState;
 
 use uuid::Uuid;
 
-use crate::app::config::PostgresSettings;
+use self::tls::MakeRustls;
+use crate::{
+    app::config::{PgSslMode, PostgresSettings},
+    tls::TlsError,
+};
 
 /// A pooled PostgreSQL connection.
 pub type Client = deadpool_postgres::Object;
@@ -89,6 +94,8 @@ impl std::fmt::Display for Step {
 pub enum StoreError {
     #[error("invalid PostgreSQL URL: {}", describe(.0))]
     Url(tokio_postgres::Error),
+    #[error("PostgreSQL TLS (postgres.sslmode, postgres.ca_file): {0}")]
+    Tls(TlsError),
     #[error("cannot build the PostgreSQL pool: {0}")]
     Build(deadpool_postgres::BuildError),
     #[error("no PostgreSQL connection: {}", describe_pool(.0))]
@@ -122,7 +129,10 @@ impl StoreError {
     pub fn step(&self) -> Step {
         match self {
             StoreError::Db { step, .. } => *step,
-            StoreError::Url(_) | StoreError::Build(_) | StoreError::Pool(_) => Step::Connect,
+            StoreError::Url(_)
+            | StoreError::Tls(_)
+            | StoreError::Build(_)
+            | StoreError::Pool(_) => Step::Connect,
             StoreError::OffsetConflict { .. } => Step::Offset,
         }
     }
@@ -209,9 +219,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Parses the URL and builds the pools (connections are opened lazily).
+    /// Parses the URL, reads the TLS settings and builds the pools
+    /// (connections are opened lazily).
     pub fn new(settings: &PostgresSettings) -> Result<Self, StoreError> {
-        let mut pg: tokio_postgres::Config = settings.url.parse().map_err(StoreError::Url)?;
+        let (mut pg, tls) = target(settings)?;
         // A peer that vanished is noticed by the kernel, not only at the next query.
         pg.keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
@@ -220,10 +231,11 @@ impl Store {
         let timeout = settings.read_statement_timeout_ms;
         reads.options(format!("-c statement_timeout={timeout}"));
         let wait = Duration::from_millis(timeout);
+        let pool = |pg, size, wait| pool_from_config(pg, tls.clone(), size, wait);
         Ok(Self {
-            batches: pool_from_config(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
-            reads: pool_from_config(reads, settings.api_pool_size, wait)?,
-            leases: pool_from_config(pg, settings.lease_pool_size, Duration::from_secs(2))?,
+            batches: pool(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
+            reads: pool(reads, settings.api_pool_size, wait)?,
+            leases: pool(pg, settings.lease_pool_size, Duration::from_secs(2))?,
         })
     }
 
@@ -339,15 +351,32 @@ impl Store {
     }
 }
 
+/// Where and how to connect: the parsed URL with the TLS mode of
+/// `postgres.sslmode`, and the connector that does the TLS handshakes.
+fn target(settings: &PostgresSettings) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
+    target_of(&settings.url, settings.sslmode, settings.ca_file())
+}
+
+fn target_of(
+    url: &str,
+    mode: PgSslMode,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
+    let mut pg: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
+    let tls = tls::secure(&mut pg, mode, ca_file).map_err(StoreError::Tls)?;
+    Ok((pg, tls))
+}
+
 /// A pool of `size` connections; a caller waits at most `wait` for one.
 fn pool_from_config(
     pg_config: tokio_postgres::Config,
+    tls: MakeRustls,
     size: usize,
     wait: Duration,
 ) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
         pg_config,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -361,18 +390,18 @@ fn pool_from_config(
         .build()?)
 }
 
-/// Connects to the `postgres` maintenance database of the server in `url`;
-/// returns the client, its connection task and the database name in `url`.
+/// Connects to the `postgres` maintenance database of the server `target`
+/// names; returns the client, its connection task and the database name in
+/// `target`.
 async fn maintenance(
-    url: &str,
+    (target, tls): (tokio_postgres::Config, MakeRustls),
 ) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>, String)>, StoreError> {
-    let target: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
     let Some(name) = target.get_dbname().map(str::to_owned) else {
         return Ok(None);
     };
     let mut maintenance = target.clone();
     maintenance.dbname("postgres");
-    let (client, connection) = maintenance.connect(NoTls).await?;
+    let (client, connection) = maintenance.connect(tls).await.at(Step::Connect)?;
     let driver = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %describe(&e), "maintenance connection ended with an error");
@@ -381,13 +410,20 @@ async fn maintenance(
     Ok(Some((client, driver, name)))
 }
 
+/// A server reached without TLS (`postgres.sslmode = disable`), for the
+/// functions that take a bare URL.
+fn plain(url: &str) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
+    target_of(url, PgSslMode::Disable, None)
+}
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Drops the database named in `url` if it exists (load tests start clean).
+/// Drops the database named in `url` if it exists (load tests start clean),
+/// connecting without TLS.
 pub async fn drop_database(url: &str) -> Result<(), StoreError> {
-    let Some((client, driver, name)) = maintenance(url).await? else {
+    let Some((client, driver, name)) = maintenance(plain(url)?).await? else {
         return Ok(());
     };
     client
@@ -399,9 +435,20 @@ pub async fn drop_database(url: &str) -> Result<(), StoreError> {
 }
 
 /// Creates the database named in `url` when it does not exist yet, connecting to
-/// the `postgres` maintenance database of the same server.
+/// the `postgres` maintenance database of the same server without TLS.
 pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
-    let Some((client, driver, name)) = maintenance(url).await? else {
+    create_if_missing(plain(url)?).await
+}
+
+/// Creates the database of `settings.url` when it does not exist yet,
+/// connecting to the `postgres` maintenance database of the same server over
+/// the TLS of `settings` (as the pools do).
+pub async fn ensure_database_with(settings: &PostgresSettings) -> Result<(), StoreError> {
+    create_if_missing(target(settings)?).await
+}
+
+async fn create_if_missing(target: (tokio_postgres::Config, MakeRustls)) -> Result<(), StoreError> {
+    let Some((client, driver, name)) = maintenance(target).await? else {
         return Ok(());
     };
     let exists = client.query_opt(DATABASE_EXISTS, &[&name]).await?.is_some();

@@ -4,8 +4,11 @@
 //! and port.
 
 mod helpers;
+mod pki;
+mod service;
 mod stream;
 
+mod anywhere;
 mod api;
 mod cache;
 mod compression;
@@ -14,6 +17,7 @@ mod faults;
 mod ingest;
 mod instances;
 mod isolation;
+mod kafka_security;
 mod librdkafka;
 mod limits;
 mod monitoring;
@@ -24,5 +28,6 @@ mod quarantine;
 mod rejects;
 mod replay;
 mod roles;
+mod security;
 mod timebounds;
 mod volume;

@@ -14,15 +14,16 @@ use crate::{
     stream,
 };
 
-/// A PostgreSQL cluster in a temporary directory, run as the `postgres` user.
-struct OwnPostgres {
+/// A PostgreSQL cluster in a temporary directory, run as the `postgres` user
+/// (tests/it/security.rs runs it with TLS).
+pub(crate) struct OwnPostgres {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
 }
 
 impl OwnPostgres {
-    fn init(port: u16) -> Self {
+    pub(crate) fn init(port: u16) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL is installed")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -71,8 +72,35 @@ impl OwnPostgres {
         assert!(status.success(), "{tool} {args:?} failed");
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         self.start_with("");
+    }
+
+    /// Starts with TLS on, presenting the certificate `cert_pem` (its chain,
+    /// PEM) with the key `key_pem`; plain connections are still accepted.
+    pub(crate) fn start_tls(&self, cert_pem: &str, key_pem: &str) {
+        let cert = self.dir.join("server.crt");
+        let key = self.dir.join("server.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        // The server refuses a key that others can read, or that it does not own.
+        for (path, mode) in [(&cert, "0644"), (&key, "0600")] {
+            for (tool, arg) in [("chown", "postgres:postgres"), ("chmod", mode)] {
+                assert!(
+                    Command::new(tool)
+                        .arg(arg)
+                        .arg(path)
+                        .status()
+                        .unwrap()
+                        .success()
+                );
+            }
+        }
+        self.start_with(&format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        ));
     }
 
     /// Starts with extra server options (`-c name=value ...`).
