@@ -15,14 +15,14 @@ use crate::{
 };
 
 /// A PostgreSQL cluster in a temporary directory, run as the `postgres` user.
-struct OwnPostgres {
+pub(crate) struct OwnPostgres {
     bin: PathBuf,
     dir: PathBuf,
     port: u16,
 }
 
 impl OwnPostgres {
-    fn init(port: u16) -> Self {
+    pub(crate) fn init(port: u16) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL is installed")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -71,7 +71,7 @@ impl OwnPostgres {
         assert!(status.success(), "{tool} {args:?} failed");
     }
 
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         self.start_with("");
     }
 

@@ -1,0 +1,4 @@
+-- Marks this session as a live instance of the topic whose key is $1: the lock
+-- (-key, own backend pid) lasts as long as the session. A pid names one live
+-- backend, so no other session can hold the same key.
+SELECT pg_backend_pid(), pg_try_advisory_lock(-$1::int4, pg_backend_pid())

@@ -1,0 +1,469 @@
+//! Failover in seconds (issue 9, item 3). A partition is held as an advisory
+//! lock on its instance's own PostgreSQL session, so when the instance is
+//! SIGKILLed the server frees its partitions at once, and a standby takes
+//! them on its next try (`consumer.takeover_poll_ms`). Measured here on real
+//! processes while events keep arriving; the survivor takes every partition
+//! (the dead instance stops counting for the fair share at once), and no
+//! event is lost or applied twice. A holder whose session stops answering
+//! gives its partitions up on its own, before the server could hand them to
+//! anyone else.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    process::{Child, Command},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use deadpool_postgres::Pool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use warehouse_monitor::{app::config::Settings, kafka};
+
+use crate::{
+    helpers::{
+        self, Patience, Producer, TestApp, committed_offsets, eventually, free_port, test_settings,
+    },
+    outage::OwnPostgres,
+    stream::{self, Stream},
+};
+
+/// The issue's bound, from the SIGKILL to the standby's first commit.
+const REQUIRED: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn a_standby_resumes_a_killed_instances_partition_within_two_seconds() {
+    let (settings, pool) = prepare(1).await;
+    let topic = settings.kafka.topic.clone();
+    let mut first = Service::start(&settings);
+    let first_pid = eventually(20, || async {
+        let owners = owners(&pool, &topic).await;
+        owners
+            .keys()
+            .next()
+            .copied()
+            .ok_or("the first instance takes the partition")
+    })
+    .await;
+    let standby = Service::start(&settings);
+    let standby_pid = eventually(20, || async {
+        let members = members(&pool, &topic).await;
+        members
+            .iter()
+            .copied()
+            .find(|pid| *pid != first_pid)
+            .ok_or_else(|| format!("the standby joins: sessions {members:?}"))
+    })
+    .await;
+
+    let producer = Arc::new(Producer::connect(&settings).await);
+    let stream = Arc::new(stream::generate(81, 600, 1, true));
+    let feed = Feed::start(Arc::clone(&producer), Arc::clone(&stream));
+    wait_for_commits(&pool, &topic, 1, 60).await;
+    assert_eq!(
+        owners(&pool, &topic).await,
+        BTreeMap::from([(first_pid, vec![0])]),
+        "the first instance consumes; the standby holds nothing"
+    );
+
+    let killed = Instant::now();
+    first.kill();
+    let last = last_commits(&pool, &topic, standby_pid).await;
+    let held_after = std::sync::Mutex::new(None);
+    let (resumed_after, resumed_at) = eventually(
+        Patience::secs(20).every(Duration::from_millis(5)),
+        || async {
+            if owners(&pool, &topic).await.get(&standby_pid) == Some(&vec![0]) {
+                held_after.lock().unwrap().get_or_insert(killed.elapsed());
+            }
+            let now = committed_offsets(&pool, &topic).await;
+            let offset = now.get(&0).copied().unwrap_or(0);
+            (offset > last[&0])
+                .then(|| (killed.elapsed(), offset))
+                .ok_or_else(|| format!("the standby commits beyond offset {}", last[&0]))
+        },
+    )
+    .await;
+    println!(
+        "takeover after SIGKILL: {:.3} s (the standby held the partition after {:.3} s; \
+         the killed instance's last commit ended at offset {}, the standby's first at {resumed_at})",
+        resumed_after.as_secs_f64(),
+        held_after.into_inner().unwrap().unwrap_or(resumed_after).as_secs_f64(),
+        last[&0],
+    );
+    assert!(
+        resumed_after <= REQUIRED,
+        "the standby resumed {resumed_after:?} after the SIGKILL (required: {REQUIRED:?})"
+    );
+
+    feed.finish().await;
+    helpers::wait_consumed(&pool, &topic, &producer).await;
+    stream.assert_stock(&pool).await;
+    finish(standby, pool, &settings).await;
+}
+
+#[tokio::test]
+async fn the_survivor_takes_every_partition_of_a_killed_instance() {
+    let (settings, pool) = prepare(3).await;
+    let topic = settings.kafka.topic.clone();
+    let mut first = Service::start(&settings);
+    let first_pid = eventually(20, || async {
+        let owners = owners(&pool, &topic).await;
+        owners
+            .iter()
+            .find(|(_, held)| held.len() == 3)
+            .map(|(pid, _)| *pid)
+            .ok_or_else(|| format!("the first instance takes all 3 partitions: {owners:?}"))
+    })
+    .await;
+    let second = Service::start(&settings);
+    // ceil(3 / 2) = 2: the first hands one partition back, the second takes it.
+    let second_pid = eventually(20, || async {
+        let owners = owners(&pool, &topic).await;
+        let first_holds = owners.get(&first_pid).map_or(0, Vec::len);
+        let second = owners
+            .iter()
+            .find(|(pid, held)| **pid != first_pid && held.len() == 1);
+        match second {
+            Some((pid, _)) if first_holds == 2 => Ok(*pid),
+            _ => Err(format!("the partitions are shared 2 + 1: {owners:?}")),
+        }
+    })
+    .await;
+
+    let producer = Arc::new(Producer::connect(&settings).await);
+    let stream = Arc::new(stream::generate(82, 900, 3, true));
+    let feed = Feed::start(Arc::clone(&producer), Arc::clone(&stream));
+    wait_for_commits(&pool, &topic, 3, 30).await;
+
+    let killed = Instant::now();
+    first.kill();
+    let last = last_commits(&pool, &topic, second_pid).await;
+    let all_held_after = std::sync::Mutex::new(None);
+    let resumed_after = eventually(
+        Patience::secs(20).every(Duration::from_millis(5)),
+        || async {
+            let owners = owners(&pool, &topic).await;
+            if owners.get(&second_pid) == Some(&vec![0, 1, 2]) {
+                all_held_after.lock().unwrap().get_or_insert(killed.elapsed());
+            }
+            let now = committed_offsets(&pool, &topic).await;
+            let behind: Vec<i32> = (0..3)
+                .filter(|p| now.get(p).copied().unwrap_or(0) <= last[p])
+                .collect();
+            behind.is_empty().then(|| killed.elapsed()).ok_or_else(|| {
+                format!(
+                    "the survivor commits on every partition; not yet on {behind:?} ({owners:?})"
+                )
+            })
+        },
+    )
+    .await;
+    println!(
+        "survivor after SIGKILL: held all 3 partitions after {:.3} s, committed on each after {:.3} s",
+        all_held_after.into_inner().unwrap().unwrap_or(resumed_after).as_secs_f64(),
+        resumed_after.as_secs_f64(),
+    );
+    assert!(
+        resumed_after <= REQUIRED,
+        "the survivor consumed every partition {resumed_after:?} after the SIGKILL (required: {REQUIRED:?})"
+    );
+
+    feed.finish().await;
+    helpers::wait_consumed(&pool, &topic, &producer).await;
+    stream.assert_stock(&pool).await;
+    finish(second, pool, &settings).await;
+}
+
+/// A session that stops answering (its server process SIGSTOPped: the socket
+/// stays open and the kernel still acknowledges, so the server never ends
+/// it) is given up by its holder within half of `lease_ttl_ms`, sooner than
+/// the server would end a silent session. Its partitions stay unconsumed
+/// while the stopped process holds them, and are consumed again once it is
+/// gone.
+#[tokio::test]
+async fn a_holder_whose_session_stops_answering_stops_consuming_first() {
+    let port = free_port();
+    let pg = OwnPostgres::init(port);
+    pg.start();
+    let mut settings = test_settings(2);
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_failover");
+    settings.consumer.lease_ttl_ms = 2000;
+    let silence = settings.consumer.lease_ttl();
+    let app = TestApp::spawn_with(settings).await;
+    let topic = app.settings.kafka.topic.clone();
+    let pid = eventually(20, || async {
+        let owners = owners(&app.pool, &topic).await;
+        owners
+            .iter()
+            .find(|(_, held)| held.len() == 2)
+            .map(|(pid, _)| *pid)
+            .ok_or_else(|| format!("the instance takes both partitions: {owners:?}"))
+    })
+    .await;
+    let stream = stream::generate(83, 200, 2, true);
+    let half = |p: usize| stream.partitions[p].len() / 2;
+    for (p, values) in (0..).zip(&stream.partitions) {
+        app.produce(p, values[..values.len() / 2].to_vec()).await;
+    }
+    app.wait_consumed().await;
+
+    let stopped = StoppedBackend::stop_idle(&app.pool, pid).await;
+    let silent_since = Instant::now();
+    eventually(
+        Patience::secs(10).every(Duration::from_millis(5)),
+        || async {
+            let held: Vec<i32> = app
+                .statuses
+                .snapshot()
+                .iter()
+                .filter(|s| s.is_owned())
+                .map(|s| s.partition)
+                .collect();
+            held.is_empty()
+                .then_some(())
+                .ok_or_else(|| format!("the holder gives up; it still holds {held:?}"))
+        },
+    )
+    .await;
+    let gave_up = silent_since.elapsed();
+    println!(
+        "holder gave its partitions up {:.3} s after its session stopped answering \
+         (its deadline: {:?}; the server ends a silent session after {silence:?})",
+        gave_up.as_secs_f64(),
+        silence / 2,
+    );
+    assert!(gave_up < silence, "the holder gave up after {gave_up:?}");
+
+    // The stopped process still holds both partitions: nobody consumes them.
+    for (p, values) in (0..).zip(&stream.partitions) {
+        app.produce(p, values[values.len() / 2..].to_vec()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let committed = committed_offsets(&app.pool, &topic).await;
+    for p in 0..2 {
+        assert_eq!(
+            committed.get(&i32::try_from(p).unwrap()).copied(),
+            Some(i64::try_from(half(p)).unwrap()),
+            "partition {p} is not consumed while its lock is held by the stopped session"
+        );
+    }
+    assert_eq!(
+        owners(&app.pool, &topic).await.get(&pid).map(Vec::len),
+        Some(2)
+    );
+
+    // Resumed, it finds its client gone and exits, freeing the partitions.
+    drop(stopped);
+    app.wait_consumed().await;
+    stream.assert_stock(&app.pool).await;
+    app.stop().await;
+}
+
+/// A fresh topic and migrated database, before any instance starts.
+async fn prepare(partitions: i32) -> (Settings, Pool) {
+    let settings = test_settings(partitions);
+    let client = kafka::connect(&settings.kafka).await.unwrap();
+    kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
+    let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
+        .await
+        .unwrap();
+    (settings, store.pool())
+}
+
+/// Partitions of `topic` held now, by the server process of the session
+/// holding them (the `partition_owners` view of the lock table).
+async fn owners(pool: &Pool, topic: &str) -> BTreeMap<i32, Vec<i32>> {
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT pid, partition FROM partition_owners WHERE topic = $1 ORDER BY partition",
+            &[&topic],
+        )
+        .await
+        .unwrap();
+    let mut owners = BTreeMap::new();
+    for row in rows {
+        owners
+            .entry(row.get::<_, i32>(0))
+            .or_insert_with(Vec::new)
+            .push(row.get::<_, i32>(1));
+    }
+    owners
+}
+
+/// Server processes of the live instances' sessions (`consumer_members`).
+async fn members(pool: &Pool, topic: &str) -> Vec<i32> {
+    let client = pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT pid FROM consumer_members WHERE topic = $1 ORDER BY pid",
+            &[&topic],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// Waits until each of `partitions` has committed at least `at_least` records.
+async fn wait_for_commits(pool: &Pool, topic: &str, partitions: i32, at_least: i64) {
+    eventually(30, || async {
+        let committed = committed_offsets(pool, topic).await;
+        (0..partitions)
+            .all(|p| committed.get(&p).copied().unwrap_or(0) >= at_least)
+            .then_some(())
+            .ok_or_else(|| format!("{at_least} records committed per partition: {committed:?}"))
+    })
+    .await;
+}
+
+/// The offsets committed when the killed instance is gone: once only the
+/// survivor's session is left, the server has seen the killed process's
+/// sockets close, so none of its transactions can still commit.
+async fn last_commits(pool: &Pool, topic: &str, survivor: i32) -> HashMap<i32, i64> {
+    eventually(
+        Patience::secs(5).every(Duration::from_millis(5)),
+        || async {
+            let members = members(pool, topic).await;
+            (members == [survivor])
+                .then_some(())
+                .ok_or_else(|| format!("only the survivor's session is left: {members:?}"))
+        },
+    )
+    .await;
+    committed_offsets(pool, topic).await
+}
+
+/// Stops the feed-free survivor and drops the test's database.
+async fn finish(mut service: Service, pool: Pool, settings: &Settings) {
+    service.kill();
+    pool.close();
+    warehouse_monitor::store::drop_database(&settings.postgres.url)
+        .await
+        .unwrap();
+}
+
+/// The service binary as a process of its own, killed when dropped (a
+/// failed test leaves no consumer behind).
+struct Service(Child);
+
+impl Service {
+    fn start(settings: &Settings) -> Self {
+        Self(helpers::start_service(settings))
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("the killed process is reaped");
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Produces a stream in the background, as warehouses would: three records
+/// per partition every 20 ms, until stopped.
+struct Feed {
+    stop: CancellationToken,
+    task: JoinHandle<Vec<usize>>,
+    producer: Arc<Producer>,
+    stream: Arc<Stream>,
+}
+
+impl Feed {
+    fn start(producer: Arc<Producer>, stream: Arc<Stream>) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (stop, producer, stream) =
+                (stop.clone(), Arc::clone(&producer), Arc::clone(&stream));
+            async move {
+                let mut sent = vec![0; stream.partitions.len()];
+                while !stop.is_cancelled() {
+                    let mut more = false;
+                    for (p, values) in stream.partitions.iter().enumerate() {
+                        let end = (sent[p] + 3).min(values.len());
+                        if end > sent[p] {
+                            let partition = i32::try_from(p).unwrap();
+                            producer
+                                .produce(partition, values[sent[p]..end].to_vec())
+                                .await;
+                            sent[p] = end;
+                            more = true;
+                        }
+                    }
+                    if !more {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                sent
+            }
+        });
+        Self {
+            stop,
+            task,
+            producer,
+            stream,
+        }
+    }
+
+    /// Stops the feed and sends what it had not sent yet.
+    async fn finish(self) {
+        self.stop.cancel();
+        let sent = self.task.await.expect("the feed");
+        for (p, values) in self.stream.partitions.iter().enumerate() {
+            if sent[p] < values.len() {
+                let partition = i32::try_from(p).unwrap();
+                self.producer
+                    .produce(partition, values[sent[p]..].to_vec())
+                    .await;
+            }
+        }
+    }
+}
+
+/// A server process SIGSTOPped while idle (so that it holds no lock of the
+/// server's own that everyone else would then wait for), resumed when dropped.
+struct StoppedBackend(i32);
+
+impl StoppedBackend {
+    async fn stop_idle(pool: &Pool, pid: i32) -> Self {
+        loop {
+            signal("STOP", pid);
+            let stopped = Self(pid);
+            let client = pool.get().await.unwrap();
+            let state: Option<String> = client
+                .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
+                .await
+                .unwrap()
+                .get(0);
+            if state.as_deref() == Some("idle") {
+                return stopped;
+            }
+            drop(stopped); // caught in the middle of a statement: try again
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+impl Drop for StoppedBackend {
+    fn drop(&mut self) {
+        signal("CONT", self.0);
+    }
+}
+
+fn signal(name: &str, pid: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
