@@ -18,11 +18,17 @@ use std::{
 use deadpool_postgres::Pool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use warehouse_monitor::{app::config::Settings, kafka};
+use warehouse_monitor::{
+    app::config::Settings,
+    ingest::{apply::apply_once, decode::decode_all},
+    kafka::{self, Record},
+    store::{StoreError, apply::PartitionBatch},
+};
 
 use crate::{
     helpers::{
-        self, Patience, Producer, TestApp, committed_offsets, eventually, free_port, test_settings,
+        self, Ev, Patience, Producer, TestApp, committed_offsets, eventually, free_port,
+        test_settings,
     },
     outage::OwnPostgres,
     stream::{self, Stream},
@@ -88,7 +94,11 @@ async fn a_standby_resumes_a_killed_instances_partition_within_two_seconds() {
         "takeover after SIGKILL: {:.3} s (the standby held the partition after {:.3} s; \
          the killed instance's last commit ended at offset {}, the standby's first at {resumed_at})",
         resumed_after.as_secs_f64(),
-        held_after.into_inner().unwrap().unwrap_or(resumed_after).as_secs_f64(),
+        held_after
+            .into_inner()
+            .unwrap()
+            .unwrap_or(resumed_after)
+            .as_secs_f64(),
         last[&0],
     );
     assert!(
@@ -145,7 +155,10 @@ async fn the_survivor_takes_every_partition_of_a_killed_instance() {
         || async {
             let owners = owners(&pool, &topic).await;
             if owners.get(&second_pid) == Some(&vec![0, 1, 2]) {
-                all_held_after.lock().unwrap().get_or_insert(killed.elapsed());
+                all_held_after
+                    .lock()
+                    .unwrap()
+                    .get_or_insert(killed.elapsed());
             }
             let now = committed_offsets(&pool, &topic).await;
             let behind: Vec<i32> = (0..3)
@@ -161,7 +174,11 @@ async fn the_survivor_takes_every_partition_of_a_killed_instance() {
     .await;
     println!(
         "survivor after SIGKILL: held all 3 partitions after {:.3} s, committed on each after {:.3} s",
-        all_held_after.into_inner().unwrap().unwrap_or(resumed_after).as_secs_f64(),
+        all_held_after
+            .into_inner()
+            .unwrap()
+            .unwrap_or(resumed_after)
+            .as_secs_f64(),
         resumed_after.as_secs_f64(),
     );
     assert!(
@@ -258,6 +275,65 @@ async fn a_holder_whose_session_stops_answering_stops_consuming_first() {
     app.wait_consumed().await;
     stream.assert_stock(&app.pool).await;
     app.stop().await;
+}
+
+/// The fence under every hand-over, which correctness rests on rather than
+/// on the locks: two instances that both believe they hold a partition (one
+/// cut off with a batch in flight, and its successor) read the same offset
+/// and apply the same records at the same time, on connections of their
+/// own. Exactly one commits; the offset compare-and-set refuses the other,
+/// whose transaction changes nothing.
+#[tokio::test]
+async fn two_holders_of_one_partition_never_both_commit_the_same_offsets() {
+    let settings = test_settings(1);
+    let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
+        .await
+        .unwrap();
+    let pool = store.pool();
+    let topic = settings.kafka.topic.as_str();
+    let (wh, product) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let mut expected = None;
+    for round in 0..5_i64 {
+        let records: Vec<Record> = (round * 100..(round + 1) * 100)
+            .map(|offset| {
+                let event = Ev::arrival(uuid::Uuid::new_v4(), wh, product, 1);
+                Record::new(offset, time::OffsetDateTime::now_utc(), Some(event.bytes()))
+            })
+            .collect();
+        let batch = PartitionBatch {
+            topic,
+            partition: 0,
+            expected_offset: expected,
+            records: &records,
+        };
+        let (mut one, mut other) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        let (a, b) = tokio::join!(
+            apply_once(&mut one, &batch, decode_all(&records)),
+            apply_once(&mut other, &batch, decode_all(&records)),
+        );
+        let refused =
+            |r: &Result<_, StoreError>| matches!(r, Err(StoreError::OffsetConflict { .. }));
+        assert!(
+            (a.is_ok() && refused(&b)) || (refused(&a) && b.is_ok()),
+            "round {round}: exactly one commits: {:?} and {:?}",
+            a.map(|_| ()),
+            b.map(|_| ()),
+        );
+        expected = Some((round + 1) * 100);
+    }
+    assert_eq!(
+        committed_offsets(&pool, topic).await,
+        HashMap::from([(0, 500)])
+    );
+    assert_eq!(
+        helpers::stock(&pool, wh, product).await,
+        Some(500),
+        "each record applied once"
+    );
+    pool.close();
+    warehouse_monitor::store::drop_database(&settings.postgres.url)
+        .await
+        .unwrap();
 }
 
 /// A fresh topic and migrated database, before any instance starts.
