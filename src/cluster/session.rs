@@ -74,19 +74,27 @@ impl Live {
             .await
     }
 
-    /// Gives `partition` up; false when this session did not hold it.
+    /// Gives `partition` up; false when this session did not hold it. If it
+    /// cannot, the session is lost: its end is then what releases the partition.
     pub async fn release(&self, partition: i32) -> Result<bool, OwnershipError> {
-        self.answer(self.deadline, self.session.release(partition))
-            .await
+        let released = self
+            .answer(self.deadline, self.session.release(partition))
+            .await;
+        if let Err(e) = &released {
+            self.lose(e);
+        }
+        released
     }
 
     async fn members(&self, limit: Duration) -> Result<usize, OwnershipError> {
         self.answer(limit, self.session.members()).await
     }
 
-    /// A statement's answer within `limit`. Anything else loses the session:
-    /// after a failed or unanswered lock statement nobody knows what the
-    /// session holds, and closing it is the one way to know it holds nothing.
+    /// A statement's answer within `limit`. An error the server answered
+    /// with (a full lock table, say) leaves the session as it was: the
+    /// statement changed nothing. Anything else loses the session: after a
+    /// lost connection or no answer nobody knows what the session holds, and
+    /// closing it is the one way to know it holds nothing.
     async fn answer<T>(
         &self,
         limit: Duration,
@@ -94,6 +102,7 @@ impl Live {
     ) -> Result<T, OwnershipError> {
         let error = match tokio::time::timeout(limit, call).await {
             Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) if e.code().is_some() => return Err(OwnershipError::Store(e)),
             Ok(Err(e)) => OwnershipError::Store(e),
             Err(_) => OwnershipError::NoAnswer(self.deadline),
         };
@@ -222,8 +231,15 @@ async fn watch(
         }
         let asked = Instant::now();
         let left = (answered + deadline).saturating_duration_since(asked);
-        let Ok(instances) = live.members(left).await else {
-            return; // lost, and said why
+        let instances = match live.members(left).await {
+            Ok(instances) => instances,
+            Err(e) if !live.is_lost() => {
+                // The server answered, with an error: it hears us.
+                tracing::warn!(error = %e, "cannot count the consumer instances");
+                answered = asked;
+                continue;
+            }
+            Err(_) => return, // lost, and said why
         };
         answered = asked;
         if instances != membership.live() {

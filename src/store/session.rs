@@ -28,7 +28,7 @@ const USER_TIMEOUT: &str = include_str!("../../sql/queries/session_user_timeout.
 pub struct Session {
     client: ClientWrapper,
     topic_key: i32,
-    pid: i32,
+    member: members::Member,
     _open: OpenGuard,
 }
 
@@ -55,26 +55,26 @@ impl Session {
             tracing::warn!(error = %super::describe(&e), "tcp_user_timeout not set on the ownership session");
         }
         let topic_key = members::topic_key(&client, topic).await?;
-        let Some(pid) = members::join(&client, topic_key).await? else {
+        let Some(member) = members::join(&client, topic_key).await? else {
             return Ok(None);
         };
         Ok(Some(Self {
             client,
             topic_key,
-            pid,
+            member,
             _open: guard,
         }))
     }
 
     /// The server process serving this session.
     pub fn pid(&self) -> i32 {
-        self.pid
+        self.member.pid
     }
 
     /// Live instances of the topic, this one included; also proves that the
     /// session still answers.
     pub async fn members(&self) -> Result<usize, StoreError> {
-        members::count(&self.client, self.topic_key).await
+        members::count(&self.client, self.topic_key, self.member.database).await
     }
 
     /// Takes `partition` without waiting; true when this session holds it now.
