@@ -372,6 +372,18 @@ mod tests {
     }
 
     #[test]
+    fn the_holder_checks_its_session_several_times_before_giving_up() {
+        let mut settings = Settings::load(&config_dir(), None).expect("default config");
+        settings.consumer.takeover_poll_ms = settings.consumer.lease_ttl_ms / 3;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("consumer.takeover_poll_ms"), "{err}");
+        settings.consumer.takeover_poll_ms = 250;
+        settings.consumer.lease_ttl_ms = 1000;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("consumer.lease_ttl_ms"), "{err}");
+    }
+
+    #[test]
     fn wrong_type_in_file_names_the_key() {
         let dir = std::env::temp_dir().join(format!("wm-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
