@@ -3,9 +3,10 @@
 //! [`apply`] (one transaction per batch, [`crate::store::apply`]) →
 //! [`invalidate`]. [`partition`] runs and restarts each pipeline while this
 //! instance holds the partition (on its ownership session,
-//! [`crate::cluster::session`]), and [`status`] is what each one is doing. Offsets live in PostgreSQL (rskafka has no consumer groups). The
-//! topic's partition list is read again periodically, and new partitions get
-//! a pipeline without a restart.
+//! [`crate::cluster::session`]), and [`status`] is what each one is doing.
+//! Offsets live in PostgreSQL (rskafka has no consumer groups). The topic's
+//! partition list is read again periodically, and new partitions get a
+//! pipeline without a restart.
 
 pub mod apply;
 pub mod batch;
