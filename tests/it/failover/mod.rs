@@ -4,11 +4,13 @@
 //! them on its next try (`consumer.takeover_poll_ms`). Measured here on real
 //! processes while events keep arriving; the survivor takes every partition
 //! (the dead instance stops counting for the fair share at once), and no
-//! event is lost or applied twice. A holder whose session stops answering
-//! gives its partitions up on its own, before the server could hand them to
-//! anyone else.
+//! event is lost or applied twice. A holder whose session stops answering, or
+//! that a real network partition cuts off ([`netsplit`]), gives its
+//! partitions up on its own, before the server could hand them to anyone
+//! else; and the offset compare-and-set fences whatever overlap is left.
 
 mod cluster;
+mod netsplit;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -275,6 +277,113 @@ async fn a_holder_whose_session_stops_answering_stops_consuming_first() {
     app.wait_consumed().await;
     stream.assert_stock(&app.pool).await;
     app.stop().await;
+}
+
+/// A real network partition between the holder and PostgreSQL: its packets
+/// are dropped both ways, and nothing tells either side. The holder gives its
+/// partition up within half of `lease_ttl_ms` of silence; the server ends the
+/// holder's session after `lease_ttl_ms` of silence (the keepalive settings
+/// of that session), which frees the partition for the standby. So the holder
+/// has stopped before the standby starts, and nothing is applied twice.
+/// (The holder is quiet when cut off: a batch transaction in flight would
+/// hold its locks for as long as the server's default keepalives allow.)
+#[tokio::test]
+async fn a_cut_off_holder_stops_before_the_server_frees_its_partition_for_a_standby() {
+    let port = free_port();
+    let network = netsplit::Network::new(port, 2);
+    let pg = OwnPostgres::init(port);
+    let addresses = format!("{},{}", network.server(0), network.server(1));
+    pg.start_in_netns(network.server_ns(), &addresses);
+    let mut holder_settings = test_settings(1);
+    holder_settings.consumer.lease_ttl_ms = 2000;
+    let silence = holder_settings.consumer.lease_ttl();
+    let poll = holder_settings.consumer.takeover_poll();
+    let url = |i| {
+        format!(
+            "postgres://postgres@{}:{port}/wm_netsplit",
+            network.server(i)
+        )
+    };
+    holder_settings.postgres.url = url(0);
+    let mut standby_settings = holder_settings.clone();
+    standby_settings.postgres.url = url(1);
+
+    let holder = TestApp::spawn_with(holder_settings).await;
+    eventually(20, || async {
+        holder
+            .statuses
+            .get(0)
+            .is_some_and(|s| s.is_owned())
+            .then_some(())
+    })
+    .await;
+    let standby = TestApp::spawn_with(standby_settings).await;
+    let topic = standby.settings.kafka.topic.clone();
+    let holder_pid = eventually(20, || async {
+        let members = members(&standby.pool, &topic).await;
+        let owners = owners(&standby.pool, &topic).await;
+        let holder = owners.keys().next().copied();
+        (members.len() == 2)
+            .then_some(holder)
+            .flatten()
+            .ok_or_else(|| format!("the standby joins: sessions {members:?}, owners {owners:?}"))
+    })
+    .await;
+    let stream = stream::generate(84, 300, 1, true);
+    let mid = stream.partitions[0].len() / 2;
+    holder
+        .produce(0, stream.partitions[0][..mid].to_vec())
+        .await;
+    holder.wait_consumed().await;
+
+    network.cut(0);
+    let cut = Instant::now();
+    let (mut stopped, mut taken) = (None, None);
+    while stopped.is_none() || taken.is_none() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "30 s after the cut: the holder stopped after {stopped:?}, the standby took over after {taken:?}"
+        );
+        if stopped.is_none() && !holder.statuses.get(0).is_some_and(|s| s.is_owned()) {
+            stopped = Some(cut.elapsed());
+        }
+        if taken.is_none() {
+            let owners = owners(&standby.pool, &topic).await;
+            if owners.keys().any(|pid| *pid != holder_pid) {
+                taken = Some(cut.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (stopped, taken) = (stopped.unwrap(), taken.unwrap());
+    println!(
+        "network partition: the cut-off holder stopped after {:.3} s; the server freed its \
+         partition and the standby took it after {:.3} s (lease_ttl_ms {})",
+        stopped.as_secs_f64(),
+        taken.as_secs_f64(),
+        silence.as_millis(),
+    );
+    assert!(
+        stopped < taken,
+        "the holder stopped after the standby took over"
+    );
+    assert!(
+        stopped <= silence / 2 + poll,
+        "the holder stopped after {stopped:?}"
+    );
+    assert!(
+        taken >= silence - poll && taken <= silence * 2,
+        "the server freed the partition after {taken:?} of silence"
+    );
+
+    standby
+        .produce(0, stream.partitions[0][mid..].to_vec())
+        .await;
+    standby.wait_consumed().await;
+    stream.assert_stock(&standby.pool).await;
+    network.heal(0);
+    holder.stop_keeping_data().await;
+    standby.stop_keeping_data().await;
 }
 
 /// The fence under every hand-over, which correctness rests on rather than
