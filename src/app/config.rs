@@ -139,8 +139,15 @@ impl BatchSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSettings {
-    /// How long a partition lease lasts unless renewed (renewed every third of it).
+    /// How long the server keeps the partitions of an instance it no longer
+    /// hears from (network partition): it ends that instance's ownership
+    /// session after this much silence. The holder itself stops consuming
+    /// after half of it without an answer. A killed instance's partitions are
+    /// free at once, whatever this is.
     pub lease_ttl_ms: u64,
+    /// How often a standby tries to take a free partition, and how often the
+    /// holder checks that its ownership session answers.
+    pub takeover_poll_ms: u64,
     /// A held partition with records waiting and no commit for this long is
     /// reported as stalled.
     pub stall_after_ms: u64,
@@ -149,6 +156,10 @@ pub struct ConsumerSettings {
 impl ConsumerSettings {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
+    }
+
+    pub fn takeover_poll(&self) -> Duration {
+        Duration::from_millis(self.takeover_poll_ms)
     }
 
     pub fn stall_after(&self) -> Duration {
@@ -186,7 +197,8 @@ pub enum FaultStage {
     Fetcher,
     /// The batch loop, before applying a batch.
     Pipeline,
-    /// The lease keeper, before its next renewal.
+    /// The partition's keeper (which stops the pipeline when the ownership
+    /// session is lost), at its next check.
     Keeper,
 }
 
@@ -206,9 +218,6 @@ pub struct PostgresSettings {
     pub pool_size: usize,
     /// Connections for API reads, apart so that reads cannot starve ingestion.
     pub api_pool_size: usize,
-    /// Connections for leases and heartbeats, apart so that neither reads nor
-    /// batches can delay a renewal past the lease's expiry.
-    pub lease_pool_size: usize,
     /// Server-side `statement_timeout` of API reads, ms.
     pub read_statement_timeout_ms: u64,
 }
@@ -228,7 +237,6 @@ impl std::fmt::Debug for PostgresSettings {
             .field("ca_file", &self.ca_file)
             .field("pool_size", &self.pool_size)
             .field("api_pool_size", &self.api_pool_size)
-            .field("lease_pool_size", &self.lease_pool_size)
             .field("read_statement_timeout_ms", &self.read_statement_timeout_ms)
             .finish()
     }
@@ -372,17 +380,26 @@ impl Settings {
         if self.batch.wait_ms < 1 {
             return invalid("batch.wait_ms", "must be at least 1");
         }
-        if self.consumer.lease_ttl_ms < 300 {
-            return invalid("consumer.lease_ttl_ms", "must be at least 300");
+        if self.consumer.lease_ttl_ms < 2000 {
+            return invalid(
+                "consumer.lease_ttl_ms",
+                "must be at least 2000 (the server probes a silent client once a second)",
+            );
+        }
+        if self.consumer.takeover_poll_ms < 10 {
+            return invalid("consumer.takeover_poll_ms", "must be at least 10");
+        }
+        if self.consumer.takeover_poll_ms.saturating_mul(4) > self.consumer.lease_ttl_ms {
+            return invalid(
+                "consumer.takeover_poll_ms",
+                "must be at most a quarter of consumer.lease_ttl_ms",
+            );
         }
         if self.postgres.pool_size < 2 {
             return invalid("postgres.pool_size", "must be at least 2");
         }
         if self.postgres.api_pool_size < 1 {
             return invalid("postgres.api_pool_size", "must be at least 1");
-        }
-        if self.postgres.lease_pool_size < 1 {
-            return invalid("postgres.lease_pool_size", "must be at least 1");
         }
         if self.postgres.read_statement_timeout_ms < 10 {
             return invalid("postgres.read_statement_timeout_ms", "must be at least 10");
@@ -431,6 +448,18 @@ mod tests {
         settings.batch.size = 0;
         let err = settings.validate().unwrap_err().to_string();
         assert!(err.contains("batch.size"), "{err}");
+    }
+
+    #[test]
+    fn the_holder_checks_its_session_several_times_before_giving_up() {
+        let mut settings = Settings::load(&config_dir(), None).expect("default config");
+        settings.consumer.takeover_poll_ms = settings.consumer.lease_ttl_ms / 3;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("consumer.takeover_poll_ms"), "{err}");
+        settings.consumer.takeover_poll_ms = 250;
+        settings.consumer.lease_ttl_ms = 1000;
+        let err = settings.validate().unwrap_err().to_string();
+        assert!(err.contains("consumer.lease_ttl_ms"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,10 @@ use super::{
 use crate::{
     api,
     cache::{Cache, CacheError},
-    cluster::membership::Membership,
+    cluster::{
+        membership::Membership,
+        session::{Sessions, Timing},
+    },
     fault::Faults,
     ingest::{
         self, ConsumerContext,
@@ -139,7 +142,11 @@ impl Application {
             kafka_settings: self.settings.kafka.clone(),
             batch_settings: self.settings.batch.clone(),
             instance_id: uuid::Uuid::new_v4(),
-            lease_ttl: self.settings.consumer.lease_ttl(),
+            timing: Timing {
+                poll: self.settings.consumer.takeover_poll(),
+                silence: self.settings.consumer.lease_ttl(),
+            },
+            sessions: Sessions::default(),
             membership: Membership::default(),
             partitions: self.partitions.clone(),
             cache: Some(self.cache.clone()),
@@ -157,7 +164,7 @@ impl Application {
         let consumer = if role.consumes() {
             tokio::spawn(ingest::run(ctx, shutdown.clone()))
         } else {
-            tokio::spawn(async {}) // an API instance never takes partition leases
+            tokio::spawn(async {}) // an API instance never takes partitions
         };
         let state = api::State {
             store: self.store.clone(),

@@ -1,89 +1,80 @@
-//! Holding a partition: its lease in PostgreSQL, taken and renewed by one
-//! instance at a time. Losing it (another instance took it after we failed to
-//! renew in time) stops our pipeline for that partition.
+//! Holding a partition: its advisory lock on this instance's ownership
+//! session ([`super::session`]). Taken without waiting, polled by standbys;
+//! kept for as long as that session lives; given up on hand-back or shutdown.
+//! Losing the session stops the partition's pipeline at once.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::{
-    app::config::FaultStage,
-    fault::Faults,
-    store::{Store, StoreError},
+use super::{
+    OwnershipError,
+    session::{Live, Sessions},
 };
+use crate::{app::config::FaultStage, fault::Faults};
 
-/// The lease of one partition, as seen by one instance.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    pub store: Store,
-    pub topic: String,
-    pub partition: i32,
-    /// This instance.
-    pub owner: Uuid,
-    pub ttl: Duration,
+/// A partition this instance holds, on the session that holds it.
+#[derive(Debug)]
+pub struct Held {
+    live: Arc<Live>,
+    partition: i32,
 }
 
-impl Lease {
-    /// Takes or renews the lease; true when this instance holds it now.
-    pub async fn try_acquire(&self) -> Result<bool, StoreError> {
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        self.store
-            .acquire_lease(&self.topic, self.partition, self.owner, ttl_ms)
-            .await
+/// Takes `partition` on the current session if it is free; `None` when
+/// another instance holds it.
+pub async fn try_acquire(
+    sessions: &Sessions,
+    partition: i32,
+) -> Result<Option<Held>, OwnershipError> {
+    let live = sessions.current().ok_or(OwnershipError::NoSession)?;
+    let taken = live.try_own(partition).await?;
+    // Taken on a session lost meanwhile: its lock goes when its connection does.
+    Ok((taken && !live.is_lost()).then_some(Held { live, partition }))
+}
+
+impl Held {
+    /// The server process of the session that holds the partition.
+    pub fn pid(&self) -> i32 {
+        self.live.pid()
     }
 
-    /// Renews the lease every third of its time to live until `owned` is
-    /// cancelled; cancels `owned` itself when the lease is lost or could not be
-    /// renewed before it expired, or when this task ends in any way (a panic
-    /// included), so that the partition is never consumed without its lease
-    /// being kept. Returns true when the lease was lost.
-    pub async fn keep(self: Arc<Self>, faults: Arc<Faults>, owned: CancellationToken) -> bool {
+    /// Watches the session every `poll` until `owned` is cancelled; cancels
+    /// `owned` itself when the session is lost, or when this task ends in any
+    /// way (a panic included), so that the partition is never consumed
+    /// unwatched. Returns true when the session was lost.
+    pub async fn keep(
+        self: Arc<Self>,
+        poll: Duration,
+        faults: Arc<Faults>,
+        owned: CancellationToken,
+    ) -> bool {
         let _stop_pipeline = owned.clone().drop_guard();
         let partition = self.partition;
-        let mut renewed = Instant::now();
         loop {
             tokio::select! {
-                _ = owned.cancelled() => return false,
-                _ = tokio::time::sleep(self.ttl / 3) => {}
-            }
-            faults.maybe_panic(FaultStage::Keeper, partition);
-            match self.try_acquire().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => {
-                    tracing::warn!(
-                        partition,
-                        "partition lease taken by another instance; stopping"
-                    );
+                () = owned.cancelled() => return false,
+                () = self.live.lost() => {
+                    tracing::warn!(partition, "ownership session lost; stopping the partition");
                     owned.cancel();
                     return true;
                 }
-                Err(e) => {
-                    tracing::warn!(partition, error = %e, "cannot renew the partition lease");
-                    // Stop before the lease can have expired (with a margin for clocks).
-                    if renewed.elapsed() > self.ttl.mul_f32(0.8) {
-                        tracing::warn!(partition, "partition lease may have expired; stopping");
-                        owned.cancel();
-                        return true;
-                    }
-                }
+                () = tokio::time::sleep(poll) => {}
             }
+            faults.maybe_panic(FaultStage::Keeper, partition);
         }
     }
 
-    /// Gives the lease up so another instance can take over at once.
+    /// Gives the partition up so that another instance can take it at once
+    /// (nothing to do on a lost session: its end releases it).
     pub async fn release(&self) {
         let partition = self.partition;
-        let released = self.store.release_lease(&self.topic, partition, self.owner);
-        match tokio::time::timeout(Duration::from_secs(2), released).await {
-            Ok(Ok(())) => tracing::info!(partition, "partition lease released"),
-            Ok(Err(e)) => {
-                tracing::warn!(partition, error = %e, "cannot release the partition lease");
-            }
-            Err(_) => tracing::warn!(partition, "releasing the partition lease timed out"),
+        if self.live.is_lost() {
+            return;
+        }
+        match self.live.release(partition).await {
+            Ok(true) => tracing::info!(partition, "partition released"),
+            Ok(false) => tracing::warn!(partition, "the partition was not held by its session"),
+            Err(_) => {} // the session is lost (and said why): its end releases it
         }
     }
 }

@@ -1,17 +1,9 @@
-//! Sharing partitions between instances: every instance announces itself
-//! (heartbeat) and learns how many are alive; it takes free partitions only
-//! up to its fair share, ceil(partitions / instances), and hands back the ones
-//! above it so that a newcomer gets work.
+//! Sharing partitions between instances: every instance learns how many are
+//! alive (from their ownership sessions, [`super::session`]); it takes free
+//! partitions only up to its fair share, ceil(partitions / instances), and
+//! hands back the ones above it so that a newcomer gets work.
 
-use std::{
-    sync::atomic::{AtomicUsize, Ordering},
-    time::Duration,
-};
-
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-
-use crate::store::Store;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What this instance knows of the group: how many instances are alive.
 #[derive(Debug)]
@@ -51,56 +43,6 @@ impl Membership {
     /// How many of the `owned` partitions to hand back.
     pub fn excess(&self, owned: usize, total: usize) -> usize {
         owned.saturating_sub(self.share(total))
-    }
-}
-
-/// This instance's heartbeat row for one topic.
-#[derive(Debug, Clone)]
-pub struct Heartbeat {
-    pub store: Store,
-    pub topic: String,
-    pub instance: Uuid,
-    /// Rows older than this are dead instances; a beat every third of it.
-    pub ttl: Duration,
-}
-
-/// Heartbeats every third of the TTL until `shutdown`, recording the live
-/// count in `membership` and calling `rebalance` after each beat; leaves the
-/// group on the way out.
-pub async fn run(
-    heartbeat: Heartbeat,
-    membership: &Membership,
-    rebalance: impl Fn(),
-    shutdown: CancellationToken,
-) {
-    let Heartbeat {
-        store,
-        topic,
-        instance,
-        ttl,
-    } = heartbeat;
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    loop {
-        match store.heartbeat(&topic, instance, ttl_ms).await {
-            Ok(live) => {
-                if live != membership.live() {
-                    tracing::info!(instances = live, "consumer group changed");
-                }
-                membership.set_live(live);
-                rebalance();
-            }
-            Err(e) => tracing::warn!(error = %e, "consumer heartbeat failed"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(ttl / 3) => {}
-        }
-    }
-    let leave = store.leave(&topic, instance);
-    match tokio::time::timeout(Duration::from_secs(2), leave).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the consumer group"),
-        Err(_) => tracing::warn!("leaving the consumer group timed out"),
     }
 }
 

@@ -2,10 +2,11 @@
 //! [`fetch`] → [`batch`] → [`decode`] → plan ([`crate::domain::plan`]) →
 //! [`apply`] (one transaction per batch, [`crate::store::apply`]) →
 //! [`invalidate`]. [`partition`] runs and restarts each pipeline while this
-//! instance holds the partition's lease, and [`status`] is what each one is
-//! doing. Offsets live in PostgreSQL (rskafka has no consumer groups). The
-//! topic's partition list is read again periodically, and new partitions get
-//! a pipeline without a restart.
+//! instance holds the partition (on its ownership session,
+//! [`crate::cluster::session`]), and [`status`] is what each one is doing.
+//! Offsets live in PostgreSQL (rskafka has no consumer groups). The topic's
+//! partition list is read again periodically, and new partitions get a
+//! pipeline without a restart.
 
 pub mod apply;
 pub mod batch;
@@ -26,7 +27,10 @@ use crate::{
         metrics::Metrics,
     },
     cache::Cache,
-    cluster::membership::{self, Heartbeat, Membership},
+    cluster::{
+        membership::Membership,
+        session::{self, Keeper, Sessions, Timing},
+    },
     fault::Faults,
     kafka::{self, KafkaError},
     store::{Store, StoreError},
@@ -62,10 +66,13 @@ pub struct ConsumerContext {
     pub kafka: Arc<rskafka::client::Client>,
     pub kafka_settings: KafkaSettings,
     pub batch_settings: BatchSettings,
-    /// This process, as the owner of partition leases.
+    /// This process, as the holder of partitions.
     pub instance_id: uuid::Uuid,
-    /// How long a partition lease lasts without renewal.
-    pub lease_ttl: std::time::Duration,
+    /// How often partitions are tried and the ownership session is checked,
+    /// and how long the server keeps a silent session.
+    pub timing: Timing,
+    /// The ownership session partitions are held on.
+    pub sessions: Sessions,
     /// The instances sharing the topic.
     pub membership: Membership,
     /// The topic's partitions as known here, and what each pipeline does.
@@ -77,26 +84,14 @@ pub struct ConsumerContext {
 }
 
 /// Runs one pipeline per partition until `shutdown` is cancelled, and one for
-/// every partition the topic gains meanwhile.
+/// every partition the topic gains meanwhile, beside the ownership session
+/// they are held on. The session ends last, once every pipeline has stopped
+/// and released its partition.
 pub async fn run(ctx: Arc<ConsumerContext>, shutdown: CancellationToken) {
     let partitions = ctx.partitions.clone();
     let mut tasks = JoinSet::new();
-    let heartbeat = Heartbeat {
-        store: ctx.store.clone(),
-        topic: ctx.kafka_settings.topic.clone(),
-        instance: ctx.instance_id,
-        ttl: ctx.lease_ttl,
-    };
-    let group = Arc::clone(&ctx);
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let rebalance = || {
-            let total = group.partitions.len();
-            let excess = group.membership.excess(group.partitions.owned(), total);
-            group.partitions.hand_back(excess);
-        };
-        membership::run(heartbeat, &group.membership, rebalance, stop).await;
-    });
+    let end_session = CancellationToken::new();
+    let keeper = tokio::spawn(keep_session(Arc::clone(&ctx), end_session.clone()));
     for status in partitions.snapshot() {
         tasks.spawn(partition::run(Arc::clone(&ctx), status, shutdown.clone()));
     }
@@ -135,6 +130,49 @@ pub async fn run(ctx: Arc<ConsumerContext>, shutdown: CancellationToken) {
     while let Some(result) = tasks.join_next().await {
         if let Err(e) = result {
             tracing::error!(error = %e, "consumer task panicked");
+        }
+    }
+    end_session.cancel();
+    if let Err(e) = keeper.await {
+        tracing::error!(error = %e, "ownership session keeper failed");
+    }
+}
+
+/// Keeps the ownership session until `stop`, and starts its keeper again if
+/// it panics (its drop guard has already stopped every partition held on it).
+async fn keep_session(ctx: Arc<ConsumerContext>, stop: CancellationToken) {
+    let keeper = Keeper {
+        store: ctx.store.clone(),
+        topic: ctx.kafka_settings.topic.clone(),
+        instance: ctx.instance_id,
+        timing: ctx.timing,
+    };
+    loop {
+        let (group, keeper, until) = (Arc::clone(&ctx), keeper.clone(), stop.clone());
+        let run = tokio::spawn(async move {
+            let rebalance = || {
+                let total = group.partitions.len();
+                let excess = group.membership.excess(group.partitions.owned(), total);
+                group.partitions.hand_back(excess);
+            };
+            session::run(
+                &keeper,
+                &group.sessions,
+                &group.membership,
+                rebalance,
+                &until,
+            )
+            .await;
+        });
+        match run.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "ownership session keeper panicked; starting it again")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(ctx.timing.poll) => {}
         }
     }
 }

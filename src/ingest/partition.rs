@@ -1,9 +1,9 @@
-//! One partition's consumer: hold its lease, run its pipeline (load the
-//! committed offset, start a fetcher, close batches, apply each), and restart
-//! that pipeline with backoff after any error or panic, from the offset
-//! committed in PostgreSQL, which is what makes a crash at any instant
-//! harmless. The partition is only consumed while this instance holds its
-//! lease, and the lease is only kept while the pipeline runs.
+//! One partition's consumer: hold it, run its pipeline (load the committed
+//! offset, start a fetcher, close batches, apply each), and restart that
+//! pipeline with backoff after any error or panic, from the offset committed
+//! in PostgreSQL, which is what makes a crash at any instant harmless. The
+//! partition is only consumed while this instance holds its lock on a live
+//! ownership session, and the lock is only kept while the pipeline runs.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,7 +21,10 @@ use super::{
 };
 use crate::{
     app::config::FaultStage,
-    cluster::lease::Lease,
+    cluster::{
+        OwnershipError,
+        lease::{self, Held},
+    },
     kafka::{self, KafkaError},
     retry::Backoff,
 };
@@ -29,33 +32,32 @@ use crate::{
 /// Longest pause between two restarts of a failing pipeline.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 
-/// Consumes `partition` whenever this instance holds its lease, until `shutdown`.
+/// Consumes `partition` whenever this instance holds it, until `shutdown`.
 pub async fn run(
     ctx: Arc<ConsumerContext>,
     status: Arc<PartitionStatus>,
     shutdown: CancellationToken,
 ) {
     let partition = status.partition;
-    let lease = Arc::new(Lease {
-        store: ctx.store.clone(),
-        topic: ctx.kafka_settings.topic.clone(),
-        partition,
-        owner: ctx.instance_id,
-        ttl: ctx.lease_ttl,
-    });
     let mut backoff = Backoff::new(MAX_RESTART_DELAY);
-    while let Some(owned) = acquire(&ctx, &lease, &status, &shutdown).await {
-        let keeper = tokio::spawn(Arc::clone(&lease).keep(Arc::clone(&ctx.faults), owned.clone()));
+    while let Some((held, owned)) = acquire(&ctx, &status, &shutdown).await {
+        let held = Arc::new(held);
+        let keeper = tokio::spawn(Arc::clone(&held).keep(
+            ctx.timing.poll,
+            Arc::clone(&ctx.faults),
+            owned.clone(),
+        ));
         if consume(&ctx, &status, &owned).await == Stopped::Fatal {
-            // Keep the partition (and the lease) stopped: the error needs an operator.
+            // Keep the partition (and its lock) stopped: the error needs an operator.
             owned.cancelled().await;
         }
         owned.cancel();
         let (lost, keeper_panicked) = match keeper.await {
             Ok(lost) => (lost, false),
             Err(join) => {
-                // Its drop guard already stopped the pipeline. Nobody renews the
-                // lease now: release it, so that it is not held for nothing.
+                // Its drop guard already stopped the pipeline. Nobody watches
+                // the session for this partition now: release it, so that it
+                // is not held for nothing.
                 let error = format!("the lease keeper panicked: {}", panic_message(join));
                 tracing::error!(partition, %error, "partition consumer stopped");
                 status.set_error(error);
@@ -66,8 +68,9 @@ pub async fn run(
         status.set_handle(None);
         if !lost {
             // Shutdown, handed back or keeper gone: let another instance take it at once.
-            lease.release().await;
+            held.release().await;
         }
+        drop(held);
         status.set_owned(false);
         status.set_running(false);
         if shutdown.is_cancelled() {
@@ -82,35 +85,37 @@ pub async fn run(
     }
 }
 
-/// Waits until this instance holds the partition's lease, taking it only
-/// within its fair share. Returns a token that is cancelled on shutdown or
-/// when the lease is lost, or `None` on shutdown.
+/// Waits until this instance holds the partition, trying every
+/// `consumer.takeover_poll_ms` and only within its fair share. Returns the
+/// hold and a token that is cancelled on shutdown, hand-back or loss of the
+/// session, or `None` on shutdown.
 async fn acquire(
     ctx: &ConsumerContext,
-    lease: &Lease,
     status: &PartitionStatus,
     shutdown: &CancellationToken,
-) -> Option<CancellationToken> {
+) -> Option<(Held, CancellationToken)> {
     let partition = status.partition;
     let mut waiting_logged = false;
+    let mut failing_logged = false;
     loop {
         let total = ctx.partitions.len();
         let attempt = if ctx.membership.may_take(ctx.partitions.owned(), total) {
-            lease.try_acquire().await
+            lease::try_acquire(&ctx.sessions, partition).await
         } else {
-            Ok(false) // at our fair share: leave it to another instance
+            Ok(None) // at our fair share: leave it to another instance
         };
         match attempt {
-            Ok(true) => {
+            Ok(Some(held)) => {
                 status.set_owned(true);
                 status.set_settled();
-                tracing::info!(partition, instance = %ctx.instance_id, "partition lease acquired");
+                tracing::info!(partition, instance = %ctx.instance_id, pid = held.pid(), "partition acquired");
                 let owned = shutdown.child_token();
                 status.set_handle(Some(owned.clone()));
-                return Some(owned);
+                return Some((held, owned));
             }
-            Ok(false) => {
+            Ok(None) => {
                 status.set_settled();
+                failing_logged = false;
                 // Whatever failed here before is another instance's partition now.
                 status.clear_error();
                 if !waiting_logged {
@@ -118,11 +123,17 @@ async fn acquire(
                     waiting_logged = true;
                 }
             }
-            Err(e) => tracing::warn!(partition, error = %e, "cannot take the partition lease"),
+            // The session keeper says why it has none; this partition just waits.
+            Err(OwnershipError::NoSession) => {}
+            Err(e) if !failing_logged => {
+                tracing::warn!(partition, error = %e, "cannot take the partition");
+                failing_logged = true;
+            }
+            Err(_) => {}
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(ctx.lease_ttl / 3) => {}
+            _ = tokio::time::sleep(ctx.timing.poll) => {}
         }
     }
 }

@@ -1,40 +1,41 @@
-//! Partition leases: at most one live instance consumes a partition, and the
-//! partitions of an instance that died are taken over once its leases expire.
-//! Correctness never rests on them alone (offsets have their own
-//! compare-and-set); they keep instances from doing the same work twice.
+//! Partition ownership as session-level advisory locks: the two-key lock
+//! (topic key, partition) held on an instance's ownership session
+//! ([`super::session`]). The server releases it the moment that session ends,
+//! so a killed instance's partitions are free at once. Correctness never rests
+//! on it alone (offsets have their own compare-and-set); it keeps instances
+//! from doing the same work twice.
 
-use uuid::Uuid;
+use deadpool_postgres::ClientWrapper;
 
-use super::{Client, StoreError};
+use super::StoreError;
 
-const ACQUIRE: &str = include_str!("../../sql/queries/acquire_lease.sql");
-const RELEASE: &str = include_str!("../../sql/queries/release_lease.sql");
+const TRY_OWN: &str = include_str!("../../sql/queries/try_own_partition.sql");
+const RELEASE: &str = include_str!("../../sql/queries/release_partition.sql");
 
-/// Takes or renews the lease; true when `owner` holds it for `ttl_ms` from now.
-pub async fn acquire(
-    client: &Client,
-    topic: &str,
+/// Takes `partition` for this session without waiting; true when it holds it
+/// now. Session locks stack: call it only for a partition not held already.
+pub async fn try_own(
+    client: &ClientWrapper,
+    topic_key: i32,
     partition: i32,
-    owner: Uuid,
-    ttl_ms: u64,
 ) -> Result<bool, StoreError> {
-    let stmt = client.prepare_cached(ACQUIRE).await?;
-    // Milliseconds as the SQL's float; a TTL beyond u32 (49 days) is capped.
-    let ttl = f64::from(u32::try_from(ttl_ms).unwrap_or(u32::MAX));
+    let stmt = client.prepare_cached(TRY_OWN).await?;
     Ok(client
-        .query_opt(&stmt, &[&topic, &partition, &owner, &ttl])
+        .query_one(&stmt, &[&topic_key, &partition])
         .await?
-        .is_some())
+        .get(0))
 }
 
-/// Gives the lease up so that another instance can take it at once.
+/// Gives `partition` up so that another instance can take it at once; false
+/// when this session did not hold it.
 pub async fn release(
-    client: &Client,
-    topic: &str,
+    client: &ClientWrapper,
+    topic_key: i32,
     partition: i32,
-    owner: Uuid,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let stmt = client.prepare_cached(RELEASE).await?;
-    client.execute(&stmt, &[&topic, &partition, &owner]).await?;
-    Ok(())
+    Ok(client
+        .query_one(&stmt, &[&topic_key, &partition])
+        .await?
+        .get(0))
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL: the [`Store`] that owns the connection pool, the typed errors of
 //! the storage layer, and the modules that each own one kind of statement
-//! (migrations, the batch transaction, offsets, leases, instances, reads, verify).
+//! (migrations, the batch transaction, offsets, reads, verify; partition
+//! ownership and instances, on the dedicated [`session::Session`]).
 
 pub mod apply;
 pub mod leases;
@@ -8,10 +9,14 @@ pub mod members;
 pub mod migrate;
 pub mod offsets;
 pub mod read;
+pub mod session;
 pub mod tls;
 pub mod verify;
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, atomic::AtomicUsize},
+    time::Duration,
+};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
@@ -206,16 +211,19 @@ const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sq
 const DROP_DATABASE: &str = include_str!("../../sql/queries/drop_database.sql");
 
 /// The database: owns the connection pools, and every statement goes through
-/// it. Three pools, so that API reads, batch transactions and lease renewals
-/// never queue behind one another.
+/// it. Two pools, so that API reads and batch transactions never queue behind
+/// one another, and the ownership session on a connection of its own.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// Batch transactions, offsets, migrations, verify.
     batches: Pool,
     /// API reads, with a server-side statement timeout.
     reads: Pool,
-    /// Leases and heartbeats.
-    leases: Pool,
+    /// Makes the connection of an ownership session, which is then taken out
+    /// of it for good (never shared, never recycled while it holds locks).
+    sessions: Pool,
+    /// Ownership sessions open now (0 or 1), for the pool gauges.
+    open_sessions: Arc<AtomicUsize>,
 }
 
 impl Store {
@@ -235,7 +243,8 @@ impl Store {
         Ok(Self {
             batches: pool(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
             reads: pool(reads, settings.api_pool_size, wait)?,
-            leases: pool(pg, settings.lease_pool_size, Duration::from_secs(2))?,
+            sessions: pool(pg, 1, Duration::from_secs(5))?,
+            open_sessions: Arc::default(),
         })
     }
 
@@ -248,35 +257,34 @@ impl Store {
         Ok(self.reads.get().await?)
     }
 
-    async fn lease_client(&self) -> Result<Client, StoreError> {
-        Ok(self.leases.get().await?)
-    }
-
     /// The batch pool, for tests and tools that run their own statements.
     pub fn pool(&self) -> Pool {
         self.batches.clone()
     }
 
-    /// Per pool: its name, connections open and connections idle.
+    /// Per pool: its name, connections open and connections idle; the
+    /// ownership session counts as a pool of its own (`ownership`, 1 in use
+    /// while it is open).
     pub fn connections(&self) -> Vec<(&'static str, usize, usize)> {
-        [
-            ("batches", &self.batches),
-            ("reads", &self.reads),
-            ("leases", &self.leases),
-        ]
-        .into_iter()
-        .map(|(name, pool)| {
-            let status = pool.status();
-            (name, status.size, status.available)
-        })
-        .collect()
+        let mut pools: Vec<_> = [("batches", &self.batches), ("reads", &self.reads)]
+            .into_iter()
+            .map(|(name, pool)| {
+                let status = pool.status();
+                (name, status.size, status.available)
+            })
+            .collect();
+        let open = self
+            .open_sessions
+            .load(std::sync::atomic::Ordering::Relaxed);
+        pools.push(("ownership", open, 0));
+        pools
     }
 
     /// Closes the pools: idle connections are dropped, waiters get an error.
     pub fn close(&self) {
         self.batches.close();
         self.reads.close();
-        self.leases.close();
+        self.sessions.close();
     }
 
     /// True when the server answers (on the read pool, as the API would).
@@ -299,40 +307,17 @@ impl Store {
         offsets::load(&self.client().await?, topic, partition).await
     }
 
-    /// Takes or renews a partition lease; true when `owner` holds it for `ttl_ms`.
-    pub async fn acquire_lease(
-        &self,
-        topic: &str,
-        partition: i32,
-        owner: Uuid,
-        ttl_ms: u64,
-    ) -> Result<bool, StoreError> {
-        leases::acquire(&self.lease_client().await?, topic, partition, owner, ttl_ms).await
-    }
-
-    /// Gives a partition lease up.
-    pub async fn release_lease(
-        &self,
-        topic: &str,
-        partition: i32,
-        owner: Uuid,
-    ) -> Result<(), StoreError> {
-        leases::release(&self.lease_client().await?, topic, partition, owner).await
-    }
-
-    /// Renews an instance's heartbeat; returns the live instances of the topic.
-    pub async fn heartbeat(
+    /// Opens this instance's ownership session on `topic`: a connection of its
+    /// own on which the server ends the session after `silence` without an
+    /// answer from this process. `None` if its member lock was refused.
+    pub async fn open_session(
         &self,
         topic: &str,
         instance: Uuid,
-        ttl_ms: u64,
-    ) -> Result<usize, StoreError> {
-        members::heartbeat(&self.lease_client().await?, topic, instance, ttl_ms).await
-    }
-
-    /// Removes an instance from the topic's group.
-    pub async fn leave(&self, topic: &str, instance: Uuid) -> Result<(), StoreError> {
-        members::leave(&self.lease_client().await?, topic, instance).await
+        silence: Duration,
+    ) -> Result<Option<session::Session>, StoreError> {
+        let client = deadpool_postgres::Object::take(self.sessions.get().await?);
+        session::Session::start(client, &self.open_sessions, topic, instance, silence).await
     }
 
     /// One stored movement, `None` when unknown.

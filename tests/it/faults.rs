@@ -1,5 +1,5 @@
-//! Tasks with owners: a panic in a partition's fetcher, pipeline or lease
-//! keeper (injected through the test-only `[fault]` settings) restarts that
+//! Tasks with owners: a panic in a partition's fetcher, pipeline or keeper
+//! (injected through the test-only `[fault]` settings) restarts that
 //! partition's pipeline with backoff, /health/ready reports it while it lasts,
 //! and nothing is lost or counted twice. Fetches that keep failing leave the
 //! lag and the stalled flag telling the truth.
@@ -55,8 +55,8 @@ async fn a_fetcher_panic_restarts_the_partition() {
 #[tokio::test]
 async fn a_lease_keeper_panic_stops_the_pipeline_releases_the_lease_and_recovers() {
     let app = TestApp::spawn_with(with_panic(FaultStage::Keeper, 1)).await;
-    // The first keeper to renew (a third of the 1 s lease in) panics, on
-    // either partition; that partition reports it.
+    // The first keeper to check its session (takeover_poll_ms in) panics,
+    // on either partition; that partition reports it.
     eventually(10, || async {
         app.statuses.snapshot().iter().find_map(|s| {
             let error = s.last_error()?;

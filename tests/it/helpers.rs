@@ -36,8 +36,6 @@ pub(crate) fn test_settings(partitions: i32) -> Settings {
     settings.kafka.partitions = partitions;
     settings.kafka.fetch_max_wait_ms = 100;
     settings.batch.wait_ms = 50;
-    // A killed instance's partitions are free again after a second.
-    settings.consumer.lease_ttl_ms = 1000;
     settings.postgres.url = format!("postgres://postgres@127.0.0.1:5432/wm_test_{id}");
     settings.postgres.pool_size = 4;
     settings.http.addr = "127.0.0.1:0".parse().unwrap();
@@ -419,6 +417,10 @@ pub(crate) fn start_service(settings: &Settings) -> std::process::Child {
         .env(
             "WM_CONSUMER__LEASE_TTL_MS",
             settings.consumer.lease_ttl_ms.to_string(),
+        )
+        .env(
+            "WM_CONSUMER__TAKEOVER_POLL_MS",
+            settings.consumer.takeover_poll_ms.to_string(),
         )
         .env("WM_HTTP__ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")

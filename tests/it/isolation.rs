@@ -1,7 +1,8 @@
-//! Isolation and timeouts: API reads, batch transactions and lease renewals
-//! have pools of their own, reads carry a statement timeout, and every request
-//! has a deadline, so that a read storm cannot cost a partition its lease and
-//! a stuck database answers 503 instead of hanging clients.
+//! Isolation and timeouts: API reads and batch transactions have pools of
+//! their own and partition ownership a connection of its own, reads carry a
+//! statement timeout, and every request has a deadline, so that a read storm
+//! cannot cost a partition its owner and a stuck database answers 503 instead
+//! of hanging clients.
 
 use std::time::{Duration, Instant};
 
@@ -10,12 +11,12 @@ use uuid::Uuid;
 use crate::helpers::{Ev, TestApp, test_settings};
 
 #[tokio::test]
-async fn a_read_storm_that_saturates_the_api_pool_does_not_cost_the_lease() {
+async fn a_read_storm_that_saturates_the_api_pool_does_not_cost_the_partition() {
     let mut settings = test_settings(1);
     settings.postgres.api_pool_size = 2;
-    settings.postgres.lease_pool_size = 1;
     settings.postgres.read_statement_timeout_ms = 500;
     settings.http.request_timeout_ms = 1000;
+    settings.consumer.lease_ttl_ms = 2000;
     let app = TestApp::spawn_with(settings).await;
     let (wh, product) = (Uuid::new_v4(), Uuid::new_v4());
     app.produce(0, vec![Ev::arrival(Uuid::new_v4(), wh, product, 1).bytes()])
@@ -35,7 +36,8 @@ async fn a_read_storm_that_saturates_the_api_pool_does_not_cost_the_lease() {
             .await
             .unwrap();
         locked_tx.send(()).unwrap();
-        // Three lease lifetimes (1 s each) under the storm.
+        // Longer than the 1 s the holder waits for its session to answer
+        // (half of the 2 s lease_ttl_ms) before it gives its partitions up.
         tokio::time::sleep(Duration::from_secs(3)).await;
         tx.rollback().await.unwrap();
     });
@@ -57,7 +59,7 @@ async fn a_read_storm_that_saturates_the_api_pool_does_not_cost_the_lease() {
             })
         })
         .collect();
-    // A loop, not `eventually`: the lease must hold for the whole storm.
+    // A loop, not `eventually`: the partition must stay held for the whole storm.
     let mut lost_at = None;
     while started.elapsed() < Duration::from_secs(3) {
         if !status.is_owned() {
@@ -71,7 +73,7 @@ async fn a_read_storm_that_saturates_the_api_pool_does_not_cost_the_lease() {
     }
     holder.await.unwrap();
 
-    assert_eq!(lost_at, None, "the lease was lost during the storm");
+    assert_eq!(lost_at, None, "the partition was lost during the storm");
     assert!(status.last_error().is_none(), "{:?}", status.last_error());
     assert!(answers.len() >= 40, "{} answers", answers.len());
     // A read that waited out its statement timeout is a 503; one that got

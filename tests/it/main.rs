@@ -13,6 +13,7 @@ mod api;
 mod cache;
 mod compression;
 mod crash;
+mod failover;
 mod faults;
 mod ingest;
 mod instances;

@@ -15,7 +15,8 @@ use crate::{
 };
 
 /// A PostgreSQL cluster in a temporary directory, run as the `postgres` user
-/// (tests/it/security.rs runs it with TLS).
+/// (tests/it/security.rs runs it with TLS, tests/it/failover in a network
+/// namespace).
 pub(crate) struct OwnPostgres {
     bin: PathBuf,
     dir: PathBuf,
@@ -124,6 +125,38 @@ impl OwnPostgres {
                 "start",
             ],
         );
+    }
+
+    /// Starts inside the network namespace `netns`, listening on `addresses`
+    /// (comma-separated) and trusting every client address.
+    pub(crate) fn start_in_netns(&self, netns: &str, addresses: &str) {
+        let hba = self.dir.join("data/pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        rules.push_str("host all all 0.0.0.0/0 trust\n");
+        std::fs::write(&hba, rules).expect("pg_hba.conf written");
+        let options = format!(
+            "-p {} -c listen_addresses={addresses} -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        let status = Command::new("ip")
+            .args(["netns", "exec", netns, "runuser", "-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start in {netns} failed");
     }
 
     /// The server and every backend, as the kernel sees them.

@@ -56,8 +56,8 @@ async fn a_consumer_instance_and_an_api_instance_split_the_work() {
     let (status, body) = api.get_json("/health/ready").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["partitions"], serde_json::json!([]), "{body}");
-    let leases = api.count("partition_leases").await;
-    assert_eq!(leases, 2, "one lease per partition, the consumer's");
+    let owned = api.count("partition_owners").await;
+    assert_eq!(owned, 2, "one owner per partition, the consumer");
     assert!(api.statuses.snapshot().iter().all(|s| !s.is_owned()));
 
     // The consumer instance does not serve queries, but health and metrics.

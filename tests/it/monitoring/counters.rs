@@ -61,7 +61,7 @@ pub(super) async fn counters_match_a_known_stream_and_histograms_and_lag_are_exp
         let committed = m.value("wm_consumer_committed_offset", &[("partition", p)]);
         assert_eq!(committed, next, "partition {p}");
     }
-    for pool in ["batches", "reads", "leases"] {
+    for pool in ["batches", "reads", "ownership"] {
         m.value(
             "wm_db_pool_connections",
             &[("pool", pool), ("state", "in_use")],
