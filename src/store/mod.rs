@@ -7,6 +7,7 @@ pub mod leases;
 pub mod members;
 pub mod migrate;
 pub mod offsets;
+pub mod outbox;
 pub mod read;
 pub mod verify;
 
@@ -44,12 +45,14 @@ pub enum Step {
     Rejects,
     /// The offset compare-and-set.
     Offset,
+    /// The cache outbox (in the batch transaction, or on its own).
+    Outbox,
     /// Any statement outside the batch transaction.
     Query,
 }
 
 impl Step {
-    pub const BATCH: [Step; 9] = [
+    pub const BATCH: [Step; 10] = [
         Step::Connect,
         Step::Transaction,
         Step::Lock,
@@ -59,6 +62,7 @@ impl Step {
         Step::Stock,
         Step::Rejects,
         Step::Offset,
+        Step::Outbox,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,7 @@ impl Step {
             Step::Stock => "stock",
             Step::Rejects => "rejects",
             Step::Offset => "offset",
+            Step::Outbox => "outbox",
             Step::Query => "query",
         }
     }
@@ -106,6 +111,11 @@ pub enum StoreError {
         partition: i32,
         expected: Option<i64>,
     },
+    #[error(
+        "the batch's cache invalidations were not acknowledged by Redis and no announcement \
+         of them could be held (cache outbox)"
+    )]
+    Unannounced,
 }
 
 impl StoreError {
@@ -124,6 +134,7 @@ impl StoreError {
             StoreError::Db { step, .. } => *step,
             StoreError::Url(_) | StoreError::Build(_) | StoreError::Pool(_) => Step::Connect,
             StoreError::OffsetConflict { .. } => Step::Offset,
+            StoreError::Unannounced => Step::Outbox,
         }
     }
 }
@@ -196,8 +207,8 @@ const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sq
 const DROP_DATABASE: &str = include_str!("../../sql/queries/drop_database.sql");
 
 /// The database: owns the connection pools, and every statement goes through
-/// it. Three pools, so that API reads, batch transactions and lease renewals
-/// never queue behind one another.
+/// it. Four pools, so that API reads, batch transactions, lease renewals and
+/// the cache outbox watch never queue behind one another.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// Batch transactions, offsets, migrations, verify.
@@ -206,6 +217,9 @@ pub struct Store {
     reads: Pool,
     /// Leases and heartbeats.
     leases: Pool,
+    /// The cache outbox poll ([`crate::outbox`]): one connection, so that a
+    /// read storm cannot delay it past the cache permit.
+    outbox: Pool,
 }
 
 impl Store {
@@ -223,7 +237,8 @@ impl Store {
         Ok(Self {
             batches: pool_from_config(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
             reads: pool_from_config(reads, settings.api_pool_size, wait)?,
-            leases: pool_from_config(pg, settings.lease_pool_size, Duration::from_secs(2))?,
+            leases: pool_from_config(pg.clone(), settings.lease_pool_size, Duration::from_secs(2))?,
+            outbox: pool_from_config(pg, 1, Duration::from_secs(1))?,
         })
     }
 
@@ -251,6 +266,7 @@ impl Store {
             ("batches", &self.batches),
             ("reads", &self.reads),
             ("leases", &self.leases),
+            ("outbox", &self.outbox),
         ]
         .into_iter()
         .map(|(name, pool)| {
@@ -265,6 +281,7 @@ impl Store {
         self.batches.close();
         self.reads.close();
         self.leases.close();
+        self.outbox.close();
     }
 
     /// True when the server answers (on the read pool, as the API would).
@@ -321,6 +338,11 @@ impl Store {
     /// Removes an instance from the topic's group.
     pub async fn leave(&self, topic: &str, instance: Uuid) -> Result<(), StoreError> {
         members::leave(&self.lease_client().await?, topic, instance).await
+    }
+
+    /// Rows in the cache outbox (on the outbox watch's own connection).
+    pub async fn outbox_rows(&self) -> Result<i64, StoreError> {
+        outbox::count(&self.outbox.get().await?).await
     }
 
     /// One stored movement, `None` when unknown.

@@ -19,6 +19,7 @@ mod limits;
 mod monitoring;
 mod offsets;
 mod outage;
+mod outbox;
 mod partitions;
 mod quarantine;
 mod rejects;
