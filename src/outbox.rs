@@ -71,12 +71,12 @@ impl OutboxWatch {
             return Err(OutboxError::Late(permit));
         };
         let rows = rows?;
+        self.metrics.outbox_rows(rows);
         if rows == 0 {
             self.cache.permit_until(started + permit);
         } else {
             self.cache.withdraw(rows);
         }
-        self.metrics.outbox_rows(rows);
         Ok(rows)
     }
 

@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use deadpool_postgres::Pool;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,6 +32,7 @@ use crate::{
         Ev, Producer, TestApp, committed_offsets, eventually, free_port, start_service_with,
         test_settings, wait_consumed,
     },
+    monitoring::scrape,
 };
 
 const SIGABRT: i32 = 6;
@@ -152,6 +154,13 @@ async fn redis_client(settings: &Settings, redis_url: &str) -> Cache {
         .unwrap()
 }
 
+/// Outbox rows: every one, or only those with keys (not announcements).
+async fn outbox_rows(pool: &Pool, with_keys: bool) -> i64 {
+    let client = pool.get().await.unwrap();
+    let sql = "SELECT count(*) FROM cache_outbox WHERE cardinality(keys) > 0 OR NOT $1";
+    client.query_one(sql, &[&with_keys]).await.unwrap().get(0)
+}
+
 /// Cache hits counted on a service's /metrics.
 async fn hits(http: &reqwest::Client, base: &str) -> f64 {
     let text = http
@@ -266,6 +275,8 @@ async fn an_abort_right_after_commit_leaves_no_stale_answer_on_any_instance() {
     api.wait_consumed().await; // committed before the abort
     always(&http, &api.url(""), &keys, Duration::from_secs(1)).await;
     assert_eq!(api.count("cache_outbox").await, 0);
+    let (_, ready) = api.get_json("/health/ready").await;
+    assert_eq!(ready["cache_outbox"], 0, "{ready}");
 
     let fresh = Process::start(&settings, &[]);
     fresh.live(&http).await;
@@ -316,17 +327,7 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     producer.produce(0, keys.new_events()).await;
     assert_aborted(first.ended().await);
     wait_consumed(&pool, &settings.kafka.topic, &producer).await;
-    let waiting: i64 = pool
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT count(*) FROM cache_outbox WHERE cardinality(keys) > 0",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let waiting = outbox_rows(&pool, true).await;
     assert_eq!(waiting, 1, "the batch's invalidations wait in the outbox");
 
     // Redis comes back from its file with the old answers in it.
@@ -349,14 +350,7 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
             read_all(&http, &second.base, &keys).await,
             keys.new_answers()
         );
-        let rows: i64 = pool
-            .get()
-            .await
-            .unwrap()
-            .query_one("SELECT count(*) FROM cache_outbox", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let rows = outbox_rows(&pool, false).await;
         let resumed = hits(&http, &second.base).await > hits_before;
         (rows == 0 && resumed).then_some(()).ok_or(format!(
             "the outbox drains ({rows} rows) and caching resumes ({resumed})"
@@ -490,6 +484,9 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
             .all(|a| keys.new_answers().contains(a)),
         "{no_old:?}"
     );
+    let m = scrape(&api).await;
+    assert!(m.value("wm_cache_outbox_delivered_total", &[]) >= 1.0);
+    assert_eq!(m.value("wm_cache_outbox_rows", &[]), 0.0);
     redis.quit().await;
     api.stop().await;
 }
