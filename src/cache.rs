@@ -3,19 +3,27 @@
 //!
 //! Every cached value carries the version of the row it was read from. Readers
 //! and the consumer write through one Lua script that refuses to replace a newer
-//! version with an older one; after a commit the consumer writes a *tombstone*
-//! carrying the new version. A reader that fetched the old row before the commit
-//! therefore cannot put it back: its version is lower than the tombstone's.
+//! version with an older one; before a batch commits, the consumer writes a
+//! *tombstone* carrying the new version of each row it changed. A reader that
+//! fetched the old row therefore cannot put it back: its version is lower than
+//! the tombstone's.
+//!
+//! Reads use the cache only while this instance holds a *permit*: a recent
+//! look at the cache outbox found it empty ([`crate::outbox`]). The outbox
+//! holds the invalidations Redis did not acknowledge before their commit, so
+//! no instance serves an entry they cover, even after a crash (the argument is
+//! in docs/SPEC.md, section 8).
 //!
 //! Redis is only an accelerator: every call has a short timeout, failures are
-//! logged and counted, and reads fall back to PostgreSQL. Invalidations that
-//! could not be delivered are kept and retried; until they are delivered this
-//! instance does not read from the cache at all.
+//! logged and counted, and reads fall back to PostgreSQL.
 
 use std::{
     collections::BTreeSet,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use fred::{
@@ -69,9 +77,6 @@ return set
 /// Keys per tombstone script call: bounds how long Redis runs one script.
 const TOMBSTONES_PER_CALL: usize = 500;
 
-/// Pending invalidations kept while Redis is unreachable; past this many the
-/// whole key space of the service is flushed instead.
-const MAX_PENDING: usize = 100_000;
 const KEY_PREFIX: &str = "wm:";
 
 /// Errors of the cache layer (only start-up reports them; at run time they are
@@ -101,18 +106,35 @@ pub struct Cache {
     ttl_secs: u64,
     timeout: Duration,
     metrics: Arc<Metrics>,
-    pending: Arc<Mutex<Pending>>,
+    permit: Arc<Permit>,
 }
 
-#[derive(Debug, Default)]
-struct Pending {
-    tombstones: Vec<(String, i64)>,
-    overflow: bool,
+/// Until when reads may use the cache, as an offset from `base` in
+/// nanoseconds (0: no permit), and the outbox rows last seen: atomics, so
+/// that the check on every read takes no lock.
+#[derive(Debug)]
+struct Permit {
+    base: Instant,
+    until: AtomicU64,
+    outbox_rows: AtomicI64,
 }
 
-impl Pending {
-    fn is_empty(&self) -> bool {
-        self.tombstones.is_empty() && !self.overflow
+impl Permit {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            until: AtomicU64::new(0),
+            outbox_rows: AtomicI64::new(-1),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn valid(&self) -> bool {
+        self.nanos(Instant::now()) < self.until.load(Ordering::Acquire)
     }
 }
 
@@ -169,17 +191,37 @@ impl Cache {
             ttl_secs: settings.cache_ttl_secs,
             timeout,
             metrics,
-            pending: Arc::new(Mutex::new(Pending::default())),
+            permit: Arc::new(Permit::new()),
         })
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    /// True when reads may use the cache: connected, and a permit held.
+    fn usable(&self) -> bool {
+        self.client.is_connected() && self.permit.valid()
     }
 
-    /// True when reads may use the cache: connected, and no invalidation owed.
-    fn usable(&self) -> bool {
-        self.client.is_connected() && self.pending().is_empty()
+    /// True while the client is connected to Redis.
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Lets reads use the cache until `deadline`: the outbox was found empty
+    /// by a look that started `permit` before it ([`crate::outbox`]).
+    pub fn permit_until(&self, deadline: Instant) {
+        let until = self.permit.nanos(deadline);
+        self.permit.until.store(until, Ordering::Release);
+        self.permit.outbox_rows.store(0, Ordering::Relaxed);
+    }
+
+    /// Withdraws the permit at once: the outbox holds `rows` rows.
+    pub fn withdraw(&self, rows: i64) {
+        self.permit.until.store(0, Ordering::Release);
+        self.permit.outbox_rows.store(rows, Ordering::Relaxed);
+    }
+
+    /// Rows in the cache outbox at the last look; `None` before the first.
+    pub fn outbox_rows(&self) -> Option<i64> {
+        Some(self.permit.outbox_rows.load(Ordering::Relaxed)).filter(|n| *n >= 0)
     }
 
     /// Answers PING within the timeout.
@@ -260,44 +302,40 @@ impl Cache {
         }
     }
 
-    /// Tombstones `keys` (each with the version that made it stale), in one
-    /// pipeline. Keys that cannot be invalidated now are kept and sent with the
-    /// next call.
-    pub async fn invalidate(&self, fresh: Vec<(String, i64)>) {
-        let (mut batch, overflow) = {
-            let mut pending = self.pending();
-            let mut batch = std::mem::take(&mut pending.tombstones);
-            batch.extend(fresh);
-            (batch, std::mem::take(&mut pending.overflow))
-        };
-        if batch.is_empty() && !overflow {
-            return;
+    /// Tombstones `keys` (each with the version that made it stale); true
+    /// when Redis acknowledged every one of them. Answers false at once while
+    /// the client is disconnected.
+    pub async fn tombstone(&self, keys: &[(String, i64)]) -> bool {
+        if keys.is_empty() {
+            return true;
         }
-        let result = if overflow {
-            self.flush_all().await
-        } else {
-            self.send_tombstones(&batch).await
-        };
-        match result {
-            Ok(()) => self.metrics.cache_invalidated(batch.len()),
-            Err(e) => {
+        if !self.client.is_connected() {
+            return false;
+        }
+        // Each command has its own timeout; this bounds the pipeline as a whole.
+        let sent = tokio::time::timeout(self.timeout * 2, self.send_tombstones(keys)).await;
+        match sent {
+            Ok(Ok(())) => {
+                self.metrics.cache_invalidated(keys.len());
+                true
+            }
+            Ok(Err(e)) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(error = %e, keys = batch.len(), "cache invalidation failed; kept for retry");
-                let mut pending = self.pending();
-                batch.append(&mut pending.tombstones);
-                pending.overflow |= overflow || batch.len() > MAX_PENDING;
-                if !pending.overflow {
-                    pending.tombstones = batch;
-                }
+                tracing::warn!(error = %e, keys = keys.len(), "cache invalidation failed");
+                false
+            }
+            Err(_) => {
+                self.metrics.cache(CacheResult::Error);
+                tracing::warn!(keys = keys.len(), "cache invalidation timed out");
+                false
             }
         }
     }
 
-    /// Delivers invalidations left over from a Redis outage, if any.
-    pub async fn retry_pending(&self) {
-        if !self.pending().is_empty() && self.client.is_connected() {
-            self.invalidate(Vec::new()).await;
-        }
+    /// The raw entry under `key`, permit or not (for tests and tools).
+    pub async fn peek(&self, key: &str) -> Option<Entry> {
+        let raw: Option<String> = self.client.get(key).await.ok()?;
+        parse(&raw?)
     }
 
     /// Writes the tombstones with one script call per [`TOMBSTONES_PER_CALL`]
@@ -326,25 +364,6 @@ impl Cache {
                 .await?;
         }
         let _: Vec<Value> = pipeline.all().await?;
-        Ok(())
-    }
-
-    /// Deletes every key of the service (after too many lost invalidations),
-    /// walking the key space with SCAN rather than blocking Redis with KEYS.
-    async fn flush_all(&self) -> Result<(), fred::error::Error> {
-        let script = format!(
-            "local n, cursor = 0, '0' \
-             repeat \
-               local page = redis.call('SCAN', cursor, 'MATCH', '{KEY_PREFIX}*', 'COUNT', 1000) \
-               cursor = page[1] \
-               for _, k in ipairs(page[2]) do redis.call('DEL', k) n = n + 1 end \
-             until cursor == '0' \
-             return n"
-        );
-        let _: i64 = self
-            .client
-            .eval(script, Vec::<String>::new(), Vec::<String>::new())
-            .await?;
         Ok(())
     }
 

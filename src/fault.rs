@@ -1,8 +1,9 @@
 //! Faults injected on purpose (`[fault]` settings, for tests only): a panic in
-//! one task of a partition's pipeline, or fetches that fail, so that tests can
-//! show the service recovers from what it cannot otherwise provoke.
+//! one task of a partition's pipeline, fetches that fail, or a process abort
+//! right after a COMMIT, so that tests can show the service recovers from what
+//! it cannot otherwise provoke.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::app::config::{FaultSettings, FaultStage};
 
@@ -11,6 +12,7 @@ use crate::app::config::{FaultSettings, FaultStage};
 pub struct Faults {
     settings: FaultSettings,
     panics: AtomicU32,
+    commits: AtomicU64,
 }
 
 impl Faults {
@@ -18,6 +20,7 @@ impl Faults {
         Self {
             settings,
             panics: AtomicU32::new(0),
+            commits: AtomicU64::new(0),
         }
     }
 
@@ -30,6 +33,22 @@ impl Faults {
         let done = self.panics.fetch_add(1, Ordering::Relaxed);
         if self.settings.panic_times == 0 || done < self.settings.panic_times {
             panic!("injected panic in the {stage:?} of partition {partition} (fault.panic_in)");
+        }
+    }
+
+    /// Called right after each batch COMMIT: aborts the process at the
+    /// configured batch (`abort_after_commit_at_batch`, counted over every
+    /// partition of this process).
+    pub fn after_commit(&self) {
+        let Some(at) = self.settings.abort_after_commit_at_batch else {
+            return;
+        };
+        let done = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if done == at {
+            eprintln!(
+                "injected abort right after the COMMIT of batch {done} (fault.abort_after_commit_at_batch)"
+            );
+            std::process::abort();
         }
     }
 
@@ -49,6 +68,7 @@ mod tests {
             panic_in: Some(FaultStage::Pipeline),
             panic_times: 2,
             fail_fetch: false,
+            abort_after_commit_at_batch: None,
         });
         faults.maybe_panic(FaultStage::Fetcher, 0);
         let panicked = |f: &Faults| {

@@ -5,8 +5,9 @@
 //! records ([`ingest::fetch`]), closes batches ([`ingest::batch`]), decodes
 //! them ([`ingest::decode`], with the rules of [`domain::event`]), plans them
 //! against what is stored ([`domain::plan`]), writes the plan and the offset in
-//! one transaction ([`store::apply`]), then invalidates the cache
-//! ([`ingest::invalidate`], [`cache`]). [`api`] answers queries. [`cluster`]
+//! one transaction ([`store::apply`]), invalidating the cache before its
+//! COMMIT ([`ingest::invalidate`], [`cache`]; what Redis does not acknowledge
+//! waits in the outbox that [`outbox`] delivers). [`api`] answers queries. [`cluster`]
 //! shares partitions between instances, and [`app`] wires it all together:
 //! settings, start-up, shutdown, logs and metrics.
 
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod fault;
 pub mod ingest;
 pub mod kafka;
+pub mod outbox;
 pub mod redact;
 pub mod retry;
 pub mod store;

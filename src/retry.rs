@@ -50,7 +50,8 @@ impl Class {
 /// Classifies a storage error.
 pub fn classify(err: &StoreError) -> Class {
     match err {
-        StoreError::Pool(_) => Class::Transient,
+        // Another announcement is made at the next attempt.
+        StoreError::Pool(_) | StoreError::Unannounced => Class::Transient,
         StoreError::Db { cause, .. } => match cause.code() {
             None => Class::Transient, // I/O or closed connection: no SQLSTATE at all
             Some(code) => classify_code(code),

@@ -64,6 +64,11 @@ pub struct Readiness {
     pub database: String,
     /// `up` or `down` (informational: reads fall back to PostgreSQL).
     pub cache: String,
+    /// Rows in the cache outbox at this instance's last look (null before the
+    /// first): invalidations Redis has not acknowledged yet, and announcements
+    /// of them. While there is any, reads answer from PostgreSQL
+    /// (informational, like `cache`).
+    pub cache_outbox: Option<i64>,
     /// Consumers, one per partition.
     pub partitions: Vec<PartitionHealth>,
 }
@@ -143,6 +148,7 @@ impl HealthApi {
             status: if ready { "ready" } else { "not_ready" }.into(),
             database: up(database),
             cache: up(cache),
+            cache_outbox: state.cache.outbox_rows(),
             partitions,
         };
         if ready {

@@ -33,6 +33,7 @@ pub struct Settings {
     pub consumer: ConsumerSettings,
     pub postgres: PostgresSettings,
     pub redis: RedisSettings,
+    pub outbox: OutboxSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
     /// Test-only fault injection; absent in `config/default.toml`.
@@ -180,6 +181,11 @@ pub struct FaultSettings {
     /// Every fetch fails with an injected error.
     #[serde(default)]
     pub fail_fetch: bool,
+    /// The process aborts (`std::process::abort`) right after the COMMIT of
+    /// its N-th batch, before anything that follows a commit. For tests that
+    /// run the service as a process of its own.
+    #[serde(default)]
+    pub abort_after_commit_at_batch: Option<u64>,
 }
 
 impl FaultSettings {
@@ -275,6 +281,28 @@ impl std::fmt::Debug for RedisSettings {
             .field("ca_file", &self.ca_file)
             .field("cache_ttl_secs", &self.cache_ttl_secs)
             .finish()
+    }
+}
+
+/// The cache outbox watch ([`crate::outbox`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// How often every instance looks at the outbox (and delivers what it holds), ms.
+    pub poll_ms: u64,
+    /// How long a look that found the outbox empty lets reads use the cache,
+    /// and how long a consumer waits after announcing undelivered
+    /// invalidations before it commits them, ms. Must be the same on every instance.
+    pub permit_ms: u64,
+}
+
+impl OutboxSettings {
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms)
+    }
+
+    pub fn permit(&self) -> Duration {
+        Duration::from_millis(self.permit_ms)
     }
 }
 
@@ -422,6 +450,12 @@ impl Settings {
         security::validate(self)?;
         if self.redis.cache_ttl_secs < 1 {
             return invalid("redis.cache_ttl_secs", "must be at least 1");
+        }
+        if self.outbox.poll_ms < 10 {
+            return invalid("outbox.poll_ms", "must be at least 10");
+        }
+        if self.outbox.permit_ms < 2 * self.outbox.poll_ms {
+            return invalid("outbox.permit_ms", "must be at least twice outbox.poll_ms");
         }
         Ok(())
     }

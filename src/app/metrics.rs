@@ -11,7 +11,7 @@ use std::{
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Histogram, Meter, MeterProvider as _},
+    metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _},
 };
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
@@ -81,6 +81,9 @@ pub struct Metrics {
     cache_requests: Counter<u64>,
     cache_invalidations: Counter<u64>,
     db_fallbacks: Counter<u64>,
+    outbox_rows: Gauge<i64>,
+    outbox_queued: Counter<u64>,
+    outbox_delivered: Counter<u64>,
     http_duration: Histogram<f64>,
     observed: OnceLock<()>,
 }
@@ -170,7 +173,24 @@ impl Metrics {
             ),
             db_fallbacks: counter(
                 "wm_cache_bypassed",
-                "Reads answered from PostgreSQL because Redis failed",
+                "Reads answered from PostgreSQL without asking Redis: Redis unreachable, \
+                 or no cache permit (the cache outbox is not known to be empty)",
+            ),
+            outbox_rows: meter
+                .i64_gauge("wm_cache_outbox_rows")
+                .with_description(
+                    "Rows in the cache outbox at this instance's last look: invalidations \
+                     Redis has not acknowledged, and announcements of them",
+                )
+                .build(),
+            outbox_queued: counter(
+                "wm_cache_outbox_queued",
+                "Batches committed with their invalidations in the cache outbox \
+                 (Redis did not acknowledge them before the COMMIT)",
+            ),
+            outbox_delivered: counter(
+                "wm_cache_outbox_delivered",
+                "Cache outbox rows delivered to Redis (or expired announcements) and deleted",
             ),
             http_duration: seconds(
                 "wm_http_request_duration",
@@ -195,6 +215,8 @@ impl Metrics {
             self.touch_partition(s.partition);
         }
         self.db_fallbacks.add(0, &[]);
+        self.outbox_queued.add(0, &[]);
+        self.outbox_delivered.add(0, &[]);
         for step in Step::BATCH {
             for class in [
                 Class::Transient,
@@ -356,6 +378,21 @@ impl Metrics {
 
     pub fn cache_bypassed(&self) {
         self.db_fallbacks.add(1, &[]);
+    }
+
+    /// Rows in the cache outbox, as an instance's look found them.
+    pub fn outbox_rows(&self, rows: i64) {
+        self.outbox_rows.record(rows, &[]);
+    }
+
+    /// One batch committed with its invalidations in the outbox.
+    pub fn outbox_queued(&self) {
+        self.outbox_queued.add(1, &[]);
+    }
+
+    /// Outbox rows delivered and deleted.
+    pub fn outbox_delivered(&self, rows: usize) {
+        self.outbox_delivered.add(count(rows), &[]);
     }
 
     pub fn http_request(&self, route: &'static str, status: u16, took: Duration) {

@@ -23,11 +23,16 @@ use crate::{
     fault::Faults,
     ingest::{
         self, ConsumerContext,
+        invalidate::Announcements,
         status::{PartitionStatus, Partitions},
     },
     kafka::{self, KafkaError},
+    outbox::OutboxWatch,
     store::{self, Store, StoreError},
 };
+
+/// Longest start-up delay spent delivering the cache outbox.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the service could not start or stopped with an error. Each message
 /// holds its cause's text, so no cause is chained again (`main` prints the
@@ -150,6 +155,7 @@ impl Application {
             membership: Membership::default(),
             partitions: self.partitions.clone(),
             cache: Some(self.cache.clone()),
+            announcements: Announcements::new(self.settings.outbox.permit()),
             metrics: Arc::clone(&self.metrics),
             faults: Arc::new(Faults::new(self.settings.fault.clone())),
         });
@@ -161,6 +167,22 @@ impl Application {
             http = %self.local_addr(),
             "warehouse-monitor running"
         );
+        // Leftover invalidations first, so that reads may use the cache from the start.
+        let watch = OutboxWatch::new(
+            self.store.clone(),
+            self.cache.clone(),
+            Arc::clone(&self.metrics),
+            self.settings.outbox.clone(),
+        );
+        if tokio::time::timeout(SETTLE_TIMEOUT, watch.settle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the cache outbox was not settled in time; reads bypass the cache until it is"
+            );
+        }
+        let watching = tokio::spawn(watch.run(shutdown.clone()));
         let consumer = if role.consumes() {
             tokio::spawn(ingest::run(ctx, shutdown.clone()))
         } else {
@@ -181,6 +203,9 @@ impl Application {
         shutdown.cancel();
         if tokio::time::timeout(GRACE_PERIOD, consumer).await.is_err() {
             tracing::warn!("consumer did not stop within the grace period");
+        }
+        if tokio::time::timeout(GRACE_PERIOD, watching).await.is_err() {
+            tracing::warn!("the cache outbox watch did not stop within the grace period");
         }
         self.cache.quit().await;
         self.metrics.shutdown();

@@ -2,15 +2,18 @@
 //! stored state, plans, and writes the plan with the offset. Retried while the
 //! failure is transient; split in halves while PostgreSQL refuses its data,
 //! until the records it refuses are isolated and quarantined as
-//! `unprocessable` rejects, so that no record stops its partition. After each
-//! commit: metrics, logs, status and [`super::invalidate`].
+//! `unprocessable` rejects, so that no record stops its partition. Before each
+//! COMMIT, [`super::invalidate`] tombstones the cache keys of the changed rows
+//! (or queues them in the outbox); after it: metrics, logs and status.
 
 use std::{collections::VecDeque, ops::Range, sync::Arc, time::Duration};
+
+use deadpool_postgres::Transaction;
 
 use super::{
     ConsumerContext, ConsumerError,
     decode::{self, Decoded},
-    invalidate,
+    invalidate::{self, Prepared},
     status::PartitionStatus,
 };
 use crate::{
@@ -73,7 +76,7 @@ pub async fn commit(
             }
         };
         committed = Some(outcome.next_offset);
-        after_commit(ctx, status, &outcome).await;
+        after_commit(status, &outcome);
     }
     Ok(committed)
 }
@@ -87,6 +90,7 @@ async fn apply_with_retries(
 ) -> Result<BatchOutcome, StoreError> {
     let mut backoff = Backoff::new(Duration::from_secs(2));
     let mut attempt = 1;
+    let mut announced = false;
     loop {
         let started = std::time::Instant::now();
         let decoded = match quarantine {
@@ -94,9 +98,23 @@ async fn apply_with_retries(
             Some(detail) => decode::reject_all(batch.records, RejectReason::Unprocessable, detail),
         };
         let result = match ctx.store.client().await {
-            Ok(mut client) => apply_once(&mut client, batch, decoded).await,
+            Ok(mut client) => apply_invalidating(ctx, &mut client, batch, decoded).await,
             Err(e) => Err(e),
         };
+        let result = match result {
+            Ok(Some(outcome)) => Ok(outcome),
+            // A fresh announcement that could not be held is a transient failure.
+            Ok(None) if announced => Err(StoreError::Unannounced),
+            Ok(None) => match invalidate::announce(&ctx.announcements, &ctx.store).await {
+                Ok(()) => {
+                    announced = true;
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        announced = false;
         match result {
             Ok(outcome) => {
                 let took = started.elapsed();
@@ -119,19 +137,60 @@ async fn apply_with_retries(
     }
 }
 
-/// One batch transaction: lock and read the stored state of the batch's
-/// movements, plan the decoded records against it, write the plan and the
-/// offset, commit.
+/// One batch transaction as the service runs it: write, invalidate the
+/// cache before the COMMIT ([`invalidate::before_commit`]), commit. `None`
+/// when it was rolled back because its invalidations need an announcement
+/// first ([`invalidate::announce`]).
+async fn apply_invalidating(
+    ctx: &ConsumerContext,
+    client: &mut Client,
+    batch: &PartitionBatch<'_>,
+    decoded: Vec<Decoded>,
+) -> Result<Option<BatchOutcome>, StoreError> {
+    let (tx, outcome) = prepare(client, batch, decoded).await?;
+    let prepared = match &ctx.cache {
+        Some(cache) => {
+            invalidate::before_commit(cache, &ctx.announcements, &tx, &outcome.touched).await?
+        }
+        None => Prepared::Delivered,
+    };
+    if prepared == Prepared::Unannounced {
+        if let Err(e) = tx.rollback().await {
+            tracing::debug!(error = %e, "rollback failed; the connection drops the transaction");
+        }
+        return Ok(None);
+    }
+    write::commit(tx).await?;
+    ctx.faults.after_commit();
+    invalidate::after_commit(&ctx.announcements, &ctx.metrics, client, prepared).await;
+    Ok(Some(outcome))
+}
+
+/// One batch transaction without the cache (benchmarks and tools): lock and
+/// read the stored state of the batch's movements, plan the decoded records
+/// against it, write the plan and the offset, commit.
 pub async fn apply_once(
     client: &mut Client,
     batch: &PartitionBatch<'_>,
     decoded: Vec<Decoded>,
 ) -> Result<BatchOutcome, StoreError> {
+    let (tx, outcome) = prepare(client, batch, decoded).await?;
+    write::commit(tx).await?;
+    Ok(outcome)
+}
+
+/// Everything of a batch transaction but its COMMIT.
+async fn prepare<'c>(
+    client: &'c mut Client,
+    batch: &PartitionBatch<'_>,
+    decoded: Vec<Decoded>,
+) -> Result<(Transaction<'c>, BatchOutcome), StoreError> {
     debug_assert_eq!(decoded.len(), batch.records.len());
     let movement_ids = plan::movement_ids(&decoded);
     let (tx, stored) = write::begin(client, &movement_ids).await?;
     let plan = plan::plan(decoded, &stored);
-    write::write(tx, batch, &plan).await
+    let outcome = write::write(&tx, batch, &plan).await?;
+    Ok((tx, outcome))
 }
 
 /// The plain figures the metrics record for one committed batch.
@@ -152,8 +211,9 @@ fn figures(partition: i32, outcome: &BatchOutcome, took: Duration) -> BatchFigur
     }
 }
 
-/// Everything that follows a commit: logs, status, cache invalidation.
-async fn after_commit(ctx: &ConsumerContext, status: &PartitionStatus, outcome: &BatchOutcome) {
+/// Everything that follows a commit: logs and status (the cache keys were
+/// invalidated, or queued in the outbox, before it).
+fn after_commit(status: &PartitionStatus, outcome: &BatchOutcome) {
     let partition = status.partition;
     for (offset, reason, detail) in &outcome.rejections {
         tracing::info!(partition, offset, reason = reason.as_str(), detail = %detail, "rejected event");
@@ -168,8 +228,5 @@ async fn after_commit(ctx: &ConsumerContext, status: &PartitionStatus, outcome: 
         "committed batch"
     );
     status.committed_now(outcome.next_offset);
-    if let Some(cache) = &ctx.cache {
-        invalidate::after_commit(cache, &outcome.touched).await;
-    }
     status.set_invalidated(outcome.next_offset);
 }

@@ -1,15 +1,209 @@
-//! The last stage of a batch: after its commit, the cache keys of every row
-//! it changed get a tombstone with the row's new version, in one pipeline, so
-//! that no reader can serve (or put back) an answer older than the commit.
+//! The cache side of a batch transaction, run after its writes and before its
+//! COMMIT: every row the batch changed gets a tombstone with its new version.
+//! When Redis does not acknowledge them, they are written to the cache outbox
+//! in the same transaction instead ([`crate::store::outbox`]), and the batch
+//! commits only while it holds an *announcement*: an outbox row this instance
+//! committed at least `outbox.permit_ms` earlier and that has existed ever
+//! since, so that every instance has stopped reading the cache before the
+//! batch becomes visible (the argument is in docs/SPEC.md, section 8).
 
-use crate::{
-    cache::{self, Cache},
-    store::apply::Touched,
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
 };
 
-/// Tombstones the keys of the rows a committed batch touched.
-pub async fn after_commit(cache: &Cache, touched: &Touched) {
-    cache.invalidate(stale_keys(touched)).await;
+use deadpool_postgres::Transaction;
+
+use crate::{
+    app::metrics::Metrics,
+    cache::{self, Cache},
+    store::{Client, Store, StoreError, apply::Touched, outbox},
+};
+
+/// Own outbox rows remembered as announcements; enough for one outage.
+const REMEMBERED: usize = 8;
+
+/// The outbox rows this instance committed, each with the instant since which
+/// the outbox has been non-empty without a break as long as the row exists.
+#[derive(Debug)]
+pub struct Announcements {
+    /// How long an announcement must have existed before a batch relies on
+    /// it: `outbox.permit_ms`, the longest a reader's permit lasts.
+    permit: Duration,
+    rows: Mutex<Vec<Announced>>,
+    /// One announcement at a time, shared by every partition of this instance.
+    announcing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Announced {
+    id: i64,
+    since: Instant,
+    /// A batch row (with keys); otherwise an announcement of its own.
+    keyed: bool,
+}
+
+/// What [`before_commit`] did in the batch transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prepared {
+    /// Redis acknowledged every tombstone (or the batch changed no row).
+    Delivered,
+    /// The tombstones went to outbox row `row`; the transaction holds an
+    /// announcement made at `since`.
+    Queued { row: i64, since: Instant },
+    /// Redis did not acknowledge and no announcement is old enough: roll
+    /// back, [`announce`], and apply the batch again.
+    Unannounced,
+}
+
+impl Announcements {
+    pub fn new(permit: Duration) -> Self {
+        Self {
+            permit,
+            rows: Mutex::new(Vec::new()),
+            announcing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn rows(&self) -> MutexGuard<'_, Vec<Announced>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rows old enough to rely on, newest first.
+    fn ready(&self) -> Vec<Announced> {
+        let mut ready: Vec<Announced> = self
+            .rows()
+            .iter()
+            .filter(|a| a.since.elapsed() >= self.permit)
+            .copied()
+            .collect();
+        ready.sort_by_key(|a| std::cmp::Reverse(a.id));
+        ready
+    }
+
+    fn forget(&self, ids: &[i64]) {
+        self.rows().retain(|a| !ids.contains(&a.id));
+    }
+
+    fn remember(&self, row: Announced) {
+        let mut rows = self.rows();
+        rows.push(row);
+        if rows.len() > REMEMBERED {
+            // The oldest batch row goes first: it is the next to be delivered.
+            let oldest = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.keyed)
+                .min_by_key(|(_, a)| a.id)
+                .map_or(0, |(i, _)| i);
+            rows.remove(oldest);
+        }
+    }
+
+    /// Forgets the announcements (rows without keys) a batch row announced
+    /// since `since` now stands in for, and returns their ids.
+    fn superseded(&self, since: Instant) -> Vec<i64> {
+        let mut rows = self.rows();
+        let ids = rows
+            .iter()
+            .filter(|a| !a.keyed && a.since >= since)
+            .map(|a| a.id)
+            .collect();
+        rows.retain(|a| a.keyed || a.since < since);
+        ids
+    }
+
+    /// How long until some remembered row is old enough; `None` when none is remembered.
+    fn wait(&self) -> Option<Duration> {
+        self.rows()
+            .iter()
+            .map(|a| self.permit.saturating_sub(a.since.elapsed()))
+            .min()
+    }
+}
+
+/// Tombstones the keys of the rows `touched` in Redis; when Redis does not
+/// acknowledge them, writes them to the outbox in `tx` and holds an
+/// announcement old enough to commit with.
+pub async fn before_commit(
+    cache: &Cache,
+    announcements: &Announcements,
+    tx: &Transaction<'_>,
+    touched: &Touched,
+) -> Result<Prepared, StoreError> {
+    let keys = stale_keys(touched);
+    if cache.tombstone(&keys).await {
+        return Ok(Prepared::Delivered);
+    }
+    let ready = announcements.ready();
+    if ready.is_empty() {
+        return Ok(Prepared::Unannounced);
+    }
+    let ids: Vec<i64> = ready.iter().map(|a| a.id).collect();
+    let held = outbox::hold(tx, &ids).await?;
+    // Newest first: the rows before the one held are gone (or being delivered).
+    let position = held.and_then(|h| ids.iter().position(|id| *id == h));
+    announcements.forget(&ids[..position.unwrap_or(ids.len())]);
+    let Some(position) = position else {
+        return Ok(Prepared::Unannounced);
+    };
+    let (keys, versions): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
+    let row = outbox::insert(tx, &keys, &versions).await?;
+    Ok(Prepared::Queued {
+        row,
+        since: ready[position].since,
+    })
+}
+
+/// After the COMMIT of a batch whose tombstones were queued: its row now
+/// announces from the same instant as the row it held, and the announcements
+/// it stands in for are deleted (a failure only leaves them to the outbox
+/// watch, which deletes old announcements).
+pub async fn after_commit(
+    announcements: &Announcements,
+    metrics: &Metrics,
+    client: &Client,
+    prepared: Prepared,
+) {
+    let Prepared::Queued { row, since } = prepared else {
+        return;
+    };
+    metrics.outbox_queued();
+    announcements.remember(Announced {
+        id: row,
+        since,
+        keyed: true,
+    });
+    let superseded = announcements.superseded(since);
+    if superseded.is_empty() {
+        return;
+    }
+    if let Err(e) = outbox::drop_announcements(client, &superseded).await {
+        tracing::debug!(error = %e, "announcements left to the outbox watch");
+    }
+}
+
+/// Commits an announcement and waits until it is old enough to rely on, or
+/// only waits when another partition of this instance announced already.
+pub async fn announce(announcements: &Announcements, store: &Store) -> Result<(), StoreError> {
+    let _one_at_a_time = announcements.announcing.lock().await;
+    if let Some(wait) = announcements.wait() {
+        tokio::time::sleep(wait).await;
+        return Ok(());
+    }
+    let id = outbox::announce(&store.client().await?).await?;
+    announcements.remember(Announced {
+        id,
+        since: Instant::now(),
+        keyed: false,
+    });
+    tracing::warn!(
+        permit = ?announcements.permit,
+        "Redis did not acknowledge a batch's cache invalidations; every instance stops \
+         reading the cache before the batch commits with them in the outbox"
+    );
+    tokio::time::sleep(announcements.permit).await;
+    Ok(())
 }
 
 /// The cache key and new version of each touched row.
@@ -42,5 +236,46 @@ mod tests {
             stale_keys(&touched),
             vec![(cache::movement_key(m), 4), (cache::stock_key(w, p), 9)]
         );
+    }
+
+    #[test]
+    fn only_rows_older_than_the_permit_announce_and_batch_rows_replace_announcements() {
+        let permit = Duration::from_millis(500);
+        let announcements = Announcements::new(permit);
+        assert_eq!(announcements.wait(), None, "nothing announced");
+        let old = Instant::now().checked_sub(permit * 2).unwrap();
+        let young = Instant::now();
+        let marker = |id, since| Announced {
+            id,
+            since,
+            keyed: false,
+        };
+        announcements.remember(marker(1, old));
+        announcements.remember(marker(2, young));
+        let ready: Vec<i64> = announcements.ready().iter().map(|a| a.id).collect();
+        assert_eq!(ready, vec![1], "the young one is not ready yet");
+        assert_eq!(announcements.wait(), Some(Duration::ZERO));
+
+        // A batch row that held announcement 1 stands in for both.
+        announcements.remember(Announced {
+            id: 3,
+            since: old,
+            keyed: true,
+        });
+        assert_eq!(announcements.superseded(old), vec![1, 2]);
+        let ready: Vec<i64> = announcements.ready().iter().map(|a| a.id).collect();
+        assert_eq!(ready, vec![3]);
+
+        for id in 4..20 {
+            announcements.remember(Announced {
+                id,
+                since: old,
+                keyed: true,
+            });
+        }
+        let ids: Vec<i64> = announcements.rows().iter().map(|a| a.id).collect();
+        assert_eq!(ids, (12..20).collect::<Vec<_>>(), "the newest are kept");
+        announcements.forget(&[19, 18]);
+        assert_eq!(announcements.ready()[0].id, 17);
     }
 }

@@ -1,12 +1,12 @@
 //! Ingestion, one pipeline per partition, in the order the data goes:
 //! [`fetch`] → [`batch`] → [`decode`] → plan ([`crate::domain::plan`]) →
-//! [`apply`] (one transaction per batch, [`crate::store::apply`]) →
-//! [`invalidate`]. [`partition`] runs and restarts each pipeline while this
-//! instance holds the partition (on its ownership session,
-//! [`crate::cluster::session`]), and [`status`] is what each one is doing.
-//! Offsets live in PostgreSQL (rskafka has no consumer groups). The topic's
-//! partition list is read again periodically, and new partitions get a
-//! pipeline without a restart.
+//! [`apply`] (one transaction per batch, [`crate::store::apply`]; the cache
+//! is invalidated before its COMMIT, [`invalidate`]). [`partition`] runs and
+//! restarts each pipeline while this instance holds the partition (on its
+//! ownership session, [`crate::cluster::session`]), and [`status`] is what
+//! each one is doing. Offsets live in PostgreSQL (rskafka has no consumer
+//! groups). The topic's partition list is read again periodically, and new
+//! partitions get a pipeline without a restart.
 
 pub mod apply;
 pub mod batch;
@@ -78,6 +78,8 @@ pub struct ConsumerContext {
     /// The topic's partitions as known here, and what each pipeline does.
     pub partitions: Partitions,
     pub cache: Option<Cache>,
+    /// This instance's announcements of undelivered cache invalidations.
+    pub announcements: invalidate::Announcements,
     pub metrics: Arc<Metrics>,
     /// Faults injected by tests (none in production).
     pub faults: Arc<Faults>,
@@ -94,20 +96,6 @@ pub async fn run(ctx: Arc<ConsumerContext>, shutdown: CancellationToken) {
     let keeper = tokio::spawn(keep_session(Arc::clone(&ctx), end_session.clone()));
     for status in partitions.snapshot() {
         tasks.spawn(partition::run(Arc::clone(&ctx), status, shutdown.clone()));
-    }
-    if let Some(cache) = ctx.cache.clone() {
-        // Delivers invalidations that failed while Redis was away, even when no
-        // new batch comes to carry them.
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => cache.retry_pending().await,
-                }
-            }
-        });
     }
     let mut refresh = tokio::time::interval(ctx.kafka_settings.metadata_refresh());
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

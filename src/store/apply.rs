@@ -1,13 +1,14 @@
 //! The batch transaction: everything one batch changes, and the offset that
 //! says it was consumed, commit together or not at all.
 //!
-//! Two calls, one transaction. [`begin`] locks the batch's movements
+//! Three calls, one transaction. [`begin`] locks the batch's movements
 //! (advisory locks, ascending) and reads what is stored for them. The caller
 //! plans with that state ([`crate::domain::plan::plan`]) and hands the plan to
 //! [`write`], which binary-COPYs the new events, upserts movements and stock
-//! deltas (one statement each), inserts the rejected records, moves the
-//! partition's offset with a compare-and-set on the value this consumer read,
-//! and commits.
+//! deltas (one statement each), inserts the rejected records and moves the
+//! partition's offset with a compare-and-set on the value this consumer read.
+//! The caller then invalidates the cache inside the same transaction
+//! ([`crate::ingest::invalidate`]) and calls [`commit`].
 
 use std::collections::BTreeMap;
 
@@ -104,18 +105,18 @@ pub async fn begin<'c>(
 }
 
 /// Writes `plan`, the judgement of `batch` against the state [`begin`] read,
-/// moves the offset and commits. On error nothing is written.
+/// and moves the offset, in `tx`, which stays open: nothing is visible before
+/// [`commit`], and on error (or a dropped transaction) nothing is written.
 pub async fn write(
-    tx: Transaction<'_>,
+    tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
     plan: &Plan,
 ) -> Result<BatchOutcome, StoreError> {
-    copy_events(&tx, batch, plan).await.at(Step::Copy)?;
-    let movements = upsert_movements(&tx, plan).await.at(Step::Movements)?;
-    let (stock, negative_stock) = upsert_stock(&tx, plan).await.at(Step::Stock)?;
-    insert_rejected(&tx, batch, plan).await.at(Step::Rejects)?;
-    commit_offset(&tx, batch).await?;
-    tx.commit().await.at(Step::Transaction)?;
+    copy_events(tx, batch, plan).await.at(Step::Copy)?;
+    let movements = upsert_movements(tx, plan).await.at(Step::Movements)?;
+    let (stock, negative_stock) = upsert_stock(tx, plan).await.at(Step::Stock)?;
+    insert_rejected(tx, batch, plan).await.at(Step::Rejects)?;
+    commit_offset(tx, batch).await?;
 
     Ok(BatchOutcome {
         consumed: batch.records.len(),
@@ -132,6 +133,12 @@ pub async fn write(
         negative_stock,
         touched: Touched { movements, stock },
     })
+}
+
+/// Commits the batch transaction. An error leaves its outcome unknown: the
+/// pipeline restarts from the offset stored in PostgreSQL either way.
+pub async fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
+    tx.commit().await.at(Step::Transaction)
 }
 
 /// The advisory-lock key of a movement: 32 bits of its id. Two movements sharing

@@ -8,6 +8,7 @@ pub mod leases;
 pub mod members;
 pub mod migrate;
 pub mod offsets;
+pub mod outbox;
 pub mod read;
 pub mod session;
 pub mod tls;
@@ -54,12 +55,14 @@ pub enum Step {
     Rejects,
     /// The offset compare-and-set.
     Offset,
+    /// The cache outbox (in the batch transaction, or on its own).
+    Outbox,
     /// Any statement outside the batch transaction.
     Query,
 }
 
 impl Step {
-    pub const BATCH: [Step; 9] = [
+    pub const BATCH: [Step; 10] = [
         Step::Connect,
         Step::Transaction,
         Step::Lock,
@@ -69,6 +72,7 @@ impl Step {
         Step::Stock,
         Step::Rejects,
         Step::Offset,
+        Step::Outbox,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +86,7 @@ impl Step {
             Step::Stock => "stock",
             Step::Rejects => "rejects",
             Step::Offset => "offset",
+            Step::Outbox => "outbox",
             Step::Query => "query",
         }
     }
@@ -118,6 +123,11 @@ pub enum StoreError {
         partition: i32,
         expected: Option<i64>,
     },
+    #[error(
+        "the batch's cache invalidations were not acknowledged by Redis and no announcement \
+         of them could be held (cache outbox)"
+    )]
+    Unannounced,
 }
 
 impl StoreError {
@@ -139,6 +149,7 @@ impl StoreError {
             | StoreError::Build(_)
             | StoreError::Pool(_) => Step::Connect,
             StoreError::OffsetConflict { .. } => Step::Offset,
+            StoreError::Unannounced => Step::Outbox,
         }
     }
 }
@@ -211,8 +222,9 @@ const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sq
 const DROP_DATABASE: &str = include_str!("../../sql/queries/drop_database.sql");
 
 /// The database: owns the connection pools, and every statement goes through
-/// it. Two pools, so that API reads and batch transactions never queue behind
-/// one another, and the ownership session on a connection of its own.
+/// it. Three pools, so that API reads, batch transactions and the cache
+/// outbox watch never queue behind one another, and the ownership session on
+/// a connection of its own.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// Batch transactions, offsets, migrations, verify.
@@ -224,6 +236,9 @@ pub struct Store {
     sessions: Pool,
     /// Ownership sessions open now (0 or 1), for the pool gauges.
     open_sessions: Arc<AtomicUsize>,
+    /// The cache outbox poll ([`crate::outbox`]): one connection, so that a
+    /// read storm cannot delay it past the cache permit.
+    outbox: Pool,
 }
 
 impl Store {
@@ -243,7 +258,8 @@ impl Store {
         Ok(Self {
             batches: pool(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
             reads: pool(reads, settings.api_pool_size, wait)?,
-            sessions: pool(pg, 1, Duration::from_secs(5))?,
+            sessions: pool(pg.clone(), 1, Duration::from_secs(5))?,
+            outbox: pool(pg, 1, Duration::from_secs(1))?,
             open_sessions: Arc::default(),
         })
     }
@@ -266,13 +282,17 @@ impl Store {
     /// ownership session counts as a pool of its own (`ownership`, 1 in use
     /// while it is open).
     pub fn connections(&self) -> Vec<(&'static str, usize, usize)> {
-        let mut pools: Vec<_> = [("batches", &self.batches), ("reads", &self.reads)]
-            .into_iter()
-            .map(|(name, pool)| {
-                let status = pool.status();
-                (name, status.size, status.available)
-            })
-            .collect();
+        let mut pools: Vec<_> = [
+            ("batches", &self.batches),
+            ("reads", &self.reads),
+            ("outbox", &self.outbox),
+        ]
+        .into_iter()
+        .map(|(name, pool)| {
+            let status = pool.status();
+            (name, status.size, status.available)
+        })
+        .collect();
         let open = self
             .open_sessions
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -285,6 +305,7 @@ impl Store {
         self.batches.close();
         self.reads.close();
         self.sessions.close();
+        self.outbox.close();
     }
 
     /// True when the server answers (on the read pool, as the API would).
@@ -318,6 +339,11 @@ impl Store {
     ) -> Result<Option<session::Session>, StoreError> {
         let client = deadpool_postgres::Object::take(self.sessions.get().await?);
         session::Session::start(client, &self.open_sessions, topic, instance, silence).await
+    }
+
+    /// Rows in the cache outbox (on the outbox watch's own connection).
+    pub async fn outbox_rows(&self) -> Result<i64, StoreError> {
+        outbox::count(&self.outbox.get().await?).await
     }
 
     /// One stored movement, `None` when unknown.

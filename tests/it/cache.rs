@@ -115,13 +115,18 @@ async fn no_read_after_an_invalidation_returns_an_older_value() {
 }
 
 /// A Redis server of the test's own, on a free port.
-struct OwnRedis {
-    port: u16,
+pub(crate) struct OwnRedis {
+    pub(crate) port: u16,
     child: Option<Child>,
 }
 
 impl OwnRedis {
-    async fn start(port: u16) -> Self {
+    pub(crate) async fn start(port: u16) -> Self {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Starts with more options, which override the defaults (no persistence).
+    pub(crate) async fn start_with(port: u16, options: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -133,6 +138,7 @@ impl OwnRedis {
                 "--appendonly",
                 "no",
             ])
+            .args(options)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server runs");
@@ -150,7 +156,11 @@ impl OwnRedis {
         redis
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
         assert!(
             Command::new("kill")
@@ -161,7 +171,7 @@ impl OwnRedis {
         );
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -182,7 +192,7 @@ impl Drop for OwnRedis {
 async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resumes() {
     let mut redis = OwnRedis::start(free_port()).await;
     let mut settings = test_settings(1);
-    settings.redis.url = format!("redis://127.0.0.1:{}", redis.port);
+    settings.redis.url = redis.url();
     let app = TestApp::spawn_with(settings).await;
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
     let quantity = |body: serde_json::Value| body["quantity"].as_i64().unwrap();
@@ -201,6 +211,10 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 5).bytes()])
         .await;
     app.wait_invalidated().await;
+    assert!(
+        app.count("cache_outbox").await >= 1,
+        "the unacknowledged invalidation waits in the outbox"
+    );
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 15);
     let (status, _) = app.get_json("/health/ready").await;
     assert_eq!(status, 200, "Redis does not decide readiness");
@@ -216,6 +230,11 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     assert!(
         cache_hits(&app).await > hits_before,
         "caching resumed after the pause"
+    );
+    assert_eq!(
+        app.count("cache_outbox").await,
+        0,
+        "the outbox is delivered"
     );
 
     // Killed outright, then restarted empty on the same port.
@@ -247,12 +266,14 @@ async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
     let settings = test_settings(1);
     let metrics = Arc::new(Metrics::new().unwrap());
     let cache = Cache::start(&settings.redis, metrics).await.unwrap();
+    // No outbox watch here: the permit is granted by hand.
+    cache.permit_until(std::time::Instant::now() + Duration::from_secs(60));
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
     let key = warehouse_monitor::cache::stock_key(w, p);
 
     // Reader A reads version 1 ("old") from PostgreSQL and is slow to cache it.
-    // Meanwhile a batch commits version 2 and invalidates the key.
-    cache.invalidate(vec![(key.clone(), 2)]).await;
+    // Meanwhile a batch writes version 2 and tombstones the key before its COMMIT.
+    assert!(cache.tombstone(&[(key.clone(), 2)]).await, "acknowledged");
     // A's late write of version 1 must not land.
     // Cached values are JSON; `get` parses them.
     let (old, new) = ("\"old\"", "\"new\"");
@@ -268,12 +289,18 @@ async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
     assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
     // A repeated tombstone of the same version does not hide the fresh value;
     // a newer one does.
-    cache.invalidate(vec![(key.clone(), 2)]).await;
+    assert!(cache.tombstone(&[(key.clone(), 2)]).await);
     assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
-    cache.invalidate(vec![(key.clone(), 3)]).await;
+    assert!(cache.tombstone(&[(key.clone(), 3)]).await);
     assert_eq!(cache.get::<String>(&key).await, None);
     // An entry that does not parse is never served as a hit.
     cache.put(&key, 4, "not json").await;
     assert_eq!(cache.get::<String>(&key).await, None);
+    // Without a permit the cache is not read at all, though the entry is there.
+    cache.put(&key, 5, new).await;
+    cache.withdraw(1);
+    assert_eq!(cache.get::<String>(&key).await, None);
+    let entry = cache.peek(&key).await.expect("the entry stays in Redis");
+    assert_eq!((entry.version, entry.payload.as_deref()), (5, Some(new)));
     cache.quit().await;
 }

@@ -404,6 +404,15 @@ impl Ev {
 /// Starts the real binary (`serve`) as a separate process on `settings`'
 /// database and topic, so that a test can SIGKILL it.
 pub(crate) fn start_service(settings: &Settings) -> std::process::Child {
+    start_service_with(settings, &[])
+}
+
+/// [`start_service`] with more environment variables (`WM_...`), which
+/// override the ones it sets.
+pub(crate) fn start_service_with(
+    settings: &Settings,
+    env: &[(&str, String)],
+) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
         .args([
             "--config-dir",
@@ -424,6 +433,7 @@ pub(crate) fn start_service(settings: &Settings) -> std::process::Child {
         )
         .env("WM_HTTP__ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("service starts")

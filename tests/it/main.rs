@@ -24,6 +24,7 @@ mod limits;
 mod monitoring;
 mod offsets;
 mod outage;
+mod outbox;
 mod partitions;
 mod quarantine;
 mod rejects;
