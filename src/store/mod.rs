@@ -216,6 +216,12 @@ fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
     }
 }
 
+/// Server-side keepalives of batch connections: a silent client is probed
+/// after 2 s, every second, and dropped after 3 unanswered probes (about 5 s,
+/// the default `consumer.lease_ttl_ms`), which rolls its transaction back.
+pub const BATCH_KEEPALIVES: &str =
+    "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3";
+
 const PING: &str = include_str!("../../sql/queries/ping.sql");
 const DATABASE_EXISTS: &str = include_str!("../../sql/queries/database_exists.sql");
 const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sql");
@@ -250,13 +256,19 @@ impl Store {
         pg.keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5));
+        // Batch connections also ask the server to probe them: a batch in
+        // flight on an instance cut off by the network would otherwise keep its
+        // locks (offset row, movements) for the server's default keepalive
+        // time, two hours, and its successor would wait on them that long.
+        let mut batches = pg.clone();
+        batches.options(BATCH_KEEPALIVES);
         let mut reads = pg.clone();
         let timeout = settings.read_statement_timeout_ms;
         reads.options(format!("-c statement_timeout={timeout}"));
         let wait = Duration::from_millis(timeout);
         let pool = |pg, size, wait| pool_from_config(pg, tls.clone(), size, wait);
         Ok(Self {
-            batches: pool(pg.clone(), settings.pool_size, Duration::from_secs(10))?,
+            batches: pool(batches, settings.pool_size, Duration::from_secs(10))?,
             reads: pool(reads, settings.api_pool_size, wait)?,
             sessions: pool(pg.clone(), 1, Duration::from_secs(5))?,
             outbox: pool(pg, 1, Duration::from_secs(1))?,

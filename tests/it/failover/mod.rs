@@ -444,3 +444,33 @@ async fn two_holders_of_one_partition_never_both_commit_the_same_offsets() {
         .await
         .unwrap();
 }
+
+/// A batch in flight on a cut-off instance must not hold its locks for the
+/// server's default keepalive time (two hours): batch connections ask the
+/// server to drop them after about 5 s of silence, and the server applies it.
+#[tokio::test]
+async fn batch_connections_are_dropped_by_the_server_when_silent() {
+    let app = TestApp::spawn(1).await;
+    let store = warehouse_monitor::store::Store::new(&app.settings.postgres).unwrap();
+    let client = store.client().await.unwrap();
+    let mut seen = BTreeMap::new();
+    for setting in [
+        "tcp_keepalives_idle",
+        "tcp_keepalives_interval",
+        "tcp_keepalives_count",
+    ] {
+        let row = client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .unwrap();
+        seen.insert(setting, row.get::<_, String>(0));
+    }
+    let secs = |s: &str| seen[s].trim_end_matches('s').parse::<u64>().unwrap();
+    let worst = secs("tcp_keepalives_idle")
+        + secs("tcp_keepalives_interval") * secs("tcp_keepalives_count");
+    println!("batch connection keepalives: {seen:?}, dropped after about {worst} s of silence");
+    // 0 means the kernel's defaults: probes after two hours.
+    assert!(seen.keys().all(|s| secs(s) > 0) && worst <= 10, "{seen:?}");
+    drop(client);
+    app.stop().await;
+}
