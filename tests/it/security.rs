@@ -3,10 +3,7 @@
 //! certificates generated here; and passwords never shown, in the logs, in
 //! `/health/ready`, in errors or in `warehouse-monitor config`.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::process::Command;
 
 use uuid::Uuid;
 use warehouse_monitor::{
@@ -19,7 +16,8 @@ use warehouse_monitor::{
 };
 
 use crate::{
-    helpers::{Ev, Patience, TestApp, eventually, free_port, test_settings},
+    cache::OwnRedis,
+    helpers::{Ev, TestApp, free_port, test_settings},
     monitoring::scrape,
     outage::OwnPostgres,
     pki::Pki,
@@ -159,40 +157,37 @@ async fn each_sslmode_accepts_and_refuses_as_libpq_does() {
 /// A Redis server of the test's own that accepts only TLS, with a password.
 struct TlsRedis {
     port: u16,
-    child: Child,
+    _server: OwnRedis,
 }
 
 impl TlsRedis {
     async fn start(pki: &Pki, password: &str) -> Self {
         let port = free_port();
         let file = |name: &str| pki.dir.join(name).display().to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--tls-port", &port.to_string()])
-            .args(["--tls-cert-file", &file("server.crt")])
-            .args(["--tls-key-file", &file("server.key")])
-            .args(["--tls-ca-cert-file", &file("ca.pem")])
-            .args(["--tls-auth-clients", "no", "--requirepass", password])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let patience = Patience::secs(5).every(Duration::from_millis(20));
-        eventually(patience, || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .map_err(|e| format!("TLS redis listens on {port}: {e}"))
-        })
-        .await;
-        Self { port, child }
+        let tls_port = port.to_string();
+        let (cert, key, ca) = (file("server.crt"), file("server.key"), file("ca.pem"));
+        let options = [
+            "--port",
+            "0",
+            "--tls-port",
+            tls_port.as_str(),
+            "--tls-cert-file",
+            cert.as_str(),
+            "--tls-key-file",
+            key.as_str(),
+            "--tls-ca-cert-file",
+            ca.as_str(),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ];
+        // Waits until the TLS port accepts connections.
+        let server = OwnRedis::start_with(port, &options).await;
+        Self {
+            port,
+            _server: server,
+        }
     }
 
     /// `GET key`, asked with redis-cli over TLS.
@@ -211,13 +206,6 @@ impl TlsRedis {
             .unwrap();
         assert!(output.status.success(), "{output:?}");
         String::from_utf8(output.stdout).unwrap()
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
