@@ -244,6 +244,22 @@ impl Cache {
     /// a miss, a tombstone, an error, or an entry that does not parse (counted
     /// as an error and logged, never as a hit).
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let payload = self.payload(key).await?;
+        self.judge(key, serde_json::from_str(&payload))
+    }
+
+    /// Looks `key` up and returns its value as the JSON text it is, once it
+    /// is known to be JSON (what does not parse counts as an error, as in
+    /// [`Cache::get`]): the API serves it without building the model again.
+    pub async fn get_json(&self, key: &str) -> Option<String> {
+        let payload = self.payload(key).await?;
+        let parsed = serde_json::from_str::<serde::de::IgnoredAny>(&payload);
+        self.judge(key, parsed).map(|_| payload)
+    }
+
+    /// The payload stored under `key`, if the cache may be used and holds a
+    /// value there (misses, tombstones, bypasses and errors are counted).
+    async fn payload(&self, key: &str) -> Option<String> {
         if !self.usable() {
             self.metrics.cache_bypassed();
             return None;
@@ -269,7 +285,12 @@ impl Cache {
             self.metrics.cache(CacheResult::Miss); // a tombstone, or no version
             return None;
         };
-        match serde_json::from_str(&payload) {
+        Some(payload)
+    }
+
+    /// Counts a parsed payload as a hit, one that does not parse as an error.
+    fn judge<T>(&self, key: &str, parsed: Result<T, serde_json::Error>) -> Option<T> {
+        match parsed {
             Ok(value) => {
                 self.metrics.cache(CacheResult::Hit);
                 Some(value)

@@ -3,6 +3,7 @@
 //! docs/SPEC.md section 5, including poem's own path and routing errors.
 
 pub mod health;
+pub mod json;
 pub mod model;
 pub mod queries;
 

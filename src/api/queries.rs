@@ -1,6 +1,7 @@
 //! The two queries of docs/SPEC.md section 5, read through the cache: a hit answers
-//! from Redis; a miss reads PostgreSQL and offers the answer back to the cache
-//! with its row version (refused if a newer version is already there).
+//! from Redis, with the cached JSON text as it is; a miss reads PostgreSQL,
+//! serializes the answer once, and offers that text back to the cache with
+//! its row version (refused if a newer version is already there).
 
 use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, Tags, param::Path, payload::Json};
@@ -9,6 +10,7 @@ use uuid::Uuid;
 
 use super::{
     State,
+    json::JsonText,
     model::{ErrorBody, Movement, Stock},
 };
 use crate::{cache, store::StoreError};
@@ -28,7 +30,7 @@ pub struct QueryApi;
 pub enum MovementResponse {
     /// The movement as recorded so far.
     #[oai(status = 200)]
-    Ok(Json<Movement>),
+    Ok(JsonText<Movement>),
     /// `invalid_id`: the path segment is not a UUID.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -45,7 +47,7 @@ pub enum MovementResponse {
 pub enum StockResponse {
     /// The stock (0 for a pair never seen).
     #[oai(status = 200)]
-    Ok(Json<Stock>),
+    Ok(JsonText<Stock>),
     /// `invalid_id`: a path segment is not a UUID.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -75,31 +77,30 @@ impl QueryApi {
         Data(state): Data<&State>,
         /// The movement id (UUID).
         movement_id: Path<Uuid>,
-    ) -> MovementResponse {
+    ) -> poem::Result<MovementResponse> {
         let id = movement_id.0;
         let key = cache::movement_key(id);
         // A cached `null` is a movement known to be absent (docs/SPEC.md
         // section 8): a 404 answered without PostgreSQL.
-        match state.cache.get::<Option<Movement>>(&key).await {
-            Some(Some(hit)) => return MovementResponse::Ok(Json(hit)),
-            Some(None) => return not_found(id),
+        match state.cache.get_json(&key).await {
+            Some(hit) if hit == "null" => return Ok(not_found(id)),
+            Some(hit) => return Ok(MovementResponse::Ok(JsonText::trusted(hit))),
             None => {}
         }
         let stored = state.store.movement(id).await;
-        match stored {
+        Ok(match stored {
             Ok(Some(stored)) => {
-                let movement = Movement::from(&stored);
-                offer(state, &key, stored.version, &movement).await;
-                MovementResponse::Ok(Json(movement))
+                let movement = offer(state, &key, stored.version, &Movement::from(&stored)).await?;
+                MovementResponse::Ok(movement)
             }
             Ok(None) => {
                 // Version 0: the first event of this movement writes a
                 // tombstone with version 1 or more, which replaces it.
-                offer(state, &key, 0, &None::<Movement>).await;
+                offer(state, &key, 0, &None::<Movement>).await?;
                 not_found(id)
             }
             Err(e) => MovementResponse::Unavailable(unavailable(&e)),
-        }
+        })
     }
 
     /// Current stock of one product in one warehouse.
@@ -115,25 +116,24 @@ impl QueryApi {
         warehouse_id: Path<Uuid>,
         /// The product id (UUID).
         product_id: Path<Uuid>,
-    ) -> StockResponse {
+    ) -> poem::Result<StockResponse> {
         let (warehouse_id, product_id) = (warehouse_id.0, product_id.0);
         let key = cache::stock_key(warehouse_id, product_id);
-        if let Some(hit) = state.cache.get::<Stock>(&key).await {
-            return StockResponse::Ok(Json(hit));
+        if let Some(hit) = state.cache.get_json(&key).await {
+            return Ok(StockResponse::Ok(JsonText::trusted(hit)));
         }
         let stored = state.store.stock(warehouse_id, product_id).await;
-        match stored {
+        Ok(match stored {
             Ok((quantity, version)) => {
                 let stock = Stock {
                     warehouse_id,
                     product_id,
                     quantity: quantity.max(0),
                 };
-                offer(state, &key, version, &stock).await;
-                StockResponse::Ok(Json(stock))
+                StockResponse::Ok(offer(state, &key, version, &stock).await?)
             }
             Err(e) => StockResponse::Unavailable(unavailable(&e)),
-        }
+        })
     }
 }
 
@@ -144,8 +144,15 @@ fn not_found(id: Uuid) -> MovementResponse {
     )))
 }
 
-async fn offer<T: Serialize>(state: &State, key: &str, version: i64, value: &T) {
-    if let Ok(payload) = serde_json::to_string(value) {
-        state.cache.put(key, version, &payload).await;
-    }
+/// Serializes `value` once, offers the text to the cache and returns it for
+/// the answer. A value that cannot be serialized is an internal error (500).
+async fn offer<T: Serialize>(
+    state: &State,
+    key: &str,
+    version: i64,
+    value: &T,
+) -> poem::Result<JsonText<T>> {
+    let json = JsonText::encode(value).map_err(poem::error::InternalServerError)?;
+    state.cache.put(key, version, json.as_str()).await;
+    Ok(json)
 }

@@ -91,6 +91,25 @@ async fn movement_statuses_sides_times_and_totals() {
         })
     );
 
+    // Read again, the answer comes from the cache as stored text: the same
+    // JSON, with the same content type.
+    let response = app
+        .http
+        .get(app.url(&movement_path(delivered)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    let again: Value = response.json().await.unwrap();
+    assert_eq!(again, body, "a cached answer is the answer");
+    let (_, stock_first) = app.get_json(&stock_path(receiver, p2)).await;
+    let (_, stock_again) = app.get_json(&stock_path(receiver, p2)).await;
+    assert_eq!(stock_first, stock_again);
+    assert_eq!(stock_again["quantity"], 50);
+
     let (status, body) = app.get_json(&movement_path(arrived_only)).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "arrived_without_departure");
