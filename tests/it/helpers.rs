@@ -233,7 +233,9 @@ pub(crate) async fn wait_consumed(pool: &Pool, topic: &str, producer: &Producer)
 /// Waits until the stored offset of each partition reaches `target` (90 s at most).
 pub(crate) async fn wait_committed(pool: &Pool, topic: &str, target: &HashMap<i32, i64>) {
     eventually(90, || async {
-        let committed = committed_offsets(pool, topic).await;
+        // A read that fails (e.g. 53200 while a batch fills a small lock
+        // table, tests/it/outage.rs) is only tried again.
+        let committed = read_committed_offsets(pool, topic).await?;
         let caught_up = target
             .iter()
             .all(|(p, end)| committed.get(p).copied().unwrap_or(0) >= *end);
@@ -245,17 +247,20 @@ pub(crate) async fn wait_committed(pool: &Pool, topic: &str, target: &HashMap<i3
 }
 
 pub(crate) async fn committed_offsets(pool: &Pool, topic: &str) -> HashMap<i32, i64> {
-    let client = pool.get().await.unwrap();
-    client
+    read_committed_offsets(pool, topic).await.unwrap()
+}
+
+/// The stored offsets, or why they could not be read.
+async fn read_committed_offsets(pool: &Pool, topic: &str) -> Result<HashMap<i32, i64>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let rows = client
         .query(
             "SELECT partition, next_offset FROM consumer_offsets WHERE topic = $1",
             &[&topic],
         )
         .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+        .map_err(|e| format!("reading the stored offsets: {e}"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Produces to the test's topic and remembers how far each partition goes.
