@@ -176,7 +176,14 @@ impl Cache {
             c.max_command_attempts = 1;
         })
         .with_performance_config(|p| p.default_command_timeout = timeout)
-        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        // The first connection is made after the policy's first delay:
+        // 10 ms, not 500 (it cost every start 0.5 s), then doubling up to
+        // 500 ms between attempts while Redis is away.
+        .set_policy({
+            let mut policy = ReconnectPolicy::new_exponential(0, 10, 500, 2);
+            policy.set_jitter(10);
+            policy
+        })
         .build()
         .map_err(CacheError::Start)?;
         let _connection_task = client.connect();

@@ -85,6 +85,10 @@ pub async fn run(
     }
 }
 
+/// How often a partition looks again while this instance has no ownership
+/// session yet (at start-up, or while it reconnects).
+const NO_SESSION_RECHECK: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Waits until this instance holds the partition, trying every
 /// `consumer.takeover_poll_ms` and only within its fair share. Returns the
 /// hold and a token that is cancelled on shutdown, hand-back or loss of the
@@ -123,8 +127,16 @@ async fn acquire(
                     waiting_logged = true;
                 }
             }
-            // The session keeper says why it has none; this partition just waits.
-            Err(OwnershipError::NoSession) => {}
+            // The session keeper says why it has none; this partition just
+            // waits, looking often (an in-memory check), so that it is taken
+            // as soon as the session opens rather than a poll later.
+            Err(OwnershipError::NoSession) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(NO_SESSION_RECHECK.min(ctx.timing.poll)) => {}
+                }
+                continue;
+            }
             Err(e) if !failing_logged => {
                 tracing::warn!(partition, error = %e, "cannot take the partition");
                 failing_logged = true;
