@@ -36,8 +36,6 @@ use fred::{
 };
 use uuid::Uuid;
 
-use serde::de::DeserializeOwned;
-
 use crate::{
     app::{
         config::RedisSettings,
@@ -247,21 +245,24 @@ impl Cache {
         }
     }
 
-    /// Looks `key` up and parses its value. `None` means "ask PostgreSQL":
-    /// a miss, a tombstone, an error, or an entry that does not parse (counted
-    /// as an error and logged, never as a hit).
-    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let payload = self.payload(key).await?;
-        self.judge(key, serde_json::from_str(&payload))
-    }
-
     /// Looks `key` up and returns its value as the JSON text it is, once it
-    /// is known to be JSON (what does not parse counts as an error, as in
-    /// [`Cache::get`]): the API serves it without building the model again.
+    /// is known to be JSON: the API serves it without building the model
+    /// again. `None` means "ask PostgreSQL": a miss, a tombstone, an error, or
+    /// an entry that does not parse (counted as an error and logged, never as
+    /// a hit).
     pub async fn get_json(&self, key: &str) -> Option<String> {
         let payload = self.payload(key).await?;
-        let parsed = serde_json::from_str::<serde::de::IgnoredAny>(&payload);
-        self.judge(key, parsed).map(|_| payload)
+        match serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
+            Ok(_) => {
+                self.metrics.cache(CacheResult::Hit);
+                Some(payload)
+            }
+            Err(e) => {
+                self.metrics.cache(CacheResult::Error);
+                tracing::warn!(key, error = %e, "cached entry does not parse; answering from PostgreSQL");
+                None
+            }
+        }
     }
 
     /// The payload stored under `key`, if the cache may be used and holds a
@@ -293,21 +294,6 @@ impl Cache {
             return None;
         };
         Some(payload)
-    }
-
-    /// Counts a parsed payload as a hit, one that does not parse as an error.
-    fn judge<T>(&self, key: &str, parsed: Result<T, serde_json::Error>) -> Option<T> {
-        match parsed {
-            Ok(value) => {
-                self.metrics.cache(CacheResult::Hit);
-                Some(value)
-            }
-            Err(e) => {
-                self.metrics.cache(CacheResult::Error);
-                tracing::warn!(key, error = %e, "cached entry does not parse; answering from PostgreSQL");
-                None
-            }
-        }
     }
 
     /// Stores `payload` read at `version`, unless something newer is there.

@@ -275,31 +275,31 @@ async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
     // Meanwhile a batch writes version 2 and tombstones the key before its COMMIT.
     assert!(cache.tombstone(&[(key.clone(), 2)]).await, "acknowledged");
     // A's late write of version 1 must not land.
-    // Cached values are JSON; `get` parses them.
+    // Cached values are JSON text; `get_json` checks that they parse.
     let (old, new) = ("\"old\"", "\"new\"");
     cache.put(&key, 1, old).await;
     assert_eq!(
-        cache.get::<String>(&key).await,
+        cache.get_json(&key).await,
         None,
         "tombstone v2 refuses the v1 value"
     );
     // Reader B reads version 2 and caches it; a late v1 still cannot replace it.
     cache.put(&key, 2, new).await;
     cache.put(&key, 1, old).await;
-    assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
+    assert_eq!(cache.get_json(&key).await.as_deref(), Some(new));
     // A repeated tombstone of the same version does not hide the fresh value;
     // a newer one does.
     assert!(cache.tombstone(&[(key.clone(), 2)]).await);
-    assert_eq!(cache.get::<String>(&key).await.as_deref(), Some("new"));
+    assert_eq!(cache.get_json(&key).await.as_deref(), Some(new));
     assert!(cache.tombstone(&[(key.clone(), 3)]).await);
-    assert_eq!(cache.get::<String>(&key).await, None);
+    assert_eq!(cache.get_json(&key).await, None);
     // An entry that does not parse is never served as a hit.
     cache.put(&key, 4, "not json").await;
-    assert_eq!(cache.get::<String>(&key).await, None);
+    assert_eq!(cache.get_json(&key).await, None);
     // Without a permit the cache is not read at all, though the entry is there.
     cache.put(&key, 5, new).await;
     cache.withdraw(1);
-    assert_eq!(cache.get::<String>(&key).await, None);
+    assert_eq!(cache.get_json(&key).await, None);
     let entry = cache.peek(&key).await.expect("the entry stays in Redis");
     assert_eq!((entry.version, entry.payload.as_deref()), (5, Some(new)));
     cache.quit().await;
