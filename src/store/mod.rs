@@ -219,7 +219,7 @@ fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
 /// Server-side keepalives of batch connections: a silent client is probed
 /// after 2 s, every second, and dropped after 3 unanswered probes (about 5 s,
 /// the default `consumer.lease_ttl_ms`), which rolls its transaction back.
-pub const BATCH_KEEPALIVES: &str =
+const BATCH_KEEPALIVES: &str =
     "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3";
 
 const PING: &str = include_str!("../../sql/queries/ping.sql");
