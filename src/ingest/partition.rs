@@ -108,6 +108,7 @@ async fn acquire(
         } else {
             Ok(None) // at our fair share: leave it to another instance
         };
+        let mut next_try = ctx.timing.poll;
         match attempt {
             Ok(Some(held)) => {
                 status.set_owned(true);
@@ -130,13 +131,7 @@ async fn acquire(
             // The session keeper says why it has none; this partition just
             // waits, looking often (an in-memory check), so that it is taken
             // as soon as the session opens rather than a poll later.
-            Err(OwnershipError::NoSession) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(NO_SESSION_RECHECK.min(ctx.timing.poll)) => {}
-                }
-                continue;
-            }
+            Err(OwnershipError::NoSession) => next_try = next_try.min(NO_SESSION_RECHECK),
             Err(e) if !failing_logged => {
                 tracing::warn!(partition, error = %e, "cannot take the partition");
                 failing_logged = true;
@@ -145,7 +140,7 @@ async fn acquire(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(ctx.timing.poll) => {}
+            _ = tokio::time::sleep(next_try) => {}
         }
     }
 }
