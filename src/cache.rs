@@ -273,7 +273,7 @@ impl Cache {
             return None;
         }
         let result: Result<Option<String>, _> = self.client.get(key).await;
-        let raw = match result {
+        let mut raw = match result {
             Ok(Some(raw)) => raw,
             Ok(None) => {
                 self.metrics.cache(CacheResult::Miss);
@@ -285,15 +285,18 @@ impl Cache {
                 return None;
             }
         };
-        let Some(Entry {
-            payload: Some(payload),
-            ..
-        }) = parse(&raw)
-        else {
-            self.metrics.cache(CacheResult::Miss); // a tombstone, or no version
-            return None;
+        // `version:payload`: the payload is served in place, not copied out.
+        let payload_at = match raw.split_once(':') {
+            Some((version, payload)) if version.parse::<i64>().is_ok() && !payload.is_empty() => {
+                version.len() + 1
+            }
+            _ => {
+                self.metrics.cache(CacheResult::Miss); // a tombstone, or no version
+                return None;
+            }
         };
-        Some(payload)
+        raw.drain(..payload_at);
+        Some(raw)
     }
 
     /// Stores `payload` read at `version`, unless something newer is there.

@@ -14,6 +14,11 @@ use warehouse_monitor::{
     store::Store,
 };
 
+/// glibc's malloc and free took 13% of the service's CPU under HTTP load
+/// (perf, docs/loadtest/README.md); mimalloc's thread-local pages cost less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {

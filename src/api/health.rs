@@ -4,7 +4,7 @@
 //! Redis is reported but does not decide readiness: the service answers
 //! correctly without it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json};
@@ -102,7 +102,7 @@ impl HealthApi {
 
     /// Readiness: database reachable and every partition held here consumed.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
-    async fn ready(&self, Data(state): Data<&State>) -> ReadyResponse {
+    async fn ready(&self, Data(state): Data<&Arc<State>>) -> ReadyResponse {
         let db = state.store.ping();
         // Both checks at once: readiness waits for the slower, not the sum.
         let (db, cache) = tokio::join!(tokio::time::timeout(CHECK_TIMEOUT, db), state.cache.ping());

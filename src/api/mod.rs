@@ -83,20 +83,22 @@ pub fn app(state: State) -> impl Endpoint {
         .around(move |endpoint, request| {
             let metrics = Arc::clone(&metrics);
             async move {
-                let path = request.uri().path().to_owned();
-                let route = route_label(&path);
+                // The URI is shared bytes: keeping it costs no copy of the path.
+                let uri = request.uri().clone();
+                let route = route_label(uri.path());
                 let started = Instant::now();
                 // A hung dependency must not hang the client: answer 503 in time.
                 let response = match tokio::time::timeout(limit, endpoint.call(request)).await {
                     Ok(Ok(response)) => response.into_response(),
-                    Ok(Err(err)) => error_response(&err, &path),
+                    Ok(Err(err)) => error_response(&err, uri.path()),
                     Err(_) => timed_out(limit),
                 };
                 metrics.http_request(route, response.status().as_u16(), started.elapsed());
                 Ok(response)
             }
         })
-        .data(state)
+        // One Arc in each request's extensions, not a clone of every pool and client.
+        .data(Arc::new(state))
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.
@@ -112,7 +114,7 @@ pub async fn serve(
 }
 
 #[handler]
-fn metrics_endpoint(Data(state): Data<&State>) -> Response {
+fn metrics_endpoint(Data(state): Data<&Arc<State>>) -> Response {
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())
@@ -169,8 +171,22 @@ fn invalid_id_message(path: &str) -> String {
 
 /// Low-cardinality route label: the path template, never the ids in it.
 pub fn route_label(path: &str) -> &'static str {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    match segments.as_slice() {
+    let mut segments = path.trim_end_matches('/').split('/');
+    // Up to six segments are told apart; a longer path is "other".
+    let mut parts = [""; 7];
+    let mut n = 0;
+    for segment in segments.by_ref().take(parts.len()) {
+        parts[n] = segment;
+        n += 1;
+    }
+    if n == parts.len() {
+        return if parts[..2] == ["", "docs"] {
+            "/docs"
+        } else {
+            "other"
+        };
+    }
+    match &parts[..n] {
         ["", "api", "movements", _] => "/api/movements/{movement_id}",
         ["", "api", "warehouses", _, "products", _] => {
             "/api/warehouses/{warehouse_id}/products/{product_id}"

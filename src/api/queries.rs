@@ -3,6 +3,8 @@
 //! serializes the answer once, and offers that text back to the cache with
 //! its row version (refused if a newer version is already there).
 
+use std::sync::Arc;
+
 use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, Tags, param::Path, payload::Json};
 use serde::Serialize;
@@ -74,7 +76,7 @@ impl QueryApi {
     )]
     async fn movement(
         &self,
-        Data(state): Data<&State>,
+        Data(state): Data<&Arc<State>>,
         /// The movement id (UUID).
         movement_id: Path<Uuid>,
     ) -> poem::Result<MovementResponse> {
@@ -87,20 +89,9 @@ impl QueryApi {
             Some(hit) => return Ok(MovementResponse::Ok(JsonText::trusted(hit))),
             None => {}
         }
-        let stored = state.store.movement(id).await;
-        Ok(match stored {
-            Ok(Some(stored)) => {
-                let movement = offer(state, &key, stored.version, &Movement::from(&stored)).await?;
-                MovementResponse::Ok(movement)
-            }
-            Ok(None) => {
-                // Version 0: the first event of this movement writes a
-                // tombstone with version 1 or more, which replaces it.
-                offer(state, &key, 0, &None::<Movement>).await?;
-                not_found(id)
-            }
-            Err(e) => MovementResponse::Unavailable(unavailable(&e)),
-        })
+        // The miss path is boxed: its PostgreSQL future is large, and every
+        // layer of poem above this handler moves the handler's future.
+        Box::pin(movement_from_store(state, id, &key)).await
     }
 
     /// Current stock of one product in one warehouse.
@@ -111,7 +102,7 @@ impl QueryApi {
     )]
     async fn stock(
         &self,
-        Data(state): Data<&State>,
+        Data(state): Data<&Arc<State>>,
         /// The warehouse id (UUID).
         warehouse_id: Path<Uuid>,
         /// The product id (UUID).
@@ -122,19 +113,45 @@ impl QueryApi {
         if let Some(hit) = state.cache.get_json(&key).await {
             return Ok(StockResponse::Ok(JsonText::trusted(hit)));
         }
-        let stored = state.store.stock(warehouse_id, product_id).await;
-        Ok(match stored {
-            Ok((quantity, version)) => {
-                let stock = Stock {
-                    warehouse_id,
-                    product_id,
-                    quantity: quantity.max(0),
-                };
-                StockResponse::Ok(offer(state, &key, version, &stock).await?)
-            }
-            Err(e) => StockResponse::Unavailable(unavailable(&e)),
-        })
+        Box::pin(stock_from_store(state, warehouse_id, product_id, &key)).await
     }
+}
+
+/// A movement the cache could not answer: read it, offer it to the cache.
+async fn movement_from_store(state: &State, id: Uuid, key: &str) -> poem::Result<MovementResponse> {
+    Ok(match state.store.movement(id).await {
+        Ok(Some(stored)) => {
+            let movement = offer(state, key, stored.version, &Movement::from(&stored)).await?;
+            MovementResponse::Ok(movement)
+        }
+        Ok(None) => {
+            // Version 0: the first event of this movement writes a
+            // tombstone with version 1 or more, which replaces it.
+            offer(state, key, 0, &None::<Movement>).await?;
+            not_found(id)
+        }
+        Err(e) => MovementResponse::Unavailable(unavailable(&e)),
+    })
+}
+
+/// A stock pair the cache could not answer: read it, offer it to the cache.
+async fn stock_from_store(
+    state: &State,
+    warehouse_id: Uuid,
+    product_id: Uuid,
+    key: &str,
+) -> poem::Result<StockResponse> {
+    Ok(match state.store.stock(warehouse_id, product_id).await {
+        Ok((quantity, version)) => {
+            let stock = Stock {
+                warehouse_id,
+                product_id,
+                quantity: quantity.max(0),
+            };
+            StockResponse::Ok(offer(state, key, version, &stock).await?)
+        }
+        Err(e) => StockResponse::Unavailable(unavailable(&e)),
+    })
 }
 
 fn not_found(id: Uuid) -> MovementResponse {

@@ -6,7 +6,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -33,13 +33,22 @@ use crate::{
 /// How often the producer sends what is due.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Events sent so far, readable while the feed runs.
+/// Events sent so far, readable while the feed runs, and a switch that
+/// pauses it (the cached-reads phase reads a cache that nothing invalidates).
 #[derive(Debug, Default)]
-pub(crate) struct Sent(AtomicU64);
+pub(crate) struct Sent {
+    sent: AtomicU64,
+    paused: AtomicBool,
+}
 
 impl Sent {
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops sending; what falls due while paused is never sent.
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, Ordering::Relaxed);
     }
 }
 
@@ -74,6 +83,10 @@ pub(crate) async fn run(
         let due = u64::try_from(started.elapsed().as_millis() * u128::from(rate) / 1000)
             .unwrap_or(u64::MAX);
         let movements = due.saturating_sub(done) / 2;
+        if sent.paused.load(Ordering::Relaxed) {
+            done = due;
+            continue;
+        }
         if movements == 0 {
             continue;
         }
@@ -102,7 +115,7 @@ pub(crate) async fn run(
             }
         }
         done += movements * 2;
-        sent.0.store(done, Ordering::Relaxed);
+        sent.sent.fetch_add(movements * 2, Ordering::Relaxed);
     }
 }
 

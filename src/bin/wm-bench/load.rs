@@ -43,9 +43,13 @@ impl Targets {
     }
 
     /// 45% stock of a known pair, 45% a known movement, 10% an unknown
-    /// movement (expects 404).
-    fn pick(&self, rng: &mut StdRng) -> (Endpoint, String) {
-        let roll = rng.gen_range(0..100);
+    /// movement (expects 404); with `known_only`, half stock, half movements.
+    fn pick(&self, rng: &mut StdRng, known_only: bool) -> (Endpoint, String) {
+        let roll = if known_only {
+            rng.gen_range(0..90)
+        } else {
+            rng.gen_range(0..100)
+        };
         if roll < 45 {
             let path = self.stock.choose(rng).cloned().unwrap_or_default();
             (Endpoint::Stock, path)
@@ -64,6 +68,9 @@ impl Targets {
 pub(crate) enum Mix {
     /// The 45/45/10 request mix.
     Api,
+    /// Known ids only, half stock and half movements: once the cache is
+    /// warm, cached reads.
+    Cached,
     /// `/health/live` only: the generator's ceiling.
     Live,
 }
@@ -76,8 +83,8 @@ async fn one(
 ) -> (Endpoint, Result<(), Failure>) {
     let (endpoint, path, expected) = match mix {
         Mix::Live => (Endpoint::Stock, "/health/live".to_owned(), 200),
-        Mix::Api => {
-            let (endpoint, path) = targets.pick(rng);
+        Mix::Api | Mix::Cached => {
+            let (endpoint, path) = targets.pick(rng, matches!(mix, Mix::Cached));
             let expected = if endpoint == Endpoint::Unknown {
                 404
             } else {
@@ -92,6 +99,37 @@ async fn one(
         Err(failure) => Err(failure),
     };
     (endpoint, outcome)
+}
+
+/// Reads every known stock pair and movement once, spread over `users`
+/// connections, so that the cache holds them all; returns the requests sent
+/// and how many failed.
+pub(crate) async fn warm(addr: SocketAddr, targets: Arc<Targets>, users: usize) -> (u64, u64) {
+    let users = users.max(1);
+    let mut tasks = Vec::with_capacity(users);
+    for user in 0..users {
+        let targets = Arc::clone(&targets);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Reconnecting::new(addr);
+            let (mut sent, mut failed) = (0u64, 0u64);
+            let paths = targets.stock.iter().chain(&targets.movements);
+            for path in paths.skip(user).step_by(users) {
+                sent += 1;
+                if conn.get(path).await != Ok(200) {
+                    failed += 1;
+                }
+            }
+            (sent, failed)
+        }));
+    }
+    let mut total = (0, 0);
+    for t in tasks {
+        if let Ok((sent, failed)) = t.await {
+            total.0 += sent;
+            total.1 += failed;
+        }
+    }
+    total
 }
 
 /// Shared with the sampler: how many users are active now.

@@ -52,6 +52,10 @@ pub(crate) struct Options {
     /// Seconds of each generator-ceiling measurement on /health/live.
     #[arg(long, default_value_t = 2)]
     pub(crate) ceiling_secs: u64,
+    /// Users of the cached-reads phase that follows the steps: the feed is
+    /// paused, every known id is read once, then known ids only (0: skip it).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) cached_users: usize,
     /// Events/s of the background producer during the load (0: none).
     #[arg(long, default_value_t = 2000)]
     pub(crate) ingest_rate: u64,
@@ -131,13 +135,13 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
         stop.clone(),
     ));
 
-    let result = drive(&options, &service, targets, &stop).await;
+    let result = drive(&options, &service, targets, &sent, &stop).await;
     stop.cancel();
     let fed = feeder.await;
     service.stop().await;
     pool.close();
     let _ = store::drop_database(&fresh.database_url).await;
-    let (rows, points, ceiling_errors) = result?;
+    let (rows, points, ceiling_errors, cached) = result?;
     match fed {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
@@ -146,21 +150,39 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
     println!("background producer: {} events sent", sent.get());
 
     write_outputs(&dir, &rows, &points, &options)?;
-    let errors = rows.iter().map(|r| r.stats.mix.errors.total()).sum::<u64>() + ceiling_errors;
-    Ok(Outcome {
-        dir,
-        table: report::markdown(&rows),
-        errors,
-    })
+    let mut table = report::markdown(&rows);
+    if let Some(cached) = &cached {
+        report::write(
+            &dir,
+            "cached.csv",
+            &report::steps_csv(std::slice::from_ref(cached)),
+        )?;
+        let cached_table = format!(
+            "\nCached reads (background producer paused, every known id read once first, then known ids only):\n\n{}",
+            report::markdown(std::slice::from_ref(cached))
+        );
+        report::write(&dir, "cached.md", &cached_table)?;
+        table.push_str(&cached_table);
+    }
+    let errors = rows
+        .iter()
+        .chain(&cached)
+        .map(|r| r.stats.mix.errors.total())
+        .sum::<u64>()
+        + ceiling_errors;
+    Ok(Outcome { dir, table, errors })
 }
 
-type Driven = (Vec<StepRow>, Vec<TimePoint>, u64);
+/// The steps, the time series, the errors of the ceiling and warming
+/// requests, and the cached-reads row.
+type Driven = (Vec<StepRow>, Vec<TimePoint>, u64, Option<StepRow>);
 
 /// The ceiling phases, then the steps, with the sampler running.
 async fn drive(
     options: &Options,
     service: &Service,
     targets: Arc<Targets>,
+    feed: &feed::Sent,
     stop: &CancellationToken,
 ) -> Result<Driven, BenchError> {
     let addr = service.addr;
@@ -267,6 +289,25 @@ async fn drive(
         print_step(&row);
         rows.push(row);
     }
+    let cached = match options.cached_users {
+        0 => None,
+        users => {
+            let ceiling = ceilings.iter().find(|(u, _)| *u == users).map(|c| c.1);
+            let (row, warm_errors) = cached_reads(
+                options,
+                addr,
+                &targets,
+                (&recorder, &mut scraper, &active),
+                feed,
+                ceiling,
+            )
+            .await?;
+            ceiling_errors += warm_errors;
+            let to = origin.elapsed().as_secs_f64();
+            windows.push((to - row.seconds, to, users as f64));
+            Some(row)
+        }
+    };
     stop.cancel();
     let _ = sampler.await;
     let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -296,7 +337,55 @@ async fn drive(
             }
         })
         .collect();
-    Ok((rows, points, ceiling_errors))
+    Ok((rows, points, ceiling_errors, cached))
+}
+
+/// The cached-reads phase: pause the feed, let the consumer commit what it
+/// has, read every known id once, then load known ids only for a step.
+/// Returns its row and the failed warming requests.
+async fn cached_reads(
+    options: &Options,
+    addr: std::net::SocketAddr,
+    targets: &Arc<Targets>,
+    (recorder, scraper, active): (&Arc<Recorder>, &mut Scraper, &Active),
+    feed: &feed::Sent,
+    ceiling: Option<f64>,
+) -> Result<(StepRow, u64), BenchError> {
+    let users = options.cached_users;
+    feed.pause();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let warmed = Instant::now();
+    let (sent, failed) = load::warm(addr, Arc::clone(targets), 50).await;
+    println!(
+        "cached reads: feed paused, {sent} known ids read once in {:.1} s ({failed} failed)",
+        warmed.elapsed().as_secs_f64()
+    );
+    let before = scraper.scrape().await?;
+    active.set(users);
+    let phase = Phase {
+        users,
+        rate: None,
+        duration: Duration::from_secs(options.step_secs),
+        mix: Mix::Cached,
+    };
+    let bar = ProgressBar::new(phase.duration.as_secs());
+    bar.set_prefix(format!("cached {users}"));
+    let elapsed = load::run(addr, Arc::clone(targets), Arc::clone(recorder), phase, &bar).await;
+    active.set(0);
+    let stats = recorder.take_step(elapsed);
+    let after = scraper.scrape().await?;
+    let row = StepRow {
+        users,
+        rate: None,
+        seconds: elapsed.as_secs_f64(),
+        stats,
+        cache_hit_ratio: after.hit_ratio_since(&before),
+        lag_max: after.lag,
+        ceiling,
+    };
+    print!("cached reads, ");
+    print_step(&row);
+    Ok((row, failed))
 }
 
 /// Every second: active users and the consumer lag from `/metrics`.

@@ -9,6 +9,10 @@
 // below 2^52, so the precision that lint warns about is never lost here.
 #![allow(clippy::cast_precision_loss)]
 
+/// The same allocator as the service: the generator shares its two cores.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod chart;
 mod error;
 mod feed;
