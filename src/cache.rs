@@ -72,6 +72,20 @@ end
 return set
 "#;
 
+/// For each `KEYS[i]`, sets the tombstone `ARGV[i + 1] .. ":"` (a version
+/// and no payload) with a TTL of `ARGV[1]` seconds, whatever is there. Only
+/// for a batch's own rows before its COMMIT: it holds their row locks, so no
+/// newer version of them exists anywhere yet (docs/SPEC.md, section 8), and
+/// one SET per key costs Redis about a third of [`SET_IF_NEWER`]'s GET,
+/// parse and SET.
+const SET_TOMBSTONES: &str = r#"
+local ttl = ARGV[1]
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1] .. ':', 'EX', ttl)
+end
+return #KEYS
+"#;
+
 /// Keys per tombstone script call: bounds how long Redis runs one script.
 const TOMBSTONES_PER_CALL: usize = 500;
 
@@ -319,10 +333,23 @@ impl Cache {
         }
     }
 
-    /// Tombstones `keys` (each with the version that made it stale); true
-    /// when Redis acknowledged every one of them. Answers false at once while
-    /// the client is disconnected.
+    /// Tombstones `keys` (each with the version that made it stale) unless a
+    /// newer version is there; true when Redis acknowledged every one of
+    /// them. Answers false at once while the client is disconnected. For
+    /// invalidations delivered after their COMMIT (the outbox).
     pub async fn tombstone(&self, keys: &[(String, i64)]) -> bool {
+        self.send_tombstones(keys, Tombstones::IfNewer).await
+    }
+
+    /// Tombstones `keys` of rows whose locks the caller holds, in a batch
+    /// transaction before its COMMIT: no newer version of them can exist, so
+    /// each is set without reading what is there first. Same answer as
+    /// [`Cache::tombstone`].
+    pub async fn tombstone_locked(&self, keys: &[(String, i64)]) -> bool {
+        self.send_tombstones(keys, Tombstones::Locked).await
+    }
+
+    async fn send_tombstones(&self, keys: &[(String, i64)], how: Tombstones) -> bool {
         if keys.is_empty() {
             return true;
         }
@@ -330,7 +357,8 @@ impl Cache {
             return false;
         }
         // Each command has its own timeout; this bounds the pipeline as a whole.
-        let sent = tokio::time::timeout(self.timeout * 2, self.send_tombstones(keys)).await;
+        let sent =
+            tokio::time::timeout(self.timeout * 2, self.pipeline_tombstones(keys, how)).await;
         match sent {
             Ok(Ok(())) => {
                 self.metrics.cache_invalidated(keys.len());
@@ -357,7 +385,11 @@ impl Cache {
 
     /// Writes the tombstones with one script call per [`TOMBSTONES_PER_CALL`]
     /// keys, in one pipeline: a few round trips per batch, not one per key.
-    async fn send_tombstones(&self, batch: &[(String, i64)]) -> Result<(), fred::error::Error> {
+    async fn pipeline_tombstones(
+        &self,
+        batch: &[(String, i64)],
+        how: Tombstones,
+    ) -> Result<(), fred::error::Error> {
         // Distinct keys keep the calls short when a batch repeats a key.
         let unique: Vec<&(String, i64)> =
             batch.iter().collect::<BTreeSet<_>>().into_iter().collect();
@@ -365,13 +397,15 @@ impl Cache {
         for chunk in unique.chunks(TOMBSTONES_PER_CALL) {
             // The pipeline has no EVAL of its own: send it as a plain command.
             let mut args = Vec::with_capacity(3 + chunk.len() * 3);
-            args.push(SET_IF_NEWER.to_owned());
+            args.push(how.script().to_owned());
             args.push(chunk.len().to_string());
             args.extend(chunk.iter().map(|(key, _)| key.clone()));
             args.push(self.ttl_secs.to_string());
             for (_, version) in chunk {
                 args.push(version.to_string());
-                args.push(String::new()); // a tombstone
+                if how == Tombstones::IfNewer {
+                    args.push(String::new()); // the payload of a tombstone
+                }
             }
             let () = pipeline
                 .custom(
@@ -388,6 +422,24 @@ impl Cache {
     pub async fn quit(&self) {
         if let Err(e) = self.client.quit().await {
             tracing::debug!(error = %e, "Redis connection did not close cleanly");
+        }
+    }
+}
+
+/// How tombstones are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tombstones {
+    /// Unless a newer version is there ([`SET_IF_NEWER`]).
+    IfNewer,
+    /// Whatever is there, for rows the caller holds locked ([`SET_TOMBSTONES`]).
+    Locked,
+}
+
+impl Tombstones {
+    fn script(self) -> &'static str {
+        match self {
+            Tombstones::IfNewer => SET_IF_NEWER,
+            Tombstones::Locked => SET_TOMBSTONES,
         }
     }
 }

@@ -187,6 +187,14 @@ impl Rejection {
 
 /// Decode one Kafka record value. `None` (a record without a value) is `malformed_json`.
 pub fn decode(value: Option<&[u8]>) -> Result<MovementEvent, Rejection> {
+    if let Some(event) = value.and_then(fast::decode) {
+        return Ok(event);
+    }
+    decode_checked(value)
+}
+
+/// The general path of [`decode`]: every check, in order, with its reason.
+fn decode_checked(value: Option<&[u8]>) -> Result<MovementEvent, Rejection> {
     let malformed = |detail: String| Rejection::new(RejectReason::MalformedJson, detail);
     let bytes = value.ok_or_else(|| malformed("record has no value".into()))?;
     let text =
@@ -317,19 +325,22 @@ fn epoch_millis(v: &Value) -> Result<OffsetDateTime, Rejection> {
 fn timestamp(v: &Value) -> Result<OffsetDateTime, Rejection> {
     let rule = "must be an RFC 3339 timestamp within years 1..=9999 in UTC \
                 (an offset-less one is taken as UTC)";
-    let bad = || invalid("data.timestamp", rule, v);
-    let s = v.as_str().ok_or_else(bad)?;
+    v.as_str()
+        .and_then(parse_timestamp)
+        .ok_or_else(|| invalid("data.timestamp", rule, v))
+}
+
+/// The rule of [`timestamp`] on the string itself (shared with [`fast`]).
+fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
     let parsed = OffsetDateTime::parse(s, &Rfc3339)
         // Appending `Z` only helps a string that has no offset of its own:
         // one that already ends in an offset becomes invalid.
         .or_else(|_| OffsetDateTime::parse(&format!("{s}Z"), &Rfc3339))
-        .map_err(|_| bad())?;
+        .ok()?;
     let utc = parsed
         .checked_to_offset(UtcOffset::UTC)
-        .filter(|t| YEARS.contains(&t.year()))
-        .ok_or_else(bad)?;
-    utc.replace_microsecond(utc.microsecond())
-        .map_err(|_| bad())
+        .filter(|t| YEARS.contains(&t.year()))?;
+    utc.replace_microsecond(utc.microsecond()).ok()
 }
 
 /// `data.quantity`: a JSON integer (not `100.0`, not `"100"`) in `1..=MAX_QUANTITY`.
@@ -364,5 +375,6 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+mod fast;
 #[cfg(test)]
 mod tests;

@@ -97,6 +97,7 @@ async fn apply_with_retries(
             None => decode::decode_all(batch.records),
             Some(detail) => decode::reject_all(batch.records, RejectReason::Unprocessable, detail),
         };
+        tracing::trace!(partition = batch.partition, took = ?started.elapsed(), "decoded");
         let result = match ctx.store.client().await {
             Ok(mut client) => apply_invalidating(ctx, &mut client, batch, decoded).await,
             Err(e) => Err(e),
@@ -137,22 +138,49 @@ async fn apply_with_retries(
     }
 }
 
-/// One batch transaction as the service runs it: write, invalidate the
-/// cache before the COMMIT ([`invalidate::before_commit`]), commit. `None`
-/// when it was rolled back because its invalidations need an announcement
-/// first ([`invalidate::announce`]).
+/// One batch transaction as the service runs it: each step of the writes
+/// overlaps the tombstones of the rows the step before it locked (movements
+/// while the stock is written, stock while the offset moves), then whatever
+/// Redis did not acknowledge goes to the outbox
+/// ([`invalidate::before_commit`]), commit. `None` when it was rolled back
+/// because its invalidations need an announcement first
+/// ([`invalidate::announce`]).
 async fn apply_invalidating(
     ctx: &ConsumerContext,
     client: &mut Client,
     batch: &PartitionBatch<'_>,
     decoded: Vec<Decoded>,
 ) -> Result<Option<BatchOutcome>, StoreError> {
-    let (tx, outcome) = prepare(client, batch, decoded).await?;
-    let prepared = match &ctx.cache {
+    let started = std::time::Instant::now();
+    let (tx, plan) = begin_and_plan(client, batch, decoded).await?;
+    let movements = write::write_movements(&tx, batch, &plan).await?;
+    let (outcome, delivered) = match &ctx.cache {
         Some(cache) => {
-            invalidate::before_commit(cache, &ctx.announcements, &tx, &outcome.touched).await?
+            let keys = invalidate::movement_keys(&movements);
+            let (movements_delivered, stock) = tokio::join!(
+                cache.tombstone_locked(&keys),
+                write::write_stock(&tx, &plan)
+            );
+            let stock = stock?;
+            let keys = invalidate::stock_keys(&stock.touched);
+            let (stock_delivered, outcome) = tokio::join!(
+                cache.tombstone_locked(&keys),
+                write::write_offset(&tx, batch, &plan, movements, stock)
+            );
+            (outcome?, movements_delivered && stock_delivered)
         }
-        None => Prepared::Delivered,
+        None => {
+            let stock = write::write_stock(&tx, &plan).await?;
+            let outcome = write::write_offset(&tx, batch, &plan, movements, stock).await?;
+            (outcome, true)
+        }
+    };
+    let written = started.elapsed();
+    let prepared = match (&ctx.cache, delivered) {
+        (Some(_), false) => {
+            invalidate::before_commit(&ctx.announcements, &tx, &outcome.touched).await?
+        }
+        _ => Prepared::Delivered,
     };
     if prepared == Prepared::Unannounced {
         if let Err(e) = tx.rollback().await {
@@ -161,6 +189,8 @@ async fn apply_invalidating(
         return Ok(None);
     }
     write::commit(tx).await?;
+    tracing::debug!(partition = batch.partition, ?written, committed = ?started.elapsed(),
+        "batch transaction");
     ctx.faults.after_commit();
     invalidate::after_commit(&ctx.announcements, &ctx.metrics, client, prepared).await;
     Ok(Some(outcome))
@@ -174,23 +204,24 @@ pub async fn apply_once(
     batch: &PartitionBatch<'_>,
     decoded: Vec<Decoded>,
 ) -> Result<BatchOutcome, StoreError> {
-    let (tx, outcome) = prepare(client, batch, decoded).await?;
+    let (tx, plan) = begin_and_plan(client, batch, decoded).await?;
+    let outcome = write::write(&tx, batch, &plan).await?;
     write::commit(tx).await?;
     Ok(outcome)
 }
 
-/// Everything of a batch transaction but its COMMIT.
-async fn prepare<'c>(
+/// Opens the batch transaction: locks and reads the stored state of the
+/// batch's movements, and plans the decoded records against it.
+async fn begin_and_plan<'c>(
     client: &'c mut Client,
     batch: &PartitionBatch<'_>,
     decoded: Vec<Decoded>,
-) -> Result<(Transaction<'c>, BatchOutcome), StoreError> {
+) -> Result<(Transaction<'c>, plan::Plan), StoreError> {
     debug_assert_eq!(decoded.len(), batch.records.len());
     let movement_ids = plan::movement_ids(&decoded);
     let (tx, stored) = write::begin(client, &movement_ids).await?;
     let plan = plan::plan(decoded, &stored);
-    let outcome = write::write(&tx, batch, &plan).await?;
-    Ok((tx, outcome))
+    Ok((tx, plan))
 }
 
 /// The plain figures the metrics record for one committed batch.

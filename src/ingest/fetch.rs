@@ -92,6 +92,7 @@ pub async fn run(
             continue;
         }
         let mut delivered = false;
+        let (fetched, took) = (records.len(), started.elapsed());
         for record in records {
             if record.offset < offset {
                 continue; // rskafka may return the start of a batch before `offset`
@@ -120,7 +121,7 @@ pub async fn run(
                 _ = tokio::time::sleep(EMPTY_FETCH_PAUSE) => {}
             }
         }
-        tracing::trace!(partition, offset, high_watermark, "fetched");
+        tracing::trace!(partition, offset, high_watermark, fetched, ?took, "fetched");
     }
 }
 

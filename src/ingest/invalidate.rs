@@ -1,6 +1,8 @@
-//! The cache side of a batch transaction, run after its writes and before its
-//! COMMIT: every row the batch changed gets a tombstone with its new version.
-//! When Redis does not acknowledge them, they are written to the cache outbox
+//! The cache side of a batch transaction, before its COMMIT: every row the
+//! batch changed gets a tombstone with its new version, sent while the next
+//! step of the writes runs ([`super::apply`]; the keys come from
+//! [`movement_keys`] and [`stock_keys`]). When Redis does not acknowledge
+//! them, they are written to the cache outbox
 //! in the same transaction instead ([`crate::store::outbox`]), and the batch
 //! commits only while it holds an *announcement*: an outbox row this instance
 //! committed at least `outbox.permit_ms` earlier and that has existed ever
@@ -13,10 +15,11 @@ use std::{
 };
 
 use deadpool_postgres::Transaction;
+use uuid::Uuid;
 
 use crate::{
     app::metrics::Metrics,
-    cache::{self, Cache},
+    cache,
     store::{Client, Store, StoreError, apply::Touched, outbox},
 };
 
@@ -43,7 +46,7 @@ struct Announced {
     keyed: bool,
 }
 
-/// What [`before_commit`] did in the batch transaction.
+/// What became of a batch's tombstones before its COMMIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
     /// Redis acknowledged every tombstone (or the batch changed no row).
@@ -122,19 +125,15 @@ impl Announcements {
     }
 }
 
-/// Tombstones the keys of the rows `touched` in Redis; when Redis does not
-/// acknowledge them, writes them to the outbox in `tx` and holds an
-/// announcement old enough to commit with.
+/// For a batch whose tombstones Redis did not all acknowledge while it was
+/// written: writes the keys of the rows `touched` to the outbox in `tx` and
+/// holds an announcement old enough to commit with.
 pub async fn before_commit(
-    cache: &Cache,
     announcements: &Announcements,
     tx: &Transaction<'_>,
     touched: &Touched,
 ) -> Result<Prepared, StoreError> {
     let keys = stale_keys(touched);
-    if cache.tombstone(&keys).await {
-        return Ok(Prepared::Delivered);
-    }
     let ready = announcements.ready();
     if ready.is_empty() {
         return Ok(Prepared::Unannounced);
@@ -208,21 +207,29 @@ pub async fn announce(announcements: &Announcements, store: &Store) -> Result<()
 
 /// The cache key and new version of each touched row.
 fn stale_keys(touched: &Touched) -> Vec<(String, i64)> {
-    let movements = touched
-        .movements
+    let mut keys = movement_keys(&touched.movements);
+    keys.extend(stock_keys(&touched.stock));
+    keys
+}
+
+/// The cache key and new version of each movement row a batch changed.
+pub fn movement_keys(movements: &[(Uuid, i64)]) -> Vec<(String, i64)> {
+    movements
         .iter()
-        .map(|(id, version)| (cache::movement_key(*id), *version));
-    let stock = touched
-        .stock
+        .map(|(id, version)| (cache::movement_key(*id), *version))
+        .collect()
+}
+
+/// The cache key and new version of each stock row a batch changed.
+pub fn stock_keys(stock: &[(Uuid, Uuid, i64)]) -> Vec<(String, i64)> {
+    stock
         .iter()
-        .map(|(w, p, version)| (cache::stock_key(*w, *p), *version));
-    movements.chain(stock).collect()
+        .map(|(w, p, version)| (cache::stock_key(*w, *p), *version))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
 
     #[test]

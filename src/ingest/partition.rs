@@ -29,6 +29,9 @@ use crate::{
     retry::Backoff,
 };
 
+/// Fewest records the fetcher may hand over ahead of the batcher.
+const FETCHED_AHEAD: usize = 16 * 1024;
+
 /// Longest pause between two restarts of a failing pipeline.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 
@@ -218,7 +221,11 @@ async fn pipeline(
     }
     tracing::info!(partition, start, "partition consumer starting");
 
-    let (tx, mut rx) = mpsc::channel(ctx.batch_settings.size.saturating_mul(2).max(64));
+    // Room for several fetches ahead of the batch being applied, so that the
+    // broker's fetch latency overlaps the batch transactions instead of
+    // adding to them (Tansu holds every fetch for `fetch_max_wait_ms`). What
+    // bounds the memory is the byte budget (`kafka.max_buffered_bytes`).
+    let (tx, mut rx) = mpsc::channel(ctx.batch_settings.size.saturating_mul(8).max(FETCHED_AHEAD));
     let stop_fetcher = shutdown.child_token();
     let _stop_on_exit = stop_fetcher.clone().drop_guard();
     let fetcher_ctx = FetcherContext {

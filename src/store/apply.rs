@@ -6,7 +6,8 @@
 //! plans with that state ([`crate::domain::plan::plan`]) and hands the plan to
 //! [`write`], which binary-COPYs the new events, upserts movements and stock
 //! deltas (one statement each), inserts the rejected records and moves the
-//! partition's offset with a compare-and-set on the value this consumer read.
+//! partition's offset with a compare-and-set on the value this consumer read
+//! ([`write_movements`], [`write_stock`] and [`write_offset`] are its steps).
 //! The caller then invalidates the cache inside the same transaction
 //! ([`crate::ingest::invalidate`]) and calls [`commit`].
 
@@ -107,17 +108,60 @@ pub async fn begin<'c>(
 /// Writes `plan`, the judgement of `batch` against the state [`begin`] read,
 /// and moves the offset, in `tx`, which stays open: nothing is visible before
 /// [`commit`], and on error (or a dropped transaction) nothing is written.
+/// Its three steps, for callers with nothing to do between them:
+/// [`write_movements`], [`write_stock`], [`write_offset`].
 pub async fn write(
     tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
     plan: &Plan,
 ) -> Result<BatchOutcome, StoreError> {
+    let movements = write_movements(tx, batch, plan).await?;
+    let stock = write_stock(tx, plan).await?;
+    write_offset(tx, batch, plan, movements, stock).await
+}
+
+/// The movement rows a batch changed, with their new versions.
+pub type MovementsWritten = Vec<(Uuid, i64)>;
+
+/// The stock rows a batch changed (locked by the transaction until it
+/// ends), with their new versions, and how many of them are below zero.
+#[derive(Debug, Default)]
+pub struct StockWritten {
+    pub touched: Vec<(Uuid, Uuid, i64)>,
+    negative: usize,
+}
+
+/// First step of [`write`]: the events, the movements and the rejected
+/// records. Only batches holding a movement's advisory lock write it.
+pub async fn write_movements(
+    tx: &Transaction<'_>,
+    batch: &PartitionBatch<'_>,
+    plan: &Plan,
+) -> Result<MovementsWritten, StoreError> {
     copy_events(tx, batch, plan).await.at(Step::Copy)?;
     let movements = upsert_movements(tx, plan).await.at(Step::Movements)?;
-    let (stock, negative_stock) = upsert_stock(tx, plan).await.at(Step::Stock)?;
     insert_rejected(tx, batch, plan).await.at(Step::Rejects)?;
-    commit_offset(tx, batch).await?;
+    Ok(movements)
+}
 
+/// Second step of [`write`]: the stock deltas, in one statement. Batches of
+/// every partition may share stock rows, so it comes late: the row locks it
+/// takes are held until the COMMIT.
+pub async fn write_stock(tx: &Transaction<'_>, plan: &Plan) -> Result<StockWritten, StoreError> {
+    let (touched, negative) = upsert_stock(tx, plan).await.at(Step::Stock)?;
+    Ok(StockWritten { touched, negative })
+}
+
+/// Last step of [`write`]: the offset's compare-and-set; returns what the
+/// batch did.
+pub async fn write_offset(
+    tx: &Transaction<'_>,
+    batch: &PartitionBatch<'_>,
+    plan: &Plan,
+    movements: MovementsWritten,
+    stock: StockWritten,
+) -> Result<BatchOutcome, StoreError> {
+    commit_offset(tx, batch).await?;
     Ok(BatchOutcome {
         consumed: batch.records.len(),
         applied: plan.accepted.len(),
@@ -130,8 +174,11 @@ pub async fn write(
             .map(|(i, r)| (batch.records[*i].offset, r.reason, r.detail.clone()))
             .collect(),
         oldest_emitted_at: plan.accepted.iter().filter_map(|(_, e)| e.emitted_at).min(),
-        negative_stock,
-        touched: Touched { movements, stock },
+        negative_stock: stock.negative,
+        touched: Touched {
+            movements,
+            stock: stock.touched,
+        },
     })
 }
 

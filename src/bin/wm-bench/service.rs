@@ -90,7 +90,12 @@ impl Service {
             .env("WM_KAFKA__PARTITIONS", launch.partitions.to_string())
             .env("WM_BATCH__SIZE", launch.batch_size.to_string())
             .env("WM_HTTP__ADDR", addr.to_string())
-            .env("RUST_LOG", "warn")
+            // The service logs warnings only, unless WMBENCH_SERVICE_LOG
+            // asks for more (a RUST_LOG filter, to diagnose a run).
+            .env(
+                "RUST_LOG",
+                std::env::var("WMBENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

@@ -52,7 +52,38 @@ fn decode_edited(edits: &[Edit]) -> Result<MovementEvent, Rejection> {
             None => drop(parent.as_object_mut().unwrap().remove(key)),
         }
     }
-    decode(Some(doc.to_string().as_bytes()))
+    let text = doc.to_string();
+    let decoded = decode(Some(text.as_bytes()));
+    // Every case here also checks that the fast path takes nothing the
+    // general path would answer differently.
+    assert_eq!(decoded, decode_checked(Some(text.as_bytes())), "{text}");
+    decoded
+}
+
+#[test]
+fn the_fast_path_takes_well_formed_events_and_leaves_the_rest() {
+    let text = arrival().to_string();
+    assert_eq!(
+        fast::decode(text.as_bytes()),
+        decode_checked(Some(text.as_bytes())).ok()
+    );
+    // Escaped strings, duplicate keys and nulls go to the general path,
+    // which accepts the first two as they are.
+    let escaped = text.replace("\"WH-3423\"", "\"\\u0057H-3423\"");
+    assert_ne!(escaped, text);
+    assert_eq!(fast::decode(escaped.as_bytes()), None);
+    assert_eq!(
+        decode(Some(escaped.as_bytes())),
+        decode(Some(text.as_bytes()))
+    );
+    let twice = text.replacen('{', "{\"type\":\"x\",", 1);
+    assert_eq!(fast::decode(twice.as_bytes()), None);
+    assert_eq!(
+        decode(Some(twice.as_bytes())),
+        decode_checked(Some(twice.as_bytes()))
+    );
+    let null_time = decode_edited(&[set("time", Value::Null)]).unwrap();
+    assert_eq!(null_time.emitted_at, None);
 }
 
 fn accepted(edits: &[Edit]) -> MovementEvent {
