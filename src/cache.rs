@@ -30,7 +30,7 @@ use fred::{
     clients::Client,
     interfaces::{ClientLike, KeysInterface, LuaInterface},
     types::{
-        Builder, ClusterHash, CustomCommand, Expiration, Value,
+        Builder, ClusterHash, CustomCommand, Value,
         config::{Config, ReconnectPolicy},
     },
 };
@@ -319,23 +319,12 @@ impl Cache {
         }
     }
 
-    /// Tombstones `keys` (each with the version that made it stale) unless a
-    /// newer version is there; true when Redis acknowledged every one of
-    /// them. Answers false at once while the client is disconnected. For
-    /// invalidations delivered after their COMMIT (the outbox).
+    /// Tombstones `keys` (each with the version that made it stale); true
+    /// when Redis acknowledged every one of them. Answers false at once while
+    /// the client is disconnected. Versioned, so that a tombstone Redis did
+    /// not acknowledge in time and that lands later replaces nothing newer
+    /// (plain SETs cost Redis less, but such a late one could: issue 8).
     pub async fn tombstone(&self, keys: &[(String, i64)]) -> bool {
-        self.send_tombstones(keys, Tombstones::IfNewer).await
-    }
-
-    /// Tombstones `keys` of rows whose locks the caller holds, in a batch
-    /// transaction before its COMMIT: no newer version of them can exist, so
-    /// each is set without reading what is there first. Same answer as
-    /// [`Cache::tombstone`].
-    pub async fn tombstone_locked(&self, keys: &[(String, i64)]) -> bool {
-        self.send_tombstones(keys, Tombstones::Locked).await
-    }
-
-    async fn send_tombstones(&self, keys: &[(String, i64)], how: Tombstones) -> bool {
         if keys.is_empty() {
             return true;
         }
@@ -343,8 +332,7 @@ impl Cache {
             return false;
         }
         // Each command has its own timeout; this bounds the pipeline as a whole.
-        let sent =
-            tokio::time::timeout(self.timeout * 2, self.pipeline_tombstones(keys, how)).await;
+        let sent = tokio::time::timeout(self.timeout * 2, self.send_tombstones(keys)).await;
         match sent {
             Ok(Ok(())) => {
                 self.metrics.cache_invalidated(keys.len());
@@ -369,36 +357,13 @@ impl Cache {
         parse(&raw?)
     }
 
-    /// Writes the tombstones in one pipeline: a SET per key for locked rows,
-    /// otherwise one script call per [`TOMBSTONES_PER_CALL`] keys; a few
-    /// round trips per batch, not one per key.
-    async fn pipeline_tombstones(
-        &self,
-        batch: &[(String, i64)],
-        how: Tombstones,
-    ) -> Result<(), fred::error::Error> {
+    /// Writes the tombstones with one script call per [`TOMBSTONES_PER_CALL`]
+    /// keys, in one pipeline: a few round trips per batch, not one per key.
+    async fn send_tombstones(&self, batch: &[(String, i64)]) -> Result<(), fred::error::Error> {
         // Distinct keys keep the calls short when a batch repeats a key.
         let unique: Vec<&(String, i64)> =
             batch.iter().collect::<BTreeSet<_>>().into_iter().collect();
         let pipeline = self.client.pipeline();
-        if how == Tombstones::Locked {
-            // Plain SETs, pipelined: Redis runs each in about a third of the
-            // time the same SET takes inside a script (commandstats, issue 8).
-            let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
-            for (key, version) in unique {
-                let () = pipeline
-                    .set(
-                        key.as_str(),
-                        format!("{version}:"),
-                        Some(Expiration::EX(ttl)),
-                        None,
-                        false,
-                    )
-                    .await?;
-            }
-            let _: Vec<Value> = pipeline.all().await?;
-            return Ok(());
-        }
         for chunk in unique.chunks(TOMBSTONES_PER_CALL) {
             // The pipeline has no EVAL of its own: send it as a plain command.
             let mut args = Vec::with_capacity(3 + chunk.len() * 3);
@@ -408,7 +373,7 @@ impl Cache {
             args.push(self.ttl_secs.to_string());
             for (_, version) in chunk {
                 args.push(version.to_string());
-                args.push(String::new()); // the payload of a tombstone
+                args.push(String::new()); // a tombstone
             }
             let () = pipeline
                 .custom(
@@ -427,17 +392,6 @@ impl Cache {
             tracing::debug!(error = %e, "Redis connection did not close cleanly");
         }
     }
-}
-
-/// How tombstones are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tombstones {
-    /// Unless a newer version is there ([`SET_IF_NEWER`]).
-    IfNewer,
-    /// Whatever is there, for rows the caller holds locked: no newer
-    /// version of them exists anywhere yet (docs/SPEC.md, section 8), so a
-    /// plain SET each, with no look at what is there.
-    Locked,
 }
 
 /// Splits a stored `version:payload` string.

@@ -157,14 +157,12 @@ async fn apply_invalidating(
     let (outcome, delivered) = match &ctx.cache {
         Some(cache) => {
             let keys = invalidate::movement_keys(&movements);
-            let (movements_delivered, stock) = tokio::join!(
-                cache.tombstone_locked(&keys),
-                write::write_stock(&tx, &plan)
-            );
+            let (movements_delivered, stock) =
+                tokio::join!(cache.tombstone(&keys), write::write_stock(&tx, &plan));
             let stock = stock?;
             let keys = invalidate::stock_keys(&stock.touched);
             let (stock_delivered, outcome) = tokio::join!(
-                cache.tombstone_locked(&keys),
+                cache.tombstone(&keys),
                 write::write_offset(&tx, batch, &plan, movements, stock)
             );
             (outcome?, movements_delivered && stock_delivered)
