@@ -8,8 +8,9 @@
 //! deltas (one statement each), inserts the rejected records and moves the
 //! partition's offset with a compare-and-set on the value this consumer read
 //! ([`write_movements`], [`write_stock`] and [`write_offset`] are its steps).
-//! The caller then invalidates the cache inside the same transaction
-//! ([`crate::ingest::invalidate`]) and calls [`commit`].
+//! The caller invalidates the cache inside the same transaction, between or
+//! beside those steps ([`crate::ingest::apply`], [`crate::ingest::invalidate`]),
+//! and calls [`commit`].
 
 use std::collections::BTreeMap;
 

@@ -82,11 +82,11 @@ pub(crate) async fn run(
         }
         let due = u64::try_from(started.elapsed().as_millis() * u128::from(rate) / 1000)
             .unwrap_or(u64::MAX);
-        let movements = due.saturating_sub(done) / 2;
         if sent.paused.load(Ordering::Relaxed) {
             done = due;
             continue;
         }
+        let movements = due.saturating_sub(done) / 2;
         if movements == 0 {
             continue;
         }

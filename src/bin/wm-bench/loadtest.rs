@@ -238,54 +238,26 @@ async fn drive(
         Arc::clone(&samples),
         stop.clone(),
     ));
-    let recorder = Arc::new(Recorder::new(origin));
-    let mut scraper = Scraper::new(addr);
+    let mut steps = Steps {
+        addr,
+        targets: Arc::clone(&targets),
+        recorder: Arc::new(Recorder::new(origin)),
+        scraper: Scraper::new(addr),
+        active: Arc::clone(&active),
+        samples: Arc::clone(&samples),
+        origin,
+        windows: Vec::new(),
+        step_secs: options.step_secs,
+    };
     let mut rows = Vec::new();
-    let mut windows = Vec::new();
     for ((users, rate), (_, ceiling)) in phases.iter().zip(&ceilings) {
-        let before = scraper.scrape().await?;
-        let from = origin.elapsed().as_secs_f64();
-        active.set(*users);
-        let phase = Phase {
-            users: *users,
-            rate: *rate,
-            duration: Duration::from_secs(options.step_secs),
-            mix: Mix::Api,
-        };
-        let bar = ProgressBar::new(phase.duration.as_secs());
-        bar.set_prefix(match rate {
+        let prefix = match rate {
             Some(r) => format!("{r:.0} req/s"),
             None => format!("{users} users"),
-        });
-        let elapsed = load::run(
-            addr,
-            Arc::clone(&targets),
-            Arc::clone(&recorder),
-            phase,
-            &bar,
-        )
-        .await;
-        active.set(0);
-        let stats = recorder.take_step(elapsed);
-        let after = scraper.scrape().await?;
-        let to = origin.elapsed().as_secs_f64();
-        windows.push((from, to, *users as f64));
-        let lag_max = samples
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(t, _, _)| *t >= from && *t <= to)
-            .map(|(_, _, lag)| *lag)
-            .fold(after.lag, f64::max);
-        let row = StepRow {
-            users: *users,
-            rate: *rate,
-            seconds: elapsed.as_secs_f64(),
-            stats,
-            cache_hit_ratio: after.hit_ratio_since(&before),
-            lag_max,
-            ceiling: Some(*ceiling),
         };
+        let row = steps
+            .measure(*users, *rate, Mix::Api, prefix, Some(*ceiling))
+            .await?;
         print_step(&row);
         rows.push(row);
     }
@@ -293,18 +265,8 @@ async fn drive(
         0 => None,
         users => {
             let ceiling = ceilings.iter().find(|(u, _)| *u == users).map(|c| c.1);
-            let (row, warm_errors) = cached_reads(
-                options,
-                addr,
-                &targets,
-                (&recorder, &mut scraper, &active),
-                feed,
-                ceiling,
-            )
-            .await?;
+            let (row, warm_errors) = cached_reads(&mut steps, users, feed, ceiling).await?;
             ceiling_errors += warm_errors;
-            let to = origin.elapsed().as_secs_f64();
-            windows.push((to - row.seconds, to, users as f64));
             Some(row)
         }
     };
@@ -312,6 +274,7 @@ async fn drive(
     let _ = sampler.await;
     let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let end = origin.elapsed().as_secs_f64();
+    let (recorder, windows) = (steps.recorder, steps.windows);
     let points = recorder
         .seconds()
         .into_iter()
@@ -340,49 +303,92 @@ async fn drive(
     Ok((rows, points, ceiling_errors, cached))
 }
 
+/// What every measured step of a run shares.
+struct Steps {
+    addr: std::net::SocketAddr,
+    targets: Arc<Targets>,
+    recorder: Arc<Recorder>,
+    scraper: Scraper,
+    active: Arc<Active>,
+    /// The sampler's (time, users, lag) points.
+    samples: Arc<Mutex<Vec<(f64, f64, f64)>>>,
+    origin: Instant,
+    /// (from, to, users) of each step, for the time series.
+    windows: Vec<(f64, f64, f64)>,
+    step_secs: u64,
+}
+
+impl Steps {
+    /// Runs one step of `users` (or of `rate` requests/s) on `mix` with a
+    /// progress bar, and reads `/metrics` before and after it.
+    async fn measure(
+        &mut self,
+        users: usize,
+        rate: Option<f64>,
+        mix: Mix,
+        prefix: String,
+        ceiling: Option<f64>,
+    ) -> Result<StepRow, BenchError> {
+        let before = self.scraper.scrape().await?;
+        let from = self.origin.elapsed().as_secs_f64();
+        self.active.set(users);
+        let phase = Phase {
+            users,
+            rate,
+            duration: Duration::from_secs(self.step_secs),
+            mix,
+        };
+        let bar = ProgressBar::new(phase.duration.as_secs());
+        bar.set_prefix(prefix);
+        let targets = Arc::clone(&self.targets);
+        let recorder = Arc::clone(&self.recorder);
+        let elapsed = load::run(self.addr, targets, recorder, phase, &bar).await;
+        self.active.set(0);
+        let stats = self.recorder.take_step(elapsed);
+        let after = self.scraper.scrape().await?;
+        let to = self.origin.elapsed().as_secs_f64();
+        self.windows.push((from, to, users as f64));
+        let lag_max = self
+            .samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(t, _, _)| *t >= from && *t <= to)
+            .map(|(_, _, lag)| *lag)
+            .fold(after.lag, f64::max);
+        Ok(StepRow {
+            users,
+            rate,
+            seconds: elapsed.as_secs_f64(),
+            stats,
+            cache_hit_ratio: after.hit_ratio_since(&before),
+            lag_max,
+            ceiling,
+        })
+    }
+}
+
 /// The cached-reads phase: pause the feed, let the consumer commit what it
 /// has, read every known id once, then load known ids only for a step.
 /// Returns its row and the failed warming requests.
 async fn cached_reads(
-    options: &Options,
-    addr: std::net::SocketAddr,
-    targets: &Arc<Targets>,
-    (recorder, scraper, active): (&Arc<Recorder>, &mut Scraper, &Active),
+    steps: &mut Steps,
+    users: usize,
     feed: &feed::Sent,
     ceiling: Option<f64>,
 ) -> Result<(StepRow, u64), BenchError> {
-    let users = options.cached_users;
     feed.pause();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let warmed = Instant::now();
-    let (sent, failed) = load::warm(addr, Arc::clone(targets), 50).await;
+    let (sent, failed) = load::warm(steps.addr, Arc::clone(&steps.targets), 50).await;
     println!(
         "cached reads: feed paused, {sent} known ids read once in {:.1} s ({failed} failed)",
         warmed.elapsed().as_secs_f64()
     );
-    let before = scraper.scrape().await?;
-    active.set(users);
-    let phase = Phase {
-        users,
-        rate: None,
-        duration: Duration::from_secs(options.step_secs),
-        mix: Mix::Cached,
-    };
-    let bar = ProgressBar::new(phase.duration.as_secs());
-    bar.set_prefix(format!("cached {users}"));
-    let elapsed = load::run(addr, Arc::clone(targets), Arc::clone(recorder), phase, &bar).await;
-    active.set(0);
-    let stats = recorder.take_step(elapsed);
-    let after = scraper.scrape().await?;
-    let row = StepRow {
-        users,
-        rate: None,
-        seconds: elapsed.as_secs_f64(),
-        stats,
-        cache_hit_ratio: after.hit_ratio_since(&before),
-        lag_max: after.lag,
-        ceiling,
-    };
+    let prefix = format!("cached {users}");
+    let row = steps
+        .measure(users, None, Mix::Cached, prefix, ceiling)
+        .await?;
     print!("cached reads, ");
     print_step(&row);
     Ok((row, failed))
