@@ -2,8 +2,8 @@
 //! come back after a commit.
 //!
 //! Every cached value carries the version of the row it was read from. Readers
-//! and the consumer write through one Lua script that refuses to replace a newer
-//! version with an older one; before a batch commits, the consumer writes a
+//! and the consumer write through Lua scripts ([`scripts`]) that refuse to
+//! replace a newer version with an older one; before a batch commits, the consumer writes a
 //! *tombstone* carrying the new version of each row it changed. A reader that
 //! fetched the old row therefore cannot put it back: its version is lower than
 //! the tombstone's.
@@ -45,37 +45,13 @@ use crate::{
     tls::{self, TlsError, Verify},
 };
 
-/// For each `KEYS[i]`, sets it to `ARGV[2i] .. ":" .. ARGV[2i + 1]` (version,
-/// payload; an empty payload is a tombstone) with a TTL of `ARGV[1]` seconds,
-/// unless the stored version is newer, or equal and the stored entry is
-/// already a value or the new one is a tombstone. Readers store one key with
-/// it; the consumer tombstones many at once. Returns how many keys were set.
-const SET_IF_NEWER: &str = r#"
-local ttl, set = ARGV[1], 0
-for i, key in ipairs(KEYS) do
-  local version, payload = ARGV[2 * i], ARGV[2 * i + 1]
-  local new_version = tonumber(version)
-  local cur = redis.call('GET', key)
-  local newer = true
-  if cur then
-    local sep = string.find(cur, ':', 1, true)
-    local cur_version = tonumber(string.sub(cur, 1, sep - 1))
-    local cur_is_value = string.len(cur) > sep
-    newer = cur_version < new_version
-      or (cur_version == new_version and not cur_is_value and payload ~= '')
-  end
-  if newer then
-    redis.call('SET', key, version .. ':' .. payload, 'EX', ttl)
-    set = set + 1
-  end
-end
-return set
-"#;
-
 /// Keys per tombstone script call: bounds how long Redis runs one script.
 const TOMBSTONES_PER_CALL: usize = 500;
 
 const KEY_PREFIX: &str = "wm:";
+
+mod scripts;
+use scripts::{SET_IF_NEWER, TOMBSTONE};
 
 /// Errors of the cache layer (only start-up reports them; at run time they are
 /// logged and counted).
@@ -366,15 +342,12 @@ impl Cache {
         let pipeline = self.client.pipeline();
         for chunk in unique.chunks(TOMBSTONES_PER_CALL) {
             // The pipeline has no EVAL of its own: send it as a plain command.
-            let mut args = Vec::with_capacity(3 + chunk.len() * 3);
-            args.push(SET_IF_NEWER.to_owned());
+            let mut args = Vec::with_capacity(3 + chunk.len() * 2);
+            args.push(TOMBSTONE.to_owned());
             args.push(chunk.len().to_string());
             args.extend(chunk.iter().map(|(key, _)| key.clone()));
             args.push(self.ttl_secs.to_string());
-            for (_, version) in chunk {
-                args.push(version.to_string());
-                args.push(String::new()); // a tombstone
-            }
+            args.extend(chunk.iter().map(|(_, version)| format!("{version}:")));
             let () = pipeline
                 .custom(
                     CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false),

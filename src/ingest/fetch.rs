@@ -61,6 +61,11 @@ pub async fn run(
 ) -> Result<(), ConsumerError> {
     let partition = client.partition();
     let settings = &ctx.settings;
+    // The last high watermark seen: while it is past `offset`, records are
+    // known to wait, and the broker need not hold the fetch open for more.
+    // Tansu 0.6 holds every fetch for its whole `max_wait_ms` even when it
+    // has data, so this is what lets a backlog be read at the broker's pace.
+    let mut known_end = -1_i64;
     loop {
         ctx.faults.maybe_panic(FaultStage::Fetcher, partition);
         let started = tokio::time::Instant::now();
@@ -68,7 +73,8 @@ pub async fn run(
             if ctx.faults.fetch_fails() {
                 return Err(KafkaError::Injected);
             }
-            fetch_at(&client, offset, settings).await
+            let wait = if known_end > offset { 0 } else { settings.fetch_max_wait_ms };
+            fetch_at(&client, offset, settings, wait).await
         };
         let result = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -86,6 +92,7 @@ pub async fn run(
             }
         };
         ctx.status.set_high_watermark(high_watermark);
+        known_end = high_watermark;
         if records.is_empty() && high_watermark < offset {
             // The log ends before our position: the broker lost or truncated it.
             offset = reset(&client, offset, settings.offset_out_of_range, &ctx.metrics).await?;
@@ -139,9 +146,9 @@ async fn fetch_at(
     client: &PartitionClient,
     offset: i64,
     settings: &KafkaSettings,
+    wait: i32,
 ) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
     let bytes = 1..settings.fetch_max_bytes;
-    let wait = settings.fetch_max_wait_ms;
     let (records, high_watermark) = client.fetch_records(offset, bytes.clone(), wait).await?;
     let skipped = match records.first() {
         Some(first) => first.offset > offset,
