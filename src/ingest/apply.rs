@@ -140,7 +140,10 @@ async fn apply_with_retries(
 
 /// One batch transaction as the service runs it: each step of the writes
 /// overlaps the tombstones of the rows the step before it locked (movements
-/// while the stock is written, stock while the offset moves), then whatever
+/// while the first part of the stock is upserted, each part's stock rows
+/// while the next part is, the last part's while the offset moves: the
+/// shared stock rows wait for a quarter of their tombstones, not for all of
+/// them, before the COMMIT releases them), then whatever
 /// Redis did not acknowledge goes to the outbox
 /// ([`invalidate::before_commit`]), commit. `None` when it was rolled back
 /// because its invalidations need an announcement first
@@ -156,16 +159,23 @@ async fn apply_invalidating(
     let movements = write::write_movements(&tx, batch, &plan).await?;
     let (outcome, delivered) = match &ctx.cache {
         Some(cache) => {
-            let keys = invalidate::movement_keys(&movements);
-            let (movements_delivered, stock) =
-                tokio::join!(cache.tombstone(&keys), write::write_stock(&tx, &plan));
-            let stock = stock?;
-            let keys = invalidate::stock_keys(&stock.touched);
-            let (stock_delivered, outcome) = tokio::join!(
+            // Each write overlaps the tombstones of the rows written before it.
+            let mut keys = invalidate::movement_keys(&movements);
+            let mut delivered = true;
+            let mut stock = write::StockWritten::default();
+            for part in write::stock_parts(&plan) {
+                let (sent, written) =
+                    tokio::join!(cache.tombstone(&keys), write::write_stock_part(&tx, part));
+                let written = written?;
+                delivered &= sent;
+                keys = invalidate::stock_keys(&written.touched);
+                stock.extend(written);
+            }
+            let (sent, outcome) = tokio::join!(
                 cache.tombstone(&keys),
                 write::write_offset(&tx, batch, &plan, movements, stock)
             );
-            (outcome?, movements_delivered && stock_delivered)
+            (outcome?, delivered && sent)
         }
         None => {
             let stock = write::write_stock(&tx, &plan).await?;
