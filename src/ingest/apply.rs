@@ -139,11 +139,11 @@ async fn apply_with_retries(
 }
 
 /// One batch transaction as the service runs it: each step of the writes
-/// overlaps the tombstones of the rows the step before it locked (movements
-/// while the first part of the stock is upserted, each part's stock rows
-/// while the next part is, the last part's while the offset moves: the
-/// shared stock rows wait for a quarter of their tombstones, not for all of
-/// them, before the COMMIT releases them), then whatever
+/// overlaps the tombstones of the rows the step before it locked (the
+/// movements' while the offset moves, each part's stock rows while the next
+/// part is upserted). The stock rows, which batches of every partition
+/// share, are locked last and wait before the COMMIT only for the last
+/// part's tombstones, a quarter of theirs. Then whatever
 /// Redis did not acknowledge goes to the outbox
 /// ([`invalidate::before_commit`]), commit. `None` when it was rolled back
 /// because its invalidations need an announcement first
@@ -159,9 +159,14 @@ async fn apply_invalidating(
     let movements = write::write_movements(&tx, batch, &plan).await?;
     let (outcome, delivered) = match &ctx.cache {
         Some(cache) => {
-            // Each write overlaps the tombstones of the rows written before it.
-            let mut keys = invalidate::movement_keys(&movements);
-            let mut delivered = true;
+            // Each write overlaps the tombstones of the rows written before
+            // it; the offset goes first so that the shared stock rows are
+            // the last locked and wait only for their last part's tombstones.
+            let keys = invalidate::movement_keys(&movements);
+            let (mut delivered, offset) =
+                tokio::join!(cache.tombstone(&keys), write::write_offset(&tx, batch));
+            offset?;
+            let mut keys = Vec::new();
             let mut stock = write::StockWritten::default();
             for part in write::stock_parts(&plan) {
                 let (sent, written) =
@@ -171,16 +176,13 @@ async fn apply_invalidating(
                 keys = invalidate::stock_keys(&written.touched);
                 stock.extend(written);
             }
-            let (sent, outcome) = tokio::join!(
-                cache.tombstone(&keys),
-                write::write_offset(&tx, batch, &plan, movements, stock)
-            );
-            (outcome?, delivered && sent)
+            delivered &= cache.tombstone(&keys).await;
+            (write::outcome(batch, &plan, movements, stock), delivered)
         }
         None => {
+            write::write_offset(&tx, batch).await?;
             let stock = write::write_stock(&tx, &plan).await?;
-            let outcome = write::write_offset(&tx, batch, &plan, movements, stock).await?;
-            (outcome, true)
+            (write::outcome(batch, &plan, movements, stock), true)
         }
     };
     let written = started.elapsed();

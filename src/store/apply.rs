@@ -109,16 +109,18 @@ pub async fn begin<'c>(
 /// Writes `plan`, the judgement of `batch` against the state [`begin`] read,
 /// and moves the offset, in `tx`, which stays open: nothing is visible before
 /// [`commit`], and on error (or a dropped transaction) nothing is written.
-/// Its three steps, for callers with nothing to do between them:
-/// [`write_movements`], [`write_stock`], [`write_offset`].
+/// Its steps, for callers with something to do between them:
+/// [`write_movements`], [`write_offset`], [`write_stock`] (last, as its row
+/// locks are shared with other partitions), then [`outcome`].
 pub async fn write(
     tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
     plan: &Plan,
 ) -> Result<BatchOutcome, StoreError> {
     let movements = write_movements(tx, batch, plan).await?;
+    write_offset(tx, batch).await?;
     let stock = write_stock(tx, plan).await?;
-    write_offset(tx, batch, plan, movements, stock).await
+    Ok(outcome(batch, plan, movements, stock))
 }
 
 /// The movement rows a batch changed, with their new versions.
@@ -191,17 +193,20 @@ impl StockWritten {
     }
 }
 
-/// Last step of [`write`]: the offset's compare-and-set; returns what the
-/// batch did.
-pub async fn write_offset(
-    tx: &Transaction<'_>,
+/// The offset's compare-and-set: fails the batch unless this consumer still
+/// owns the offset it started from.
+pub async fn write_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Result<(), StoreError> {
+    commit_offset(tx, batch).await
+}
+
+/// What a written batch did, for its metrics, logs and cache keys.
+pub fn outcome(
     batch: &PartitionBatch<'_>,
     plan: &Plan,
     movements: MovementsWritten,
     stock: StockWritten,
-) -> Result<BatchOutcome, StoreError> {
-    commit_offset(tx, batch).await?;
-    Ok(BatchOutcome {
+) -> BatchOutcome {
+    BatchOutcome {
         consumed: batch.records.len(),
         applied: plan.accepted.len(),
         duplicates: plan.duplicates,
@@ -218,7 +223,7 @@ pub async fn write_offset(
             movements,
             stock: stock.touched,
         },
-    })
+    }
 }
 
 /// Commits the batch transaction. An error leaves its outcome unknown: the
