@@ -73,7 +73,11 @@ pub async fn run(
             if ctx.faults.fetch_fails() {
                 return Err(KafkaError::Injected);
             }
-            let wait = if known_end > offset { 0 } else { settings.fetch_max_wait_ms };
+            let wait = if known_end > offset {
+                0
+            } else {
+                settings.fetch_max_wait_ms
+            };
             fetch_at(&client, offset, settings, wait).await
         };
         let result = tokio::select! {

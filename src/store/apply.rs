@@ -195,7 +195,10 @@ impl StockWritten {
 
 /// The offset's compare-and-set: fails the batch unless this consumer still
 /// owns the offset it started from.
-pub async fn write_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Result<(), StoreError> {
+pub async fn write_offset(
+    tx: &Transaction<'_>,
+    batch: &PartitionBatch<'_>,
+) -> Result<(), StoreError> {
     commit_offset(tx, batch).await
 }
 
@@ -440,5 +443,45 @@ async fn commit_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Resu
             partition: batch.partition,
             expected: batch.expected_offset,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with(stock: usize) -> Plan {
+        Plan {
+            stock: (0..stock)
+                .map(|i| StockDelta {
+                    warehouse_id: Uuid::from_u128(1),
+                    product_id: Uuid::from_u128(i as u128),
+                    delta: 1,
+                })
+                .collect(),
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn stock_parts_keep_key_order_and_split_only_large_plans() {
+        let sizes = |n| {
+            stock_parts(&plan_with(n))
+                .map(<[_]>::len)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(100), vec![100], "a small plan is one statement");
+        assert_eq!(sizes(300), vec![128, 128, 44], "parts of at least 128");
+        assert_eq!(sizes(1000), vec![250; 4]);
+        assert_eq!(sizes(1001), vec![251, 251, 251, 248]);
+        let plan = plan_with(1000);
+        let joined: Vec<&StockDelta> = stock_parts(&plan).flatten().collect();
+        assert!(
+            joined
+                .iter()
+                .zip(&plan.stock)
+                .all(|(a, b)| std::ptr::eq(*a, b))
+        );
     }
 }
