@@ -156,9 +156,9 @@ async fn apply_invalidating(
 ) -> Result<Option<BatchOutcome>, StoreError> {
     let started = std::time::Instant::now();
     let (tx, plan) = begin_and_plan(client, batch, decoded).await?;
-    let movements = write::write_movements(&tx, batch, &plan).await?;
     let (outcome, delivered) = match &ctx.cache {
         Some(cache) => {
+            let movements = write::write_movements(&tx, batch, &plan).await?;
             // Each write overlaps the tombstones of the rows written before
             // it; the offset goes first so that the shared stock rows are
             // the last locked and wait only for their last part's tombstones.
@@ -179,11 +179,7 @@ async fn apply_invalidating(
             delivered &= cache.tombstone(&keys).await;
             (write::outcome(batch, &plan, movements, stock), delivered)
         }
-        None => {
-            write::write_offset(&tx, batch).await?;
-            let stock = write::write_stock(&tx, &plan).await?;
-            (write::outcome(batch, &plan, movements, stock), true)
-        }
+        None => (write::write(&tx, batch, &plan).await?, true),
     };
     let written = started.elapsed();
     let prepared = match (&ctx.cache, delivered) {

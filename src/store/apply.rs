@@ -193,15 +193,6 @@ impl StockWritten {
     }
 }
 
-/// The offset's compare-and-set: fails the batch unless this consumer still
-/// owns the offset it started from.
-pub async fn write_offset(
-    tx: &Transaction<'_>,
-    batch: &PartitionBatch<'_>,
-) -> Result<(), StoreError> {
-    commit_offset(tx, batch).await
-}
-
 /// What a written batch did, for its metrics, logs and cache keys.
 pub fn outcome(
     batch: &PartitionBatch<'_>,
@@ -425,7 +416,12 @@ async fn insert_rejected(
     Ok(())
 }
 
-async fn commit_offset(tx: &Transaction<'_>, batch: &PartitionBatch<'_>) -> Result<(), StoreError> {
+/// The offset's compare-and-set: fails the batch unless this consumer still
+/// owns the offset it started from.
+pub async fn write_offset(
+    tx: &Transaction<'_>,
+    batch: &PartitionBatch<'_>,
+) -> Result<(), StoreError> {
     let stmt = tx.prepare_cached(COMMIT_OFFSET).await.at(Step::Offset)?;
     let next = batch.next_offset();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
