@@ -18,6 +18,7 @@ use super::{
 };
 use crate::{
     app::metrics::BatchFigures,
+    cache::Cache,
     domain::{event::RejectReason, plan},
     kafka::Record,
     retry::{self, Backoff, Class},
@@ -138,12 +139,8 @@ async fn apply_with_retries(
     }
 }
 
-/// One batch transaction as the service runs it: each step of the writes
-/// overlaps the tombstones of the rows the step before it locked (the
-/// movements' while the offset moves, each part's stock rows while the next
-/// part is upserted). The stock rows, which batches of every partition
-/// share, are locked last and wait before the COMMIT only for the last
-/// part's tombstones, a quarter of theirs. Then whatever
+/// One batch transaction as the service runs it: the writes with the
+/// tombstones beside them ([`write_all`]), then whatever
 /// Redis did not acknowledge goes to the outbox
 /// ([`invalidate::before_commit`]), commit. `None` when it was rolled back
 /// because its invalidations need an announcement first
@@ -156,31 +153,7 @@ async fn apply_invalidating(
 ) -> Result<Option<BatchOutcome>, StoreError> {
     let started = std::time::Instant::now();
     let (tx, plan) = begin_and_plan(client, batch, decoded).await?;
-    let (outcome, delivered) = match &ctx.cache {
-        Some(cache) => {
-            let movements = write::write_movements(&tx, batch, &plan).await?;
-            // Each write overlaps the tombstones of the rows written before
-            // it; the offset goes first so that the shared stock rows are
-            // the last locked and wait only for their last part's tombstones.
-            let keys = invalidate::movement_keys(&movements);
-            let (mut delivered, offset) =
-                tokio::join!(cache.tombstone(&keys), write::write_offset(&tx, batch));
-            offset?;
-            let mut keys = Vec::new();
-            let mut stock = write::StockWritten::default();
-            for part in write::stock_parts(&plan) {
-                let (sent, written) =
-                    tokio::join!(cache.tombstone(&keys), write::write_stock_part(&tx, part));
-                let written = written?;
-                delivered &= sent;
-                keys = invalidate::stock_keys(&written.touched);
-                stock.extend(written);
-            }
-            delivered &= cache.tombstone(&keys).await;
-            (write::outcome(batch, &plan, movements, stock), delivered)
-        }
-        None => (write::write(&tx, batch, &plan).await?, true),
-    };
+    let (outcome, delivered) = write_all(ctx.cache.as_ref(), &tx, batch, &plan).await?;
     let written = started.elapsed();
     let prepared = match (&ctx.cache, delivered) {
         (Some(_), false) => {
@@ -211,9 +184,52 @@ pub async fn apply_once(
     decoded: Vec<Decoded>,
 ) -> Result<BatchOutcome, StoreError> {
     let (tx, plan) = begin_and_plan(client, batch, decoded).await?;
-    let outcome = write::write(&tx, batch, &plan).await?;
+    let (outcome, _) = write_all(None, &tx, batch, &plan).await?;
     write::commit(tx).await?;
     Ok(outcome)
+}
+
+/// Writes `plan` and moves the offset in `tx`, in the order of
+/// [`crate::store::apply`]: movements, offset, then the stock in its parts,
+/// whose rows batches of every partition share and which are therefore
+/// locked last. With a cache, each step overlaps the tombstones of the rows
+/// the step before it locked (the movements' while the offset moves, each
+/// stock part's while the next is upserted), so that the locked stock rows
+/// wait before the COMMIT only for the last part's tombstones. True when
+/// Redis acknowledged every tombstone (always, without a cache).
+async fn write_all(
+    cache: Option<&Cache>,
+    tx: &Transaction<'_>,
+    batch: &PartitionBatch<'_>,
+    plan: &plan::Plan,
+) -> Result<(BatchOutcome, bool), StoreError> {
+    let tombstone = |keys: Vec<(String, i64)>| async move {
+        match cache {
+            Some(cache) => cache.tombstone(&keys).await,
+            None => true,
+        }
+    };
+    let movements = write::write_movements(tx, batch, plan).await?;
+    let keys = match cache {
+        Some(_) => invalidate::movement_keys(&movements),
+        None => Vec::new(),
+    };
+    let (mut delivered, offset) = tokio::join!(tombstone(keys), write::write_offset(tx, batch));
+    offset?;
+    let mut keys = Vec::new();
+    let mut stock = write::StockWritten::default();
+    for part in write::stock_parts(plan) {
+        let (sent, written) = tokio::join!(tombstone(keys), write::write_stock_part(tx, part));
+        let written = written?;
+        delivered &= sent;
+        keys = match cache {
+            Some(_) => invalidate::stock_keys(&written.touched),
+            None => Vec::new(),
+        };
+        stock.extend(written);
+    }
+    delivered &= tombstone(keys).await;
+    Ok((write::outcome(batch, plan, movements, stock), delivered))
 }
 
 /// Opens the batch transaction: locks and reads the stored state of the

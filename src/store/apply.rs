@@ -1,16 +1,18 @@
 //! The batch transaction: everything one batch changes, and the offset that
 //! says it was consumed, commit together or not at all.
 //!
-//! Three calls, one transaction. [`begin`] locks the batch's movements
-//! (advisory locks, ascending) and reads what is stored for them. The caller
-//! plans with that state ([`crate::domain::plan::plan`]) and hands the plan to
-//! [`write`], which binary-COPYs the new events, upserts movements and stock
-//! deltas (one statement each), inserts the rejected records and moves the
-//! partition's offset with a compare-and-set on the value this consumer read
-//! ([`write_movements`], [`write_stock`] and [`write_offset`] are its steps).
-//! The caller invalidates the cache inside the same transaction, between or
-//! beside those steps ([`crate::ingest::apply`], [`crate::ingest::invalidate`]),
-//! and calls [`commit`].
+//! [`begin`] locks the batch's movements (advisory locks, ascending) and
+//! reads what is stored for them. The caller plans with that state
+//! ([`crate::domain::plan::plan`]) and writes the plan in this order:
+//! [`write_movements`] (binary COPY of the new events, one upsert of the
+//! movements, the rejected records), [`write_offset`] (the partition's
+//! offset, by compare-and-set on the value this consumer read), then the
+//! stock deltas in [`stock_parts`], each with [`write_stock_part`], last
+//! because batches of every partition share stock rows and the row locks
+//! are held until the COMMIT. [`outcome`] says what the batch did, and
+//! [`commit`] ends the transaction. The caller invalidates the cache inside
+//! the same transaction, beside those steps ([`crate::ingest::apply`],
+//! [`crate::ingest::invalidate`]).
 
 use std::collections::BTreeMap;
 
@@ -106,23 +108,6 @@ pub async fn begin<'c>(
     Ok((tx, stored))
 }
 
-/// Writes `plan`, the judgement of `batch` against the state [`begin`] read,
-/// and moves the offset, in `tx`, which stays open: nothing is visible before
-/// [`commit`], and on error (or a dropped transaction) nothing is written.
-/// Its steps, for callers with something to do between them:
-/// [`write_movements`], [`write_offset`], [`write_stock`] (last, as its row
-/// locks are shared with other partitions), then [`outcome`].
-pub async fn write(
-    tx: &Transaction<'_>,
-    batch: &PartitionBatch<'_>,
-    plan: &Plan,
-) -> Result<BatchOutcome, StoreError> {
-    let movements = write_movements(tx, batch, plan).await?;
-    write_offset(tx, batch).await?;
-    let stock = write_stock(tx, plan).await?;
-    Ok(outcome(batch, plan, movements, stock))
-}
-
 /// The movement rows a batch changed, with their new versions.
 pub type MovementsWritten = Vec<(Uuid, i64)>;
 
@@ -134,8 +119,8 @@ pub struct StockWritten {
     negative: usize,
 }
 
-/// First step of [`write`]: the events, the movements and the rejected
-/// records. Only batches holding a movement's advisory lock write it.
+/// The events, the movements and the rejected records. Only batches
+/// holding a movement's advisory lock write it.
 pub async fn write_movements(
     tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
@@ -147,18 +132,6 @@ pub async fn write_movements(
     Ok(movements)
 }
 
-/// Second step of [`write`]: the stock deltas, one statement per
-/// [`stock_parts`] part, in key order. Batches of every partition may share
-/// stock rows, so it comes late: the row locks it takes are held until the
-/// COMMIT.
-pub async fn write_stock(tx: &Transaction<'_>, plan: &Plan) -> Result<StockWritten, StoreError> {
-    let mut written = StockWritten::default();
-    for part in stock_parts(plan) {
-        written.extend(write_stock_part(tx, part).await?);
-    }
-    Ok(written)
-}
-
 /// Stock deltas per statement, at least: a smaller plan is one statement.
 const STOCK_PART_MIN: usize = 128;
 /// Statements a larger plan's stock deltas are split into (issue 8: the
@@ -166,16 +139,16 @@ const STOCK_PART_MIN: usize = 128;
 /// was 57% with one statement, 64% with 4 and 63% with 8).
 const STOCK_PARTS: usize = 4;
 
-/// The plan's stock deltas in the parts [`write_stock`] upserts, in key
-/// order. Parts let the service tombstone the rows of one part while the
-/// next is upserted, so that the last part's tombstones, not all of them,
-/// are what the COMMIT of the locked rows waits for ([`crate::ingest::apply`]).
+/// The plan's stock deltas in the parts that are upserted, in key order.
+/// Parts let the service tombstone the rows of one part while the next is
+/// upserted, so that the last part's tombstones, not all of them, are what
+/// the COMMIT of the locked rows waits for ([`crate::ingest::apply`]).
 pub fn stock_parts(plan: &Plan) -> std::slice::Chunks<'_, StockDelta> {
     let size = plan.stock.len().div_ceil(STOCK_PARTS).max(STOCK_PART_MIN);
     plan.stock.chunks(size)
 }
 
-/// One part of [`write_stock`]; parts must be written in [`stock_parts`]'
+/// The upsert of one of [`stock_parts`]; parts must be written in their
 /// order, so that batches lock shared rows in one order.
 pub async fn write_stock_part(
     tx: &Transaction<'_>,
