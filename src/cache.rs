@@ -14,6 +14,10 @@
 //! no instance serves an entry they cover, even after a crash (the argument is
 //! in docs/SPEC.md, section 8).
 //!
+//! Hits are answered from this instance's memory where they can be
+//! ([`near`]): Redis tracks the keys read there and reports every change, so
+//! the near cache holds what Redis holds, without a round trip per read.
+//!
 //! Redis is only an accelerator: every call has a short timeout, failures are
 //! logged and counted, and reads fall back to PostgreSQL.
 
@@ -50,7 +54,10 @@ const TOMBSTONES_PER_CALL: usize = 500;
 
 const KEY_PREFIX: &str = "wm:";
 
+mod near;
+mod resp;
 mod scripts;
+use near::{Lookup, Near};
 use scripts::{SET_IF_NEWER, TOMBSTONE};
 
 /// Errors of the cache layer (only start-up reports them; at run time they are
@@ -81,6 +88,8 @@ pub struct Cache {
     timeout: Duration,
     metrics: Arc<Metrics>,
     permit: Arc<Permit>,
+    /// `None` when `redis.near_cache_entries` is 0 or Redis is a cluster.
+    near: Option<Near>,
 }
 
 /// Until when reads may use the cache, as an offset from `base` in
@@ -134,12 +143,21 @@ impl Cache {
         // fred would build TLS of its own for rediss://: parse the rest, set ours.
         let plain_url = settings.url.replacen("rediss://", "redis://", 1);
         let mut config = Config::from_url(&plain_url).map_err(CacheError::Url)?;
-        if settings.tls() {
+        let tls = if settings.tls() {
             let tls =
                 tls::client_config(Verify::Full, settings.ca_file()).map_err(CacheError::Tls)?;
-            config.tls = Some(tokio_rustls::TlsConnector::from(tls).into());
-        }
+            Some(tokio_rustls::TlsConnector::from(tls))
+        } else {
+            None
+        };
+        config.tls = tls.clone().map(Into::into);
         let timeout = Duration::from_millis(250);
+        let near = near_target(&config, tls, timeout)
+            .filter(|_| settings.near_cache_entries > 0)
+            .map(|target| {
+                let ttl = Duration::from_secs(settings.cache_ttl_secs);
+                Near::start(target, settings.near_cache_entries, ttl, timeout)
+            });
         let client = Builder::from_config(Config {
             fail_fast: false,
             ..config
@@ -173,6 +191,7 @@ impl Cache {
             timeout,
             metrics,
             permit: Arc::new(Permit::new()),
+            near,
         })
     }
 
@@ -227,6 +246,31 @@ impl Cache {
     /// an entry that does not parse (counted as an error and logged, never as
     /// a hit).
     pub async fn get_json(&self, key: &str) -> Option<String> {
+        if !self.usable() {
+            self.metrics.cache_bypassed();
+            return None;
+        }
+        if let Some(near) = &self.near {
+            let result = match near.get(key).await {
+                Lookup::Hit { payload, near } => {
+                    self.metrics.cache(CacheResult::Hit);
+                    if near {
+                        self.metrics.cache_near_hit();
+                    }
+                    return Some(payload);
+                }
+                Lookup::Miss => CacheResult::Miss,
+                Lookup::Failed => CacheResult::Error,
+                Lookup::Down => return self.get_json_from_redis(key).await,
+            };
+            self.metrics.cache(result);
+            return None;
+        }
+        self.get_json_from_redis(key).await
+    }
+
+    /// [`Self::get_json`] through fred, for when there is no near cache.
+    async fn get_json_from_redis(&self, key: &str) -> Option<String> {
         let payload = self.payload(key).await?;
         match serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
             Ok(_) => {
@@ -241,13 +285,9 @@ impl Cache {
         }
     }
 
-    /// The payload stored under `key`, if the cache may be used and holds a
-    /// value there (misses, tombstones, bypasses and errors are counted).
+    /// The payload stored under `key`, if Redis holds a value there
+    /// (misses, tombstones and errors are counted).
     async fn payload(&self, key: &str) -> Option<String> {
-        if !self.usable() {
-            self.metrics.cache_bypassed();
-            return None;
-        }
         let result: Result<Option<String>, _> = self.client.get(key).await;
         let mut raw = match result {
             Ok(Some(raw)) => raw,
@@ -359,12 +399,46 @@ impl Cache {
         Ok(())
     }
 
-    /// Closes the connection.
+    /// Entries in the near cache now (0 without one).
+    pub fn near_entries(&self) -> usize {
+        self.near.as_ref().map_or(0, Near::len)
+    }
+
+    /// True while the near cache has its tracking connection.
+    pub fn near_is_up(&self) -> bool {
+        self.near.as_ref().is_some_and(Near::is_up)
+    }
+
+    /// Closes the connections.
     pub async fn quit(&self) {
+        if let Some(near) = &self.near {
+            near.close();
+        }
         if let Err(e) = self.client.quit().await {
             tracing::debug!(error = %e, "Redis connection did not close cleanly");
         }
     }
+}
+
+/// Where the near cache connects: the host of a single Redis server (none
+/// for a cluster or sentinels), with the URL's credentials, database and TLS.
+fn near_target(
+    config: &Config,
+    tls: Option<tokio_rustls::TlsConnector>,
+    timeout: Duration,
+) -> Option<near::Target> {
+    let fred::types::config::ServerConfig::Centralized { server } = &config.server else {
+        return None;
+    };
+    Some(near::Target {
+        host: server.host.to_string(),
+        port: server.port,
+        username: config.username.clone(),
+        password: config.password.clone(),
+        database: config.database,
+        tls,
+        timeout: timeout * 4,
+    })
 }
 
 /// Splits a stored `version:payload` string.

@@ -260,6 +260,9 @@ pub struct RedisSettings {
     /// checked against; empty: the system's roots.
     pub ca_file: String,
     pub cache_ttl_secs: u64,
+    /// Entries this instance keeps in its own memory, kept exact by Redis'
+    /// client tracking (0: every hit asks Redis).
+    pub near_cache_entries: usize,
 }
 
 impl RedisSettings {
@@ -280,6 +283,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("url", &redact::url(&self.url))
             .field("ca_file", &self.ca_file)
             .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .field("near_cache_entries", &self.near_cache_entries)
             .finish()
     }
 }

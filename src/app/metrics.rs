@@ -79,6 +79,7 @@ pub struct Metrics {
     consumer_restarts: Counter<u64>,
     batch_failures: Counter<u64>,
     cache_requests: Counter<u64>,
+    cache_near_hits: Counter<u64>,
     cache_invalidations: Counter<u64>,
     db_fallbacks: Counter<u64>,
     outbox_rows: Gauge<i64>,
@@ -167,6 +168,10 @@ impl Metrics {
                  (transient: retried; data: split and quarantined; other: pipeline restarted)",
             ),
             cache_requests: counter("wm_cache_requests", "Cache look-ups, by result"),
+            cache_near_hits: counter(
+                "wm_cache_near_hits",
+                "Cache hits answered from this instance's near cache, without a Redis round trip",
+            ),
             cache_invalidations: counter(
                 "wm_cache_invalidations",
                 "Keys invalidated after commits",
@@ -350,6 +355,7 @@ impl Metrics {
             self.cache_requests
                 .add(0, &[KeyValue::new("result", result)]);
         }
+        self.cache_near_hits.add(0, &[]);
     }
 
     pub fn offset_reset(&self, partition: i32) {
@@ -370,6 +376,10 @@ impl Metrics {
         };
         self.cache_requests
             .add(1, &[KeyValue::new("result", label)]);
+    }
+
+    pub fn cache_near_hit(&self) {
+        self.cache_near_hits.add(1, &[]);
     }
 
     pub fn cache_invalidated(&self, keys: usize) {

@@ -22,6 +22,7 @@ mod kafka_security;
 mod librdkafka;
 mod limits;
 mod monitoring;
+mod near;
 mod offsets;
 mod outage;
 mod outbox;

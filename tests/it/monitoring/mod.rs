@@ -63,7 +63,7 @@ pub(crate) struct Exposition {
 /// Parses the text format with openmetrics-parser, then lays every family
 /// out as the lines it came from: a histogram `h` becomes its `h_bucket{le}`,
 /// `h_sum` and `h_count` samples, a summary likewise.
-fn parse_exposition(text: &str) -> Exposition {
+pub(crate) fn parse_exposition(text: &str) -> Exposition {
     let parsed = parse_prometheus(text).unwrap_or_else(|e| panic!("{e:?} in:\n{text}"));
     let mut out = Exposition {
         types: HashMap::new(),

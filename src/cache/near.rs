@@ -1,0 +1,294 @@
+//! The near cache: the entries this instance read from Redis, kept in its own
+//! memory and dropped as soon as Redis reports that they changed (Redis'
+//! server-assisted client-side caching, RESP3 `CLIENT TRACKING`).
+//!
+//! Why: a cache hit answered from Redis cost a round trip per request, and
+//! under load that round trip (system calls on both sides, fred's tasks,
+//! Redis' own CPU) was most of what separated a cached read from
+//! `/health/live` (issue 8).
+//!
+//! How it stays exact. One connection, read by one task, carries every
+//! lookup that fills the near cache (`GET`), so Redis tracks the keys for
+//! it and pushes an `invalidate` message on it when any of them is written
+//! (a tombstone, a reader's put, an expiry). The task handles the frames in
+//! the order they arrive: an entry goes in when its `GET` reply is read and
+//! out when a later push names it. A tombstone's push is queued on this
+//! connection before Redis acknowledges the tombstone, and the tombstone is
+//! acknowledged before its batch commits. A read that starts after a COMMIT
+//! may therefore use the near cache only once the reply to a command
+//! written after the read started has been handled (a *fence*): everything
+//! Redis pushed before that reply has been applied by then. Reads wait for a
+//! fence together (one `PING` in flight at a time, or any `GET`), so the
+//! cost is one wake-up per read, not a round trip each. If the connection
+//! fails, the near cache is emptied and reads go to Redis through fred until
+//! a new connection tracks again; a read whose fence does not come in time
+//! is answered from PostgreSQL.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::resp::Frame;
+
+mod tracking;
+
+/// Lookups queued for the connection at most; a full queue waits.
+const QUEUE: usize = 4096;
+
+/// Where and how the near cache connects (taken from the Redis settings).
+#[derive(Clone)]
+pub(super) struct Target {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub database: Option<u8>,
+    pub tls: Option<TlsConnector>,
+    /// Longest wait for a connection, a handshake reply or a write (a lookup
+    /// waits for the cache's own timeout).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// A value, as its payload's JSON text.
+    Hit { payload: String, near: bool },
+    /// No value: absent, or a tombstone.
+    Miss,
+    /// Redis answered with an error or not in time, or the value is not JSON.
+    Failed,
+    /// The near cache has no tracking connection: ask Redis another way.
+    Down,
+}
+
+/// The near cache of one instance.
+#[derive(Debug, Clone)]
+pub(super) struct Near {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Get>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Shared {
+    entries: RwLock<HashMap<Box<str>, Slot>>,
+    max_entries: usize,
+    ttl: Duration,
+    /// A connection is up and tracking.
+    up: AtomicBool,
+    /// Commands written so far (numbered from 1), on any connection.
+    sent: AtomicU64,
+    /// The highest command number whose reply has been handled.
+    done: watch::Sender<u64>,
+    /// The highest command number a reader waits for.
+    wanted: AtomicU64,
+    wake: Notify,
+    closed: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Slot {
+    payload: Arc<str>,
+    stored: Instant,
+}
+
+#[derive(Debug)]
+struct Get {
+    key: Box<str>,
+    reply: oneshot::Sender<Lookup>,
+}
+
+impl Near {
+    /// Starts the connection task; it connects, and reconnects, on its own.
+    pub(super) fn start(
+        target: Target,
+        max_entries: usize,
+        ttl: Duration,
+        lookup_timeout: Duration,
+    ) -> Self {
+        let (queue, requests) = mpsc::channel(QUEUE);
+        let shared = Arc::new(Shared::new(max_entries, ttl));
+        tokio::spawn(tracking::run(Arc::clone(&shared), target, requests));
+        Self {
+            shared,
+            queue,
+            timeout: lookup_timeout,
+        }
+    }
+
+    /// True while a tracking connection is up.
+    pub(super) fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::Acquire)
+    }
+
+    /// Entries held now.
+    pub(super) fn len(&self) -> usize {
+        self.shared.entries.read().map_or(0, |e| e.len())
+    }
+
+    /// Looks `key` up: in memory after a fence, or else on the tracking
+    /// connection (whose reply also fills the near cache).
+    pub(super) async fn get(&self, key: &str) -> Lookup {
+        if !self.is_up() {
+            return Lookup::Down;
+        }
+        if self.shared.holds(key) {
+            if !self.fence().await {
+                return Lookup::Failed;
+            }
+            if let Some(payload) = self.shared.lookup(key) {
+                return Lookup::Hit {
+                    payload: payload.as_ref().to_owned(),
+                    near: true,
+                };
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let get = Get {
+            key: key.into(),
+            reply,
+        };
+        if self.queue.send(get).await.is_err() {
+            return Lookup::Down;
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(lookup)) => lookup,
+            _ => Lookup::Failed,
+        }
+    }
+
+    /// Waits until the reply to a command written after this call began has
+    /// been handled; false if none came in time.
+    async fn fence(&self) -> bool {
+        let want = self.shared.sent.load(Ordering::SeqCst) + 1;
+        if self.shared.wanted.fetch_max(want, Ordering::SeqCst) < want {
+            self.shared.wake.notify_one();
+        }
+        let mut done = self.shared.done.subscribe();
+        let waited = tokio::time::timeout(self.timeout, done.wait_for(|d| *d >= want)).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
+    /// Stops the connection task and forgets every entry.
+    pub(super) fn close(&self) {
+        self.shared.closed.cancel();
+    }
+}
+
+impl Shared {
+    fn new(max_entries: usize, ttl: Duration) -> Self {
+        Self {
+            entries: RwLock::new(HashMap::new()),
+            max_entries,
+            ttl,
+            up: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            done: watch::Sender::new(0),
+            wanted: AtomicU64::new(0),
+            wake: Notify::new(),
+            closed: CancellationToken::new(),
+        }
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.entries.read().is_ok_and(|e| e.contains_key(key))
+    }
+
+    fn lookup(&self, key: &str) -> Option<Arc<str>> {
+        let entries = self.entries.read().ok()?;
+        let slot = entries.get(key)?;
+        (slot.stored.elapsed() < self.ttl).then(|| Arc::clone(&slot.payload))
+    }
+
+    fn insert(&self, key: Box<str>, payload: Arc<str>) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        if entries.len() >= self.max_entries {
+            // Full: start again empty, rather than scan for the oldest on
+            // every insert (Redis goes on tracking the keys; their pushes
+            // then find nothing to drop).
+            entries.clear();
+        }
+        let stored = Instant::now();
+        entries.insert(key, Slot { payload, stored });
+    }
+
+    fn invalidate(&self, keys: &[Frame]) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        let names = keys.iter().filter_map(|key| match key {
+            Frame::Bulk(key) => std::str::from_utf8(key).ok(),
+            _ => None,
+        });
+        for key in names {
+            entries.remove(key);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(names: &[&str]) -> Vec<Frame> {
+        names
+            .iter()
+            .map(|n| Frame::Bulk(n.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn pushes_drop_the_keys_they_name_and_a_flush_drops_all() {
+        let near = Shared::new(10, Duration::from_secs(60));
+        for key in ["a", "b", "c"] {
+            near.insert(key.into(), Arc::from("1"));
+        }
+        near.invalidate(&keys(&["a", "c", "unknown"]));
+        assert!(!near.holds("a") && near.holds("b") && !near.holds("c"));
+        near.clear();
+        assert!(!near.holds("b"));
+    }
+
+    #[test]
+    fn a_full_near_cache_starts_again_and_old_entries_are_not_served() {
+        let near = Shared::new(2, Duration::from_secs(60));
+        near.insert("a".into(), Arc::from("1"));
+        near.insert("b".into(), Arc::from("2"));
+        near.insert("c".into(), Arc::from("3"));
+        assert_eq!(near.entries.read().unwrap().len(), 1);
+        assert_eq!(near.lookup("c").as_deref(), Some("3"));
+
+        let expired = Shared::new(2, Duration::ZERO);
+        expired.insert("a".into(), Arc::from("1"));
+        assert!(expired.holds("a"));
+        assert_eq!(expired.lookup("a"), None, "past the TTL");
+    }
+}

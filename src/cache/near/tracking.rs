@@ -1,0 +1,332 @@
+//! The near cache's tracking connection: one task that connects, turns
+//! client tracking on, writes the lookups and fences, and reads replies and
+//! invalidation pushes in their wire order ([`super`] says why the order
+//! matters). After a failure it empties the near cache before it connects
+//! again.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use rustls::pki_types::ServerName;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+};
+
+use super::{Get, Lookup, Shared, Target};
+use crate::cache::resp::{self, Frame};
+
+/// What a `GET` reply holds: the payload of a `version:payload` value, or
+/// `None` for a tombstone (or an entry without a version); an error for a
+/// value whose payload is not JSON.
+fn value_payload(raw: &[u8]) -> Result<Option<&str>, serde_json::Error> {
+    let Some((_, payload)) = std::str::from_utf8(raw)
+        .ok()
+        .and_then(|raw| raw.split_once(':'))
+        .filter(|(version, payload)| version.parse::<i64>().is_ok() && !payload.is_empty())
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str::<serde::de::IgnoredAny>(payload)?;
+    Ok(Some(payload))
+}
+
+/// Connects, tracks and serves until the cache is closed, reconnecting with
+/// a growing delay (10 ms to 500 ms) after a failure.
+pub(super) async fn run(shared: Arc<Shared>, target: Target, mut requests: mpsc::Receiver<Get>) {
+    let mut delay = Duration::from_millis(10);
+    loop {
+        let outcome = tokio::select! {
+            () = shared.closed.cancelled() => break,
+            outcome = connect_and_serve(&shared, &target, &mut requests) => outcome,
+        };
+        shared.up.store(false, Ordering::Release);
+        shared.clear();
+        match outcome {
+            Ok(Served::Stopped) => break,
+            Ok(Served::Refused(reason)) => {
+                tracing::warn!(%reason, "Redis refused client tracking: no near cache");
+                break;
+            }
+            Err(e) => tracing::debug!(error = %e, "near cache connection lost"),
+        }
+        // Lookups queued for the lost connection fail at once.
+        while let Ok(get) = requests.try_recv() {
+            let _ = get.reply.send(Lookup::Failed);
+        }
+        tokio::select! {
+            () = shared.closed.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+    shared.up.store(false, Ordering::Release);
+    shared.clear();
+}
+
+enum Served {
+    Stopped,
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Protocol(#[from] resp::ProtocolError),
+    #[error("timed out")]
+    Timeout,
+    #[error("closed by Redis")]
+    Closed,
+    #[error("a reply nobody asked for")]
+    Unexpected,
+}
+
+async fn connect_and_serve(
+    shared: &Shared,
+    target: &Target,
+    requests: &mut mpsc::Receiver<Get>,
+) -> Result<Served, ConnectionError> {
+    let address = (target.host.as_str(), target.port);
+    let tcp = within(target.timeout, async {
+        Ok(TcpStream::connect(address).await?)
+    })
+    .await?;
+    tcp.set_nodelay(true)?;
+    match &target.tls {
+        None => serve(shared, target, tcp, requests).await,
+        Some(tls) => {
+            let name = ServerName::try_from(target.host.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let stream =
+                within(target.timeout, async { Ok(tls.connect(name, tcp).await?) }).await?;
+            serve(shared, target, stream, requests).await
+        }
+    }
+}
+
+async fn within<T>(
+    limit: Duration,
+    step: impl Future<Output = Result<T, ConnectionError>>,
+) -> Result<T, ConnectionError> {
+    tokio::time::timeout(limit, step)
+        .await
+        .map_err(|_| ConnectionError::Timeout)?
+}
+
+/// One connection's life: the handshake, then lookups, fences and pushes.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Shared,
+    target: &Target,
+    mut stream: S,
+    requests: &mut mpsc::Receiver<Get>,
+) -> Result<Served, ConnectionError> {
+    let mut input = Vec::with_capacity(64 * 1024);
+    if let Some(reason) = handshake(target, &mut stream, &mut input).await? {
+        return Ok(Served::Refused(reason));
+    }
+    let mut connection = Connection {
+        shared,
+        pending: VecDeque::new(),
+        output: Vec::with_capacity(16 * 1024),
+        ping_in_flight: false,
+    };
+    shared.up.store(true, Ordering::Release);
+    tracing::debug!("near cache tracking");
+    loop {
+        tokio::select! {
+            biased;
+            read = stream.read_buf(&mut input) => {
+                if read? == 0 {
+                    return Err(ConnectionError::Closed);
+                }
+                let used = connection.handle(&input)?;
+                input.drain(..used);
+            }
+            get = requests.recv() => {
+                let Some(get) = get else { return Ok(Served::Stopped) };
+                connection.get(get);
+                while let Ok(get) = requests.try_recv() {
+                    connection.get(get);
+                }
+            }
+            () = shared.wake.notified() => {}
+        }
+        connection.ping_if_wanted();
+        if !connection.output.is_empty() {
+            within(target.timeout, async {
+                Ok(stream.write_all(&connection.output).await?)
+            })
+            .await?;
+            connection.output.clear();
+        }
+    }
+}
+
+/// `HELLO 3` (with the credentials), `SELECT`, `CLIENT TRACKING ON`: `Some`
+/// with the reason when Redis refuses tracking (older than 6, say).
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    target: &Target,
+    stream: &mut S,
+    input: &mut Vec<u8>,
+) -> Result<Option<String>, ConnectionError> {
+    let mut out = Vec::new();
+    let database = target.database.map(|db| db.to_string());
+    let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
+    if let Some(password) = &target.password {
+        let user = target.username.as_deref().unwrap_or("default");
+        hello.extend([b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()]);
+    }
+    hello.extend([b"SETNAME".as_slice(), b"wm-near-cache"]);
+    resp::command(&mut out, &hello);
+    if let Some(db) = &database {
+        resp::command(&mut out, &[b"SELECT", db.as_bytes()]);
+    }
+    resp::command(&mut out, &[b"CLIENT", b"TRACKING", b"ON"]);
+    let replies = 2 + usize::from(database.is_some());
+    within(target.timeout, async { Ok(stream.write_all(&out).await?) }).await?;
+    for _ in 0..replies {
+        let frame = within(target.timeout, next_frame(stream, input)).await?;
+        if let Frame::Error(reason) = frame {
+            return Ok(Some(reason));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads until one whole frame is in `input`, and takes it out.
+async fn next_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    input: &mut Vec<u8>,
+) -> Result<Frame, ConnectionError> {
+    loop {
+        if let Some((frame, used)) = resp::parse(input)? {
+            input.drain(..used);
+            return Ok(frame);
+        }
+        if stream.read_buf(input).await? == 0 {
+            return Err(ConnectionError::Closed);
+        }
+    }
+}
+
+/// The state of one tracking connection between reads.
+struct Connection<'a> {
+    shared: &'a Shared,
+    /// What each reply still to come answers, in order, with its number.
+    pending: VecDeque<(u64, Pending)>,
+    output: Vec<u8>,
+    ping_in_flight: bool,
+}
+
+enum Pending {
+    Get(Get),
+    Ping,
+}
+
+impl Connection<'_> {
+    /// Numbers a command. The number is taken before the command is written,
+    /// so a reader that saw the count before it knows the command follows it.
+    fn next_number(&self) -> u64 {
+        self.shared.sent.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn get(&mut self, get: Get) {
+        let number = self.next_number();
+        resp::command(&mut self.output, &[b"GET", get.key.as_bytes()]);
+        self.pending.push_back((number, Pending::Get(get)));
+    }
+
+    /// Writes a PING when a reader waits for a command that is not written
+    /// yet and no PING is on its way already.
+    fn ping_if_wanted(&mut self) {
+        let wanted = self.shared.wanted.load(Ordering::SeqCst);
+        if self.ping_in_flight || wanted <= self.shared.sent.load(Ordering::SeqCst) {
+            return;
+        }
+        let number = self.next_number();
+        resp::command(&mut self.output, &[b"PING"]);
+        self.pending.push_back((number, Pending::Ping));
+        self.ping_in_flight = true;
+    }
+
+    /// Handles every whole frame at the start of `input`; returns the bytes used.
+    fn handle(&mut self, input: &[u8]) -> Result<usize, ConnectionError> {
+        let mut used = 0;
+        let mut last_done = None;
+        while let Some((frame, len)) = resp::parse(&input[used..])? {
+            used += len;
+            if let Frame::Push(items) = frame {
+                self.push(&items);
+                continue;
+            }
+            let (number, pending) = self
+                .pending
+                .pop_front()
+                .ok_or(ConnectionError::Unexpected)?;
+            match pending {
+                Pending::Ping => self.ping_in_flight = false,
+                Pending::Get(get) => self.answer(get, frame),
+            }
+            last_done = Some(number);
+        }
+        if let Some(number) = last_done {
+            self.shared.done.send_replace(number);
+        }
+        Ok(used)
+    }
+
+    /// A push: `invalidate` with the keys written, or with null when Redis
+    /// flushed its data set (or its tracking table).
+    fn push(&self, items: &[Frame]) {
+        match items {
+            [Frame::Bulk(kind), Frame::Array(keys)] if kind == b"invalidate" => {
+                self.shared.invalidate(keys);
+            }
+            [Frame::Bulk(kind), Frame::Null] if kind == b"invalidate" => self.shared.clear(),
+            _ => {}
+        }
+    }
+
+    fn answer(&self, get: Get, frame: Frame) {
+        let lookup = match frame {
+            Frame::Bulk(raw) => match value_payload(&raw) {
+                Ok(Some(payload)) => {
+                    let payload: Arc<str> = Arc::from(payload);
+                    self.shared.insert(get.key, Arc::clone(&payload));
+                    Lookup::Hit {
+                        payload: payload.as_ref().to_owned(),
+                        near: false,
+                    }
+                }
+                Ok(None) => Lookup::Miss,
+                Err(e) => {
+                    tracing::warn!(key = %get.key, error = %e, "cached entry does not parse; answering from PostgreSQL");
+                    Lookup::Failed
+                }
+            },
+            Frame::Null => Lookup::Miss,
+            _ => Lookup::Failed,
+        };
+        let _ = get.reply.send(lookup);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_values_are_kept() {
+        assert_eq!(value_payload(b"3:{\"a\":1}").unwrap(), Some("{\"a\":1}"));
+        assert_eq!(value_payload(b"0:null").unwrap(), Some("null"));
+        assert_eq!(value_payload(b"3:").unwrap(), None, "a tombstone");
+        assert_eq!(value_payload(b"x:{}").unwrap(), None, "no version");
+        assert!(value_payload(b"3:{not json").is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! The near cache (entries kept in the instance's memory, kept exact by
+//! Redis' client tracking): hits come from memory, and once a write elsewhere
+//! is acknowledged, no read serves what it replaced, even when the write comes
+//! from another instance or the tracking connection is cut.
+
+use std::{process::Command, sync::Arc, time::Duration};
+
+use uuid::Uuid;
+use warehouse_monitor::{
+    app::{config::RedisSettings, metrics::Metrics},
+    cache::{self, Cache},
+};
+
+use crate::{
+    cache::OwnRedis,
+    helpers::{eventually, free_port, test_settings},
+    monitoring::parse_exposition,
+};
+
+/// A cache of its own, as an instance has one, with a permit granted by hand
+/// (no outbox watch here), and its metrics.
+async fn instance(redis: &RedisSettings) -> (Cache, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let cache = Cache::start(redis, Arc::clone(&metrics)).await.unwrap();
+    cache.permit_until(std::time::Instant::now() + Duration::from_secs(600));
+    let patience = crate::helpers::Patience::secs(5).every(Duration::from_millis(10));
+    eventually(patience, || async {
+        cache
+            .near_is_up()
+            .then_some(())
+            .ok_or("the near cache tracks")
+    })
+    .await;
+    (cache, metrics)
+}
+
+/// `wm_cache_near_hits_total` as the instance's metrics render it.
+fn near_hits(metrics: &Metrics) -> f64 {
+    parse_exposition(&metrics.render())
+        .find("wm_cache_near_hits_total", &[])
+        .map(|s| s.value)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_come_from_memory_and_no_read_after_a_write_elsewhere_serves_the_old_value() {
+    let settings = test_settings(1);
+    let (reader, reader_metrics) = instance(&settings.redis).await;
+    let (writer, _) = instance(&settings.redis).await;
+    let key = cache::stock_key(Uuid::new_v4(), Uuid::new_v4());
+
+    let rounds = 300_i64;
+    for round in 1..=rounds {
+        let value = format!("{{\"round\":{round}}}");
+        // Another instance caches version `round`; the reader reads it from
+        // Redis (filling its near cache), then from memory.
+        writer.put(&key, 2 * round, &value).await;
+        assert_eq!(reader.get_json(&key).await.as_deref(), Some(value.as_str()));
+        let hits = near_hits(&reader_metrics);
+        assert_eq!(reader.get_json(&key).await.as_deref(), Some(value.as_str()));
+        let more = near_hits(&reader_metrics) - hits;
+        assert!(
+            (more - 1.0).abs() < 0.5,
+            "round {round}: {more} hits from memory, not 1"
+        );
+        // A batch on the other instance tombstones the key; from its
+        // acknowledgement on, the reader must not serve the old value.
+        assert!(writer.tombstone(&[(key.clone(), 2 * round + 1)]).await);
+        assert_eq!(
+            reader.get_json(&key).await,
+            None,
+            "round {round}: the value replaced by an acknowledged tombstone was served"
+        );
+    }
+    assert!(reader.near_entries() <= 1);
+    reader.quit().await;
+    writer.quit().await;
+}
+
+/// The id of the near cache's connection, from `CLIENT LIST` of `port`.
+fn near_connection_id(port: u16) -> Option<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CLIENT", "LIST"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|line| line.contains("name=wm-near-cache"))
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes() {
+    let redis = OwnRedis::start(free_port()).await;
+    let mut settings = test_settings(1).redis;
+    settings.url = redis.url();
+    let (reader, metrics) = instance(&settings).await;
+    let (writer, _) = instance(&settings).await;
+    let key = cache::movement_key(Uuid::new_v4());
+
+    writer.put(&key, 1, "\"one\"").await;
+    assert_eq!(reader.get_json(&key).await.as_deref(), Some("\"one\""));
+    assert_eq!(reader.near_entries(), 1);
+
+    // Cut the reader's tracking connection (the writer's is killed too:
+    // both are named alike), then change the entry: the push for it is lost
+    // with the connection, so the entry held in memory must go with it.
+    while let Some(id) = near_connection_id(redis.port) {
+        let _ = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "CLIENT", "KILL", "ID", &id])
+            .output();
+    }
+    writer.put(&key, 2, "\"two\"").await;
+    assert_eq!(
+        reader.get_json(&key).await.as_deref().unwrap_or("\"two\""),
+        "\"two\"",
+        "the entry of the cut connection was served"
+    );
+    let patience = crate::helpers::Patience::secs(5).every(Duration::from_millis(20));
+    eventually(patience, || async {
+        assert_eq!(reader.get_json(&key).await.as_deref(), Some("\"two\""));
+        (reader.near_is_up() && near_hits(&metrics) > 0.0)
+            .then_some(())
+            .ok_or("near hits resume on a new tracking connection")
+    })
+    .await;
+    reader.quit().await;
+    writer.quit().await;
+}
