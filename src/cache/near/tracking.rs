@@ -20,6 +20,9 @@ use tokio::{
 use super::{Get, Lookup, Shared, Target};
 use crate::cache::resp::{self, Frame};
 
+/// Longest pause between two connection attempts.
+const MAX_DELAY: Duration = Duration::from_millis(500);
+
 /// What a `GET` reply holds: the payload of a `version:payload` value, or
 /// `None` for a tombstone (or an entry without a version); an error for a
 /// value whose payload is not JSON.
@@ -36,36 +39,62 @@ fn value_payload(raw: &[u8]) -> Result<Option<&str>, serde_json::Error> {
 }
 
 /// Connects, tracks and serves until the cache is closed, reconnecting with
-/// a growing delay (10 ms to 500 ms) after a failure.
+/// a growing delay (10 ms to 500 ms) after a failure. A refusal is retried
+/// too: it may pass (Redis still loading its data, say), and a Redis that
+/// cannot track only costs a refused `HELLO` every half second.
 pub(super) async fn run(shared: Arc<Shared>, target: Target, mut requests: mpsc::Receiver<Get>) {
     let mut delay = Duration::from_millis(10);
+    let mut refusals = 0_u64;
     loop {
         let outcome = tokio::select! {
             () = shared.closed.cancelled() => break,
             outcome = connect_and_serve(&shared, &target, &mut requests) => outcome,
         };
-        shared.up.store(false, Ordering::Release);
+        let was_up = shared.up.swap(false, Ordering::AcqRel);
         shared.clear();
+        if was_up {
+            // A connection that tracked: try again at once, and warn again.
+            delay = Duration::from_millis(10);
+            refusals = 0;
+        }
         match outcome {
             Ok(Served::Stopped) => break,
             Ok(Served::Refused(reason)) => {
-                tracing::warn!(%reason, "Redis refused client tracking: no near cache");
-                break;
+                refusals += 1;
+                if refusals == 1 {
+                    tracing::warn!(%reason, "Redis refused client tracking: no near cache until it accepts");
+                } else {
+                    tracing::debug!(%reason, "Redis refused client tracking again");
+                }
             }
             Err(e) => tracing::debug!(error = %e, "near cache connection lost"),
         }
-        // Lookups queued for the lost connection fail at once.
-        while let Ok(get) = requests.try_recv() {
-            let _ = get.reply.send(Lookup::Failed);
+        if !pause(delay, &shared, &mut requests).await {
+            break;
         }
-        tokio::select! {
-            () = shared.closed.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_millis(500));
+        delay = (delay * 2).min(MAX_DELAY);
     }
     shared.up.store(false, Ordering::Release);
     shared.clear();
+}
+
+/// Waits `delay` before the next attempt, failing at once the lookups that
+/// come meanwhile; false when the cache was closed or dropped.
+async fn pause(delay: Duration, shared: &Shared, requests: &mut mpsc::Receiver<Get>) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = shared.closed.cancelled() => return false,
+            () = &mut sleep => return true,
+            get = requests.recv() => match get {
+                Some(get) => {
+                    let _ = get.reply.send(Lookup::Failed);
+                }
+                None => return false,
+            },
+        }
+    }
 }
 
 enum Served {
