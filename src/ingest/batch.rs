@@ -1,7 +1,11 @@
 //! Closing batches: a batch is the records that arrived until it holds `size`
 //! of them, holds `max_bytes` of record values, or `wait` has passed since its
-//! first record, whichever comes first. Kept apart from fetching so that the
-//! timing rule is tested with a paused clock.
+//! first record, whichever comes first. It also closes at once on the last
+//! record the broker had when that record has already been in the log for
+//! `wait` or more (the end of a backlog): waiting is for records produced
+//! close together, and none is coming (issue 8: the last batch of every
+//! partition waited 200 ms at the end of each run). Kept apart from fetching
+//! so that the timing rule is tested with a paused clock.
 
 use std::time::Duration;
 
@@ -12,6 +16,13 @@ use crate::{app::config::BatchSettings, kafka::Record};
 /// Anything with a size in bytes.
 pub trait Weighed {
     fn bytes(&self) -> usize;
+
+    /// True for the last record the broker had when it was fetched, if it
+    /// has been in the log for at least `wait`: nothing produced within
+    /// `wait` of it is left to wait for.
+    fn ends_backlog(&self, _wait: Duration) -> bool {
+        false
+    }
 }
 
 impl Weighed for Record {
@@ -46,12 +57,14 @@ pub async fn next_batch<T: Weighed>(rx: &mut mpsc::Receiver<T>, limits: Limits) 
     // Until the first record, wait as long as it takes.
     let first = rx.recv().await?;
     let mut bytes = first.bytes();
+    let mut ended = first.ends_backlog(limits.wait);
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + limits.wait;
-    while batch.len() < limits.records && bytes < limits.bytes {
+    while !ended && batch.len() < limits.records && bytes < limits.bytes {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(r)) => {
                 bytes += r.bytes();
+                ended = r.ends_backlog(limits.wait);
                 batch.push(r);
             }
             Err(_) | Ok(None) => break, // deadline passed, or the fetcher is gone
@@ -151,5 +164,42 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
         let batch = next_batch(&mut rx, limits).await.unwrap();
         assert_eq!(offsets(&batch), vec![3, 4, 5]);
+    }
+
+    /// A record that says whether it ends a backlog.
+    struct Tail(i64, bool);
+
+    impl Weighed for Tail {
+        fn bytes(&self) -> usize {
+            1
+        }
+        fn ends_backlog(&self, _wait: Duration) -> bool {
+            self.1
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_a_backlog_closes_the_batch_at_once() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for (offset, ends) in [(0, false), (1, true), (2, true)] {
+            tx.send(Tail(offset, ends)).await.unwrap();
+        }
+        let start = tokio::time::Instant::now();
+        let wait = Duration::from_millis(200);
+        let first = next_batch(&mut rx, limits(100, wait)).await.unwrap();
+        assert_eq!(first.iter().map(|t| t.0).collect::<Vec<_>>(), vec![0, 1]);
+        let second = next_batch(&mut rx, limits(100, wait)).await.unwrap();
+        assert_eq!(second.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "no wait at the end of a backlog"
+        );
+
+        // A tail that is not the end of a backlog waits as before.
+        tx.send(Tail(3, false)).await.unwrap();
+        let third = next_batch(&mut rx, limits(100, wait)).await.unwrap();
+        assert_eq!(third.len(), 1);
+        assert_eq!(start.elapsed(), wait);
     }
 }

@@ -6,6 +6,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use time::OffsetDateTime;
+
 use rskafka::{
     client::partition::{OffsetAt, PartitionClient},
     record::RecordAndOffset,
@@ -28,11 +30,22 @@ use crate::{
 pub struct Fetched {
     pub record: Record,
     pub permit: OwnedSemaphorePermit,
+    /// The last record of its fetch, and the broker had no later one.
+    pub last_in_log: bool,
 }
 
 impl Weighed for Fetched {
     fn bytes(&self) -> usize {
         self.record.size()
+    }
+
+    /// The record's timestamp says how long it has been in the log (the
+    /// producer's clock: one that runs behind only closes batches sooner, one
+    /// that runs ahead leaves the usual wait).
+    fn ends_backlog(&self, wait: Duration) -> bool {
+        let age = OffsetDateTime::now_utc() - self.record.timestamp;
+        self.last_in_log
+            && age.whole_milliseconds() >= i128::try_from(wait.as_millis()).unwrap_or(i128::MAX)
     }
 }
 
@@ -104,10 +117,12 @@ pub async fn run(
         }
         let mut delivered = false;
         let (fetched, took) = (records.len(), started.elapsed());
+        let last = records.last().map(|r| r.offset);
         for record in records {
             if record.offset < offset {
                 continue; // rskafka may return the start of a batch before `offset`
             }
+            let last_in_log = Some(record.offset) == last && record.offset + 1 >= high_watermark;
             offset = record.offset + 1;
             delivered = true;
             let record = kafka::to_record(record, settings.max_record_bytes);
@@ -122,7 +137,12 @@ pub async fn run(
             let Ok(permit) = permit else {
                 return Ok(()); // the semaphore is never closed; treat it as a stop
             };
-            if tx.send(Fetched { record, permit }).await.is_err() {
+            let item = Fetched {
+                record,
+                permit,
+                last_in_log,
+            };
+            if tx.send(item).await.is_err() {
                 return Ok(());
             }
         }
@@ -235,5 +255,34 @@ async fn reset(
             );
             Ok(earliest)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetched(age: Duration, last_in_log: bool) -> Fetched {
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let timestamp = OffsetDateTime::now_utc() - age;
+        Fetched {
+            record: Record::new(7, timestamp, Some(b"{}".to_vec())),
+            permit,
+            last_in_log,
+        }
+    }
+
+    #[test]
+    fn only_an_old_last_record_ends_a_backlog() {
+        let wait = Duration::from_millis(200);
+        assert!(fetched(Duration::from_secs(5), true).ends_backlog(wait));
+        assert!(
+            !fetched(Duration::from_secs(5), false).ends_backlog(wait),
+            "more in the log"
+        );
+        assert!(
+            !fetched(Duration::from_millis(10), true).ends_backlog(wait),
+            "fresh: wait for more"
+        );
     }
 }
