@@ -78,7 +78,10 @@ pub async fn run(
     // known to wait, and the broker need not hold the fetch open for more.
     // Tansu 0.6 holds every fetch for its whole `max_wait_ms` even when it
     // has data, so this is what lets a backlog be read at the broker's pace.
-    let mut known_end = -1_i64;
+    // Before the first answer, records are taken to wait (a consumer that
+    // starts usually has some): the first fetch does not wait either, and if
+    // it comes back empty the pause after an empty fetch applies.
+    let mut known_end = i64::MAX;
     loop {
         ctx.faults.maybe_panic(FaultStage::Fetcher, partition);
         let started = tokio::time::Instant::now();
