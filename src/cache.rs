@@ -269,7 +269,8 @@ impl Cache {
         self.get_json_from_redis(key).await
     }
 
-    /// [`Self::get_json`] through fred, for when there is no near cache.
+    /// [`Self::get_json`] through fred: without a near cache, or while it has
+    /// no tracking connection.
     async fn get_json_from_redis(&self, key: &str) -> Option<String> {
         let payload = self.payload(key).await?;
         match serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
