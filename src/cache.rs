@@ -303,14 +303,9 @@ impl Cache {
             }
         };
         // `version:payload`: the payload is served in place, not copied out.
-        let payload_at = match raw.split_once(':') {
-            Some((version, payload)) if version.parse::<i64>().is_ok() && !payload.is_empty() => {
-                version.len() + 1
-            }
-            _ => {
-                self.metrics.cache(CacheResult::Miss); // a tombstone, or no version
-                return None;
-            }
+        let Some(payload_at) = payload_start(&raw) else {
+            self.metrics.cache(CacheResult::Miss); // a tombstone, or no version
+            return None;
         };
         raw.drain(..payload_at);
         Some(raw)
@@ -440,6 +435,13 @@ fn near_target(
         tls,
         timeout: timeout * 4,
     })
+}
+
+/// Where the payload of a stored `version:payload` value starts; `None` for a
+/// tombstone or an entry without a version.
+fn payload_start(raw: &str) -> Option<usize> {
+    let (version, payload) = raw.split_once(':')?;
+    (version.parse::<i64>().is_ok() && !payload.is_empty()).then_some(version.len() + 1)
 }
 
 /// Splits a stored `version:payload` string.

@@ -18,7 +18,10 @@ use tokio::{
 };
 
 use super::{Get, Lookup, Shared, Target};
-use crate::cache::resp::{self, Frame};
+use crate::cache::{
+    payload_start,
+    resp::{self, Frame},
+};
 
 /// Longest pause between two connection attempts.
 const MAX_DELAY: Duration = Duration::from_millis(500);
@@ -27,10 +30,9 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// `None` for a tombstone (or an entry without a version); an error for a
 /// value whose payload is not JSON.
 fn value_payload(raw: &[u8]) -> Result<Option<&str>, serde_json::Error> {
-    let Some((_, payload)) = std::str::from_utf8(raw)
+    let Some(payload) = std::str::from_utf8(raw)
         .ok()
-        .and_then(|raw| raw.split_once(':'))
-        .filter(|(version, payload)| version.parse::<i64>().is_ok() && !payload.is_empty())
+        .and_then(|raw| payload_start(raw).map(|at| &raw[at..]))
     else {
         return Ok(None);
     };
