@@ -20,7 +20,12 @@ use uuid::Uuid;
 use crate::{
     app::metrics::Metrics,
     cache,
-    store::{Client, Store, StoreError, apply::Touched, outbox},
+    domain::plan::StockDelta,
+    store::{
+        Client, Store, StoreError,
+        apply::{StockVersion, Touched},
+        outbox,
+    },
 };
 
 /// Own outbox rows remembered as announcements; enough for one outage.
@@ -225,6 +230,27 @@ pub fn stock_keys(stock: &[(Uuid, Uuid, i64)]) -> Vec<(String, i64)> {
     stock
         .iter()
         .map(|(w, p, version)| (cache::stock_key(*w, *p), *version))
+        .collect()
+}
+
+/// The cache key of every stock row a plan changes, with the batch's stock
+/// version: what the batch tombstones before it locks those rows. Nearly
+/// every row takes that version; [`stock_keys_unlike`] gives the others.
+pub fn stock_keys_at(deltas: &[StockDelta], version: StockVersion) -> Vec<(String, i64)> {
+    deltas
+        .iter()
+        .map(|d| (cache::stock_key(d.warehouse_id, d.product_id), version.0))
+        .collect()
+}
+
+/// The cache key and new version of each stock row that did not take the
+/// batch's stock version (a batch with a larger one changed it first), so
+/// that [`stock_keys_at`] did not tombstone it with its new version.
+pub fn stock_keys_unlike(stock: &[(Uuid, Uuid, i64)], version: StockVersion) -> Vec<(String, i64)> {
+    stock
+        .iter()
+        .filter(|(_, _, v)| *v != version.0)
+        .map(|(w, p, v)| (cache::stock_key(*w, *p), *v))
         .collect()
 }
 

@@ -1,8 +1,8 @@
 //! The batch transaction: everything one batch changes, and the offset that
 //! says it was consumed, commit together or not at all.
 //!
-//! [`begin`] locks the batch's movements (advisory locks, ascending) and
-//! reads what is stored for them. The caller plans with that state
+//! [`begin`] locks the batch's movements (advisory locks, ascending), reads
+//! what is stored for them and draws the batch's [`StockVersion`]. The caller plans with that state
 //! ([`crate::domain::plan::plan`]) and writes the plan in this order:
 //! [`write_movements`] (binary COPY of the new events, one upsert of the
 //! movements, the rejected records), [`write_offset`] (the partition's
@@ -36,6 +36,7 @@ const STORED_MOVEMENTS: &str = include_str!("../../sql/queries/stored_movements.
 const COPY_EVENTS: &str = include_str!("../../sql/queries/copy_events.sql");
 const UPSERT_MOVEMENTS: &str = include_str!("../../sql/queries/upsert_movements.sql");
 const UPSERT_STOCK: &str = include_str!("../../sql/queries/upsert_stock.sql");
+const NEXT_STOCK_VERSION: &str = include_str!("../../sql/queries/next_stock_version.sql");
 const INSERT_REJECTED: &str = include_str!("../../sql/queries/insert_rejected.sql");
 const COMMIT_OFFSET: &str = include_str!("../../sql/queries/commit_offset.sql");
 
@@ -97,15 +98,40 @@ pub struct BatchOutcome {
 }
 
 /// Opens the batch transaction: takes the advisory locks of `movement_ids`
-/// (sorted, so that concurrent batches wait instead of deadlocking) and reads
-/// their stored events and sides.
+/// (sorted, so that concurrent batches wait instead of deadlocking), reads
+/// their stored events and sides, and draws the batch's [`StockVersion`]
+/// (pipelined with the reads).
 pub async fn begin<'c>(
     client: &'c mut Client,
     movement_ids: &[Uuid],
-) -> Result<(Transaction<'c>, StoredState), StoreError> {
+) -> Result<(Transaction<'c>, StoredState, StockVersion), StoreError> {
     let tx = client.transaction().await.at(Step::Transaction)?;
-    let stored = read_state(&tx, movement_ids).await?;
-    Ok((tx, stored))
+    let (stored, version) = tokio::join!(read_state(&tx, movement_ids), draw_stock_version(&tx));
+    // The reads' error first: a draw that followed a failed lock only says
+    // that the transaction is aborted, and the lock's error decides whether
+    // the batch is split (`crate::retry`).
+    let stored = stored?;
+    Ok((tx, stored, version?))
+}
+
+/// The version a batch gives the stock rows it changes: a number drawn from
+/// a sequence when the batch begins. A row takes it, unless a batch that drew
+/// a larger one changed the row first (then the row's version + 1, see
+/// `sql/queries/upsert_stock.sql`). So the batch knows, before it locks any
+/// stock row, the version nearly every row will have when it commits, and
+/// the service tombstones their cache keys while the batch writes its events
+/// instead of while it holds the stock rows' locks, which batches of every
+/// partition wait for (issue 8, docs/SPEC.md section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockVersion(pub i64);
+
+async fn draw_stock_version(tx: &Transaction<'_>) -> Result<StockVersion, StoreError> {
+    let stmt = tx
+        .prepare_cached(NEXT_STOCK_VERSION)
+        .await
+        .at(Step::Stock)?;
+    let row = tx.query_one(&stmt, &[]).await.at(Step::Stock)?;
+    Ok(StockVersion(row.get(0)))
 }
 
 /// The movement rows a batch changed, with their new versions.
@@ -140,9 +166,9 @@ const STOCK_PART_MIN: usize = 128;
 const STOCK_PARTS: usize = 4;
 
 /// The plan's stock deltas in the parts that are upserted, in key order.
-/// Parts let the service tombstone the rows of one part while the next is
-/// upserted, so that the last part's tombstones, not all of them, are what
-/// the COMMIT of the locked rows waits for ([`crate::ingest::apply`]).
+/// Parts let the service tombstone the rows of one part that did not take
+/// the batch's [`StockVersion`] while the next is upserted
+/// ([`crate::ingest::apply`]).
 pub fn stock_parts(plan: &Plan) -> std::slice::Chunks<'_, StockDelta> {
     let size = plan.stock.len().div_ceil(STOCK_PARTS).max(STOCK_PART_MIN);
     plan.stock.chunks(size)
@@ -153,8 +179,9 @@ pub fn stock_parts(plan: &Plan) -> std::slice::Chunks<'_, StockDelta> {
 pub async fn write_stock_part(
     tx: &Transaction<'_>,
     part: &[StockDelta],
+    version: StockVersion,
 ) -> Result<StockWritten, StoreError> {
-    let (touched, negative) = upsert_stock(tx, part).await.at(Step::Stock)?;
+    let (touched, negative) = upsert_stock(tx, part, version).await.at(Step::Stock)?;
     Ok(StockWritten { touched, negative })
 }
 
@@ -332,6 +359,7 @@ async fn upsert_movements(
 async fn upsert_stock(
     tx: &Transaction<'_>,
     part: &[StockDelta],
+    version: StockVersion,
 ) -> Result<(Vec<(Uuid, Uuid, i64)>, usize), tokio_postgres::Error> {
     if part.is_empty() {
         return Ok((Vec::new(), 0));
@@ -340,7 +368,9 @@ async fn upsert_stock(
     let products: Vec<Uuid> = part.iter().map(|d| d.product_id).collect();
     let deltas: Vec<i64> = part.iter().map(|d| d.delta).collect();
     let stmt = tx.prepare_cached(UPSERT_STOCK).await?;
-    let rows = tx.query(&stmt, &[&warehouses, &products, &deltas]).await?;
+    let rows = tx
+        .query(&stmt, &[&warehouses, &products, &deltas, &version.0])
+        .await?;
     let negative = rows.iter().filter(|r| r.get::<_, i64>(3) < 0).count();
     let touched = rows
         .iter()

@@ -33,4 +33,5 @@ mod replay;
 mod roles;
 mod security;
 mod timebounds;
+mod versions;
 mod volume;
