@@ -2,8 +2,9 @@
 //! says it was consumed, commit together or not at all.
 //!
 //! [`begin`] locks the batch's movements (advisory locks, ascending), reads
-//! what is stored for them and draws the batch's [`StockVersion`]. The caller plans with that state
-//! ([`crate::domain::plan::plan`]) and writes the plan in this order:
+//! what is stored for them and draws the batch's [`StockVersion`]. The
+//! caller plans with that state ([`crate::domain::plan::plan`]) and writes
+//! the plan in this order:
 //! [`write_movements`] (binary COPY of the new events, one upsert of the
 //! movements, the rejected records), [`write_offset`] (the partition's
 //! offset, by compare-and-set on the value this consumer read), then the
