@@ -227,10 +227,12 @@ pub fn movement_keys(movements: &[(Uuid, i64)]) -> Vec<(String, i64)> {
 
 /// The cache key and new version of each stock row a batch changed.
 pub fn stock_keys(stock: &[(Uuid, Uuid, i64)]) -> Vec<(String, i64)> {
-    stock
-        .iter()
-        .map(|(w, p, version)| (cache::stock_key(*w, *p), *version))
-        .collect()
+    stock.iter().map(stock_entry).collect()
+}
+
+/// The cache key and version of one changed stock row.
+fn stock_entry(&(warehouse, product, version): &(Uuid, Uuid, i64)) -> (String, i64) {
+    (cache::stock_key(warehouse, product), version)
 }
 
 /// The cache key of every stock row a plan changes, with the batch's stock
@@ -250,7 +252,7 @@ pub fn stock_keys_unlike(stock: &[(Uuid, Uuid, i64)], version: StockVersion) -> 
     stock
         .iter()
         .filter(|(_, _, v)| *v != version.0)
-        .map(|(w, p, v)| (cache::stock_key(*w, *p), *v))
+        .map(stock_entry)
         .collect()
 }
 
