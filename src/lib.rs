@@ -9,11 +9,13 @@
 //! COMMIT ([`ingest::invalidate`], [`cache`]; what Redis does not acknowledge
 //! waits in the outbox that [`outbox`] delivers). [`api`] answers queries. [`cluster`]
 //! shares partitions between instances, and [`app`] wires it all together:
-//! settings, start-up, shutdown, logs and metrics.
+//! settings, start-up, shutdown, logs and metrics ([`alloc`] tunes the
+//! binaries' allocator).
 
 // The library's surface is what it exports: nothing `pub` that cannot be reached.
 #![warn(unreachable_pub)]
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod cache;

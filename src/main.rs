@@ -21,6 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    warehouse_monitor::alloc::tune();
     match run().await {
         Ok(code) => code,
         Err(e) => {

@@ -91,6 +91,7 @@ pub(crate) fn run_dir(out: &Path) -> Result<PathBuf, BenchError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    warehouse_monitor::alloc::tune();
     match run().await {
         Ok(code) => code,
         Err(e) => {
