@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
 use crate::{
+    cpu::{Program, Snapshot, Usage},
     error::BenchError,
     report, seed,
     service::{self, Fresh, Launch, Service},
@@ -51,6 +52,10 @@ pub(crate) struct Row {
     pub(crate) start_up: Duration,
     /// The ceiling run's time, or why PostgreSQL refused it.
     pub(crate) ceiling: Result<Duration, String>,
+    /// CPU time by program from the service's start to its last commit.
+    pub(crate) service_cpu: Usage,
+    /// CPU time by program during the ceiling's applies.
+    pub(crate) ceiling_cpu: Usage,
 }
 
 impl Row {
@@ -107,6 +112,7 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
                 log: dir.join(format!("service-p{partitions}-b{batch_size}.log")),
             };
             let pool = fresh.pool(&settings, 1)?;
+            let before = Snapshot::take();
             let started = Instant::now();
             let mut running = Service::start(&launch, &fresh).await?;
             let start_up = started.elapsed();
@@ -120,15 +126,18 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
             )
             .await?;
             let service_time = last - started;
+            // Before the stop: the service's own time ends with its process.
+            let service_cpu = Snapshot::take().since(&before);
             running.stop().await;
             pool.close();
             store::drop_database(&fresh.database_url).await?;
 
             // PostgreSQL may refuse the ceiling's shape (e.g. its lock table
             // is too small for the batch): that is a finding, not a crash.
-            let ceiling = ceiling(&settings, &ids, batch_size, copy)
-                .await
-                .map_err(|e| e.to_string());
+            let (ceiling, ceiling_cpu) = match ceiling(&settings, &ids, batch_size, copy).await {
+                Ok((took, cpu)) => (Ok(took), cpu),
+                Err(e) => (Err(e.to_string()), Usage::default()),
+            };
             let row = Row {
                 partitions,
                 batch_size,
@@ -136,6 +145,8 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
                 service: service_time,
                 start_up,
                 ceiling,
+                service_cpu,
+                ceiling_cpu,
             };
             let (ceiling_s, ceiling_rate, ratio) = row.ceiling_cells();
             println!(
@@ -150,6 +161,11 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
                     Err(_) => ceiling_s,
                 },
             );
+            println!(
+                "        CPU s, service phase: {}; ceiling: {}",
+                row.service_cpu.summary(),
+                row.ceiling_cpu.summary()
+            );
             rows.push(row);
         }
     }
@@ -160,13 +176,14 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
 }
 
 /// Applies `messages` straight from memory, split as the producer splits
-/// them, on a fresh database; returns the time of the applies.
+/// them, on a fresh database; returns the time of the applies and the CPU
+/// they took.
 async fn ceiling(
     settings: &Settings,
     partitions: &[i32],
     batch_size: usize,
     messages: Vec<Message>,
-) -> Result<Duration, BenchError> {
+) -> Result<(Duration, Usage), BenchError> {
     let fresh = Fresh::new(settings, "ceiling");
     let mut with_url = settings.clone();
     with_url.postgres.url = fresh.database_url.clone();
@@ -190,12 +207,13 @@ async fn apply_all(
     settings: &Settings,
     by_partition: BTreeMap<i32, Vec<Record>>,
     batch_size: usize,
-) -> Result<Duration, BenchError> {
+) -> Result<(Duration, Usage), BenchError> {
     let pool = fresh.pool(settings, by_partition.len())?;
     let mut clients = Vec::new();
     for _ in 0..by_partition.len() {
         clients.push(pool.get().await?);
     }
+    let before = Snapshot::take();
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     for ((partition, records), mut client) in by_partition.into_iter().zip(clients) {
@@ -219,8 +237,9 @@ async fn apply_all(
         done.map_err(|e| BenchError::Task(e.to_string()))??;
     }
     let elapsed = started.elapsed();
+    let cpu = Snapshot::take().since(&before);
     pool.close();
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 pub(crate) fn markdown(rows: &[Row]) -> String {
@@ -243,15 +262,46 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
             ratio
         );
     }
+    out.push_str(
+        "\nCPU seconds by program (both cores together; 2 per second of the phase), from `/proc`:\n\n\
+         | partitions | batch size | phase | PostgreSQL | service | Redis | broker | wm-bench | other | idle |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        for (phase, cpu) in [("service", &r.service_cpu), ("ceiling", &r.ceiling_cpu)] {
+            let _ = write!(out, "| {} | {} | {phase} |", r.partitions, r.batch_size);
+            for program in CPU_COLUMNS {
+                let _ = write!(out, " {:.2} |", cpu.secs(program));
+            }
+            let _ = writeln!(out, " {:.2} |", cpu.idle);
+        }
+    }
     out
 }
 
+/// The programs of the CPU table and CSV, in their order.
+const CPU_COLUMNS: [Program; 6] = [
+    Program::Postgres,
+    Program::Service,
+    Program::Redis,
+    Program::Broker,
+    Program::Bench,
+    Program::Other,
+];
+
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "partitions,batch_size,events,service_s,start_up_s,service_events_per_s,ceiling_s,ceiling_events_per_s,ratio,ceiling_error\n",
+        "partitions,batch_size,events,service_s,start_up_s,service_events_per_s,ceiling_s,ceiling_events_per_s,ratio,ceiling_error",
     );
+    for phase in ["service", "ceiling"] {
+        for program in CPU_COLUMNS {
+            let _ = write!(out, ",{phase}_cpu_{}_s", program.name());
+        }
+        let _ = write!(out, ",{phase}_idle_s");
+    }
+    out.push('\n');
     for r in rows {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{},{},{},{:.3},{:.3},{:.0},{},{},{},{}",
             r.partitions,
@@ -271,6 +321,13 @@ fn csv(rows: &[Row]) -> String {
                 e.replace('"', "'").replace('\n', " ")
             )),
         );
+        for cpu in [&r.service_cpu, &r.ceiling_cpu] {
+            for program in CPU_COLUMNS {
+                let _ = write!(out, ",{:.2}", cpu.secs(program));
+            }
+            let _ = write!(out, ",{:.2}", cpu.idle);
+        }
+        out.push('\n');
     }
     out
 }
@@ -288,12 +345,29 @@ mod tests {
             service: Duration::from_secs(2),
             start_up: Duration::from_millis(250),
             ceiling: Ok(Duration::from_secs(1)),
+            service_cpu: Usage {
+                by_program: BTreeMap::from([(Program::Postgres, 1.5), (Program::Redis, 0.25)]),
+                idle: 0.5,
+            },
+            ceiling_cpu: Usage::default(),
         };
         assert_eq!(row.ratio(), Some(0.5));
         let md = markdown(std::slice::from_ref(&row));
         assert!(
             md.contains("| 3 | 1000 | 1000 | 2.00 (0.25) | 500 | 1.00 | 1000 | 50% |"),
             "{md}"
+        );
+        assert!(
+            md.contains("| 3 | 1000 | service | 1.50 | 0.00 | 0.25 | 0.00 | 0.00 | 0.00 | 0.50 |"),
+            "{md}"
+        );
+        let line = csv(std::slice::from_ref(&row));
+        let line = line.lines().nth(1).unwrap();
+        assert!(
+            line.ends_with(
+                ",0.5000,,1.50,0.00,0.25,0.00,0.00,0.00,0.50,0.00,0.00,0.00,0.00,0.00,0.00,0.00"
+            ),
+            "{line}"
         );
         let failed = Row {
             ceiling: Err("out of shared memory".into()),
@@ -309,7 +383,7 @@ mod tests {
                 .lines()
                 .nth(1)
                 .unwrap()
-                .ends_with(",,,\"out of shared memory\"")
+                .contains(",,,\"out of shared memory\",1.50,")
         );
     }
 }

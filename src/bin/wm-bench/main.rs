@@ -14,6 +14,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod chart;
+mod cpu;
 mod error;
 mod feed;
 mod http;
