@@ -269,6 +269,9 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
     );
     for r in rows {
         for (phase, cpu) in [("service", &r.service_cpu), ("ceiling", &r.ceiling_cpu)] {
+            if phase == "ceiling" && r.ceiling.is_err() {
+                continue; // nothing was measured
+            }
             let _ = write!(out, "| {} | {} | {phase} |", r.partitions, r.batch_size);
             for program in CPU_COLUMNS {
                 let _ = write!(out, " {:.2} |", cpu.secs(program));
@@ -374,9 +377,11 @@ mod tests {
             ..row
         };
         assert_eq!(failed.ratio(), None);
+        let md = markdown(std::slice::from_ref(&failed));
+        assert!(md.contains("| failed: out of shared memory | - | - |"));
         assert!(
-            markdown(std::slice::from_ref(&failed))
-                .contains("| failed: out of shared memory | - | - |")
+            !md.contains("| ceiling |"),
+            "no CPU row for a ceiling that failed: {md}"
         );
         assert!(
             csv(&[failed])
