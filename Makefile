@@ -28,8 +28,8 @@ build: ## release build
 run: stack ## start the stack, then run the service (serve)
 	$(CARGO) run --release --locked -- serve
 
-test: stack ## start the stack, then run all tests
-	$(CARGO) test --locked
+test: stack ## start the stack, then run all tests (the devtools' own unit tests too)
+	$(CARGO) test --locked --features devtools
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --all-features --locked -- -D warnings
