@@ -164,7 +164,10 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
             println!(
                 "        CPU s, service phase: {}; ceiling: {}",
                 row.service_cpu.summary(),
-                row.ceiling_cpu.summary()
+                match row.ceiling {
+                    Ok(_) => row.ceiling_cpu.summary(),
+                    Err(_) => "-".to_owned(),
+                }
             );
             rows.push(row);
         }
