@@ -50,12 +50,18 @@ pub(crate) struct Row {
     pub(crate) service: Duration,
     /// Part of `service` until `/health/live` answered (start-up).
     pub(crate) start_up: Duration,
-    /// The ceiling run's time, or why PostgreSQL refused it.
-    pub(crate) ceiling: Result<Duration, String>,
+    /// The ceiling run, or why PostgreSQL refused it.
+    pub(crate) ceiling: Result<Ceiling, String>,
     /// CPU time by program from the service's start to its last commit.
     pub(crate) service_cpu: Usage,
-    /// CPU time by program during the ceiling's applies.
-    pub(crate) ceiling_cpu: Usage,
+}
+
+/// What the ceiling's applies took.
+#[derive(Debug, Clone)]
+pub(crate) struct Ceiling {
+    pub(crate) took: Duration,
+    /// CPU time by program during the applies.
+    pub(crate) cpu: Usage,
 }
 
 impl Row {
@@ -64,15 +70,15 @@ impl Row {
     }
     pub(crate) fn ceiling_rate(&self) -> Option<f64> {
         let ceiling = self.ceiling.as_ref().ok()?;
-        Some(self.events as f64 / ceiling.as_secs_f64().max(1e-9))
+        Some(self.events as f64 / ceiling.took.as_secs_f64().max(1e-9))
     }
     pub(crate) fn ratio(&self) -> Option<f64> {
         Some(self.service_rate() / self.ceiling_rate()?.max(1e-9))
     }
     fn ceiling_cells(&self) -> (String, String, String) {
         match (&self.ceiling, self.ceiling_rate(), self.ratio()) {
-            (Ok(d), Some(rate), Some(ratio)) => (
-                format!("{:.2}", d.as_secs_f64()),
+            (Ok(c), Some(rate), Some(ratio)) => (
+                format!("{:.2}", c.took.as_secs_f64()),
                 format!("{rate:.0}"),
                 format!("{:.0}%", ratio * 100.0),
             ),
@@ -134,10 +140,9 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
 
             // PostgreSQL may refuse the ceiling's shape (e.g. its lock table
             // is too small for the batch): that is a finding, not a crash.
-            let (ceiling, ceiling_cpu) = match ceiling(&settings, &ids, batch_size, copy).await {
-                Ok((took, cpu)) => (Ok(took), cpu),
-                Err(e) => (Err(e.to_string()), Usage::default()),
-            };
+            let ceiling = ceiling(&settings, &ids, batch_size, copy)
+                .await
+                .map_err(|e| e.to_string());
             let row = Row {
                 partitions,
                 batch_size,
@@ -146,7 +151,6 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
                 start_up,
                 ceiling,
                 service_cpu,
-                ceiling_cpu,
             };
             let (ceiling_s, ceiling_rate, ratio) = row.ceiling_cells();
             println!(
@@ -164,10 +168,9 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
             println!(
                 "        CPU s, service phase: {}; ceiling: {}",
                 row.service_cpu.summary(),
-                match row.ceiling {
-                    Ok(_) => row.ceiling_cpu.summary(),
-                    Err(_) => "-".to_owned(),
-                }
+                row.ceiling
+                    .as_ref()
+                    .map_or_else(|_| "-".to_owned(), |c| c.cpu.summary())
             );
             rows.push(row);
         }
@@ -186,7 +189,7 @@ async fn ceiling(
     partitions: &[i32],
     batch_size: usize,
     messages: Vec<Message>,
-) -> Result<(Duration, Usage), BenchError> {
+) -> Result<Ceiling, BenchError> {
     let fresh = Fresh::new(settings, "ceiling");
     let mut with_url = settings.clone();
     with_url.postgres.url = fresh.database_url.clone();
@@ -210,7 +213,7 @@ async fn apply_all(
     settings: &Settings,
     by_partition: BTreeMap<i32, Vec<Record>>,
     batch_size: usize,
-) -> Result<(Duration, Usage), BenchError> {
+) -> Result<Ceiling, BenchError> {
     let pool = fresh.pool(settings, by_partition.len())?;
     let mut clients = Vec::new();
     for _ in 0..by_partition.len() {
@@ -239,10 +242,10 @@ async fn apply_all(
     while let Some(done) = tasks.join_next().await {
         done.map_err(|e| BenchError::Task(e.to_string()))??;
     }
-    let elapsed = started.elapsed();
+    let took = started.elapsed();
     let cpu = Snapshot::take().since(&before);
     pool.close();
-    Ok((elapsed, cpu))
+    Ok(Ceiling { took, cpu })
 }
 
 pub(crate) fn markdown(rows: &[Row]) -> String {
@@ -271,21 +274,20 @@ pub(crate) fn markdown(rows: &[Row]) -> String {
          |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
-        for (phase, cpu) in [("service", &r.service_cpu), ("ceiling", &r.ceiling_cpu)] {
-            if phase == "ceiling" && r.ceiling.is_err() {
-                continue; // nothing was measured
-            }
+        // A ceiling that failed measured nothing: no row.
+        let ceiling = r.ceiling.as_ref().ok().map(|c| ("ceiling", &c.cpu));
+        for (phase, cpu) in std::iter::once(("service", &r.service_cpu)).chain(ceiling) {
             let _ = write!(out, "| {} | {} | {phase} |", r.partitions, r.batch_size);
-            for program in CPU_COLUMNS {
-                let _ = write!(out, " {:.2} |", cpu.secs(program));
+            for secs in cpu_cells(cpu) {
+                let _ = write!(out, " {secs:.2} |");
             }
-            let _ = writeln!(out, " {:.2} |", cpu.idle);
+            out.push('\n');
         }
     }
     out
 }
 
-/// The programs of the CPU table and CSV, in their order.
+/// The programs of the CPU table and CSV, in their order (idle follows).
 const CPU_COLUMNS: [Program; 6] = [
     Program::Postgres,
     Program::Service,
@@ -294,6 +296,14 @@ const CPU_COLUMNS: [Program; 6] = [
     Program::Bench,
     Program::Other,
 ];
+
+/// The CPU seconds of one phase in the columns' order, idle last.
+fn cpu_cells(cpu: &Usage) -> impl Iterator<Item = f64> + '_ {
+    CPU_COLUMNS
+        .iter()
+        .map(|program| cpu.secs(*program))
+        .chain(std::iter::once(cpu.idle))
+}
 
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -318,7 +328,7 @@ fn csv(rows: &[Row]) -> String {
             r.service_rate(),
             r.ceiling
                 .as_ref()
-                .map_or(String::new(), |d| format!("{:.3}", d.as_secs_f64())),
+                .map_or(String::new(), |c| format!("{:.3}", c.took.as_secs_f64())),
             r.ceiling_rate()
                 .map_or(String::new(), |v| format!("{v:.0}")),
             r.ratio().map_or(String::new(), |v| format!("{v:.4}")),
@@ -327,11 +337,15 @@ fn csv(rows: &[Row]) -> String {
                 e.replace('"', "'").replace('\n', " ")
             )),
         );
-        for cpu in [&r.service_cpu, &r.ceiling_cpu] {
-            for program in CPU_COLUMNS {
-                let _ = write!(out, ",{:.2}", cpu.secs(program));
-            }
-            let _ = write!(out, ",{:.2}", cpu.idle);
+        for secs in cpu_cells(&r.service_cpu) {
+            let _ = write!(out, ",{secs:.2}");
+        }
+        match &r.ceiling {
+            Ok(c) => cpu_cells(&c.cpu).for_each(|secs| {
+                let _ = write!(out, ",{secs:.2}");
+            }),
+            // A ceiling that failed measured nothing: empty cells.
+            Err(_) => out.push_str(&",".repeat(CPU_COLUMNS.len() + 1)),
         }
         out.push('\n');
     }
@@ -350,12 +364,14 @@ mod tests {
             events: 1000,
             service: Duration::from_secs(2),
             start_up: Duration::from_millis(250),
-            ceiling: Ok(Duration::from_secs(1)),
+            ceiling: Ok(Ceiling {
+                took: Duration::from_secs(1),
+                cpu: Usage::default(),
+            }),
             service_cpu: Usage {
                 by_program: BTreeMap::from([(Program::Postgres, 1.5), (Program::Redis, 0.25)]),
                 idle: 0.5,
             },
-            ceiling_cpu: Usage::default(),
         };
         assert_eq!(row.ratio(), Some(0.5));
         let md = markdown(std::slice::from_ref(&row));
@@ -386,12 +402,12 @@ mod tests {
             !md.contains("| ceiling |"),
             "no CPU row for a ceiling that failed: {md}"
         );
+        let line = csv(&[failed]);
+        let line = line.lines().nth(1).unwrap();
+        assert!(line.contains(",,,\"out of shared memory\",1.50,"), "{line}");
         assert!(
-            csv(&[failed])
-                .lines()
-                .nth(1)
-                .unwrap()
-                .contains(",,,\"out of shared memory\",1.50,")
+            line.ends_with(",0.50,,,,,,,"),
+            "empty CPU cells for a ceiling that failed: {line}"
         );
     }
 }
