@@ -1,12 +1,13 @@
-//! Redis in front of PostgreSQL, with versions so that an old answer can never
-//! come back after a commit.
+//! Redis in front of PostgreSQL, filled so that an old answer can never come
+//! back after a commit.
 //!
-//! Every cached value carries the version of the row it was read from. Readers
-//! and the consumer write through Lua scripts ([`scripts`]) that refuse to
-//! replace a newer version with an older one; before a batch commits, the consumer writes a
-//! *tombstone* carrying the new version of each row it changed. A reader that
-//! fetched the old row therefore cannot put it back: its version is lower than
-//! the tombstone's.
+//! A reader that misses first takes a *lease* on the key, then reads
+//! PostgreSQL (after checking that no batch holds the row: [`crate::store`]'s
+//! guarded reads), then stores the value only if its lease is still there
+//! ([`scripts`]). Before a batch commits, the consumer deletes the key of
+//! each row it changed, after it locked the row: a reader whose lease it
+//! deleted cannot store what it read, and a reader that takes a lease after
+//! the delete finds the row locked or already committed.
 //!
 //! Reads use the cache only while this instance holds a *permit*: a recent
 //! look at the cache outbox found it empty ([`crate::outbox`]). The outbox
@@ -22,7 +23,6 @@
 //! logged and counted, and reads fall back to PostgreSQL.
 
 use std::{
-    collections::BTreeSet,
     sync::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -34,7 +34,7 @@ use fred::{
     clients::Client,
     interfaces::{ClientLike, KeysInterface, LuaInterface},
     types::{
-        Builder, ClusterHash, CustomCommand, Value,
+        Builder, Value,
         config::{Config, ReconnectPolicy},
     },
 };
@@ -49,8 +49,13 @@ use crate::{
     tls::{self, TlsError, Verify},
 };
 
-/// Keys per tombstone script call: bounds how long Redis runs one script.
-const TOMBSTONES_PER_CALL: usize = 500;
+/// Keys per `DEL`: bounds how long Redis runs one command.
+const KEYS_PER_DEL: usize = 500;
+
+/// How long a reader's lease lasts: a fill that takes longer is not stored
+/// (the lease lapsed), and a reader that dies holding one delays the key's
+/// next fill by no more than this.
+const LEASE_MS: u64 = 2_000;
 
 const KEY_PREFIX: &str = "wm:";
 
@@ -58,7 +63,7 @@ mod near;
 mod resp;
 mod scripts;
 use near::{Lookup, Near};
-use scripts::{SET_IF_NEWER, TOMBSTONE};
+use scripts::{CLAIM, FILL};
 
 /// Errors of the cache layer (only start-up reports them; at run time they are
 /// logged and counted).
@@ -76,11 +81,19 @@ pub enum CacheError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub version: i64,
-    /// `None` for a tombstone.
+    /// `None` for a tombstone (written by older releases).
     pub payload: Option<String>,
 }
 
-/// The versioned cache.
+/// A reader's right to fill one key: taken before it reads PostgreSQL, and
+/// good only while nothing else touches the key ([`Cache::claim`]).
+#[derive(Debug)]
+pub struct Lease {
+    key: String,
+    token: String,
+}
+
+/// The cache.
 #[derive(Debug, Clone)]
 pub struct Cache {
     client: Client,
@@ -242,7 +255,7 @@ impl Cache {
 
     /// Looks `key` up and returns its value as the JSON text it is, once it
     /// is known to be JSON: the API serves it without building the model
-    /// again. `None` means "ask PostgreSQL": a miss, a tombstone, an error, or
+    /// again. `None` means "ask PostgreSQL": a miss, a lease, an error, or
     /// an entry that does not parse (counted as an error and logged, never as
     /// a hit).
     pub async fn get_json(&self, key: &str) -> Option<String> {
@@ -287,7 +300,7 @@ impl Cache {
     }
 
     /// The payload stored under `key`, if Redis holds a value there
-    /// (misses, tombstones and errors are counted).
+    /// (misses, leases and errors are counted).
     async fn payload(&self, key: &str) -> Option<String> {
         let result: Result<Option<String>, _> = self.client.get(key).await;
         let mut raw = match result {
@@ -304,39 +317,69 @@ impl Cache {
         };
         // `version:payload`: the payload is served in place, not copied out.
         let Some(payload_at) = payload_start(&raw) else {
-            self.metrics.cache(CacheResult::Miss); // a tombstone, or no version
+            self.metrics.cache(CacheResult::Miss); // a lease, or no version
             return None;
         };
         raw.drain(..payload_at);
         Some(raw)
     }
 
-    /// Stores `payload` read at `version`, unless something newer is there.
-    pub async fn put(&self, key: &str, version: i64, payload: &str) {
+    /// Takes the lease that lets this reader fill `key` after it reads
+    /// PostgreSQL: `None` while reads may not use the cache, when Redis does
+    /// not answer, or when the key holds a value or another reader's lease
+    /// (that reader fills it).
+    pub async fn claim(&self, key: &str) -> Option<Lease> {
         if !self.usable() {
-            return;
+            return None;
         }
-        let args = vec![
-            self.ttl_secs.to_string(),
-            version.to_string(),
-            payload.to_owned(),
-        ];
-        let result: Result<i64, _> = self
+        let token = format!("lease:{}", Uuid::new_v4().simple());
+        let args = vec![LEASE_MS.to_string(), token.clone()];
+        let result: Result<String, _> = self
             .client
-            .eval(SET_IF_NEWER, vec![key.to_owned()], args)
+            .eval(CLAIM, vec![key.to_owned()], args)
             .await;
+        match result {
+            Ok(entry) if entry == token => Some(Lease {
+                key: key.to_owned(),
+                token,
+            }),
+            Ok(_) => None,
+            Err(e) => {
+                self.metrics.cache(CacheResult::Error);
+                tracing::warn!(error = %e, "cache lease failed");
+                None
+            }
+        }
+    }
+
+    /// Stores `payload`, read at `version` after `lease` was taken, if the
+    /// lease is still there: nothing touched the key since.
+    pub async fn fill(&self, lease: Lease, version: i64, payload: &str) {
+        self.end_lease(lease, format!("{version}:{payload}")).await;
+    }
+
+    /// Gives `lease` up without a value (the read cannot be cached).
+    pub async fn release(&self, lease: Lease) {
+        self.end_lease(lease, String::new()).await;
+    }
+
+    async fn end_lease(&self, lease: Lease, entry: String) {
+        if !self.usable() {
+            return; // the lease lapses on its own
+        }
+        let args = vec![self.ttl_secs.to_string(), lease.token, entry];
+        let result: Result<i64, _> = self.client.eval(FILL, vec![lease.key], args).await;
         if let Err(e) = result {
             self.metrics.cache(CacheResult::Error);
             tracing::warn!(error = %e, "cache write failed");
         }
     }
 
-    /// Tombstones `keys` (each with the version that made it stale); true
-    /// when Redis acknowledged every one of them. Answers false at once while
-    /// the client is disconnected. Versioned, so that a tombstone Redis did
-    /// not acknowledge in time and that lands later replaces nothing newer
-    /// (plain SETs cost Redis less, but such a late one could: issue 8).
-    pub async fn tombstone(&self, keys: &[(String, i64)]) -> bool {
+    /// Deletes `keys`; true when Redis acknowledged every one of them.
+    /// Answers false at once while the client is disconnected. A `DEL` that
+    /// Redis did not acknowledge in time and that lands later is harmless:
+    /// it can only remove an entry, never bring an old one back.
+    pub async fn invalidate(&self, keys: &[String]) -> bool {
         if keys.is_empty() {
             return true;
         }
@@ -344,7 +387,7 @@ impl Cache {
             return false;
         }
         // Each command has its own timeout; this bounds the pipeline as a whole.
-        let sent = tokio::time::timeout(self.timeout * 2, self.send_tombstones(keys)).await;
+        let sent = tokio::time::timeout(self.timeout * 2, self.send_deletes(keys)).await;
         match sent {
             Ok(Ok(())) => {
                 self.metrics.cache_invalidated(keys.len());
@@ -369,27 +412,12 @@ impl Cache {
         parse(&raw?)
     }
 
-    /// Writes the tombstones with one script call per [`TOMBSTONES_PER_CALL`]
-    /// keys, in one pipeline: a few round trips per batch, not one per key.
-    async fn send_tombstones(&self, batch: &[(String, i64)]) -> Result<(), fred::error::Error> {
-        // Distinct keys keep the calls short when a batch repeats a key.
-        let unique: Vec<&(String, i64)> =
-            batch.iter().collect::<BTreeSet<_>>().into_iter().collect();
+    /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys, in one
+    /// pipeline: a round trip per batch, not one per key.
+    async fn send_deletes(&self, keys: &[String]) -> Result<(), fred::error::Error> {
         let pipeline = self.client.pipeline();
-        for chunk in unique.chunks(TOMBSTONES_PER_CALL) {
-            // The pipeline has no EVAL of its own: send it as a plain command.
-            let mut args = Vec::with_capacity(3 + chunk.len() * 2);
-            args.push(TOMBSTONE.to_owned());
-            args.push(chunk.len().to_string());
-            args.extend(chunk.iter().map(|(key, _)| key.clone()));
-            args.push(self.ttl_secs.to_string());
-            args.extend(chunk.iter().map(|(_, version)| format!("{version}:")));
-            let () = pipeline
-                .custom(
-                    CustomCommand::new_static("EVAL", ClusterHash::FirstKey, false),
-                    args,
-                )
-                .await?;
+        for chunk in keys.chunks(KEYS_PER_DEL) {
+            let () = pipeline.del(chunk.to_vec()).await?;
         }
         let _: Vec<Value> = pipeline.all().await?;
         Ok(())
@@ -438,7 +466,7 @@ fn near_target(
 }
 
 /// Where the payload of a stored `version:payload` value starts; `None` for a
-/// tombstone or an entry without a version.
+/// lease, a tombstone or an entry without a version.
 fn payload_start(raw: &str) -> Option<usize> {
     let (version, payload) = raw.split_once(':')?;
     (version.parse::<i64>().is_ok() && !payload.is_empty()).then_some(version.len() + 1)
@@ -458,7 +486,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_values_and_tombstones() {
+    fn parses_values_and_old_tombstones_but_not_leases() {
         assert_eq!(
             parse("7:{\"a\":1}"),
             Some(Entry {
@@ -474,6 +502,8 @@ mod tests {
             })
         );
         assert_eq!(parse("garbage"), None);
+        assert_eq!(parse("lease:0123456789abcdef0123456789abcdef"), None);
+        assert_eq!(payload_start("lease:0123456789abcdef"), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! this instance's reads a *permit* to use the cache for `outbox.permit_ms`,
 //! counted from when the look started; rows withdraw it. While rows exist, it
 //! delivers them: claims the oldest (`FOR UPDATE SKIP LOCKED`, so that
-//! instances do not fight over them), tombstones their keys in Redis and
+//! instances do not fight over them), deletes their keys in Redis and
 //! deletes them once Redis acknowledged, in one transaction. It does the same
 //! once at start-up, before the API serves. Why this keeps stale entries from
 //! being served is argued in docs/SPEC.md, section 8.
@@ -94,11 +94,8 @@ impl OutboxWatch {
             if rows.is_empty() {
                 return Ok(delivered);
             }
-            let tombstones: Vec<(String, i64)> = rows
-                .iter()
-                .flat_map(outbox::OutboxRow::tombstones)
-                .collect();
-            if !self.cache.tombstone(&tombstones).await {
+            let keys: Vec<String> = rows.iter().flat_map(|r| r.keys.iter().cloned()).collect();
+            if !self.cache.invalidate(&keys).await {
                 // The rows stay (the transaction rolls back as it is dropped).
                 return Ok(delivered);
             }

@@ -1,13 +1,13 @@
 //! The two queries of docs/SPEC.md section 5, read through the cache: a hit answers
-//! from Redis, with the cached JSON text as it is; a miss reads PostgreSQL,
-//! serializes the answer once, and offers that text back to the cache with
-//! its row version (refused if a newer version is already there).
+//! from Redis, with the cached JSON text as it is; a miss takes a lease on the
+//! key, reads PostgreSQL (guarded, when leased), serializes the answer once,
+//! and fills the cache with that text if the lease is still there
+//! (docs/SPEC.md section 8).
 
 use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::{ApiResponse, OpenApi, Tags, param::Path, payload::Json};
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::{
@@ -15,7 +15,10 @@ use super::{
     json::JsonText,
     model::{ErrorBody, Movement, Stock},
 };
-use crate::{cache, store::StoreError};
+use crate::{
+    cache::{self, Lease},
+    store::StoreError,
+};
 
 #[derive(Debug, Tags)]
 enum Tag {
@@ -117,41 +120,74 @@ impl QueryApi {
     }
 }
 
-/// A movement the cache could not answer: read it, offer it to the cache.
+/// A movement the cache could not answer: take a lease, read it (guarded
+/// when leased), fill the cache with it.
 async fn movement_from_store(state: &State, id: Uuid, key: &str) -> poem::Result<MovementResponse> {
-    Ok(match state.store.movement(id).await {
-        Ok(Some(stored)) => {
-            let movement = offer(state, key, stored.version, &Movement::from(&stored)).await?;
-            MovementResponse::Ok(movement)
+    let lease = state.cache.claim(key).await;
+    let read = match state.store.movement(id, lease.is_some()).await {
+        Ok(read) => read,
+        Err(e) => {
+            release(state, lease).await;
+            return Ok(MovementResponse::Unavailable(unavailable(&e)));
         }
-        Ok(None) => {
-            // Version 0: the first event of this movement writes a
-            // tombstone with version 1 or more, which replaces it.
-            offer(state, key, 0, &None::<Movement>).await?;
+    };
+    Ok(match read.value {
+        Some(stored) => {
+            let json = JsonText::encode(&Movement::from(&stored))
+                .map_err(poem::error::InternalServerError)?;
+            offer(state, lease, read.cacheable, stored.version, json.as_str()).await;
+            MovementResponse::Ok(json)
+        }
+        None => {
+            // Version 0: a movement known to be absent. The batch that
+            // records it deletes the key before its COMMIT.
+            offer(state, lease, read.cacheable, 0, "null").await;
             not_found(id)
         }
-        Err(e) => MovementResponse::Unavailable(unavailable(&e)),
     })
 }
 
-/// A stock pair the cache could not answer: read it, offer it to the cache.
+/// A stock pair the cache could not answer: take a lease, read it (guarded
+/// when leased), fill the cache with it.
 async fn stock_from_store(
     state: &State,
     warehouse_id: Uuid,
     product_id: Uuid,
     key: &str,
 ) -> poem::Result<StockResponse> {
-    Ok(match state.store.stock(warehouse_id, product_id).await {
-        Ok((quantity, version)) => {
-            let stock = Stock {
-                warehouse_id,
-                product_id,
-                quantity: quantity.max(0),
-            };
-            StockResponse::Ok(offer(state, key, version, &stock).await?)
+    let lease = state.cache.claim(key).await;
+    let read = match state.store.stock(warehouse_id, product_id, lease.is_some()).await {
+        Ok(read) => read,
+        Err(e) => {
+            release(state, lease).await;
+            return Ok(StockResponse::Unavailable(unavailable(&e)));
         }
-        Err(e) => StockResponse::Unavailable(unavailable(&e)),
-    })
+    };
+    let (quantity, version) = read.value;
+    let stock = Stock {
+        warehouse_id,
+        product_id,
+        quantity: quantity.max(0),
+    };
+    let json = JsonText::encode(&stock).map_err(poem::error::InternalServerError)?;
+    offer(state, lease, read.cacheable, version, json.as_str()).await;
+    Ok(StockResponse::Ok(json))
+}
+
+/// Fills the cache under `lease` when the read may fill it (`cacheable`),
+/// otherwise gives the lease back.
+async fn offer(state: &State, lease: Option<Lease>, cacheable: bool, version: i64, json: &str) {
+    match lease {
+        Some(lease) if cacheable => state.cache.fill(lease, version, json).await,
+        lease => release(state, lease).await,
+    }
+}
+
+/// Gives a lease back without a value.
+async fn release(state: &State, lease: Option<Lease>) {
+    if let Some(lease) = lease {
+        state.cache.release(lease).await;
+    }
 }
 
 fn not_found(id: Uuid) -> MovementResponse {
@@ -161,15 +197,3 @@ fn not_found(id: Uuid) -> MovementResponse {
     )))
 }
 
-/// Serializes `value` once, offers the text to the cache and returns it for
-/// the answer. A value that cannot be serialized is an internal error (500).
-async fn offer<T: Serialize>(
-    state: &State,
-    key: &str,
-    version: i64,
-    value: &T,
-) -> poem::Result<JsonText<T>> {
-    let json = JsonText::encode(value).map_err(poem::error::InternalServerError)?;
-    state.cache.put(key, version, json.as_str()).await;
-    Ok(json)
-}

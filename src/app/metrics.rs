@@ -174,7 +174,7 @@ impl Metrics {
             ),
             cache_invalidations: counter(
                 "wm_cache_invalidations",
-                "Keys invalidated after commits",
+                "Cache keys deleted by batches (before their COMMIT) and outbox deliveries",
             ),
             db_fallbacks: counter(
                 "wm_cache_bypassed",

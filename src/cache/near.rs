@@ -10,10 +10,10 @@
 //! How it stays exact. One connection, read by one task, carries every
 //! lookup that fills the near cache (`GET`), so Redis tracks the keys for
 //! it and pushes an `invalidate` message on it when any of them is written
-//! (a tombstone, a reader's put, an expiry). The task handles the frames in
-//! the order they arrive: an entry goes in when its `GET` reply is read and
-//! out when a later push names it. A tombstone's push is queued on this
-//! connection before Redis acknowledges the tombstone, and the tombstone is
+//! (a batch's delete, a reader's lease or fill, an expiry). The task handles
+//! the frames in the order they arrive: an entry goes in when its `GET` reply
+//! is read and out when a later push names it. A delete's push is queued on
+//! this connection before Redis acknowledges the delete, and the delete is
 //! acknowledged before its batch commits. A read that starts after a COMMIT
 //! may therefore use the near cache only once the reply to a command
 //! written after the read started has been handled (a *fence*): everything
@@ -73,7 +73,7 @@ impl std::fmt::Debug for Target {
 pub(super) enum Lookup {
     /// A value, as its payload's JSON text.
     Hit { payload: String, near: bool },
-    /// No value: absent, or a tombstone.
+    /// No value: absent, or a lease.
     Miss,
     /// Redis answered with an error or not in time, or the value is not JSON.
     Failed,

@@ -3,8 +3,9 @@
 //! failure is transient; split in halves while PostgreSQL refuses its data,
 //! until the records it refuses are isolated and quarantined as
 //! `unprocessable` rejects, so that no record stops its partition. Before each
-//! COMMIT, [`super::invalidate`] tombstones the cache keys of the changed rows
-//! (or queues them in the outbox); after it: metrics, logs and status.
+//! COMMIT, the cache keys of the changed rows are deleted (or, through
+//! [`super::invalidate`], queued in the outbox); after it: metrics, logs and
+//! status.
 
 use std::{collections::VecDeque, ops::Range, sync::Arc, time::Duration};
 
@@ -141,7 +142,7 @@ async fn apply_with_retries(
 }
 
 /// One batch transaction as the service runs it: the writes with the
-/// tombstones beside them ([`write_all`]), then whatever
+/// cache deletes beside them ([`write_all`]), then whatever
 /// Redis did not acknowledge goes to the outbox
 /// ([`invalidate::before_commit`]), commit. `None` when it was rolled back
 /// because its invalidations need an announcement first
@@ -193,21 +194,12 @@ pub async fn apply_once(
 /// Writes `plan` and moves the offset in `tx`, in the order of
 /// [`crate::store::apply`]: movements, offset, then the stock in its parts,
 /// whose rows batches of every partition share and which are therefore
-/// locked last. With a cache, sets of keys go to Redis one after another
-/// ([`tombstones`]) while the writes go on without waiting for them: first
-/// every stock key with the batch's [`StockVersion`], the version nearly
-/// every stock row takes, then the movements' keys once their upsert gives
-/// their versions, and after each stock part the keys of its rows that took
-/// another version (a batch with a larger one changed them first). Only the
-/// COMMIT waits for all of them. So the stock rows' tombstones are sent
-/// while the events are written, before the batch locks those rows, and the
-/// locks that batches of every partition wait for are not held across a
-/// round trip to Redis (issue 8: a test build that skipped the stock
-/// tombstones ingested 107 000-111 000 events/s against 81 000-89 000, one
-/// that skipped the movements' no more than before; sending the stock's
-/// before the locks gained 3 to 4 points of the ratio to PostgreSQL's
-/// ceiling). True when Redis acknowledged every tombstone (always, without
-/// a cache).
+/// locked last. With a cache, the keys of the rows each step changed (and
+/// therefore locked) go to Redis to be deleted ([`deletes`]) while the next
+/// step runs; only the COMMIT waits for them. A delete must follow the lock:
+/// a reader that takes a lease after it finds the row held, or committed
+/// (docs/SPEC.md section 8). True when Redis acknowledged every delete
+/// (always, without a cache).
 async fn write_all(
     cache: Option<&Cache>,
     tx: &Transaction<'_>,
@@ -217,11 +209,11 @@ async fn write_all(
 ) -> Result<(BatchOutcome, bool), StoreError> {
     let (keys, sent) = mpsc::unbounded_channel();
     let writes = async move {
-        // Owned here, so that the tombstones end when the writes do, even on an error.
+        // Owned here, so that the deletes end when the writes do, even on an error.
         let keys = keys;
         // The keys are only made with a cache to send them to (the
         // benchmark's ceiling and a service without Redis make none).
-        let hand_over = |touched: &dyn Fn() -> Vec<(String, i64)>| {
+        let hand_over = |touched: &dyn Fn() -> Vec<String>| {
             if cache.is_some() {
                 let touched = touched();
                 if !touched.is_empty() {
@@ -230,36 +222,32 @@ async fn write_all(
                 }
             }
         };
-        hand_over(&|| invalidate::stock_keys_at(&plan.stock, version));
         let movements = write::write_movements(tx, batch, plan).await?;
-        hand_over(&|| invalidate::movement_keys(&movements));
+        hand_over(&|| invalidate::keys(invalidate::movement_keys(&movements)));
         write::write_offset(tx, batch).await?;
         let mut stock = write::StockWritten::default();
         for part in write::stock_parts(plan) {
             let written = write::write_stock_part(tx, part, version).await?;
-            hand_over(&|| invalidate::stock_keys_unlike(&written.touched, version));
+            hand_over(&|| invalidate::keys(invalidate::stock_keys(&written.touched)));
             stock.extend(written);
         }
         Ok::<_, StoreError>((movements, stock))
     };
-    let (written, delivered) = tokio::join!(writes, tombstones(cache, sent));
+    let (written, delivered) = tokio::join!(writes, deletes(cache, sent));
     let (movements, stock) = written?;
     Ok((write::outcome(batch, plan, movements, stock), delivered))
 }
 
-/// Tombstones each set of keys [`write_all`] hands over, in the order they
+/// Deletes each set of keys [`write_all`] hands over, in the order they
 /// come, until its writes end. After a set that Redis did not acknowledge,
 /// the rest are not sent (the batch queues all of its keys in the outbox
 /// then), so that an outage costs one timeout per batch, not one per step.
 /// True when Redis acknowledged every set.
-async fn tombstones(
-    cache: Option<&Cache>,
-    mut sets: UnboundedReceiver<Vec<(String, i64)>>,
-) -> bool {
+async fn deletes(cache: Option<&Cache>, mut sets: UnboundedReceiver<Vec<String>>) -> bool {
     let mut delivered = true;
     while let Some(keys) = sets.recv().await {
         if delivered && let Some(cache) = cache {
-            delivered = cache.tombstone(&keys).await;
+            delivered = cache.invalidate(&keys).await;
         }
     }
     delivered

@@ -1,8 +1,8 @@
-//! The cache side of a batch transaction, before its COMMIT: every row the
-//! batch changed gets a tombstone with its new version, sent while the next
-//! step of the writes runs ([`super::apply`]; the keys come from
-//! [`movement_keys`] and [`stock_keys`]). When Redis does not acknowledge
-//! them, they are written to the cache outbox
+//! The cache side of a batch transaction, before its COMMIT: the key of every
+//! row the batch changed is deleted, sent while the next step of the writes
+//! runs ([`super::apply`]; the keys come from [`movement_keys`] and
+//! [`stock_keys`]). When Redis does not acknowledge the deletes, the keys
+//! (with the rows' new versions) are written to the cache outbox
 //! in the same transaction instead ([`crate::store::outbox`]), and the batch
 //! commits only while it holds an *announcement*: an outbox row this instance
 //! committed at least `outbox.permit_ms` earlier and that has existed ever
@@ -20,12 +20,7 @@ use uuid::Uuid;
 use crate::{
     app::metrics::Metrics,
     cache,
-    domain::plan::StockDelta,
-    store::{
-        Client, Store, StoreError,
-        apply::{StockVersion, Touched},
-        outbox,
-    },
+    store::{Client, Store, StoreError, apply::Touched, outbox},
 };
 
 /// Own outbox rows remembered as announcements; enough for one outage.
@@ -51,12 +46,12 @@ struct Announced {
     keyed: bool,
 }
 
-/// What became of a batch's tombstones before its COMMIT.
+/// What became of a batch's cache deletes before its COMMIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
-    /// Redis acknowledged every tombstone (or the batch changed no row).
+    /// Redis acknowledged every delete (or the batch changed no row).
     Delivered,
-    /// The tombstones went to outbox row `row`; the transaction holds an
+    /// The keys went to outbox row `row`; the transaction holds an
     /// announcement made at `since`.
     Queued { row: i64, since: Instant },
     /// Redis did not acknowledge and no announcement is old enough: roll
@@ -130,7 +125,7 @@ impl Announcements {
     }
 }
 
-/// For a batch whose tombstones Redis did not all acknowledge while it was
+/// For a batch whose deletes Redis did not all acknowledge while it was
 /// written: writes the keys of the rows `touched` to the outbox in `tx` and
 /// holds an announcement old enough to commit with.
 pub async fn before_commit(
@@ -159,7 +154,7 @@ pub async fn before_commit(
     })
 }
 
-/// After the COMMIT of a batch whose tombstones were queued: its row now
+/// After the COMMIT of a batch whose keys were queued: its row now
 /// announces from the same instant as the row it held, and the announcements
 /// it stands in for are deleted (a failure only leaves them to the outbox
 /// watch, which deletes old announcements).
@@ -227,33 +222,15 @@ pub fn movement_keys(movements: &[(Uuid, i64)]) -> Vec<(String, i64)> {
 
 /// The cache key and new version of each stock row a batch changed.
 pub fn stock_keys(stock: &[(Uuid, Uuid, i64)]) -> Vec<(String, i64)> {
-    stock.iter().map(stock_entry).collect()
-}
-
-/// The cache key and version of one changed stock row.
-fn stock_entry(&(warehouse, product, version): &(Uuid, Uuid, i64)) -> (String, i64) {
-    (cache::stock_key(warehouse, product), version)
-}
-
-/// The cache key of every stock row a plan changes, with the batch's stock
-/// version: what the batch tombstones before it locks those rows. Nearly
-/// every row takes that version; [`stock_keys_unlike`] gives the others.
-pub fn stock_keys_at(deltas: &[StockDelta], version: StockVersion) -> Vec<(String, i64)> {
-    deltas
-        .iter()
-        .map(|d| (cache::stock_key(d.warehouse_id, d.product_id), version.0))
-        .collect()
-}
-
-/// The cache key and new version of each stock row that did not take the
-/// batch's stock version (a batch with a larger one changed it first), so
-/// that [`stock_keys_at`] did not tombstone it with its new version.
-pub fn stock_keys_unlike(stock: &[(Uuid, Uuid, i64)], version: StockVersion) -> Vec<(String, i64)> {
     stock
         .iter()
-        .filter(|(_, _, v)| *v != version.0)
-        .map(stock_entry)
+        .map(|&(warehouse, product, version)| (cache::stock_key(warehouse, product), version))
         .collect()
+}
+
+/// The keys alone, for the deletes.
+pub fn keys(entries: Vec<(String, i64)>) -> Vec<String> {
+    entries.into_iter().map(|(key, _)| key).collect()
 }
 
 #[cfg(test)]

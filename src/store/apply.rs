@@ -118,11 +118,10 @@ pub async fn begin<'c>(
 /// The version a batch gives the stock rows it changes: a number drawn from
 /// a sequence when the batch begins. A row takes it, unless a batch that drew
 /// a larger one changed the row first (then the row's version + 1, see
-/// `sql/queries/upsert_stock.sql`). So the batch knows, before it locks any
-/// stock row, the version nearly every row will have when it commits, and
-/// the service tombstones their cache keys while the batch writes its events
-/// instead of while it holds the stock rows' locks, which batches of every
-/// partition wait for (issue 8, docs/SPEC.md section 8).
+/// `sql/queries/upsert_stock.sql`). Versions only grow, and a cached entry
+/// carries the version it was read at; the cache's correctness no longer
+/// rests on them (its keys are deleted: docs/SPEC.md section 8), which an
+/// earlier design's tombstones did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StockVersion(pub i64);
 
@@ -167,9 +166,8 @@ const STOCK_PART_MIN: usize = 128;
 const STOCK_PARTS: usize = 4;
 
 /// The plan's stock deltas in the parts that are upserted, in key order.
-/// Parts let the service tombstone the rows of one part that did not take
-/// the batch's [`StockVersion`] while the next is upserted
-/// ([`crate::ingest::apply`]).
+/// Parts let the service delete the cache keys of one part's rows, which
+/// it locked, while the next is upserted ([`crate::ingest::apply`]).
 pub fn stock_parts(plan: &Plan) -> std::slice::Chunks<'_, StockDelta> {
     let size = plan.stock.len().div_ceil(STOCK_PARTS).max(STOCK_PART_MIN);
     plan.stock.chunks(size)

@@ -358,14 +358,25 @@ impl Store {
         outbox::count(&self.outbox.get().await?).await
     }
 
-    /// One stored movement, `None` when unknown.
-    pub async fn movement(&self, id: Uuid) -> Result<Option<read::StoredMovement>, StoreError> {
-        read::movement(&self.read_client().await?, id).await
+    /// One stored movement, `None` when unknown; guarded when `guard` (a
+    /// reader that holds a cache lease).
+    pub async fn movement(
+        &self,
+        id: Uuid,
+        guard: bool,
+    ) -> Result<read::Read<Option<read::StoredMovement>>, StoreError> {
+        read::movement(&self.read_client().await?, id, guard).await
     }
 
-    /// The stock of one (warehouse, product) and its row version (0, 0 when unknown).
-    pub async fn stock(&self, warehouse: Uuid, product: Uuid) -> Result<(i64, i64), StoreError> {
-        read::stock(&self.read_client().await?, warehouse, product).await
+    /// The stock of one (warehouse, product) and its row version (0, 0 when
+    /// unknown); guarded when `guard`.
+    pub async fn stock(
+        &self,
+        warehouse: Uuid,
+        product: Uuid,
+        guard: bool,
+    ) -> Result<read::Read<(i64, i64)>, StoreError> {
+        read::stock(&self.read_client().await?, warehouse, product, guard).await
     }
 
     /// Recomputes stock from the stored events.

@@ -18,20 +18,13 @@ const CLAIM: &str = include_str!("../../sql/queries/outbox_claim.sql");
 const DELETE: &str = include_str!("../../sql/queries/outbox_delete.sql");
 const DROP_ANNOUNCEMENTS: &str = include_str!("../../sql/queries/outbox_drop_announcements.sql");
 
-/// One outbox row: cache keys and the versions that made them stale (both
-/// empty for an announcement).
+/// One outbox row: cache keys and the row versions that made them stale, kept
+/// for diagnosis (both empty for an announcement).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
     pub id: i64,
     pub keys: Vec<String>,
     pub versions: Vec<i64>,
-}
-
-impl OutboxRow {
-    /// The (key, version) pairs to tombstone.
-    pub fn tombstones(&self) -> impl Iterator<Item = (String, i64)> + '_ {
-        self.keys.iter().cloned().zip(self.versions.iter().copied())
-    }
 }
 
 /// Inserts a batch's undelivered invalidations in its transaction; returns the row id.

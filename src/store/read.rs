@@ -1,15 +1,29 @@
 //! The two queries the API answers, each in one statement, each returning the
-//! row version the cache needs to refuse stale writes.
+//! row's version. A read that may fill the cache is *guarded*: a statement of
+//! its own, pipelined just before it, tells whether a batch held the row at
+//! that moment; if none did, every batch that locked the row earlier has
+//! committed before the read's snapshot (docs/SPEC.md, section 8).
 
 use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Client, StoreError};
+use super::{Client, StoreError, apply::lock_key};
 
 const READ_MOVEMENT: &str = include_str!("../../sql/queries/read_movement.sql");
 const READ_STOCK: &str = include_str!("../../sql/queries/read_stock.sql");
+const GUARD_MOVEMENT: &str = include_str!("../../sql/queries/guard_movement.sql");
+const GUARD_STOCK: &str = include_str!("../../sql/queries/guard_stock.sql");
+
+/// A read, and whether it may fill the cache: it was guarded, and no batch
+/// held its row when it began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read<T> {
+    pub value: T,
+    pub cacheable: bool,
+}
 
 /// One side of a stored movement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,16 +51,34 @@ pub struct StoredMovement {
     pub lines: BTreeMap<Uuid, StoredLine>,
 }
 
-/// Reads one movement; `None` when it is unknown.
+/// Reads one movement (`None` when it is unknown), guarded when `guard`.
 pub async fn movement(
     client: &Client,
     movement_id: Uuid,
-) -> Result<Option<StoredMovement>, StoreError> {
+    guard: bool,
+) -> Result<Read<Option<StoredMovement>>, StoreError> {
     let stmt = client.prepare_cached(READ_MOVEMENT).await?;
-    let rows = client.query(&stmt, &[&movement_id]).await?;
-    let Some(first) = rows.first() else {
-        return Ok(None);
+    let params: [&(dyn ToSql + Sync); 1] = [&movement_id];
+    let read = client.query(&stmt, &params);
+    let (unheld, rows) = if guard {
+        let check = client.prepare_cached(GUARD_MOVEMENT).await?;
+        let key = lock_key(movement_id);
+        let key: [&(dyn ToSql + Sync); 1] = [&key];
+        // Polled first, so sent first: the read's snapshot follows it.
+        let (unheld, rows) = tokio::join!(client.query_one(&check, &key), read);
+        (unheld.map(|row| row.get::<_, bool>(0)), rows)
+    } else {
+        (Ok(false), read.await)
     };
+    Ok(Read {
+        value: stored_movement(movement_id, &rows?),
+        cacheable: guarded(unheld),
+    })
+}
+
+/// The movement `rows` of [`READ_MOVEMENT`] hold; `None` when there are none.
+fn stored_movement(movement_id: Uuid, rows: &[tokio_postgres::Row]) -> Option<StoredMovement> {
+    let first = rows.first()?;
     let side = |id: usize, code: usize, at: usize| -> Option<StoredSide> {
         Some(StoredSide {
             warehouse_id: first.get::<_, Option<Uuid>>(id)?,
@@ -61,7 +93,7 @@ pub async fn movement(
         receiver: side(4, 5, 6),
         lines: BTreeMap::new(),
     };
-    for row in &rows {
+    for row in rows {
         let Some(product) = row.get::<_, Option<Uuid>>(7) else {
             continue;
         };
@@ -72,18 +104,41 @@ pub async fn movement(
             _ => line.received = Some(quantity),
         }
     }
-    Ok(Some(movement))
+    Some(movement)
 }
 
-/// Stock of (warehouse, product) and its version; `(0, 0)` for a pair never seen.
+/// Stock of (warehouse, product) and its version, `(0, 0)` for a pair never
+/// seen; guarded when `guard`. A pair never seen is never cacheable: a batch
+/// that inserts it holds no row a guard could find.
 pub async fn stock(
     client: &Client,
     warehouse_id: Uuid,
     product_id: Uuid,
-) -> Result<(i64, i64), StoreError> {
+    guard: bool,
+) -> Result<Read<(i64, i64)>, StoreError> {
     let stmt = client.prepare_cached(READ_STOCK).await?;
-    let row = client
-        .query_opt(&stmt, &[&warehouse_id, &product_id])
-        .await?;
-    Ok(row.map_or((0, 0), |r| (r.get(0), r.get(1))))
+    let params: [&(dyn ToSql + Sync); 2] = [&warehouse_id, &product_id];
+    let read = client.query_opt(&stmt, &params);
+    let (unheld, row) = if guard {
+        let check = client.prepare_cached(GUARD_STOCK).await?;
+        // Polled first, so sent first: the read's snapshot follows it.
+        let (held, row) = tokio::join!(client.query_opt(&check, &params), read);
+        (held.map(|_| true), row)
+    } else {
+        (Ok(false), read.await)
+    };
+    let row = row?;
+    Ok(Read {
+        cacheable: row.is_some() && guarded(unheld),
+        value: row.map_or((0, 0), |r| (r.get(0), r.get(1))),
+    })
+}
+
+/// Whether a guard passed; a failed one (a batch holds the row: 55P03, or
+/// any other error) only means the read is not cached.
+fn guarded(unheld: Result<bool, tokio_postgres::Error>) -> bool {
+    unheld.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "guard refused; the read is not cached");
+        false
+    })
 }

@@ -143,7 +143,7 @@ async fn movement_statuses_sides_times_and_totals() {
 }
 
 /// An unknown movement's 404 is cached (as absent, version 0), and its first
-/// event still makes it appear at once: the commit's tombstone replaces it.
+/// event still makes it appear at once: the batch deletes it before its COMMIT.
 #[tokio::test]
 async fn a_cached_404_gives_way_to_the_first_event_of_the_movement() {
     use warehouse_monitor::cache::{self, Entry};

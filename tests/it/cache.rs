@@ -256,11 +256,11 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     app.stop().await;
 }
 
-/// The race the versions close, replayed step by step on the real Redis: a
-/// reader that fetched the old row before a commit tries to cache it after the
-/// commit's invalidation.
+/// The races the leases close, replayed step by step on the real Redis: a
+/// reader that took its lease before a batch's delete cannot store what it
+/// read, and only one reader at a time fills a key.
 #[tokio::test]
-async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
+async fn a_fill_lands_only_over_its_own_untouched_lease() {
     use warehouse_monitor::{app::metrics::Metrics, cache::Cache};
 
     let settings = test_settings(1);
@@ -270,36 +270,42 @@ async fn a_late_write_of_an_old_version_is_refused_after_invalidation() {
     cache.permit_until(std::time::Instant::now() + Duration::from_secs(60));
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
     let key = warehouse_monitor::cache::stock_key(w, p);
-
-    // Reader A reads version 1 ("old") from PostgreSQL and is slow to cache it.
-    // Meanwhile a batch writes version 2 and tombstones the key before its COMMIT.
-    assert!(cache.tombstone(&[(key.clone(), 2)]).await, "acknowledged");
-    // A's late write of version 1 must not land.
     // Cached values are JSON text; `get_json` checks that they parse.
     let (old, new) = ("\"old\"", "\"new\"");
-    cache.put(&key, 1, old).await;
-    assert_eq!(
-        cache.get_json(&key).await,
-        None,
-        "tombstone v2 refuses the v1 value"
-    );
-    // Reader B reads version 2 and caches it; a late v1 still cannot replace it.
-    cache.put(&key, 2, new).await;
-    cache.put(&key, 1, old).await;
-    assert_eq!(cache.get_json(&key).await.as_deref(), Some(new));
-    // A repeated tombstone of the same version does not hide the fresh value;
-    // a newer one does.
-    assert!(cache.tombstone(&[(key.clone(), 2)]).await);
-    assert_eq!(cache.get_json(&key).await.as_deref(), Some(new));
-    assert!(cache.tombstone(&[(key.clone(), 3)]).await);
+
+    // Reader A misses, takes the lease and reads version 1 ("old") from
+    // PostgreSQL; reader B misses too and gets no lease.
+    let a = cache.claim(&key).await.expect("a lease on an absent key");
+    assert!(cache.claim(&key).await.is_none(), "one lease at a time");
+    // Meanwhile a batch locks the row, writes version 2 and deletes the key
+    // before its COMMIT: A's late fill must not land.
+    assert!(cache.invalidate(std::slice::from_ref(&key)).await, "acknowledged");
+    cache.fill(a, 1, old).await;
+    assert_eq!(cache.peek(&key).await, None, "the delete voided A's lease");
     assert_eq!(cache.get_json(&key).await, None);
+
+    // Reader C takes a lease after the delete, reads version 2, fills it.
+    let c = cache.claim(&key).await.expect("a lease after the delete");
+    cache.fill(c, 2, new).await;
+    assert_eq!(cache.get_json(&key).await.as_deref(), Some(new));
+    assert!(cache.claim(&key).await.is_none(), "no lease over a value");
+
+    // A reader that gives its lease back leaves the key free for the next.
+    assert!(cache.invalidate(std::slice::from_ref(&key)).await);
+    let d = cache.claim(&key).await.expect("a lease");
+    cache.release(d).await;
+    let e = cache.claim(&key).await.expect("the key is free again");
     // An entry that does not parse is never served as a hit.
-    cache.put(&key, 4, "not json").await;
+    cache.fill(e, 4, "not json").await;
     assert_eq!(cache.get_json(&key).await, None);
+
     // Without a permit the cache is not read at all, though the entry is there.
-    cache.put(&key, 5, new).await;
+    assert!(cache.invalidate(std::slice::from_ref(&key)).await);
+    let f = cache.claim(&key).await.expect("a lease");
+    cache.fill(f, 5, new).await;
     cache.withdraw(1);
     assert_eq!(cache.get_json(&key).await, None);
+    assert!(cache.claim(&key).await.is_none(), "no lease without a permit");
     let entry = cache.peek(&key).await.expect("the entry stays in Redis");
     assert_eq!((entry.version, entry.payload.as_deref()), (5, Some(new)));
     cache.quit().await;

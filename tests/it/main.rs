@@ -15,6 +15,7 @@ mod compression;
 mod crash;
 mod failover;
 mod faults;
+mod guards;
 mod ingest;
 mod instances;
 mod isolation;

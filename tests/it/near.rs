@@ -42,6 +42,14 @@ fn near_hits(metrics: &Metrics) -> f64 {
         .sum()
 }
 
+/// Stores `payload` under `key` as a reader on `cache` would, replacing
+/// whatever is there: a batch's delete, a lease, a fill.
+async fn store(cache: &Cache, key: &str, version: i64, payload: &str) {
+    assert!(cache.invalidate(&[key.to_owned()]).await);
+    let lease = cache.claim(key).await.expect("a lease on a deleted key");
+    cache.fill(lease, version, payload).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_come_from_memory_and_no_read_after_a_write_elsewhere_serves_the_old_value() {
     let settings = test_settings(1);
@@ -54,7 +62,7 @@ async fn hits_come_from_memory_and_no_read_after_a_write_elsewhere_serves_the_ol
         let value = format!("{{\"round\":{round}}}");
         // Another instance caches version `round`; the reader reads it from
         // Redis (filling its near cache), then from memory.
-        writer.put(&key, 2 * round, &value).await;
+        store(&writer, &key, 2 * round, &value).await;
         assert_eq!(reader.get_json(&key).await.as_deref(), Some(value.as_str()));
         let hits = near_hits(&reader_metrics);
         assert_eq!(reader.get_json(&key).await.as_deref(), Some(value.as_str()));
@@ -63,13 +71,13 @@ async fn hits_come_from_memory_and_no_read_after_a_write_elsewhere_serves_the_ol
             (more - 1.0).abs() < 0.5,
             "round {round}: {more} hits from memory, not 1"
         );
-        // A batch on the other instance tombstones the key; from its
+        // A batch on the other instance deletes the key; from its
         // acknowledgement on, the reader must not serve the old value.
-        assert!(writer.tombstone(&[(key.clone(), 2 * round + 1)]).await);
+        assert!(writer.invalidate(std::slice::from_ref(&key)).await);
         assert_eq!(
             reader.get_json(&key).await,
             None,
-            "round {round}: the value replaced by an acknowledged tombstone was served"
+            "round {round}: the value removed by an acknowledged delete was served"
         );
     }
     assert!(reader.near_entries() <= 1);
@@ -99,7 +107,7 @@ async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes()
     let (writer, _) = instance(&settings).await;
     let key = cache::movement_key(Uuid::new_v4());
 
-    writer.put(&key, 1, "\"one\"").await;
+    store(&writer, &key, 1, "\"one\"").await;
     assert_eq!(reader.get_json(&key).await.as_deref(), Some("\"one\""));
     assert_eq!(reader.near_entries(), 1);
 
@@ -111,7 +119,7 @@ async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes()
             .args(["-p", &redis.port.to_string(), "CLIENT", "KILL", "ID", &id])
             .output();
     }
-    writer.put(&key, 2, "\"two\"").await;
+    store(&writer, &key, 2, "\"two\"").await;
     assert_eq!(
         reader.get_json(&key).await.as_deref().unwrap_or("\"two\""),
         "\"two\"",

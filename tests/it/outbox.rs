@@ -1,7 +1,7 @@
 //! Cache invalidation that survives crashes (the cache outbox). A consumer
 //! process aborts right after the COMMIT of a batch that changed cached
 //! answers (the test-only `fault.abort_after_commit_at_batch`). Whether Redis
-//! took the batch's tombstones before the COMMIT, was down at the time, or was
+//! took the batch's deletes before the COMMIT, was down at the time, or was
 //! out of the consumer's reach only, no instance answers with an older value
 //! afterwards, and the outbox drains to 0 rows.
 
@@ -134,7 +134,7 @@ async fn read_all(http: &reqwest::Client, base: &str, keys: &Keys) -> Vec<String
     answers
 }
 
-/// The answers the entries in Redis hold (`None`: no entry, or a tombstone),
+/// The answers the entries in Redis hold (`None`: no entry, or a lease),
 /// read without a permit.
 async fn cached(cache: &Cache, keys: &Keys) -> Vec<Option<String>> {
     let mut answers = Vec::new();
@@ -252,7 +252,7 @@ async fn always(http: &reqwest::Client, base: &str, keys: &Keys, for_how_long: D
     }
 }
 
-/// Redis up: the tombstones were acknowledged before the COMMIT, so neither
+/// Redis up: the deletes were acknowledged before the COMMIT, so neither
 /// an API instance that stayed up nor a new instance answers from the stale
 /// entries, and the outbox never holds a row.
 #[tokio::test]

@@ -27,7 +27,7 @@ use crate::cache::{
 const MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// What a `GET` reply holds: the payload of a `version:payload` value, or
-/// `None` for a tombstone (or an entry without a version); an error for a
+/// `None` for a lease (or any entry without a version); an error for a
 /// value whose payload is not JSON.
 fn value_payload(raw: &[u8]) -> Result<Option<&str>, serde_json::Error> {
     let Some(payload) = std::str::from_utf8(raw)
@@ -356,7 +356,9 @@ mod tests {
     fn only_json_values_are_kept() {
         assert_eq!(value_payload(b"3:{\"a\":1}").unwrap(), Some("{\"a\":1}"));
         assert_eq!(value_payload(b"0:null").unwrap(), Some("null"));
-        assert_eq!(value_payload(b"3:").unwrap(), None, "a tombstone");
+        assert_eq!(value_payload(b"3:").unwrap(), None, "an old tombstone");
+        let lease = b"lease:4f0c9b2a6d8e4c1fa3b5d7e9f1a2b3c4";
+        assert_eq!(value_payload(lease).unwrap(), None, "a lease");
         assert_eq!(value_payload(b"x:{}").unwrap(), None, "no version");
         assert!(value_payload(b"3:{not json").is_err());
     }
