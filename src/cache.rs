@@ -334,10 +334,7 @@ impl Cache {
         }
         let token = format!("lease:{}", Uuid::new_v4().simple());
         let args = vec![LEASE_MS.to_string(), token.clone()];
-        let result: Result<String, _> = self
-            .client
-            .eval(CLAIM, vec![key.to_owned()], args)
-            .await;
+        let result: Result<String, _> = self.client.eval(CLAIM, vec![key.to_owned()], args).await;
         match result {
             Ok(entry) if entry == token => Some(Lease {
                 key: key.to_owned(),

@@ -156,7 +156,11 @@ async fn stock_from_store(
     key: &str,
 ) -> poem::Result<StockResponse> {
     let lease = state.cache.claim(key).await;
-    let read = match state.store.stock(warehouse_id, product_id, lease.is_some()).await {
+    let read = match state
+        .store
+        .stock(warehouse_id, product_id, lease.is_some())
+        .await
+    {
         Ok(read) => read,
         Err(e) => {
             release(state, lease).await;
@@ -196,4 +200,3 @@ fn not_found(id: Uuid) -> MovementResponse {
         format!("no movement {id} has been recorded"),
     )))
 }
-

@@ -279,7 +279,10 @@ async fn a_fill_lands_only_over_its_own_untouched_lease() {
     assert!(cache.claim(&key).await.is_none(), "one lease at a time");
     // Meanwhile a batch locks the row, writes version 2 and deletes the key
     // before its COMMIT: A's late fill must not land.
-    assert!(cache.invalidate(std::slice::from_ref(&key)).await, "acknowledged");
+    assert!(
+        cache.invalidate(std::slice::from_ref(&key)).await,
+        "acknowledged"
+    );
     cache.fill(a, 1, old).await;
     assert_eq!(cache.peek(&key).await, None, "the delete voided A's lease");
     assert_eq!(cache.get_json(&key).await, None);
@@ -305,7 +308,10 @@ async fn a_fill_lands_only_over_its_own_untouched_lease() {
     cache.fill(f, 5, new).await;
     cache.withdraw(1);
     assert_eq!(cache.get_json(&key).await, None);
-    assert!(cache.claim(&key).await.is_none(), "no lease without a permit");
+    assert!(
+        cache.claim(&key).await.is_none(),
+        "no lease without a permit"
+    );
     let entry = cache.peek(&key).await.expect("the entry stays in Redis");
     assert_eq!((entry.version, entry.payload.as_deref()), (5, Some(new)));
     cache.quit().await;

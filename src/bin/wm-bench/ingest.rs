@@ -1,14 +1,16 @@
 //! `wm-bench ingest`: how fast the service turns a backlog into committed
 //! state, against what PostgreSQL alone can take. Per (partitions, batch
-//! size): produce N events to a fresh topic, start the service on a fresh,
-//! migrated database and time from its start to the last commit; then apply
-//! the same records with `store::apply`, in batches of the same size, one
-//! transaction each, one connection per partition as the service does, on
-//! another fresh database. The ratio is the service's share of that ceiling.
+//! size): produce N events to a fresh topic once; then, in each of a few
+//! rounds, start the service on a fresh, migrated database and time from its
+//! start to the last commit, and right after apply the same records with
+//! `store::apply`, in batches of the same size, one transaction each, one
+//! connection per partition as the service does, on another fresh database.
+//! The ratio is the service's share of that ceiling. Rounds alternate the
+//! two so that a change in the machine's speed (other tenants of its cores)
+//! falls on both alike; the report gives the median round and every round.
 
 use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
+    collections::{BTreeMap, VecDeque},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -17,11 +19,15 @@ use time::OffsetDateTime;
 use tokio::task::JoinSet;
 
 use crate::{
-    cpu::{Program, Snapshot, Usage},
+    cpu::{Snapshot, Usage},
     error::BenchError,
+    ingest_report::{csv, markdown},
     report, seed,
     service::{self, Fresh, Launch, Service},
-    wm::{Message, PartitionBatch, Record, Settings, apply, create_topic, kafka, migrate, store},
+    wm::{
+        Class, Message, PartitionBatch, Record, Settings, StoreError, apply, classify,
+        create_topic, kafka, migrate, store,
+    },
 };
 
 /// Options of `wm-bench ingest`.
@@ -34,6 +40,10 @@ pub(crate) struct Options {
     pub(crate) batch_sizes: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_value = "3,6")]
     pub(crate) partitions: Vec<i32>,
+    /// Rounds per configuration (service, then ceiling, each on a fresh
+    /// database); the report gives the median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) rounds: u32,
     /// Where the run folder `<timestamp>/` is created.
     #[arg(long, default_value = "target/bench-ingest")]
     pub(crate) out: PathBuf,
@@ -41,12 +51,14 @@ pub(crate) struct Options {
     pub(crate) common: crate::Common,
 }
 
-/// One configuration's figures.
+/// One round's figures.
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
     pub(crate) partitions: i32,
     pub(crate) batch_size: usize,
     pub(crate) events: usize,
+    /// 1 for the first round.
+    pub(crate) round: u32,
     pub(crate) service: Duration,
     /// Part of `service` until `/health/live` answered (start-up).
     pub(crate) start_up: Duration,
@@ -62,6 +74,9 @@ pub(crate) struct Ceiling {
     pub(crate) took: Duration,
     /// CPU time by program during the applies.
     pub(crate) cpu: Usage,
+    /// Batches applied in halves because PostgreSQL ran out of lock memory
+    /// for them, as the service applies them.
+    pub(crate) splits: usize,
 }
 
 impl Row {
@@ -75,19 +90,56 @@ impl Row {
     pub(crate) fn ratio(&self) -> Option<f64> {
         Some(self.service_rate() / self.ceiling_rate()?.max(1e-9))
     }
-    fn ceiling_cells(&self) -> (String, String, String) {
-        match (&self.ceiling, self.ceiling_rate(), self.ratio()) {
-            (Ok(c), Some(rate), Some(ratio)) => (
-                format!("{:.2}", c.took.as_secs_f64()),
-                format!("{rate:.0}"),
-                format!("{:.0}%", ratio * 100.0),
-            ),
-            (Err(e), ..) => {
-                let e = e.replace('\n', " ").replace('|', "/");
-                (format!("failed: {e}"), "-".into(), "-".into())
-            }
-            _ => ("-".into(), "-".into(), "-".into()),
-        }
+}
+
+/// The rounds of one configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) rounds: Vec<Row>,
+}
+
+impl Config {
+    pub(crate) fn first(&self) -> &Row {
+        &self.rounds[0]
+    }
+    pub(crate) fn service_rate(&self) -> f64 {
+        median(self.rounds.iter().map(Row::service_rate)).unwrap_or(0.0)
+    }
+    /// `None` when every ceiling failed.
+    pub(crate) fn ceiling_rate(&self) -> Option<f64> {
+        median(self.rounds.iter().filter_map(Row::ceiling_rate))
+    }
+    /// The median of the rounds' ratios (each round's service and ceiling
+    /// ran one after the other).
+    pub(crate) fn ratio(&self) -> Option<f64> {
+        median(self.rounds.iter().filter_map(Row::ratio))
+    }
+    /// The round whose ratio is nearest the median: the one whose CPU
+    /// figures the report shows.
+    pub(crate) fn median_round(&self) -> &Row {
+        let Some(ratio) = self.ratio() else {
+            return self.first();
+        };
+        self.rounds
+            .iter()
+            .filter(|r| r.ratio().is_some())
+            .min_by(|a, b| {
+                let distance = |r: &Row| (r.ratio().unwrap_or(0.0) - ratio).abs();
+                distance(a).total_cmp(&distance(b))
+            })
+            .unwrap_or_else(|| self.first())
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
@@ -95,7 +147,7 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
     let settings = Settings::load(&options.common.config_dir, None)?;
     let dir = crate::run_dir(&options.out)?;
     let client = kafka::connect(&settings.kafka).await?;
-    let mut rows = Vec::new();
+    let mut configs = Vec::new();
     for &partitions in &options.partitions {
         for &batch_size in &options.batch_sizes {
             let fresh = Fresh::new(&settings, "ingest");
@@ -104,81 +156,131 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
             // always enough, and the surplus is cut.
             seed::generate(options.events / 3 + 1000, Some(options.events));
             let events = messages.len();
-            let copy = messages.clone();
-            let produced = seed::produce(&client, &fresh.topic, &ids, messages).await?;
-
-            let mut with_url = settings.clone();
-            with_url.postgres.url = fresh.database_url.clone();
-            migrate(&with_url).await?;
-            let launch = Launch {
-                binary: options.common.service_binary(),
-                config_dir: options.common.config_dir.clone(),
-                partitions,
-                batch_size,
-                log: dir.join(format!("service-p{partitions}-b{batch_size}.log")),
-            };
-            let pool = fresh.pool(&settings, 1)?;
-            let before = Snapshot::take();
-            let started = Instant::now();
-            let mut running = Service::start(&launch, &fresh).await?;
-            let start_up = started.elapsed();
-            let limit = Duration::from_secs(900);
-            let last = service::wait_committed(
-                &pool,
-                &fresh.topic,
-                &produced.per_partition,
-                &mut running,
-                limit,
-            )
-            .await?;
-            let service_time = last - started;
-            // Before the stop: the service's own time ends with its process.
-            let service_cpu = Snapshot::take().since(&before);
-            running.stop().await;
-            pool.close();
-            store::drop_database(&fresh.database_url).await?;
-
-            // PostgreSQL may refuse the ceiling's shape (e.g. its lock table
-            // is too small for the batch): that is a finding, not a crash.
-            let ceiling = ceiling(&settings, &ids, batch_size, copy)
-                .await
-                .map_err(|e| e.to_string());
-            let row = Row {
-                partitions,
-                batch_size,
-                events,
-                service: service_time,
-                start_up,
-                ceiling,
-                service_cpu,
-            };
-            let (ceiling_s, ceiling_rate, ratio) = row.ceiling_cells();
-            println!(
-                "ingest: {} partitions, batch {:>5}: service {:>7.0} events/s ({:.2} s, live after {:.2} s), PostgreSQL ceiling {}, ratio {ratio}",
-                partitions,
-                batch_size,
-                row.service_rate(),
-                row.service.as_secs_f64(),
-                row.start_up.as_secs_f64(),
-                match &row.ceiling {
-                    Ok(_) => format!("{ceiling_rate} events/s ({ceiling_s} s)"),
-                    Err(_) => ceiling_s,
-                },
-            );
-            println!(
-                "        CPU s, service phase: {}; ceiling: {}",
-                row.service_cpu.summary(),
-                row.ceiling
-                    .as_ref()
-                    .map_or_else(|_| "-".to_owned(), |c| c.cpu.summary())
-            );
-            rows.push(row);
+            let produced = seed::produce(&client, &fresh.topic, &ids, messages.clone()).await?;
+            let mut rounds = Vec::new();
+            for round in 1..=options.rounds {
+                // A fresh database per round: the service consumes the topic
+                // from its start again.
+                let mut database = Fresh::new(&settings, "ingest");
+                database.topic.clone_from(&fresh.topic);
+                let launch = Launch {
+                    binary: options.common.service_binary(),
+                    config_dir: options.common.config_dir.clone(),
+                    partitions,
+                    batch_size,
+                    log: dir.join(format!("service-p{partitions}-b{batch_size}-r{round}.log")),
+                };
+                let (service, start_up, service_cpu) =
+                    time_service(&settings, &database, &launch, &produced.per_partition).await?;
+                // PostgreSQL may refuse the ceiling's shape: that is a
+                // finding, not a crash.
+                let ceiling = ceiling(&settings, &ids, batch_size, messages.clone())
+                    .await
+                    .map_err(|e| e.to_string());
+                let row = Row {
+                    partitions,
+                    batch_size,
+                    events,
+                    round,
+                    service,
+                    start_up,
+                    ceiling,
+                    service_cpu,
+                };
+                print_round(&row, options.rounds);
+                rounds.push(row);
+            }
+            let config = Config { rounds };
+            print_config(&config);
+            configs.push(config);
         }
     }
-    let table = markdown(&rows);
+    let table = markdown(&configs);
     report::write(&dir, "ingest.md", &table)?;
-    report::write(&dir, "ingest.csv", &csv(&rows))?;
+    report::write(&dir, "ingest.csv", &csv(&configs))?;
     Ok((dir, table))
+}
+
+/// Starts the service on `fresh`'s new database and times it from its start
+/// to the last commit; returns that time, the start-up's part of it, and
+/// the CPU time by program meanwhile.
+async fn time_service(
+    settings: &Settings,
+    fresh: &Fresh,
+    launch: &Launch,
+    per_partition: &BTreeMap<i32, i64>,
+) -> Result<(Duration, Duration, Usage), BenchError> {
+    let mut with_url = settings.clone();
+    with_url.postgres.url = fresh.database_url.clone();
+    migrate(&with_url).await?;
+    let pool = fresh.pool(settings, 1)?;
+    let before = Snapshot::take();
+    let started = Instant::now();
+    let mut running = Service::start(launch, fresh).await?;
+    let start_up = started.elapsed();
+    let limit = Duration::from_secs(900);
+    let last =
+        service::wait_committed(&pool, &fresh.topic, per_partition, &mut running, limit).await?;
+    // Before the stop: the service's own time ends with its process.
+    let cpu = Snapshot::take().since(&before);
+    running.stop().await;
+    pool.close();
+    store::drop_database(&fresh.database_url).await?;
+    Ok((last - started, start_up, cpu))
+}
+
+fn print_round(row: &Row, rounds: u32) {
+    let ceiling = match &row.ceiling {
+        Ok(c) => format!(
+            "{:.0} events/s ({:.2} s{})",
+            row.ceiling_rate().unwrap_or(0.0),
+            c.took.as_secs_f64(),
+            match c.splits {
+                0 => String::new(),
+                n => format!(", {n} batches in halves for lock memory"),
+            }
+        ),
+        Err(e) => format!("failed: {}", e.replace('\n', " ")),
+    };
+    println!(
+        "ingest: {} partitions, batch {:>5}, round {}/{rounds}: service {:>7.0} events/s ({:.2} s, live after {:.2} s), PostgreSQL ceiling {ceiling}, ratio {}",
+        row.partitions,
+        row.batch_size,
+        row.round,
+        row.service_rate(),
+        row.service.as_secs_f64(),
+        row.start_up.as_secs_f64(),
+        percent(row.ratio()),
+    );
+    println!(
+        "        CPU s, service phase: {}; ceiling: {}",
+        row.service_cpu.summary(),
+        row.ceiling
+            .as_ref()
+            .map_or_else(|_| "-".to_owned(), |c| c.cpu.summary())
+    );
+}
+
+fn print_config(config: &Config) {
+    let first = config.first();
+    let ratios: Vec<String> = config.rounds.iter().map(|r| percent(r.ratio())).collect();
+    println!(
+        "ingest: {} partitions, batch {:>5}, median of {} rounds: service {:.0} events/s, PostgreSQL ceiling {}, ratio {} (rounds: {})",
+        first.partitions,
+        first.batch_size,
+        config.rounds.len(),
+        config.service_rate(),
+        config
+            .ceiling_rate()
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.0} events/s")),
+        percent(config.ratio()),
+        ratios.join(", "),
+    );
+}
+
+/// `82%`, or `-` without a ratio.
+pub(crate) fn percent(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "-".to_owned(), |r| format!("{:.0}%", r * 100.0))
 }
 
 /// Applies `messages` straight from memory, split as the producer splits
@@ -207,7 +309,6 @@ async fn ceiling(
     timed
 }
 
-/// One task and connection per partition, batches in offset order.
 async fn apply_all(
     fresh: &Fresh,
     settings: &Settings,
@@ -225,7 +326,7 @@ async fn apply_all(
     for ((partition, records), mut client) in by_partition.into_iter().zip(clients) {
         let topic = fresh.topic.clone();
         tasks.spawn(async move {
-            let mut expected = None;
+            let (mut expected, mut splits) = (None, 0);
             for chunk in records.chunks(batch_size) {
                 let batch = PartitionBatch {
                     topic: &topic,
@@ -233,181 +334,49 @@ async fn apply_all(
                     expected_offset: expected,
                     records: chunk,
                 };
-                let outcome = apply(&mut client, &batch).await?;
-                expected = Some(outcome.next_offset);
+                let (next, split) = apply_in_halves(&mut client, &batch).await?;
+                expected = Some(next);
+                splits += split;
             }
-            Ok::<_, BenchError>(())
+            Ok::<_, BenchError>(splits)
         });
     }
+    let mut splits = 0;
     while let Some(done) = tasks.join_next().await {
-        done.map_err(|e| BenchError::Task(e.to_string()))??;
+        splits += done.map_err(|e| BenchError::Task(e.to_string()))??;
     }
     let took = started.elapsed();
     let cpu = Snapshot::take().since(&before);
     pool.close();
-    Ok(Ceiling { took, cpu })
+    Ok(Ceiling { took, cpu, splits })
 }
 
-pub(crate) fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| partitions | batch size | events | service s (start-up) | service events/s | PostgreSQL ceiling s | ceiling events/s | service / ceiling |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for r in rows {
-        let (ceiling_s, ceiling_rate, ratio) = r.ceiling_cells();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {:.2} ({:.2}) | {:.0} | {} | {} | {} |",
-            r.partitions,
-            r.batch_size,
-            r.events,
-            r.service.as_secs_f64(),
-            r.start_up.as_secs_f64(),
-            r.service_rate(),
-            ceiling_s,
-            ceiling_rate,
-            ratio
-        );
-    }
-    out.push_str(
-        "\nCPU seconds by program (both cores together; 2 per second of the phase), from `/proc`:\n\n\
-         | partitions | batch size | phase | PostgreSQL | service | Redis | broker | wm-bench | other | idle |\n\
-         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for r in rows {
-        // A ceiling that failed measured nothing: no row.
-        let ceiling = r.ceiling.as_ref().ok().map(|c| ("ceiling", &c.cpu));
-        for (phase, cpu) in std::iter::once(("service", &r.service_cpu)).chain(ceiling) {
-            let _ = write!(out, "| {} | {} | {phase} |", r.partitions, r.batch_size);
-            for secs in cpu_cells(cpu) {
-                let _ = write!(out, " {secs:.2} |");
+/// Applies `batch` in one transaction, or, where PostgreSQL runs out of lock
+/// memory for it, in halves down to what fits, as the service does
+/// (`ingest::apply::commit`); returns the next offset and how many times it
+/// split.
+async fn apply_in_halves(
+    client: &mut store::Client,
+    batch: &PartitionBatch<'_>,
+) -> Result<(i64, usize), StoreError> {
+    let mut pending = VecDeque::from([0..batch.records.len()]);
+    let (mut expected, mut splits) = (batch.expected_offset, 0);
+    while let Some(range) = pending.pop_front() {
+        let part = PartitionBatch {
+            records: &batch.records[range.clone()],
+            expected_offset: expected,
+            ..*batch
+        };
+        match apply(client, &part).await {
+            Ok(outcome) => expected = Some(outcome.next_offset),
+            Err(e) if classify(&e) == Class::Resources && range.len() > 1 => {
+                let middle = range.start + range.len() / 2;
+                pending.push_front(middle..range.end);
+                pending.push_front(range.start..middle);
+                splits += 1;
             }
-            out.push('\n');
+            Err(e) => return Err(e),
         }
     }
-    out
-}
-
-/// The programs of the CPU table and CSV, in their order (idle follows).
-const CPU_COLUMNS: [Program; 6] = [
-    Program::Postgres,
-    Program::Service,
-    Program::Redis,
-    Program::Broker,
-    Program::Bench,
-    Program::Other,
-];
-
-/// The CPU seconds of one phase in the columns' order, idle last.
-fn cpu_cells(cpu: &Usage) -> impl Iterator<Item = f64> + '_ {
-    CPU_COLUMNS
-        .iter()
-        .map(|program| cpu.secs(*program))
-        .chain(std::iter::once(cpu.idle))
-}
-
-fn csv(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "partitions,batch_size,events,service_s,start_up_s,service_events_per_s,ceiling_s,ceiling_events_per_s,ratio,ceiling_error",
-    );
-    for phase in ["service", "ceiling"] {
-        for program in CPU_COLUMNS {
-            let _ = write!(out, ",{phase}_cpu_{}_s", program.name());
-        }
-        let _ = write!(out, ",{phase}_idle_s");
-    }
-    out.push('\n');
-    for r in rows {
-        let _ = write!(
-            out,
-            "{},{},{},{:.3},{:.3},{:.0},{},{},{},{}",
-            r.partitions,
-            r.batch_size,
-            r.events,
-            r.service.as_secs_f64(),
-            r.start_up.as_secs_f64(),
-            r.service_rate(),
-            r.ceiling
-                .as_ref()
-                .map_or(String::new(), |c| format!("{:.3}", c.took.as_secs_f64())),
-            r.ceiling_rate()
-                .map_or(String::new(), |v| format!("{v:.0}")),
-            r.ratio().map_or(String::new(), |v| format!("{v:.4}")),
-            r.ceiling.as_ref().err().map_or(String::new(), |e| format!(
-                "\"{}\"",
-                e.replace('"', "'").replace('\n', " ")
-            )),
-        );
-        for secs in cpu_cells(&r.service_cpu) {
-            let _ = write!(out, ",{secs:.2}");
-        }
-        match &r.ceiling {
-            Ok(c) => cpu_cells(&c.cpu).for_each(|secs| {
-                let _ = write!(out, ",{secs:.2}");
-            }),
-            // A ceiling that failed measured nothing: empty cells.
-            Err(_) => out.push_str(&",".repeat(CPU_COLUMNS.len() + 1)),
-        }
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ratio_is_service_over_ceiling() {
-        let row = Row {
-            partitions: 3,
-            batch_size: 1000,
-            events: 1000,
-            service: Duration::from_secs(2),
-            start_up: Duration::from_millis(250),
-            ceiling: Ok(Ceiling {
-                took: Duration::from_secs(1),
-                cpu: Usage::default(),
-            }),
-            service_cpu: Usage {
-                by_program: BTreeMap::from([(Program::Postgres, 1.5), (Program::Redis, 0.25)]),
-                idle: 0.5,
-            },
-        };
-        assert_eq!(row.ratio(), Some(0.5));
-        let md = markdown(std::slice::from_ref(&row));
-        assert!(
-            md.contains("| 3 | 1000 | 1000 | 2.00 (0.25) | 500 | 1.00 | 1000 | 50% |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| 3 | 1000 | service | 1.50 | 0.00 | 0.25 | 0.00 | 0.00 | 0.00 | 0.50 |"),
-            "{md}"
-        );
-        let line = csv(std::slice::from_ref(&row));
-        let line = line.lines().nth(1).unwrap();
-        assert!(
-            line.ends_with(
-                ",0.5000,,1.50,0.00,0.25,0.00,0.00,0.00,0.50,0.00,0.00,0.00,0.00,0.00,0.00,0.00"
-            ),
-            "{line}"
-        );
-        let failed = Row {
-            ceiling: Err("out of shared memory".into()),
-            ..row
-        };
-        assert_eq!(failed.ratio(), None);
-        let md = markdown(std::slice::from_ref(&failed));
-        assert!(md.contains("| failed: out of shared memory | - | - |"));
-        assert!(
-            !md.contains("| ceiling |"),
-            "no CPU row for a ceiling that failed: {md}"
-        );
-        let line = csv(&[failed]);
-        let line = line.lines().nth(1).unwrap();
-        assert!(line.contains(",,,\"out of shared memory\",1.50,"), "{line}");
-        assert!(
-            line.ends_with(",0.50,,,,,,,"),
-            "empty CPU cells for a ceiling that failed: {line}"
-        );
-    }
+    Ok((expected.unwrap_or_default(), splits))
 }

@@ -19,6 +19,7 @@ mod error;
 mod feed;
 mod http;
 mod ingest;
+mod ingest_report;
 mod load;
 mod loadtest;
 mod report;

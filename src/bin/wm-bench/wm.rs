@@ -8,6 +8,7 @@ pub(crate) use warehouse_monitor::{
     devtools::produce::{self, Message, Plan},
     domain::event::EVENT_TYPE,
     kafka::{self, KafkaError, Record},
+    retry::{Class, classify},
     store::{self, Store, StoreError, apply::PartitionBatch},
 };
 
