@@ -359,7 +359,8 @@ async fn apply_in_halves(
     client: &mut store::Client,
     batch: &PartitionBatch<'_>,
 ) -> Result<(i64, usize), StoreError> {
-    let mut pending = VecDeque::from([0..batch.records.len()]);
+    let mut pending = VecDeque::new();
+    pending.push_back(0..batch.records.len());
     let (mut expected, mut splits) = (batch.expected_offset, 0);
     while let Some(range) = pending.pop_front() {
         let part = PartitionBatch {
