@@ -222,7 +222,19 @@ pub(crate) async fn wait_committed(
                 secs: limit.as_secs(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(poll_interval(done.values().sum(), want)).await;
+    }
+}
+
+/// How long to wait before the next look at the offsets: 50 ms while less
+/// than 90% is committed, then 5 ms. Each look is a query that PostgreSQL
+/// answers while the service runs (at 10 ms throughout, the looks cost about
+/// 0.1 s of the phase's CPU); the last stretch is timed to within 5 ms.
+fn poll_interval(committed: i64, target: i64) -> Duration {
+    if committed.saturating_mul(10) < target.saturating_mul(9) {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(5)
     }
 }
 
