@@ -58,21 +58,17 @@ pub async fn movement(
     guard: bool,
 ) -> Result<Read<Option<StoredMovement>>, StoreError> {
     let stmt = client.prepare_cached(READ_MOVEMENT).await?;
-    let params: [&(dyn ToSql + Sync); 1] = [&movement_id];
-    let read = client.query(&stmt, &params);
-    let (unheld, rows) = if guard {
-        let check = client.prepare_cached(GUARD_MOVEMENT).await?;
-        let key = lock_key(movement_id);
-        let key: [&(dyn ToSql + Sync); 1] = [&key];
-        // Polled first, so sent first: the read's snapshot follows it.
-        let (unheld, rows) = tokio::join!(client.query_one(&check, &key), read);
-        (unheld.map(|row| row.get::<_, bool>(0)), rows)
-    } else {
-        (Ok(false), read.await)
-    };
+    let key = lock_key(movement_id);
+    let check: [&(dyn ToSql + Sync); 1] = [&key];
+    let (rows, cacheable) = guarded(
+        client,
+        guard.then_some((GUARD_MOVEMENT, &check[..])),
+        client.query(&stmt, &[&movement_id]),
+    )
+    .await?;
     Ok(Read {
-        value: stored_movement(movement_id, &rows?),
-        cacheable: guarded(unheld),
+        value: stored_movement(movement_id, &rows),
+        cacheable,
     })
 }
 
@@ -118,27 +114,39 @@ pub async fn stock(
 ) -> Result<Read<(i64, i64)>, StoreError> {
     let stmt = client.prepare_cached(READ_STOCK).await?;
     let params: [&(dyn ToSql + Sync); 2] = [&warehouse_id, &product_id];
-    let read = client.query_opt(&stmt, &params);
-    let (unheld, row) = if guard {
-        let check = client.prepare_cached(GUARD_STOCK).await?;
-        // Polled first, so sent first: the read's snapshot follows it.
-        let (held, row) = tokio::join!(client.query_opt(&check, &params), read);
-        (held.map(|_| true), row)
-    } else {
-        (Ok(false), read.await)
-    };
-    let row = row?;
+    let (row, unheld) = guarded(
+        client,
+        guard.then_some((GUARD_STOCK, &params[..])),
+        client.query_opt(&stmt, &params),
+    )
+    .await?;
     Ok(Read {
-        cacheable: row.is_some() && guarded(unheld),
+        cacheable: row.is_some() && unheld,
         value: row.map_or((0, 0), |r| (r.get(0), r.get(1))),
     })
 }
 
-/// Whether a guard passed; a failed one (a batch holds the row: 55P03, or
-/// any other error) only means the read is not cached.
-fn guarded(unheld: Result<bool, tokio_postgres::Error>) -> bool {
-    unheld.unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "guard refused; the read is not cached");
-        false
-    })
+/// Runs `read`, and with `check` (a guard statement and its parameters) the
+/// guard just before it, pipelined: polled first, so sent first, so the
+/// read's snapshot follows it. Returns what `read` returned and whether the
+/// guard passed: it answered no row or `true`. A guard that failed (a batch
+/// holds the row: 55P03, or any other error), and no guard at all, only mean
+/// that the read is not cached.
+async fn guarded<T>(
+    client: &Client,
+    check: Option<(&str, &[&(dyn ToSql + Sync)])>,
+    read: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<(T, bool), StoreError> {
+    let Some((sql, params)) = check else {
+        return Ok((read.await?, false));
+    };
+    let stmt = client.prepare_cached(sql).await?;
+    let (answer, value) = tokio::join!(client.query_opt(&stmt, params), read);
+    let passed = answer
+        .map(|row| row.is_none_or(|r| r.get::<_, bool>(0)))
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "guard refused; the read is not cached");
+            false
+        });
+    Ok((value?, passed))
 }
