@@ -376,8 +376,9 @@ impl Cache {
     /// Answers false at once while the client is disconnected. A `DEL` that
     /// Redis did not acknowledge in time and that lands later is harmless:
     /// it can only remove an entry, never bring an old one back.
-    pub async fn invalidate(&self, keys: &[String]) -> bool {
-        if keys.is_empty() {
+    pub async fn invalidate(&self, keys: Vec<String>) -> bool {
+        let count = keys.len();
+        if count == 0 {
             return true;
         }
         if !self.client.is_connected() {
@@ -387,17 +388,17 @@ impl Cache {
         let sent = tokio::time::timeout(self.timeout * 2, self.send_deletes(keys)).await;
         match sent {
             Ok(Ok(())) => {
-                self.metrics.cache_invalidated(keys.len());
+                self.metrics.cache_invalidated(count);
                 true
             }
             Ok(Err(e)) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(error = %e, keys = keys.len(), "cache invalidation failed");
+                tracing::warn!(error = %e, keys = count, "cache invalidation failed");
                 false
             }
             Err(_) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(keys = keys.len(), "cache invalidation timed out");
+                tracing::warn!(keys = count, "cache invalidation timed out");
                 false
             }
         }
@@ -410,11 +411,17 @@ impl Cache {
     }
 
     /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys, in one
-    /// pipeline: a round trip per batch, not one per key.
-    async fn send_deletes(&self, keys: &[String]) -> Result<(), fred::error::Error> {
+    /// pipeline: a round trip per batch, not one per key. The keys move into
+    /// the commands, uncopied.
+    async fn send_deletes(&self, keys: Vec<String>) -> Result<(), fred::error::Error> {
         let pipeline = self.client.pipeline();
-        for chunk in keys.chunks(KEYS_PER_DEL) {
-            let () = pipeline.del(chunk.to_vec()).await?;
+        let mut keys = keys.into_iter();
+        loop {
+            let chunk: Vec<String> = keys.by_ref().take(KEYS_PER_DEL).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let () = pipeline.del(chunk).await?;
         }
         let _: Vec<Value> = pipeline.all().await?;
         Ok(())

@@ -95,7 +95,7 @@ impl OutboxWatch {
                 return Ok(delivered);
             }
             let keys: Vec<String> = rows.iter().flat_map(|r| r.keys.iter().cloned()).collect();
-            if !self.cache.invalidate(&keys).await {
+            if !self.cache.invalidate(keys).await {
                 // The rows stay (the transaction rolls back as it is dropped).
                 return Ok(delivered);
             }

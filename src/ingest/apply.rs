@@ -247,7 +247,7 @@ async fn deletes(cache: Option<&Cache>, mut sets: UnboundedReceiver<Vec<String>>
     let mut delivered = true;
     while let Some(keys) = sets.recv().await {
         if delivered && let Some(cache) = cache {
-            delivered = cache.invalidate(&keys).await;
+            delivered = cache.invalidate(keys).await;
         }
     }
     delivered

@@ -279,10 +279,7 @@ async fn a_fill_lands_only_over_its_own_untouched_lease() {
     assert!(cache.claim(&key).await.is_none(), "one lease at a time");
     // Meanwhile a batch locks the row, writes version 2 and deletes the key
     // before its COMMIT: A's late fill must not land.
-    assert!(
-        cache.invalidate(std::slice::from_ref(&key)).await,
-        "acknowledged"
-    );
+    assert!(cache.invalidate(vec![key.clone()]).await, "acknowledged");
     cache.fill(a, 1, old).await;
     assert_eq!(cache.peek(&key).await, None, "the delete voided A's lease");
     assert_eq!(cache.get_json(&key).await, None);
@@ -294,7 +291,7 @@ async fn a_fill_lands_only_over_its_own_untouched_lease() {
     assert!(cache.claim(&key).await.is_none(), "no lease over a value");
 
     // A reader that gives its lease back leaves the key free for the next.
-    assert!(cache.invalidate(std::slice::from_ref(&key)).await);
+    assert!(cache.invalidate(vec![key.clone()]).await);
     let d = cache.claim(&key).await.expect("a lease");
     cache.release(d).await;
     let e = cache.claim(&key).await.expect("the key is free again");
@@ -303,7 +300,7 @@ async fn a_fill_lands_only_over_its_own_untouched_lease() {
     assert_eq!(cache.get_json(&key).await, None);
 
     // Without a permit the cache is not read at all, though the entry is there.
-    assert!(cache.invalidate(std::slice::from_ref(&key)).await);
+    assert!(cache.invalidate(vec![key.clone()]).await);
     let f = cache.claim(&key).await.expect("a lease");
     cache.fill(f, 5, new).await;
     cache.withdraw(1);

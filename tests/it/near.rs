@@ -45,7 +45,7 @@ fn near_hits(metrics: &Metrics) -> f64 {
 /// Stores `payload` under `key` as a reader on `cache` would, replacing
 /// whatever is there: a batch's delete, a lease, a fill.
 async fn store(cache: &Cache, key: &str, version: i64, payload: &str) {
-    assert!(cache.invalidate(&[key.to_owned()]).await);
+    assert!(cache.invalidate(vec![key.to_owned()]).await);
     let lease = cache.claim(key).await.expect("a lease on a deleted key");
     cache.fill(lease, version, payload).await;
 }
@@ -73,7 +73,7 @@ async fn hits_come_from_memory_and_no_read_after_a_write_elsewhere_serves_the_ol
         );
         // A batch on the other instance deletes the key; from its
         // acknowledgement on, the reader must not serve the old value.
-        assert!(writer.invalidate(std::slice::from_ref(&key)).await);
+        assert!(writer.invalidate(vec![key.clone()]).await);
         assert_eq!(
             reader.get_json(&key).await,
             None,
