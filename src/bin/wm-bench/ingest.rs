@@ -150,19 +150,20 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
     let mut configs = Vec::new();
     for &partitions in &options.partitions {
         for &batch_size in &options.batch_sizes {
-            let fresh = Fresh::new(&settings, "ingest");
-            let ids = create_topic(&client, &settings.kafka, &fresh.topic, partitions).await?;
+            // The topic is produced once; each round gets a database of its own.
+            let topic = Fresh::new(&settings, "ingest").topic;
+            let ids = create_topic(&client, &settings.kafka, &topic, partitions).await?;
             let messages = // About 3.9 records per movement: a third of `events` movements is
             // always enough, and the surplus is cut.
             seed::generate(options.events / 3 + 1000, Some(options.events));
             let events = messages.len();
-            let produced = seed::produce(&client, &fresh.topic, &ids, messages.clone()).await?;
+            let produced = seed::produce(&client, &topic, &ids, messages.clone()).await?;
             let mut rounds = Vec::new();
             for round in 1..=options.rounds {
                 // A fresh database per round: the service consumes the topic
                 // from its start again.
                 let mut database = Fresh::new(&settings, "ingest");
-                database.topic.clone_from(&fresh.topic);
+                database.topic.clone_from(&topic);
                 let launch = Launch {
                     binary: options.common.service_binary(),
                     config_dir: options.common.config_dir.clone(),
