@@ -1,21 +1,20 @@
-//! Reading one partition from the broker: fetch from an offset, forward every
-//! record to the batcher (the high watermark goes to the partition status), and
-//! apply the configured policy when the offset is no longer in the broker's log.
-//! Records waiting for their batch are bounded in bytes: each holds permits of
-//! a per-partition semaphore until its batch is committed.
+//! Reading one partition from the broker: fetch from an offset, forward each
+//! fetch's records to the batcher as one chunk (the high watermark goes to the
+//! partition status), and apply the configured policy when the offset is no
+//! longer in the broker's log. Records waiting for their batch are bounded in
+//! bytes: each fetch holds permits of a per-partition semaphore until the
+//! batch with its last record is committed.
 
 use std::{sync::Arc, time::Duration};
-
-use time::OffsetDateTime;
 
 use rskafka::{
     client::partition::{OffsetAt, PartitionClient},
     record::RecordAndOffset,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumerError, batch::Weighed, status::PartitionStatus};
+use super::{ConsumerError, batch::Chunk, status::PartitionStatus};
 use crate::{
     app::{
         config::{FaultStage, KafkaSettings, OffsetReset},
@@ -24,29 +23,6 @@ use crate::{
     fault::Faults,
     kafka::{self, KafkaError, Record},
 };
-
-/// A fetched record and its share of the partition's byte budget.
-#[derive(Debug)]
-pub struct Fetched {
-    pub record: Record,
-    pub permit: OwnedSemaphorePermit,
-    /// The last record of its fetch, and the broker had no later one.
-    pub last_in_log: bool,
-}
-
-impl Weighed for Fetched {
-    fn bytes(&self) -> usize {
-        self.record.size()
-    }
-
-    /// The record's timestamp says how long it has been in the log (the
-    /// producer's clock: one that runs behind only closes batches sooner, one
-    /// that runs ahead leaves the usual wait).
-    fn ends_backlog(&self, wait: Duration) -> bool {
-        // The clock is read only for the last record of a fetch.
-        self.last_in_log && OffsetDateTime::now_utc() - self.record.timestamp >= wait
-    }
-}
 
 /// What a fetcher needs besides its partition client.
 #[derive(Debug)]
@@ -68,7 +44,7 @@ pub async fn run(
     client: PartitionClient,
     mut offset: i64,
     ctx: FetcherContext,
-    tx: mpsc::Sender<Fetched>,
+    tx: mpsc::Sender<Chunk<Record>>,
     stop: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let partition = client.partition();
@@ -117,34 +93,32 @@ pub async fn run(
             offset = reset(&client, offset, settings.offset_out_of_range, &ctx.metrics).await?;
             continue;
         }
-        let mut delivered = false;
         let (fetched, took) = (records.len(), started.elapsed());
-        let last = records.last().map(|r| r.offset);
-        for record in records {
-            if record.offset < offset {
-                continue; // rskafka may return the start of a batch before `offset`
-            }
-            let last_in_log = Some(record.offset) == last && record.offset + 1 >= high_watermark;
-            offset = record.offset + 1;
-            delivered = true;
-            let record = kafka::to_record(record, settings.max_record_bytes);
-            // At least one permit, at most the whole budget (a record is never
-            // larger than that: settings validation).
-            let weight = record.size().clamp(1, settings.max_buffered_bytes);
-            let permits = u32::try_from(weight).unwrap_or(u32::MAX);
+        let last_in_log = records
+            .last()
+            .is_some_and(|r| r.offset + 1 >= high_watermark);
+        // rskafka may return the start of a batch before `offset`.
+        let records: Vec<Record> = records
+            .into_iter()
+            .filter(|r| r.offset >= offset)
+            .map(|r| kafka::to_record(r, settings.max_record_bytes))
+            .collect();
+        let delivered = !records.is_empty();
+        if let Some(last) = records.last() {
+            offset = last.offset + 1;
             let permit = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                permit = Arc::clone(&ctx.buffer).acquire_many_owned(permits) => permit,
+                permit = Arc::clone(&ctx.buffer).acquire_many_owned(weight(&records, settings)) => permit,
             };
             let Ok(permit) = permit else {
                 return Ok(()); // the semaphore is never closed; treat it as a stop
             };
-            let item = Fetched {
-                record,
+            let chunk = Chunk {
+                records,
                 permit,
                 last_in_log,
             };
-            if tx.send(item).await.is_err() {
+            if tx.send(chunk).await.is_err() {
                 return Ok(());
             }
         }
@@ -156,6 +130,14 @@ pub async fn run(
         }
         tracing::trace!(partition, offset, high_watermark, fetched, ?took, "fetched");
     }
+}
+
+/// The permits a fetch's records take from the partition's byte budget: a
+/// record counts for at least one, and a fetch for at most the whole budget
+/// (one larger than that goes alone).
+fn weight(records: &[Record], settings: &KafkaSettings) -> u32 {
+    let bytes: usize = records.iter().map(|r| r.size().max(1)).sum();
+    u32::try_from(bytes.min(settings.max_buffered_bytes)).unwrap_or(u32::MAX)
 }
 
 /// Fetches the records from `offset` on.
@@ -257,34 +239,5 @@ async fn reset(
             );
             Ok(earliest)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fetched(age: Duration, last_in_log: bool) -> Fetched {
-        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        let timestamp = OffsetDateTime::now_utc() - age;
-        Fetched {
-            record: Record::new(7, timestamp, Some(b"{}".to_vec())),
-            permit,
-            last_in_log,
-        }
-    }
-
-    #[test]
-    fn only_an_old_last_record_ends_a_backlog() {
-        let wait = Duration::from_millis(200);
-        assert!(fetched(Duration::from_secs(5), true).ends_backlog(wait));
-        assert!(
-            !fetched(Duration::from_secs(5), false).ends_backlog(wait),
-            "more in the log"
-        );
-        assert!(
-            !fetched(Duration::from_millis(10), true).ends_backlog(wait),
-            "fresh: wait for more"
-        );
     }
 }

@@ -29,8 +29,8 @@ use crate::{
     retry::Backoff,
 };
 
-/// Fewest records the fetcher may hand over ahead of the batcher.
-const FETCHED_AHEAD: usize = 16 * 1024;
+/// Fetches the fetcher may hand over ahead of the batcher.
+const FETCHES_AHEAD: usize = 64;
 
 /// Longest pause between two restarts of a failing pipeline.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -225,7 +225,7 @@ async fn pipeline(
     // broker's fetch latency overlaps the batch transactions instead of
     // adding to them (Tansu holds every fetch for `fetch_max_wait_ms`). What
     // bounds the memory is the byte budget (`kafka.max_buffered_bytes`).
-    let (tx, mut rx) = mpsc::channel(ctx.batch_settings.size.saturating_mul(8).max(FETCHED_AHEAD));
+    let (tx, rx) = mpsc::channel(FETCHES_AHEAD);
     let stop_fetcher = shutdown.child_token();
     let _stop_on_exit = stop_fetcher.clone().drop_guard();
     let fetcher_ctx = FetcherContext {
@@ -237,12 +237,12 @@ async fn pipeline(
     };
     let mut fetch = tokio::spawn(fetch::run(client, start, fetcher_ctx, tx, stop_fetcher));
     status.set_running(true);
-    let limits = batch::Limits::from(&ctx.batch_settings);
+    let mut batches = batch::Batcher::new(rx, batch::Limits::from(&ctx.batch_settings));
 
     loop {
         let closed = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            closed = batch::next_batch(&mut rx, limits) => closed,
+            closed = batches.next() => closed,
         };
         let Some(closed) = closed else {
             // The fetcher ended: report why.
@@ -259,9 +259,8 @@ async fn pipeline(
         ctx.faults.maybe_panic(FaultStage::Pipeline, partition);
         // The permits stay held until the batch is committed: the byte budget
         // covers records in flight, not only those waiting.
-        let (records, _permits): (Vec<_>, Vec<_>) =
-            closed.into_iter().map(|f| (f.record, f.permit)).unzip();
-        committed = apply::commit(&ctx, &status, &records, committed).await?;
+        committed = apply::commit(&ctx, &status, &closed.records, committed).await?;
+        drop(closed.permits);
     }
 }
 
