@@ -134,14 +134,31 @@ impl Permit {
     }
 }
 
-/// Key of a cached movement.
+/// Key of a cached movement: `wm:movement:<id>`.
 pub fn movement_key(movement_id: Uuid) -> String {
-    format!("{KEY_PREFIX}movement:{movement_id}")
+    key("movement", &[movement_id])
 }
 
-/// Key of a cached stock answer.
+/// Key of a cached stock answer: `wm:stock:<warehouse id>:<product id>`.
 pub fn stock_key(warehouse_id: Uuid, product_id: Uuid) -> String {
-    format!("{KEY_PREFIX}stock:{warehouse_id}:{product_id}")
+    key("stock", &[warehouse_id, product_id])
+}
+
+/// `KEY_PREFIX`, `kind`, then the ids (hyphenated, lower case), separated by
+/// colons, in one allocation: a batch makes one key per changed row, and
+/// `format!` growing the string piece by piece was 5% of the service's CPU
+/// in a 200 000-event ingest (issue 8).
+fn key(kind: &str, ids: &[Uuid]) -> String {
+    let mut key = String::with_capacity(
+        KEY_PREFIX.len() + kind.len() + ids.len() * (1 + uuid::fmt::Hyphenated::LENGTH),
+    );
+    key.push_str(KEY_PREFIX);
+    key.push_str(kind);
+    for id in ids {
+        key.push(':');
+        key.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    }
+    key
 }
 
 impl Cache {
@@ -516,5 +533,8 @@ mod tests {
         let b = Uuid::from_u128(2);
         assert!(movement_key(a).starts_with(KEY_PREFIX));
         assert_ne!(stock_key(a, b), stock_key(b, a));
+        // The keys other instances and versions read and delete.
+        assert_eq!(movement_key(a), format!("wm:movement:{a}"));
+        assert_eq!(stock_key(a, b), format!("wm:stock:{a}:{b}"));
     }
 }
