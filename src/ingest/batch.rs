@@ -145,16 +145,18 @@ impl<T: Weighed> Batcher<T> {
                     })
                 }
             };
-            let mut ended = false;
+            let mut closes = false;
             while let Some(record) = open.records.next() {
                 if deadline.is_none() {
                     deadline = Some(tokio::time::Instant::now() + limits.wait);
                 }
                 bytes += record.bytes();
                 let last_of_chunk = open.records.len() == 0;
-                ended = last_of_chunk && open.last_in_log && record.age() >= limits.wait;
+                let ends_backlog = last_of_chunk && open.last_in_log && record.age() >= limits.wait;
                 batch.records.push(record);
-                if ended || batch.records.len() >= limits.records || bytes >= limits.bytes {
+                closes =
+                    ends_backlog || batch.records.len() >= limits.records || bytes >= limits.bytes;
+                if closes {
                     break;
                 }
             }
@@ -162,8 +164,7 @@ impl<T: Weighed> Batcher<T> {
                 let done = self.open.take().map(|done| done.permit);
                 batch.permits.extend(done);
             }
-            let full = batch.records.len() >= limits.records || bytes >= limits.bytes;
-            if ended || full {
+            if closes {
                 return Some(batch);
             }
         }
