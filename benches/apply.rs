@@ -30,7 +30,7 @@ fn batch(seed: u64) -> Vec<Record> {
     .map(|(i, m)| {
         Record::new(
             i64::try_from(i).unwrap(),
-            time::OffsetDateTime::now_utc(),
+            Some(time::OffsetDateTime::now_utc()),
             Some(m.value),
         )
     })

@@ -28,7 +28,7 @@ fn records(n: usize) -> Vec<Record> {
         .map(|(i, m)| {
             Record::new(
                 i64::try_from(i).unwrap(),
-                time::OffsetDateTime::UNIX_EPOCH,
+                Some(time::OffsetDateTime::UNIX_EPOCH),
                 Some(m.value),
             )
         })

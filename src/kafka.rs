@@ -1,56 +1,68 @@
-//! The Kafka side: connecting with bounded retries (over TLS and with SASL
-//! when configured), creating the topic (the broker may not auto-create it),
-//! and the record type of the pipeline, converted from rskafka's with its
-//! size bounded.
+//! The Kafka side, through librdkafka (rust-rdkafka): the client settings
+//! shared by every client of the service and its tools (brokers, TLS, SASL),
+//! the topic's metadata and creation, a consumer per partition assigned at
+//! the offset stored in PostgreSQL, and producers.
+//!
+//! librdkafka reads everything a producer may legally write: headers with
+//! null values, any record timestamp, control batches (transaction markers)
+//! and every codec, and in `read_committed` mode it drops the records of
+//! aborted transactions. Offsets are never committed to Kafka: the consumer
+//! has a `group.id` only because librdkafka requires one for `assign`.
 
-use std::{sync::Arc, time::Duration};
+pub mod record;
 
-use rskafka::{
-    BackoffConfig,
-    client::{
-        Client, ClientBuilder, Credentials, SaslConfig,
-        error::{Error as RsError, ProtocolError},
-        partition::{Compression, PartitionClient, UnknownTopicHandling},
-    },
-    record::RecordAndOffset,
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
 };
-use time::OffsetDateTime;
 
-use crate::{
-    app::config::{KafkaSettings, SaslMechanism},
-    tls::{self, TlsError, Verify},
+use rdkafka::{
+    ClientConfig, ClientContext, Offset, TopicPartitionList,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    config::RDKafkaLogLevel,
+    consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer},
+    error::{KafkaError as RdError, RDKafkaErrorCode},
+    message::OwnedHeaders,
+    producer::{DeliveryFuture, FutureProducer, FutureRecord},
+    statistics::Statistics,
 };
+
+pub use record::{KEPT_PREFIX_BYTES, Record};
+
+use crate::app::config::{KafkaSettings, SaslMechanism};
 
 /// Errors of the Kafka layer.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("Kafka request failed: {0}")]
-    Client(RsError),
-    #[error("Kafka TLS (kafka.ca_file): {0}")]
-    Tls(TlsError),
+    Client(RdError),
+    #[error("Kafka brokers {brokers} unreachable: {reason}")]
+    Unreachable { brokers: String, reason: String },
     #[error("topic `{0}` does not exist (set kafka.create_topic = true to create it)")]
     NoTopic(String),
     #[error("topic `{0}` did not appear in the broker's metadata after creation")]
     TopicNotVisible(String),
     #[error("fetch failed on purpose (fault.fail_fetch)")]
     Injected,
+    #[error("the Kafka client task failed: {0}")]
+    Join(String),
 }
 
-impl From<RsError> for KafkaError {
-    fn from(e: RsError) -> Self {
+impl From<RdError> for KafkaError {
+    fn from(e: RdError) -> Self {
         KafkaError::Client(e)
     }
 }
 
 impl KafkaError {
-    /// True when the broker said the requested offset is outside its log.
+    /// True when the consumer's position is outside the broker's log
+    /// (librdkafka's `auto.offset.reset = error` reports it so).
     pub fn is_offset_out_of_range(&self) -> bool {
         matches!(
             self,
-            KafkaError::Client(RsError::ServerError {
-                protocol_error: ProtocolError::OffsetOutOfRange,
-                ..
-            })
+            KafkaError::Client(RdError::MessageConsumption(
+                RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+            ))
         )
     }
 }
@@ -65,117 +77,449 @@ pub enum Codec {
     Zstd,
 }
 
-impl From<Codec> for Compression {
-    fn from(codec: Codec) -> Self {
-        match codec {
-            Codec::None => Compression::NoCompression,
-            Codec::Gzip => Compression::Gzip,
-            Codec::Snappy => Compression::Snappy,
-            Codec::Lz4 => Compression::Lz4,
-            Codec::Zstd => Compression::Zstd,
+impl Codec {
+    /// librdkafka's name for it (`compression.codec`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::Snappy => "snappy",
+            Codec::Lz4 => "lz4",
+            Codec::Zstd => "zstd",
         }
     }
 }
 
-/// Retries inside rskafka end after this long, so that our own loops see the error.
-fn backoff() -> BackoffConfig {
-    BackoffConfig {
-        init_backoff: Duration::from_millis(50),
-        max_backoff: Duration::from_secs(2),
-        base: 2.0,
-        deadline: Some(Duration::from_secs(20)),
+/// Routes librdkafka's logs to tracing and keeps its last error, so that a
+/// failed connection says why (a TLS or SASL failure is only ever logged).
+#[derive(Debug, Default)]
+pub struct Reporter {
+    last_error: Mutex<Option<String>>,
+    log_ends: Mutex<Option<LogEnds>>,
+}
+
+/// Where the log of a consumer's partition ends, as its last fetch said,
+/// and where the consumer was fetching then (librdkafka's statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEnds {
+    /// The first offset the broker holds.
+    pub low: i64,
+    /// The high watermark.
+    pub high: i64,
+    /// The last stable offset: the end as a `read_committed` consumer sees it.
+    pub stable: i64,
+    /// The next offset librdkafka fetches.
+    pub fetching: i64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Reporter {
+    /// What librdkafka last reported as an error, if anything.
+    pub fn last_error(&self) -> Option<String> {
+        locked(&self.last_error).clone()
+    }
+
+    /// The statistics' log ends not read before, if any: each snapshot is
+    /// seen once, so that one taken before a reassignment is not acted on twice.
+    pub fn log_ends(&self) -> Option<LogEnds> {
+        locked(&self.log_ends).take()
     }
 }
 
-/// Connects to the bootstrap brokers.
-pub async fn connect(settings: &KafkaSettings) -> Result<Arc<Client>, KafkaError> {
+impl ClientContext for Reporter {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // librdkafka retries on its own: its errors are warnings of ours.
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error
+            | RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: RdError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+        *locked(&self.last_error) = Some(reason.to_owned());
+    }
+
+    /// A partition consumer's statistics: only its one partition is kept.
+    fn stats(&self, statistics: Statistics) {
+        let ends = statistics.topics.values().find_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .find(|(id, _)| **id >= 0)
+                .map(|(_, p)| LogEnds {
+                    low: p.lo_offset,
+                    high: p.hi_offset,
+                    stable: p.ls_offset,
+                    fetching: p.next_offset,
+                })
+        });
+        if ends.is_some() {
+            *locked(&self.log_ends) = ends;
+        }
+    }
+}
+
+impl ConsumerContext for Reporter {}
+
+/// The settings every client shares: brokers, client id, TLS and SASL.
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", settings.brokers.join(","))
+        .set("client.id", "warehouse-monitor")
+        .set("socket.nagle.disable", "true")
+        .set("log_level", "6");
+    let sasl = sasl_mechanism(settings.sasl_mechanism);
+    let protocol = match (settings.tls, sasl.is_some()) {
+        (false, false) => "plaintext",
+        (true, false) => "ssl",
+        (false, true) => "sasl_plaintext",
+        (true, true) => "sasl_ssl",
+    };
+    config.set("security.protocol", protocol);
+    if settings.tls {
+        // Brokers' certificates and host names are checked.
+        config.set("ssl.endpoint.identification.algorithm", "https");
+        if let Some(ca) = settings.ca_file() {
+            config.set("ssl.ca.location", ca.display().to_string());
+        }
+    }
+    if let Some(mechanism) = sasl {
+        config
+            .set("sasl.mechanism", mechanism)
+            .set("sasl.username", &settings.sasl_username)
+            .set("sasl.password", settings.sasl_password.expose());
+    }
+    config
+}
+
+/// librdkafka's name of a SASL mechanism, `None` for no SASL.
+pub fn sasl_mechanism(mechanism: SaslMechanism) -> Option<&'static str> {
+    match mechanism {
+        SaslMechanism::None => None,
+        SaslMechanism::Plain => Some("PLAIN"),
+        SaslMechanism::ScramSha256 => Some("SCRAM-SHA-256"),
+        SaslMechanism::ScramSha512 => Some("SCRAM-SHA-512"),
+    }
+}
+
+/// How often a partition consumer's statistics report the end of the log
+/// (for the lag, and to notice a log that ends before the consumer).
+pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a metadata or offsets request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to the cluster for metadata, log offsets and topic creation.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Kafka {
+    settings: Arc<KafkaSettings>,
+    meta: Arc<BaseConsumer<Reporter>>,
+}
+
+impl std::fmt::Debug for Kafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kafka")
+            .field("brokers", &self.settings.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to the bootstrap brokers and reads their metadata once, so that
+/// a broker that cannot be reached (or refuses TLS or SASL) fails here.
+pub async fn connect(settings: &KafkaSettings) -> Result<Kafka, KafkaError> {
+    connect_within(settings, Duration::from_secs(20)).await
+}
+
+/// [`connect`], giving up after `patience`.
+pub async fn connect_within(
+    settings: &KafkaSettings,
+    patience: Duration,
+) -> Result<Kafka, KafkaError> {
     if settings.sasl_mechanism == SaslMechanism::Plain && !settings.tls {
         tracing::warn!(
             "kafka.sasl_mechanism = plain without kafka.tls: the password is sent unencrypted"
         );
     }
-    let mut builder = ClientBuilder::new(settings.brokers.clone())
-        .client_id("warehouse-monitor")
-        .backoff_config(backoff());
-    if let Some(tls) = tls_config(settings)? {
-        builder = builder.tls_config(tls);
-    }
-    if let Some(sasl) = sasl_config(settings) {
-        builder = builder.sasl_config(sasl);
-    }
-    Ok(Arc::new(builder.build().await?))
-}
-
-/// The TLS of the broker connections, `None` without `kafka.tls`: brokers'
-/// certificates are checked against `kafka.ca_file` (or the system's roots),
-/// with their host names.
-pub fn tls_config(
-    settings: &KafkaSettings,
-) -> Result<Option<Arc<rustls::ClientConfig>>, KafkaError> {
-    if !settings.tls {
-        return Ok(None);
-    }
-    tls::client_config(Verify::Full, settings.ca_file())
-        .map(Some)
-        .map_err(KafkaError::Tls)
-}
-
-/// The SASL authentication of `kafka.sasl_mechanism`, `None` for `none`.
-pub fn sasl_config(settings: &KafkaSettings) -> Option<SaslConfig> {
-    let credentials = || {
-        Credentials::new(
-            settings.sasl_username.clone(),
-            settings.sasl_password.expose().to_owned(),
-        )
+    let mut config = client_config(settings);
+    config.set("group.id", "warehouse-monitor-metadata");
+    let meta: BaseConsumer<Reporter> = config.create_with_context(Reporter::default())?;
+    let kafka = Kafka {
+        settings: Arc::new(settings.clone()),
+        meta: Arc::new(meta),
     };
-    match settings.sasl_mechanism {
-        SaslMechanism::None => None,
-        SaslMechanism::Plain => Some(SaslConfig::Plain(credentials())),
-        SaslMechanism::ScramSha256 => Some(SaslConfig::ScramSha256(credentials())),
-        SaslMechanism::ScramSha512 => Some(SaslConfig::ScramSha512(credentials())),
+    let probe = kafka.clone();
+    let answer = blocking(move || {
+        probe
+            .meta
+            .fetch_metadata(None, patience)
+            .map(|_| ())
+            .map_err(KafkaError::from)
+    })
+    .await;
+    match answer {
+        Ok(()) => Ok(kafka),
+        Err(e) => Err(KafkaError::Unreachable {
+            brokers: settings.brokers.join(","),
+            reason: kafka.meta.context().last_error().unwrap_or(e.to_string()),
+        }),
     }
 }
 
 /// Connects and makes sure the configured topic exists; returns the client and
 /// the topic's partitions. The one place that does both.
-pub async fn connect_topic(
+pub async fn connect_topic(settings: &KafkaSettings) -> Result<(Kafka, Vec<i32>), KafkaError> {
+    let kafka = connect(settings).await?;
+    let partitions = ensure_topic(&kafka, settings).await?;
+    Ok((kafka, partitions))
+}
+
+/// Runs a blocking librdkafka call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| KafkaError::Join(e.to_string()))?
+}
+
+impl Kafka {
+    /// The settings this connection was made with.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// The partitions of `topic`, or `None` when the broker does not list it.
+    pub async fn partitions_of(&self, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
+        let (meta, topic) = (Arc::clone(&self.meta), topic.to_owned());
+        blocking(move || {
+            let metadata = meta.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| {
+                    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                    ids.sort_unstable();
+                    ids
+                }))
+        })
+        .await
+    }
+
+    /// The first offset the broker still holds and the end of the log as a
+    /// `read_committed` consumer sees it (the last stable offset).
+    pub async fn log_bounds(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
+        let (meta, topic) = (Arc::clone(&self.meta), topic.to_owned());
+        blocking(move || {
+            Ok(meta
+                .client()
+                .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?)
+        })
+        .await
+    }
+
+    /// Creates `topic` with `partitions` partitions of `replicas` replicas;
+    /// a topic that already exists is left as it is.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replicas: i16,
+    ) -> Result<(), KafkaError> {
+        let admin: AdminClient<Reporter> =
+            client_config(&self.settings).create_with_context(Reporter::default())?;
+        let new = NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(i32::from(replicas)),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let results = admin.create_topics([&new], &options).await?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(RdError::AdminOp(code).into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `topic` (tools and tests: recreating a topic under its name).
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaError> {
+        let admin: AdminClient<Reporter> =
+            client_config(&self.settings).create_with_context(Reporter::default())?;
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        for result in admin.delete_topics(&[topic], &options).await? {
+            if let Err((_, code)) = result {
+                return Err(RdError::AdminOp(code).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A consumer of one partition of the configured topic, reading from
+    /// `offset` in `read_committed` mode. Its prefetch queue holds at most
+    /// half of `kafka.max_buffered_bytes`; the records handed to batches are
+    /// bounded by the other half.
+    pub fn partition_consumer(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<StreamConsumer<Reporter>, KafkaError> {
+        let settings = &self.settings;
+        let queued_kbytes = (settings.max_buffered_bytes / 2 / 1024).max(1);
+        let fetch_bytes = settings.fetch_max_bytes.max(1024);
+        let mut config = client_config(settings);
+        config
+            .set("group.id", "warehouse-monitor")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            // Our policy (`kafka.offset_out_of_range`) decides, not librdkafka's.
+            .set("auto.offset.reset", "error")
+            .set("fetch.wait.max.ms", settings.fetch_max_wait_ms.to_string())
+            .set("fetch.max.bytes", fetch_bytes.to_string())
+            .set("fetch.message.max.bytes", fetch_bytes.to_string())
+            .set(
+                "receive.message.max.bytes",
+                (i64::from(fetch_bytes) + 1_000_000).to_string(),
+            )
+            .set("queued.max.messages.kbytes", queued_kbytes.to_string())
+            .set("fetch.queue.backoff.ms", "10")
+            .set("fetch.error.backoff.ms", "100")
+            .set(
+                "statistics.interval.ms",
+                STATISTICS_INTERVAL.as_millis().to_string(),
+            );
+        let consumer: StreamConsumer<Reporter> =
+            config.create_with_context(Reporter::default())?;
+        assign(&consumer, &settings.topic, partition, offset)?;
+        Ok(consumer)
+    }
+
+    /// A producer with `codec` compression, whose sends are acknowledged by
+    /// all in-sync replicas.
+    pub fn producer(&self, codec: Codec) -> Result<FutureProducer<Reporter>, KafkaError> {
+        producer(&self.settings, codec)
+    }
+}
+
+/// A producer of the configured cluster with `codec` compression.
+pub fn producer(
     settings: &KafkaSettings,
-) -> Result<(Arc<Client>, Vec<i32>), KafkaError> {
-    let client = connect(settings).await?;
-    let partitions = ensure_topic(&client, settings).await?;
-    Ok((client, partitions))
+    codec: Codec,
+) -> Result<FutureProducer<Reporter>, KafkaError> {
+    let mut config = client_config(settings);
+    config
+        .set("compression.codec", codec.as_str())
+        .set("acks", "all")
+        .set("linger.ms", "5");
+    Ok(config.create_with_context(Reporter::default())?)
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Epoch milliseconds; `None`: librdkafka stamps the time of sending.
+    pub timestamp: Option<i64>,
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// Produces `records` to `topic`, in order per partition, waiting while
+/// librdkafka's queue is full; returns the offset of each, in the order given.
+pub async fn send_all(
+    producer: &FutureProducer<Reporter>,
+    topic: &str,
+    records: &[Outgoing],
+) -> Result<Vec<i64>, KafkaError> {
+    let mut pending: std::collections::VecDeque<DeliveryFuture> = Default::default();
+    let mut offsets = Vec::with_capacity(records.len());
+    for r in records {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(r.partition);
+        record.key = r.key.as_deref();
+        record.payload = r.value.as_deref();
+        record.timestamp = r.timestamp;
+        record.headers = r.headers.clone();
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    match pending.pop_front() {
+                        Some(oldest) => offsets.push(delivered(oldest).await?),
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    for delivery in pending {
+        offsets.push(delivered(delivery).await?);
+    }
+    Ok(offsets)
+}
+
+/// The offset a produced record was written at.
+async fn delivered(delivery: DeliveryFuture) -> Result<i64, KafkaError> {
+    match delivery.await {
+        Ok(Ok(done)) => Ok(done.offset),
+        Ok(Err((e, _))) => Err(e.into()),
+        Err(_) => Err(KafkaError::Join("the producer went away".into())),
+    }
+}
+
+/// (Re)assigns the consumer to `partition` of `topic`, from `offset`.
+pub fn assign<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), KafkaError> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&list)?;
+    Ok(())
 }
 
 /// The partitions of the configured topic, creating it (with
 /// `kafka.partitions` partitions and `kafka.replication_factor` replicas) when
 /// it is missing and `kafka.create_topic` is true.
-pub async fn ensure_topic(
-    client: &Client,
-    settings: &KafkaSettings,
-) -> Result<Vec<i32>, KafkaError> {
+pub async fn ensure_topic(kafka: &Kafka, settings: &KafkaSettings) -> Result<Vec<i32>, KafkaError> {
     let topic = settings.topic.as_str();
-    let partitions = settings.partitions;
-    if let Some(found) = partitions_of(client, topic).await? {
+    if let Some(found) = kafka.partitions_of(topic).await? {
         return Ok(found);
     }
     if !settings.create_topic {
         return Err(KafkaError::NoTopic(topic.to_owned()));
     }
-    let controller = client.controller_client()?;
-    let replicas = settings.replication_factor;
-    match controller
-        .create_topic(topic, partitions, replicas, 10_000)
-        .await
-    {
-        Ok(()) => tracing::info!(topic, partitions, replicas, "created topic"),
-        Err(RsError::ServerError {
-            protocol_error: ProtocolError::TopicAlreadyExists,
-            ..
-        }) => {}
-        Err(e) => return Err(e.into()),
-    }
+    let (partitions, replicas) = (settings.partitions, settings.replication_factor);
+    kafka.create_topic(topic, partitions, replicas).await?;
+    tracing::info!(topic, partitions, replicas, "created topic");
     for _ in 0..50 {
-        if let Some(found) = partitions_of(client, topic).await? {
+        if let Some(found) = kafka.partitions_of(topic).await? {
             return Ok(found);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -184,78 +528,14 @@ pub async fn ensure_topic(
 }
 
 /// The partitions of `topic`, or `None` when the broker does not list it.
-pub async fn partitions_of(client: &Client, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
-    let topics = client.list_topics().await?;
-    Ok(topics
-        .into_iter()
-        .find(|t| t.name == topic && !t.partitions.is_empty())
-        .map(|t| t.partitions.into_iter().collect()))
-}
-
-/// A client bound to one partition.
-pub async fn partition(
-    client: &Client,
-    topic: &str,
-    partition: i32,
-) -> Result<PartitionClient, KafkaError> {
-    Ok(client
-        .partition_client(topic, partition, UnknownTopicHandling::Retry)
-        .await?)
-}
-
-/// One Kafka record as fetched from a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub offset: i64,
-    pub timestamp: OffsetDateTime,
-    pub value: Option<Vec<u8>>,
-    /// `Some(n)` when the value was `n` bytes, over `kafka.max_record_bytes`:
-    /// `value` then holds only a bounded prefix and the record is rejected as
-    /// `too_large`.
-    pub truncated_from: Option<usize>,
-}
-
-impl Record {
-    /// A record whose whole value was kept.
-    pub fn new(offset: i64, timestamp: OffsetDateTime, value: Option<Vec<u8>>) -> Self {
-        Self {
-            offset,
-            timestamp,
-            value,
-            truncated_from: None,
-        }
-    }
-
-    /// Bytes this record holds in memory (its value, or the kept prefix).
-    pub fn size(&self) -> usize {
-        self.value.as_ref().map_or(0, Vec::len)
-    }
-}
-
-/// Bytes kept of a record value over `kafka.max_record_bytes`, stored with its
-/// `too_large` rejection so that an operator can see what it was.
-pub const KEPT_PREFIX_BYTES: usize = 4096;
-
-/// Converts a fetched rskafka record to the batch's record type. A value over
-/// `max_record_bytes` is cut to its first [`KEPT_PREFIX_BYTES`] bytes and
-/// marked, so that it is rejected instead of held in memory.
-pub fn to_record(r: RecordAndOffset, max_record_bytes: usize) -> Record {
-    let nanos = r.record.timestamp.timestamp_nanos_opt().unwrap_or(0);
-    let timestamp = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let mut record = Record::new(r.offset, timestamp, r.record.value);
-    if let Some(value) = record.value.as_mut().filter(|v| v.len() > max_record_bytes) {
-        record.truncated_from = Some(value.len());
-        value.truncate(KEPT_PREFIX_BYTES.min(max_record_bytes));
-        value.shrink_to_fit();
-    }
-    record
+pub async fn partitions_of(kafka: &Kafka, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
+    kafka.partitions_of(topic).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{app::config::Settings, redact::Secret, tls::testing::Pki};
+    use crate::{app::config::Settings, redact::Secret};
 
     fn settings() -> KafkaSettings {
         let mut settings = Settings::built_in().unwrap().kafka;
@@ -264,55 +544,61 @@ mod tests {
         settings
     }
 
-    /// Mechanism and credentials of a SASL configuration.
-    fn shown(sasl: &SaslConfig) -> (&'static str, &str, &str) {
-        let (name, c) = match sasl {
-            SaslConfig::Plain(c) => ("PLAIN", c),
-            SaslConfig::ScramSha256(c) => ("SCRAM-SHA-256", c),
-            SaslConfig::ScramSha512(c) => ("SCRAM-SHA-512", c),
-            SaslConfig::Oauthbearer(_) => panic!("never configured"),
-        };
-        (name, c.username.as_str(), c.password.as_str())
-    }
-
     #[test]
-    fn each_sasl_mechanism_maps_to_rskafka_with_the_credentials() {
+    fn each_sasl_mechanism_maps_to_librdkafka_with_the_credentials() {
         let cases = [
             (SaslMechanism::Plain, "PLAIN"),
             (SaslMechanism::ScramSha256, "SCRAM-SHA-256"),
             (SaslMechanism::ScramSha512, "SCRAM-SHA-512"),
         ];
         for (mechanism, name) in cases {
-            let mut settings = settings();
-            settings.sasl_mechanism = mechanism;
-            let sasl = sasl_config(&settings).expect("SASL configured");
-            assert_eq!(shown(&sasl), (name, "wm", "pw"));
+            for tls in [false, true] {
+                let mut settings = settings();
+                settings.sasl_mechanism = mechanism;
+                settings.tls = tls;
+                let config = client_config(&settings);
+                assert_eq!(config.get("sasl.mechanism"), Some(name));
+                assert_eq!(config.get("sasl.username"), Some("wm"));
+                assert_eq!(config.get("sasl.password"), Some("pw"));
+                let protocol = if tls { "sasl_ssl" } else { "sasl_plaintext" };
+                assert_eq!(config.get("security.protocol"), Some(protocol));
+            }
         }
         let mut settings = settings();
         settings.sasl_mechanism = SaslMechanism::None;
-        assert!(sasl_config(&settings).is_none());
+        let config = client_config(&settings);
+        assert_eq!(config.get("sasl.mechanism"), None);
+        assert_eq!(config.get("security.protocol"), Some("plaintext"));
+    }
+
+    #[test]
+    fn tls_checks_the_broker_against_the_configured_ca_and_its_name() {
+        let mut settings = settings();
+        settings.sasl_mechanism = SaslMechanism::None;
+        settings.tls = true;
+        settings.ca_file = "/etc/wm/ca.pem".into();
+        let config = client_config(&settings);
+        assert_eq!(config.get("security.protocol"), Some("ssl"));
+        assert_eq!(config.get("ssl.ca.location"), Some("/etc/wm/ca.pem"));
+        assert_eq!(
+            config.get("ssl.endpoint.identification.algorithm"),
+            Some("https")
+        );
+        settings.ca_file = String::new();
+        assert_eq!(client_config(&settings).get("ssl.ca.location"), None);
     }
 
     #[tokio::test]
-    async fn tls_trusts_the_configured_ca_and_checks_the_broker_name() {
+    async fn an_unreachable_broker_fails_the_connection_with_its_reason() {
         let mut settings = settings();
-        assert!(
-            tls_config(&settings).unwrap().is_none(),
-            "no TLS by default"
-        );
-        let broker = Pki::new(&["kafka.test"]);
-        settings.tls = true;
-        settings.ca_file = broker.ca_file().display().to_string();
-        let config = tls_config(&settings).unwrap().expect("TLS configured");
-        assert_eq!(
-            broker.handshake(Arc::clone(&config), "kafka.test").await,
-            Ok(())
-        );
-        let err = broker.handshake(config, "other.test").await.unwrap_err();
-        assert!(err.contains("not valid for name"), "{err}");
-        let impostor = Pki::new(&["kafka.test"]);
-        let config = tls_config(&settings).unwrap().unwrap();
-        let err = impostor.handshake(config, "kafka.test").await.unwrap_err();
-        assert!(err.contains("UnknownIssuer"), "{err}");
+        settings.sasl_mechanism = SaslMechanism::None;
+        // A port nothing listens on (reserved, never bound here).
+        settings.brokers = vec!["127.0.0.1:1".into()];
+        let err = connect_within(&settings, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("127.0.0.1:1"), "{text}");
+        assert!(text.contains("unreachable"), "{text}");
     }
 }

@@ -61,7 +61,7 @@ pub enum StartupError {
 pub struct Application {
     settings: Settings,
     store: Store,
-    kafka: Arc<rskafka::client::Client>,
+    kafka: kafka::Kafka,
     partitions: Partitions,
     metrics: Arc<Metrics>,
     cache: Cache,
@@ -143,7 +143,7 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let ctx = Arc::new(ConsumerContext {
             store: self.store.clone(),
-            kafka: Arc::clone(&self.kafka),
+            kafka: self.kafka.clone(),
             kafka_settings: self.settings.kafka.clone(),
             batch_settings: self.settings.batch.clone(),
             instance_id: uuid::Uuid::new_v4(),

@@ -6,19 +6,15 @@
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use rskafka::{
-    chrono::{TimeZone, Utc},
-    client::{Client, partition::Compression},
-    record::Record,
-};
 use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
 use crate::{
     app::config::KafkaSettings,
-    kafka::{self, Codec, KafkaError},
+    kafka::{self, Codec, KafkaError, Outgoing, Reporter},
 };
+use rdkafka::producer::FutureProducer;
 
 /// `produce`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,6 +41,7 @@ pub struct ProduceArgs {
 /// configured topic (created when missing); returns a one-line summary.
 pub async fn run(settings: &KafkaSettings, args: ProduceArgs) -> Result<String, KafkaError> {
     let (client, partitions) = kafka::connect_topic(settings).await?;
+    let producer = client.producer(args.compression)?;
     let plan = Plan {
         movements: args.movements,
         seed: args.seed.unwrap_or_else(rand::random),
@@ -54,14 +51,7 @@ pub async fn run(settings: &KafkaSettings, args: ProduceArgs) -> Result<String, 
     let messages = generate(&plan);
     let total = messages.len();
     let topic = &settings.topic;
-    let counts = produce(
-        &client,
-        topic,
-        &partitions,
-        messages,
-        args.compression.into(),
-    )
-    .await?;
+    let counts = produce(&producer, topic, &partitions, messages).await?;
     Ok(format!(
         "produced {total} records to {topic}: {counts:?} (partition: records)"
     ))
@@ -188,45 +178,31 @@ fn malformed(rng: &mut StdRng) -> Vec<u8> {
     samples[rng.gen_range(0..samples.len())].to_vec()
 }
 
-/// Produces `messages` to `topic`, each on the partition its key hashes to, in
-/// chunks of record batches compressed with `compression`; returns how many
-/// records went to each partition.
+/// Produces `messages` to `topic`, each on the partition its key hashes to,
+/// stamped with the time of sending; returns how many records went to each
+/// partition.
 pub async fn produce(
-    client: &Client,
+    producer: &FutureProducer<Reporter>,
     topic: &str,
     partitions: &[i32],
     messages: Vec<Message>,
-    compression: Compression,
 ) -> Result<BTreeMap<i32, usize>, KafkaError> {
-    let mut by_partition: BTreeMap<i32, Vec<Message>> = BTreeMap::new();
-    for m in messages {
-        let index = (m.key.as_u128() % partitions.len().max(1) as u128) as usize;
-        by_partition.entry(partitions[index]).or_default().push(m);
-    }
     let mut counts = BTreeMap::new();
-    for (partition, messages) in by_partition {
-        let pc = kafka::partition(client, topic, partition).await?;
-        counts.insert(partition, messages.len());
-        let mut messages = messages.into_iter().peekable();
-        while messages.peek().is_some() {
-            let millis = epoch_millis(OffsetDateTime::now_utc());
-            let now = Utc
-                .timestamp_millis_opt(millis)
-                .single()
-                .unwrap_or_default();
-            let records = messages
-                .by_ref()
-                .take(1000)
-                .map(|m| Record {
-                    key: Some(m.key.as_bytes().to_vec()),
-                    value: Some(m.value),
-                    headers: Default::default(),
-                    timestamp: now,
-                })
-                .collect();
-            pc.produce(records, compression).await?;
-        }
-    }
+    let records: Vec<Outgoing> = messages
+        .into_iter()
+        .map(|m| {
+            let index = (m.key.as_u128() % partitions.len().max(1) as u128) as usize;
+            let partition = partitions[index];
+            *counts.entry(partition).or_insert(0) += 1;
+            Outgoing {
+                partition,
+                key: Some(m.key.as_bytes().to_vec()),
+                value: Some(m.value),
+                ..Outgoing::default()
+            }
+        })
+        .collect();
+    kafka::send_all(producer, topic, &records).await?;
     Ok(counts)
 }
 

@@ -39,9 +39,10 @@ impl Weighed for Record {
 
     /// By the record's timestamp (the producer's clock: one that runs behind
     /// only closes batches sooner, one that runs ahead leaves the usual wait).
+    /// A record without a usable timestamp counts as new: it waits as usual.
     fn age(&self) -> Duration {
-        (OffsetDateTime::now_utc() - self.timestamp)
-            .try_into()
+        self.timestamp
+            .and_then(|at| (OffsetDateTime::now_utc() - at).try_into().ok())
             .unwrap_or(Duration::ZERO)
     }
 }
@@ -55,6 +56,10 @@ pub struct Chunk<T> {
     pub permit: OwnedSemaphorePermit,
     /// The broker had no record after the last of `records`.
     pub last_in_log: bool,
+    /// The offset after this chunk: past its last record and, at the end of
+    /// the log, past the transaction markers that follow it. A chunk without
+    /// records carries only this.
+    pub end: i64,
 }
 
 /// A closed batch, and the budget it holds until it is committed.
@@ -62,6 +67,9 @@ pub struct Chunk<T> {
 pub struct Batch<T> {
     pub records: Vec<T>,
     pub permits: Vec<OwnedSemaphorePermit>,
+    /// The end of the last chunk the batch took whole: the offset to store
+    /// once it is committed, when that is past its last record (markers).
+    pub end: Option<i64>,
 }
 
 /// When a batch closes.
@@ -88,6 +96,7 @@ struct Open<T> {
     records: std::vec::IntoIter<T>,
     permit: OwnedSemaphorePermit,
     last_in_log: bool,
+    end: i64,
 }
 
 /// Cuts the chunks of one partition into batches.
@@ -116,6 +125,7 @@ impl<T: Weighed> Batcher<T> {
         let mut batch = Batch {
             records: Vec::new(),
             permits: Vec::new(),
+            end: None,
         };
         let mut bytes = 0;
         // Set when the batch takes its first record.
@@ -142,10 +152,13 @@ impl<T: Weighed> Batcher<T> {
                         records: chunk.records.into_iter(),
                         permit: chunk.permit,
                         last_in_log: chunk.last_in_log,
+                        end: chunk.end,
                     })
                 }
             };
-            let mut closes = false;
+            // A chunk without records only moves the end (past markers at
+            // the end of the log): nothing more is coming, so it closes.
+            let mut closes = open.records.len() == 0;
             while let Some(record) = open.records.next() {
                 if deadline.is_none() {
                     deadline = Some(tokio::time::Instant::now() + limits.wait);
@@ -161,8 +174,12 @@ impl<T: Weighed> Batcher<T> {
                 }
             }
             if open.records.len() == 0 {
-                let done = self.open.take().map(|done| done.permit);
-                batch.permits.extend(done);
+                if let Some(done) = self.open.take() {
+                    batch.permits.push(done.permit);
+                    batch.end = Some(done.end);
+                }
+            } else {
+                batch.end = None;
             }
             if closes {
                 return Some(batch);
@@ -207,10 +224,12 @@ mod tests {
     /// A chunk of `records` holding one permit per record of `budget`.
     fn chunk(budget: &Arc<Semaphore>, records: Vec<Rec>, last_in_log: bool) -> Chunk<Rec> {
         let n = u32::try_from(records.len()).unwrap();
+        let end = records.last().map_or(0, |r| r.offset + 1);
         Chunk {
             permit: Arc::clone(budget).try_acquire_many_owned(n).unwrap(),
             records,
             last_in_log,
+            end,
         }
     }
 
@@ -363,9 +382,49 @@ mod tests {
     #[test]
     fn a_record_is_as_old_as_its_timestamp() {
         let now = OffsetDateTime::now_utc();
-        let old = Record::new(1, now - Duration::from_secs(5), None);
+        let old = Record::new(1, Some(now - Duration::from_secs(5)), None);
         assert!(old.age() >= Duration::from_secs(5));
-        let ahead = Record::new(2, now + Duration::from_secs(60), None);
+        let ahead = Record::new(2, Some(now + Duration::from_secs(60)), None);
         assert_eq!(ahead.age(), Duration::ZERO, "a clock ahead: no age");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn markers_at_the_end_of_the_log_move_the_end_and_close_at_once() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, rx) = mpsc::channel(8);
+        let mut batcher = Batcher::new(rx, limits(100, Duration::from_millis(200)));
+        let start = tokio::time::Instant::now();
+        // Records 0..3, then a commit marker at 3: the end moves to 4.
+        tx.send(chunk(&budget, vec![rec(0), rec(1), rec(2)], false))
+            .await
+            .unwrap();
+        let mut markers = chunk(&budget, Vec::new(), true);
+        markers.end = 4;
+        tx.send(markers).await.unwrap();
+        let batch = batcher.next().await.unwrap();
+        assert_eq!(offsets(&batch), vec![0, 1, 2]);
+        assert_eq!(batch.end, Some(4), "past the marker");
+        assert_eq!(start.elapsed(), Duration::ZERO, "nothing more is coming");
+
+        // A marker alone: a batch without records that only moves the end.
+        let mut markers = chunk(&budget, Vec::new(), true);
+        markers.end = 9;
+        tx.send(markers).await.unwrap();
+        let batch = batcher.next().await.unwrap();
+        assert!(batch.records.is_empty());
+        assert_eq!(batch.end, Some(9));
+
+        // A batch cut inside a chunk ends at its last record.
+        let mut batcher_small = {
+            let (tx2, rx2) = mpsc::channel(8);
+            tx2.send(chunk(&budget, vec![rec(10), rec(11), rec(12)], true))
+                .await
+                .unwrap();
+            Batcher::new(rx2, limits(2, Duration::from_millis(200)))
+        };
+        let first = batcher_small.next().await.unwrap();
+        assert_eq!((offsets(&first), first.end), (vec![10, 11], None));
+        let second = batcher_small.next().await.unwrap();
+        assert_eq!((offsets(&second), second.end), (vec![12], Some(13)));
     }
 }

@@ -46,9 +46,9 @@ mod tests {
 
     #[test]
     fn a_truncated_record_is_too_large_and_others_are_decoded() {
-        let mut big = Record::new(1, OffsetDateTime::UNIX_EPOCH, Some(vec![b'{'; 10]));
+        let mut big = Record::new(1, Some(OffsetDateTime::UNIX_EPOCH), Some(vec![b'{'; 10]));
         big.truncated_from = Some(5_000_000);
-        let plain = Record::new(2, OffsetDateTime::UNIX_EPOCH, Some(b"{".to_vec()));
+        let plain = Record::new(2, Some(OffsetDateTime::UNIX_EPOCH), Some(b"{".to_vec()));
         let decoded = decode_all(&[big, plain]);
         let reasons: Vec<RejectReason> = decoded
             .iter()

@@ -1,15 +1,19 @@
-//! Reading one partition from the broker: fetch from an offset, forward each
-//! fetch's records to the batcher as one chunk (the high watermark goes to the
-//! partition status), and apply the configured policy when the offset is no
+//! Reading one partition from the broker: a librdkafka consumer assigned to
+//! the partition at the offset stored in PostgreSQL, whose prefetched records
+//! are handed to the batcher a chunk at a time (whatever the consumer's queue
+//! holds, up to `kafka.fetch_max_bytes`), with the end of the log when the
+//! consumer reaches it. The configured policy applies when the offset is no
 //! longer in the broker's log. Records waiting for their batch are bounded in
-//! bytes: each fetch holds permits of a per-partition semaphore until the
+//! bytes: each chunk holds permits of a per-partition semaphore until the
 //! batch with its last record is committed.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use rskafka::{
-    client::partition::{OffsetAt, PartitionClient},
-    record::RecordAndOffset,
+use futures_util::{FutureExt, StreamExt};
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+    error::KafkaError as RdError,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -21,216 +25,268 @@ use crate::{
         metrics::Metrics,
     },
     fault::Faults,
-    kafka::{self, KafkaError, Record},
+    kafka::{self, Kafka, KafkaError, Record, Reporter, STATISTICS_INTERVAL},
 };
 
-/// What a fetcher needs besides its partition client.
+/// What a fetcher needs besides its partition.
 #[derive(Debug)]
 pub struct FetcherContext {
+    pub kafka: Kafka,
     pub settings: KafkaSettings,
     pub status: Arc<PartitionStatus>,
     pub metrics: Arc<Metrics>,
     pub faults: Arc<Faults>,
-    /// Bytes of records that may wait for their batch (`kafka.max_buffered_bytes`).
+    /// Bytes of records that may wait for their batch (half of
+    /// `kafka.max_buffered_bytes`; librdkafka's queue holds the other half).
     pub buffer: Arc<Semaphore>,
 }
 
-/// Pause after an empty fetch that the broker answered at once, so that a broker
-/// that does not honour `max_wait_ms` is not polled in a tight loop.
-const EMPTY_FETCH_PAUSE: Duration = Duration::from_millis(50);
+/// A consumer just (re)assigned, not yet sure that the broker started at its
+/// offset. Tansu 0.6 answers a fetch whose offset lies inside a record batch
+/// with the *next* batch, silently skipping the rest of the batch; that
+/// happens whenever the committed offset of a restarted consumer falls inside
+/// a producer's batch. So when the first record is past the offset (or the
+/// end of the log is reached past it with none), the consumer is assigned
+/// again further back (growing steps) and walks forward, records before the
+/// offset being dropped. Against Apache Kafka, which returns the batch holding
+/// the offset, this only runs at gaps in the log (markers, compaction).
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// Where the consumer is assigned now.
+    from: i64,
+    /// How far back the next step goes.
+    step: i64,
+}
 
 /// Fetches from `offset` until cancelled, the batcher goes away, or an error.
 pub async fn run(
-    client: PartitionClient,
-    mut offset: i64,
+    partition: i32,
+    offset: i64,
     ctx: FetcherContext,
     tx: mpsc::Sender<Chunk<Record>>,
     stop: CancellationToken,
 ) -> Result<(), ConsumerError> {
-    let partition = client.partition();
     let settings = &ctx.settings;
-    // The last high watermark seen: while it is past `offset`, records are
-    // known to wait, and the broker need not hold the fetch open for more.
-    // Tansu 0.6 holds every fetch for its whole `max_wait_ms` even when it
-    // has data, so this is what lets a backlog be read at the broker's pace.
-    // Before the first answer, records are taken to wait (a consumer that
-    // starts usually has some): the first fetch does not wait either, and if
-    // it comes back empty the pause after an empty fetch applies.
-    let mut known_end = i64::MAX;
+    let (low, _) = ctx.kafka.log_bounds(&settings.topic, partition).await?;
+    let mut target = if offset < low {
+        reset(&ctx, partition, offset, low)?
+    } else {
+        offset
+    };
+    let consumer = ctx.kafka.partition_consumer(partition, target)?;
+    let mut probe = (target > low).then_some(Probe {
+        from: target,
+        step: 64,
+    });
+    let mut stream = consumer.stream();
+    let mut tick = tokio::time::interval(STATISTICS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ctx.faults.maybe_panic(FaultStage::Fetcher, partition);
-        let started = tokio::time::Instant::now();
-        let fetch = async {
-            if ctx.faults.fetch_fails() {
-                return Err(KafkaError::Injected);
-            }
-            let wait = if known_end > offset {
-                0
-            } else {
-                settings.fetch_max_wait_ms
-            };
-            fetch_at(&client, offset, settings, wait).await
-        };
-        let result = tokio::select! {
+        let first = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            result = fetch => result,
-        };
-        let (records, high_watermark) = match result {
-            Ok(fetched) => fetched,
-            Err(e) if e.is_offset_out_of_range() => {
-                offset = reset(&client, offset, settings.offset_out_of_range, &ctx.metrics).await?;
+            first = stream.next() => first,
+            _ = tick.tick() => {
+                if let Some(to) = check_log_end(&ctx, &consumer, partition, target)? {
+                    drop(stream);
+                    kafka::assign(&consumer, &settings.topic, partition, to)?;
+                    stream = consumer.stream();
+                    target = to;
+                    probe = None;
+                }
                 continue;
             }
-            Err(e) => {
-                estimate_high_watermark(&client, &ctx.status).await;
-                return Err(e.into());
-            }
         };
-        ctx.status.set_high_watermark(high_watermark);
-        known_end = high_watermark;
-        if records.is_empty() && high_watermark < offset {
-            // The log ends before our position: the broker lost or truncated it.
-            offset = reset(&client, offset, settings.offset_out_of_range, &ctx.metrics).await?;
+        if ctx.faults.fetch_fails() {
+            return Err(KafkaError::Injected.into());
+        }
+        let mut records: Vec<Record> = Vec::new();
+        let (mut bytes, mut at_end, mut restart) = (0_usize, false, None);
+        let mut pending = first;
+        // Take what librdkafka has already fetched, without waiting.
+        loop {
+            let Some(item) = pending
+                .take()
+                .or_else(|| stream.next().now_or_never().flatten())
+            else {
+                break;
+            };
+            match item {
+                Ok(message) => {
+                    let at = message.offset();
+                    if at < target {
+                        // A step back's walk forward: the broker started at or
+                        // before the offset, so nothing was skipped.
+                        probe = None;
+                        continue;
+                    }
+                    if let Some(p) = probe.take().filter(|_| at > target) {
+                        restart = step_back(p, target, low);
+                        if let Some(from) = restart {
+                            probe = Some(Probe {
+                                from,
+                                step: p.step.saturating_mul(4),
+                            });
+                            break;
+                        }
+                    }
+                    push(&mut records, &mut bytes, &message, settings);
+                    target = at + 1;
+                }
+                Err(RdError::PartitionEOF(_)) => {
+                    at_end = true;
+                    let position = position(&consumer, partition).unwrap_or(target);
+                    if let Some(p) = probe.take() {
+                        if position > target {
+                            // The log goes on past the offset, and nothing came.
+                            restart = step_back(p, target, low);
+                            probe = restart.map(|from| Probe {
+                                from,
+                                step: p.step.saturating_mul(4),
+                            });
+                            if restart.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                    // Past transaction markers (or aborted records) at the end.
+                    target = target.max(position);
+                    ctx.status.set_high_watermark(target);
+                    break;
+                }
+                Err(e) => {
+                    let e = KafkaError::from(e);
+                    if e.is_offset_out_of_range() {
+                        let (low, _) = ctx.kafka.log_bounds(&settings.topic, partition).await?;
+                        restart = Some(reset(&ctx, partition, target, low)?);
+                        probe = None;
+                        break;
+                    }
+                    // librdkafka retries on its own; the partition shows the error.
+                    tracing::warn!(partition, error = %e, "fetch failed; librdkafka retries");
+                    ctx.status.set_error(e.to_string());
+                    break;
+                }
+            }
+            if bytes >= chunk_bytes(settings) {
+                break;
+            }
+        }
+        if let Some(from) = restart {
+            drop(stream);
+            kafka::assign(&consumer, &settings.topic, partition, from)?;
+            stream = consumer.stream();
+            if probe.is_none() {
+                target = from; // a reset: the new offset is the start
+            }
             continue;
         }
-        let (fetched, took) = (records.len(), started.elapsed());
-        let last_in_log = records
-            .last()
-            .is_some_and(|r| r.offset + 1 >= high_watermark);
-        // rskafka may return the start of a batch before `offset`.
-        let records: Vec<Record> = records
-            .into_iter()
-            .filter(|r| r.offset >= offset)
-            .map(|r| kafka::to_record(r, settings.max_record_bytes))
-            .collect();
-        let delivered = !records.is_empty();
-        if let Some(last) = records.last() {
-            offset = last.offset + 1;
-            let permit = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                permit = Arc::clone(&ctx.buffer).acquire_many_owned(weight(&records, settings)) => permit,
-            };
-            let Ok(permit) = permit else {
-                return Ok(()); // the semaphore is never closed; treat it as a stop
-            };
-            let chunk = Chunk {
-                records,
-                permit,
-                last_in_log,
-            };
-            if tx.send(chunk).await.is_err() {
-                return Ok(());
-            }
+        if records.is_empty() && !at_end {
+            continue;
         }
-        if !delivered && started.elapsed() < EMPTY_FETCH_PAUSE {
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(EMPTY_FETCH_PAUSE) => {}
-            }
+        ctx.status.clear_error();
+        ctx.status.raise_high_watermark(target);
+        let weight = weight(&records, settings);
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            permit = Arc::clone(&ctx.buffer).acquire_many_owned(weight) => permit,
+        };
+        let Ok(permit) = permit else {
+            return Ok(()); // the semaphore is never closed; treat it as a stop
+        };
+        let chunk = Chunk {
+            records,
+            permit,
+            last_in_log: at_end,
+            end: target,
+        };
+        if tx.send(chunk).await.is_err() {
+            return Ok(());
         }
-        tracing::trace!(partition, offset, high_watermark, fetched, ?took, "fetched");
     }
 }
 
-/// The permits a fetch's records take from the partition's byte budget: a
-/// record counts for at least one, and a fetch for at most the whole budget
+/// Copies a message into the chunk.
+fn push(
+    records: &mut Vec<Record>,
+    bytes: &mut usize,
+    message: &impl Message,
+    settings: &KafkaSettings,
+) {
+    let record = Record::from_message(message, settings.max_record_bytes);
+    *bytes += record.size().max(1);
+    records.push(record);
+}
+
+/// The most a chunk holds, bytes: one fetch's worth.
+fn chunk_bytes(settings: &KafkaSettings) -> usize {
+    usize::try_from(settings.fetch_max_bytes).unwrap_or(1 << 20).max(1)
+}
+
+/// Where a probe goes next: further back from `target`, never before the log
+/// start; `None` once it started there already (the gap is real).
+fn step_back(probe: Probe, target: i64, low: i64) -> Option<i64> {
+    (probe.from > low).then(|| target.saturating_sub(probe.step).max(low))
+}
+
+/// The consumer's position on the partition: the offset after the last record
+/// or transaction marker it passed.
+fn position(consumer: &StreamConsumer<Reporter>, partition: i32) -> Option<i64> {
+    let list = consumer.position().ok()?;
+    list.elements()
+        .iter()
+        .find(|e| e.partition() == partition)
+        .and_then(|e| e.offset().to_raw())
+        .filter(|o| *o >= 0)
+}
+
+/// Reads the end of the log that the consumer's last fetch reported, from
+/// librdkafka's statistics: it keeps the lag current while a backlog is read,
+/// and a log that ends before the consumer's position (the broker lost it, or
+/// the topic was deleted and created again) is out of range. Returns where to
+/// resume in that case.
+fn check_log_end(
+    ctx: &FetcherContext,
+    consumer: &StreamConsumer<Reporter>,
+    partition: i32,
+    target: i64,
+) -> Result<Option<i64>, ConsumerError> {
+    let Some(ends) = consumer.context().log_ends() else {
+        return Ok(None);
+    };
+    ctx.status.raise_high_watermark(ends.stable.max(target));
+    if ends.high >= 0 && ends.high < ends.fetching.min(target) {
+        tracing::warn!(
+            partition,
+            offset = target,
+            end = ends.high,
+            "the broker's log ends before this consumer's position"
+        );
+        return reset(ctx, partition, target, ends.low.max(0)).map(Some);
+    }
+    Ok(None)
+}
+
+/// The permits a chunk's records take from the partition's byte budget: a
+/// record counts for at least one, and a chunk for at most the whole budget
 /// (one larger than that goes alone).
 fn weight(records: &[Record], settings: &KafkaSettings) -> u32 {
     let bytes: usize = records.iter().map(|r| r.size().max(1)).sum();
-    u32::try_from(bytes.min(settings.max_buffered_bytes)).unwrap_or(u32::MAX)
-}
-
-/// Fetches the records from `offset` on.
-///
-/// Tansu 0.6 answers a fetch whose offset lies inside a record batch with the
-/// *next* batch, silently skipping the rest of the batch. That happens whenever
-/// the committed offset of a restarted consumer falls inside a producer's batch.
-/// So when the first record returned is past `offset` (or nothing is returned
-/// although the high watermark is past it), look back (growing
-/// steps) until a batch at or before `offset` comes back, then walk forward
-/// batch by batch; records before `offset` are dropped. Against Apache Kafka,
-/// which returns the batch holding `offset`, this only runs at log gaps.
-async fn fetch_at(
-    client: &PartitionClient,
-    offset: i64,
-    settings: &KafkaSettings,
-    wait: i32,
-) -> Result<(Vec<RecordAndOffset>, i64), KafkaError> {
-    let bytes = 1..settings.fetch_max_bytes;
-    let (records, high_watermark) = client.fetch_records(offset, bytes.clone(), wait).await?;
-    let skipped = match records.first() {
-        Some(first) => first.offset > offset,
-        // Nothing returned although the log goes past `offset`: the batch holding
-        // `offset` was the last one.
-        None => high_watermark > offset,
-    };
-    if !skipped {
-        return Ok((records, high_watermark));
-    }
-    // Never step back past the start of the log. Without it, 0 is a safe
-    // floor: stepping back further only costs a longer walk forward.
-    let floor = match client.get_offset(OffsetAt::Earliest).await {
-        Ok(earliest) => earliest.min(offset),
-        Err(e) => {
-            tracing::debug!(partition = client.partition(), error = %KafkaError::from(e),
-                "cannot read the earliest offset; stepping back from 0");
-            0
-        }
-    };
-    let mut step = 64_i64;
-    // Step back until the answer starts at or before `offset`.
-    let (mut from, mut found) = loop {
-        let from = (offset - step).max(floor);
-        step = step.saturating_mul(4);
-        let answer = client.fetch_records(from, bytes.clone(), wait).await?;
-        let starts_early = answer.0.first().is_some_and(|r| r.offset <= offset);
-        if starts_early || from == floor {
-            break (from, answer);
-        }
-    };
-    // Walk forward until the answer reaches `offset`.
-    loop {
-        let (records, high_watermark) = found;
-        let reaches = records.last().is_none_or(|r| r.offset >= offset);
-        if reaches {
-            let kept = records.into_iter().filter(|r| r.offset >= offset).collect();
-            return Ok((kept, high_watermark));
-        }
-        from = records.last().map_or(from, |r| r.offset + 1);
-        found = client.fetch_records(from, bytes.clone(), wait).await?;
-    }
-}
-
-/// While fetches fail, keeps the lag honest: the broker's latest offset is a
-/// lower bound of the high watermark (on Tansu 0.6 it is the last batch's base
-/// offset + 1), so lag never reads 0 while records wait.
-async fn estimate_high_watermark(client: &PartitionClient, status: &PartitionStatus) {
-    match client.get_offset(OffsetAt::Latest).await {
-        Ok(latest) => status.raise_high_watermark(latest),
-        Err(e) => tracing::debug!(
-            partition = client.partition(),
-            error = %KafkaError::from(e),
-            "cannot read the latest offset either"
-        ),
-    }
+    let budget = settings.max_buffered_bytes / 2;
+    u32::try_from(bytes.min(budget.max(1))).unwrap_or(u32::MAX)
 }
 
 /// Applies the out-of-range policy; returns the offset to resume from.
-async fn reset(
-    client: &PartitionClient,
+fn reset(
+    ctx: &FetcherContext,
+    partition: i32,
     offset: i64,
-    policy: OffsetReset,
-    metrics: &Metrics,
+    earliest: i64,
 ) -> Result<i64, ConsumerError> {
-    let partition = client.partition();
-    match policy {
+    match ctx.settings.offset_out_of_range {
         OffsetReset::Fail => Err(ConsumerError::OffsetOutOfRange { partition, offset }),
         OffsetReset::Earliest => {
-            let earliest = client
-                .get_offset(OffsetAt::Earliest)
-                .await
-                .map_err(KafkaError::from)?;
-            metrics.offset_reset(partition);
+            ctx.metrics.offset_reset(partition);
             tracing::warn!(
                 partition,
                 offset,
@@ -239,5 +295,20 @@ async fn reset(
             );
             Ok(earliest)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_steps_back_in_growing_steps_down_to_the_log_start() {
+        let p = Probe { from: 1000, step: 64 };
+        assert_eq!(step_back(p, 1000, 0), Some(936));
+        let p = Probe { from: 936, step: 256 };
+        assert_eq!(step_back(p, 1000, 900), Some(900));
+        let p = Probe { from: 900, step: 1024 };
+        assert_eq!(step_back(p, 1000, 900), None, "at the log start: a real gap");
     }
 }

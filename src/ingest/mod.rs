@@ -4,8 +4,8 @@
 //! is invalidated before its COMMIT, [`invalidate`]). [`partition`] runs and
 //! restarts each pipeline while this instance holds the partition (on its
 //! ownership session, [`crate::cluster::session`]), and [`status`] is what
-//! each one is doing. Offsets live in PostgreSQL (rskafka has no consumer
-//! groups). The topic's partition list is read again periodically, and new
+//! each one is doing. Offsets live in PostgreSQL, committed with each batch,
+//! never in Kafka. The topic's partition list is read again periodically, and new
 //! partitions get a pipeline without a restart.
 
 pub mod apply;
@@ -63,7 +63,7 @@ impl ConsumerError {
 #[derive(Debug)]
 pub struct ConsumerContext {
     pub store: Store,
-    pub kafka: Arc<rskafka::client::Client>,
+    pub kafka: kafka::Kafka,
     pub kafka_settings: KafkaSettings,
     pub batch_settings: BatchSettings,
     /// This process, as the holder of partitions.

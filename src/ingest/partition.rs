@@ -7,7 +7,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use rskafka::client::partition::OffsetAt;
 use tokio::{
     sync::{Semaphore, mpsc},
     task::JoinError,
@@ -25,7 +24,6 @@ use crate::{
         OwnershipError,
         lease::{self, Held},
     },
-    kafka::{self, KafkaError},
     retry::Backoff,
 };
 
@@ -208,34 +206,33 @@ async fn pipeline(
     let partition = status.partition;
     let topic = ctx.kafka_settings.topic.as_str();
     let mut committed = ctx.store.load_offset(topic, partition).await?;
-    let client = kafka::partition(&ctx.kafka, topic, partition).await?;
     let start = match committed {
         Some(offset) => offset,
-        None => client
-            .get_offset(OffsetAt::Earliest)
-            .await
-            .map_err(KafkaError::from)?,
+        None => ctx.kafka.log_bounds(topic, partition).await?.0,
     };
     if let Some(offset) = committed {
         status.set_committed(offset);
     }
     tracing::info!(partition, start, "partition consumer starting");
 
-    // Room for several fetches ahead of the batch being applied, so that the
-    // broker's fetch latency overlaps the batch transactions instead of
-    // adding to them (Tansu holds every fetch for `fetch_max_wait_ms`). What
-    // bounds the memory is the byte budget (`kafka.max_buffered_bytes`).
+    // Room for several chunks ahead of the batch being applied, so that
+    // fetching overlaps the batch transactions instead of adding to them.
+    // What bounds the memory is the byte budget (`kafka.max_buffered_bytes`,
+    // half here and half in librdkafka's queue).
     let (tx, rx) = mpsc::channel(FETCHES_AHEAD);
     let stop_fetcher = shutdown.child_token();
     let _stop_on_exit = stop_fetcher.clone().drop_guard();
     let fetcher_ctx = FetcherContext {
+        kafka: ctx.kafka.clone(),
         settings: ctx.kafka_settings.clone(),
         status: Arc::clone(&status),
         metrics: Arc::clone(&ctx.metrics),
         faults: Arc::clone(&ctx.faults),
-        buffer: Arc::new(Semaphore::new(ctx.kafka_settings.max_buffered_bytes)),
+        buffer: Arc::new(Semaphore::new(
+            (ctx.kafka_settings.max_buffered_bytes / 2).max(1),
+        )),
     };
-    let mut fetch = tokio::spawn(fetch::run(client, start, fetcher_ctx, tx, stop_fetcher));
+    let mut fetch = tokio::spawn(fetch::run(partition, start, fetcher_ctx, tx, stop_fetcher));
     status.set_running(true);
     let mut batches = batch::Batcher::new(rx, batch::Limits::from(&ctx.batch_settings));
 
@@ -259,7 +256,17 @@ async fn pipeline(
         ctx.faults.maybe_panic(FaultStage::Pipeline, partition);
         // The permits stay held until the batch is committed: the byte budget
         // covers records in flight, not only those waiting.
-        committed = apply::commit(&ctx, &status, &closed.records, committed).await?;
+        if !closed.records.is_empty() {
+            committed = apply::commit(&ctx, &status, &closed.records, committed).await?;
+        }
+        if let Some(end) = closed.end.filter(|end| committed.is_none_or(|c| *end > c)) {
+            // Only transaction markers (or aborted records) lie in between.
+            ctx.store
+                .advance_offset(topic, partition, committed, end)
+                .await?;
+            status.committed_now(end);
+            committed = Some(end);
+        }
         drop(closed.permits);
     }
 }

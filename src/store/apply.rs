@@ -389,7 +389,7 @@ async fn insert_rejected(
     let records = plan.rejected.iter().map(|(i, _)| &batch.records[*i]);
     let offsets: Vec<i64> = records.clone().map(|r| r.offset).collect();
     let raws: Vec<Option<&[u8]>> = records.clone().map(|r| r.value.as_deref()).collect();
-    let times: Vec<OffsetDateTime> = records.map(|r| r.timestamp).collect();
+    let times: Vec<Option<OffsetDateTime>> = records.map(|r| r.timestamp).collect();
     let reasons: Vec<&str> = plan
         .rejected
         .iter()

@@ -340,6 +340,18 @@ impl Store {
         offsets::load(&self.client().await?, topic, partition).await
     }
 
+    /// Moves a partition's stored offset from `expected` to `next` over a part
+    /// of the log that holds no record for the service (transaction markers).
+    pub async fn advance_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: Option<i64>,
+        next: i64,
+    ) -> Result<(), StoreError> {
+        offsets::advance(&self.client().await?, topic, partition, expected, next).await
+    }
+
     /// Opens this instance's ownership session on `topic`: a connection of its
     /// own on which the server ends the session after `silence` without an
     /// answer from this process. `None` if its member lock was refused.

@@ -13,8 +13,6 @@ pub(crate) enum BenchError {
     Store(#[from] StoreError),
     #[error("broker: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("broker: {0}")]
-    Produce(#[from] rskafka::client::error::Error),
     #[error("PostgreSQL: {0}")]
     Db(#[from] tokio_postgres::Error),
     #[error("PostgreSQL pool: {0}")]

@@ -12,14 +12,6 @@ use std::{
 };
 
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use rskafka::{
-    chrono::{TimeZone, Utc},
-    client::{
-        Client,
-        partition::{Compression, PartitionClient},
-    },
-    record::Record,
-};
 use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +19,10 @@ use uuid::Uuid;
 
 use crate::{
     error::BenchError,
-    wm::{EVENT_TYPE, kafka},
+    wm::{
+        EVENT_TYPE, Kafka,
+        kafka::{self, Codec, Outgoing},
+    },
 };
 
 /// How often the producer sends what is due.
@@ -54,7 +49,7 @@ impl Sent {
 
 /// Runs until `stop`, sending `rate` events per second (in pairs).
 pub(crate) async fn run(
-    client: Arc<Client>,
+    client: Kafka,
     topic: String,
     partitions: Vec<i32>,
     pairs: Arc<Vec<(Uuid, Uuid)>>,
@@ -66,10 +61,7 @@ pub(crate) async fn run(
         stop.cancelled().await;
         return Ok(());
     }
-    let mut clients: Vec<PartitionClient> = Vec::with_capacity(partitions.len());
-    for p in &partitions {
-        clients.push(kafka::partition(&client, &topic, *p).await?);
-    }
+    let producer = client.producer(Codec::None)?;
     let mut rng = StdRng::from_entropy();
     let started = Instant::now();
     let mut ticker = tokio::time::interval(TICK);
@@ -90,30 +82,20 @@ pub(crate) async fn run(
         if movements == 0 {
             continue;
         }
-        let millis = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or_default();
-        let now = Utc
-            .timestamp_millis_opt(millis)
-            .single()
-            .unwrap_or_default();
-        let mut by_partition: Vec<Vec<Record>> = clients.iter().map(|_| Vec::new()).collect();
+        let mut records = Vec::with_capacity(usize::try_from(movements * 2).unwrap_or(0));
         for _ in 0..movements {
             let movement = Uuid::new_v4();
-            let slot = (movement.as_u128() % clients.len() as u128) as usize;
+            let slot = (movement.as_u128() % partitions.len() as u128) as usize;
             for value in movement_events(&mut rng, movement, &pairs) {
-                by_partition[slot].push(Record {
+                records.push(Outgoing {
+                    partition: partitions[slot],
                     key: Some(movement.as_bytes().to_vec()),
                     value: Some(value),
-                    headers: Default::default(),
-                    timestamp: now,
+                    ..Outgoing::default()
                 });
             }
         }
-        for (pc, records) in clients.iter().zip(by_partition) {
-            if !records.is_empty() {
-                pc.produce(records, Compression::NoCompression).await?;
-            }
-        }
+        kafka::send_all(&producer, &topic, &records).await?;
         done += movements * 2;
         sent.sent.fetch_add(movements * 2, Ordering::Relaxed);
     }

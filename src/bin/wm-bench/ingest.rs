@@ -303,7 +303,7 @@ async fn ceiling(
         let index = (m.key.as_u128() % partitions.len().max(1) as u128) as usize;
         let records = by_partition.entry(partitions[index]).or_default();
         let offset = i64::try_from(records.len()).unwrap_or(i64::MAX);
-        records.push(Record::new(offset, now, Some(m.value)));
+        records.push(Record::new(offset, Some(now), Some(m.value)));
     }
     let timed = apply_all(&fresh, settings, by_partition, batch_size).await;
     store::drop_database(&fresh.database_url).await?;

@@ -126,7 +126,7 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
     let stop = CancellationToken::new();
     let sent = Arc::new(feed::Sent::default());
     let feeder = tokio::spawn(feed::run(
-        Arc::clone(&client),
+        client.clone(),
         fresh.topic.clone(),
         partitions.clone(),
         Arc::new(pairs),

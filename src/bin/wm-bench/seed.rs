@@ -2,15 +2,14 @@
 //! produced to a fresh topic and consumed by the service under test. Then
 //! the ids the readers will query are read back from what was stored.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{collections::BTreeMap, time::Instant};
 
 use deadpool_postgres::Pool;
-use rskafka::client::{Client, partition::Compression};
 use uuid::Uuid;
 
 use crate::{
     error::BenchError,
-    wm::{Message, Plan, produce},
+    wm::{Kafka, Message, Plan, kafka::Codec, produce},
 };
 
 /// What was produced, per partition (the topic is fresh: counts are offsets).
@@ -38,21 +37,15 @@ pub(crate) fn generate(movements: usize, limit: Option<usize>) -> Vec<Message> {
 
 /// Produces `messages`, each to the partition its key hashes to.
 pub(crate) async fn produce(
-    client: &Arc<Client>,
+    client: &Kafka,
     topic: &str,
     partitions: &[i32],
     messages: Vec<Message>,
 ) -> Result<Produced, BenchError> {
     let records = messages.len();
     let started = Instant::now();
-    let counts = produce::produce(
-        client,
-        topic,
-        partitions,
-        messages,
-        Compression::NoCompression,
-    )
-    .await?;
+    let producer = client.producer(Codec::None)?;
+    let counts = produce::produce(&producer, topic, partitions, messages).await?;
     Ok(Produced {
         records,
         per_partition: counts

@@ -7,7 +7,7 @@ pub(crate) use warehouse_monitor::{
     app::config::{ConfigError, KafkaSettings, Settings},
     devtools::produce::{self, Message, Plan},
     domain::event::EVENT_TYPE,
-    kafka::{self, KafkaError, Record},
+    kafka::{self, Kafka, KafkaError, Record},
     retry::{Class, classify},
     store::{self, Store, StoreError, apply::PartitionBatch},
 };
@@ -34,7 +34,7 @@ pub(crate) async fn migrate(settings: &Settings) -> Result<(), StoreError> {
 /// Creates `topic` with `partitions` partitions (the settings' other Kafka
 /// values kept) and returns its partitions.
 pub(crate) async fn create_topic(
-    client: &kafka_client::Client,
+    client: &Kafka,
     settings: &KafkaSettings,
     topic: &str,
     partitions: i32,
@@ -45,5 +45,3 @@ pub(crate) async fn create_topic(
     fresh.create_topic = true;
     kafka::ensure_topic(client, &fresh).await
 }
-
-use rskafka::client as kafka_client;
