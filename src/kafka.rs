@@ -148,6 +148,11 @@ impl ClientContext for Reporter {
     }
 
     fn error(&self, error: RdError, reason: &str) {
+        if matches!(error, RdError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+        {
+            return; // the end of the log, not an error
+        }
         tracing::warn!(target: "librdkafka", %error, "{reason}");
         *locked(&self.last_error) = Some(reason.to_owned());
     }

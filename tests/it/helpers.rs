@@ -10,21 +10,18 @@ use std::{
 };
 
 use deadpool_postgres::Pool;
-use rskafka::{
-    chrono::{DateTime, TimeZone, Utc},
-    client::{
-        Client, ClientBuilder,
-        partition::{Compression, UnknownTopicHandling},
-    },
-    record::Record,
-};
+use rdkafka::producer::FutureProducer;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warehouse_monitor::{
-    app::{config::Settings, startup::Application},
+    app::{
+        config::{KafkaSettings, Settings},
+        startup::Application,
+    },
     ingest::status::Partitions,
+    kafka::{self, Codec, Outgoing, Reporter},
 };
 
 /// Settings of the local stack with a fresh database and topic.
@@ -265,53 +262,58 @@ async fn read_committed_offsets(pool: &Pool, topic: &str) -> Result<HashMap<i32,
 
 /// Produces to the test's topic and remembers how far each partition goes.
 pub(crate) struct Producer {
-    client: Client,
+    settings: KafkaSettings,
+    producer: FutureProducer<Reporter>,
     topic: String,
     produced: Mutex<HashMap<i32, i64>>,
 }
 
 impl Producer {
     pub(crate) async fn connect(settings: &Settings) -> Self {
-        let client = ClientBuilder::new(settings.kafka.brokers.clone())
-            .build()
+        let kafka = kafka::connect(&settings.kafka)
             .await
             .expect("broker reachable");
+        let producer = kafka.producer(Codec::None).expect("producer");
         Self {
-            client,
+            settings: settings.kafka.clone(),
+            producer,
             topic: settings.kafka.topic.clone(),
             produced: Mutex::new(HashMap::new()),
         }
     }
 
     pub(crate) async fn produce(&self, partition: i32, values: Vec<Vec<u8>>) {
-        self.produce_with(partition, values, Compression::NoCompression)
-            .await;
+        self.send(&self.producer, partition, values).await;
     }
 
-    /// Produces `values` in record batches of 500, compressed with `compression`.
-    pub(crate) async fn produce_with(
+    /// Produces `values` with a producer that compresses its record batches
+    /// with `codec`.
+    pub(crate) async fn produce_with(&self, partition: i32, values: Vec<Vec<u8>>, codec: Codec) {
+        let producer = kafka::producer(&self.settings, codec).expect("producer");
+        self.send(&producer, partition, values).await;
+    }
+
+    /// Sends `values` 500 at a time, each stamped with the time of sending,
+    /// and moves the partition's end past each 500 once they are written.
+    async fn send(
         &self,
+        producer: &FutureProducer<Reporter>,
         partition: i32,
         values: Vec<Vec<u8>>,
-        compression: Compression,
     ) {
-        let pc = self
-            .client
-            .partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry)
-            .await
-            .expect("partition client");
         for chunk in values.chunks(500) {
-            let records = chunk
+            let records: Vec<Outgoing> = chunk
                 .iter()
-                .map(|v| Record {
-                    key: None,
+                .map(|v| Outgoing {
+                    partition,
                     value: Some(v.clone()),
-                    headers: Default::default(),
-                    timestamp: now(),
+                    ..Outgoing::default()
                 })
                 .collect();
-            let offsets = pc.produce(records, compression).await.expect("produce");
-            let end = offsets.last().copied().unwrap_or(-1) + 1;
+            let offsets = kafka::send_all(producer, &self.topic, &records)
+                .await
+                .expect("produce");
+            let end = offsets.iter().copied().max().unwrap_or(-1) + 1;
             let mut produced = self.produced.lock().unwrap();
             let entry = produced.entry(partition).or_insert(0);
             *entry = (*entry).max(end);
@@ -326,18 +328,6 @@ impl Producer {
     pub(crate) fn total(&self) -> i64 {
         self.produced().values().sum()
     }
-}
-
-/// The wall clock as a record timestamp (rskafka's chrono comes without its
-/// clock feature, and the tests need no chrono of their own for it).
-fn now() -> DateTime<Utc> {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970");
-    let millis = i64::try_from(since_epoch.as_millis()).expect("milliseconds fit an i64");
-    Utc.timestamp_millis_opt(millis)
-        .single()
-        .expect("a valid timestamp")
 }
 
 /// Builds event JSON the way a warehouse would send it.

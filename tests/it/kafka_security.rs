@@ -5,7 +5,7 @@
 //! TLS terminator of the test's own, with a certificate generated here, sits
 //! in front of a Tansu of the test's own that advertises the terminator's
 //! port: every request of the service, bootstrap, metadata, produce and
-//! fetch, goes through rskafka's TLS. SASL: Tansu started with
+//! fetch, goes through librdkafka's TLS. SASL: Tansu started with
 //! `--authentication` runs SCRAM, but a user can only be created through an
 //! authenticated connection to the same (in-memory) broker, so no login can
 //! succeed; the tests show that each SCRAM mechanism reaches the broker's
@@ -22,15 +22,6 @@ use std::{
     time::Duration,
 };
 
-use rskafka::{
-    BackoffConfig,
-    chrono::{TimeZone, Utc},
-    client::{
-        ClientBuilder,
-        partition::{Compression, UnknownTopicHandling},
-    },
-    record::Record,
-};
 use rustls::{
     ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
@@ -43,7 +34,7 @@ use warehouse_monitor::{
         config::{KafkaSettings, SaslMechanism},
         startup::Application,
     },
-    kafka,
+    kafka::{self, Codec, Outgoing},
     redact::Secret,
 };
 
@@ -161,12 +152,12 @@ impl Drop for TlsTerminator {
     }
 }
 
-fn record(value: Vec<u8>) -> Record {
-    Record {
-        key: None,
+fn record(value: Vec<u8>) -> Outgoing {
+    Outgoing {
+        partition: 0,
         value: Some(value),
-        headers: Default::default(),
-        timestamp: Utc.timestamp_millis_opt(1_737_439_421_623).unwrap(),
+        timestamp: Some(1_737_439_421_623),
+        ..Outgoing::default()
     }
 }
 
@@ -192,17 +183,11 @@ async fn the_service_consumes_over_tls_and_refuses_an_unknown_ca() {
     let client = kafka::connect(&settings.kafka)
         .await
         .expect("producer connects");
+    let producer = client.producer(Codec::None).unwrap();
     let topic = settings.kafka.topic.clone();
-    let partition = client
-        .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
-        .await
-        .unwrap();
     let (warehouse, product) = (Uuid::new_v4(), Uuid::new_v4());
     let values = [6, 8].map(|q| record(Ev::arrival(Uuid::new_v4(), warehouse, product, q).bytes()));
-    let offsets = partition
-        .produce(Vec::from(values), Compression::NoCompression)
-        .await
-        .unwrap();
+    let offsets = kafka::send_all(&producer, &topic, &values).await.unwrap();
     let end = offsets.last().unwrap() + 1;
     wait_committed(&pool, &topic, &HashMap::from([(0, end)])).await;
     assert_eq!(stock(&pool, warehouse, product).await, Some(14));
@@ -234,17 +219,10 @@ async fn the_service_consumes_over_tls_and_refuses_an_unknown_ca() {
 /// The error of connecting with the service's TLS and SASL settings, given
 /// up after two seconds (the service itself keeps trying for 20).
 async fn connect_briefly(settings: &KafkaSettings) -> String {
-    let mut builder = ClientBuilder::new(settings.brokers.clone()).backoff_config(BackoffConfig {
-        deadline: Some(Duration::from_secs(2)),
-        ..BackoffConfig::default()
-    });
-    if let Some(tls) = kafka::tls_config(settings).unwrap() {
-        builder = builder.tls_config(tls);
-    }
-    if let Some(sasl) = kafka::sasl_config(settings) {
-        builder = builder.sasl_config(sasl);
-    }
-    builder.build().await.expect_err("refused").to_string()
+    kafka::connect_within(settings, Duration::from_secs(2))
+        .await
+        .expect_err("refused")
+        .to_string()
 }
 
 #[tokio::test]

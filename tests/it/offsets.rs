@@ -118,3 +118,62 @@ async fn offset_beyond_the_log_stops_the_partition_under_the_fail_policy() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_topic_deleted_and_created_again_is_read_from_its_start() {
+    let settings = test_settings(1);
+    let app = TestApp::spawn_with(settings.clone()).await;
+    let old: Vec<Ev> = (0..20)
+        .map(|_| Ev::arrival(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 1))
+        .collect();
+    app.produce(0, old.iter().map(Ev::bytes).collect()).await;
+    app.wait_consumed().await;
+    assert_eq!(app.statuses.get(0).unwrap().committed(), Some(20));
+
+    // The same name, a new log: its offsets start again at 0, below ours.
+    let client = kafka::connect(&settings.kafka).await.unwrap();
+    client.delete_topic(&settings.kafka.topic).await.unwrap();
+    eventually(30, || async {
+        client
+            .create_topic(&settings.kafka.topic, 1, 1)
+            .await
+            .map_err(|e| format!("topic created again: {e}"))
+    })
+    .await;
+    let new: Vec<Ev> = (0..3)
+        .map(|_| Ev::arrival(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 5))
+        .collect();
+    let producer = kafka::producer(&settings.kafka, kafka::Codec::None).unwrap();
+    let records: Vec<kafka::Outgoing> = new
+        .iter()
+        .map(|ev| kafka::Outgoing {
+            value: Some(ev.bytes()),
+            ..kafka::Outgoing::default()
+        })
+        .collect();
+    let offsets = kafka::send_all(&producer, &settings.kafka.topic, &records)
+        .await
+        .unwrap();
+    assert_eq!(offsets, vec![0, 1, 2], "a new log");
+
+    // Not skipped: the stored offset 20 is past the new log's end, so the
+    // out-of-range policy (earliest) applies and the new records are read.
+    for ev in &new {
+        let (w, p) = (ev.warehouse_id, ev.product_id);
+        eventually(30, || async {
+            let stock = app.stock(w, p).await;
+            (stock == Some(5))
+                .then_some(())
+                .ok_or_else(|| format!("the new log's event is applied: {stock:?}"))
+        })
+        .await;
+    }
+    eventually(10, || async {
+        let committed = app.statuses.get(0).unwrap().committed();
+        (committed == Some(3))
+            .then_some(())
+            .ok_or_else(|| format!("offset 3 of the new log committed: {committed:?}"))
+    })
+    .await;
+    app.stop().await;
+}

@@ -24,11 +24,10 @@ async fn partitions_added_while_running_are_consumed() {
     let client = warehouse_monitor::kafka::connect(&settings.kafka)
         .await
         .unwrap();
-    let controller = client.controller_client().unwrap();
     let topic = &settings.kafka.topic;
-    controller.delete_topic(topic, 5_000).await.unwrap();
+    client.delete_topic(topic).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    controller.create_topic(topic, 3, 1, 5_000).await.unwrap();
+    client.create_topic(topic, 3, 1).await.unwrap();
 
     eventually(10, || async { (app.statuses.len() == 3).then_some(()) }).await;
     // A new client: the test's producer cached the one-partition metadata.

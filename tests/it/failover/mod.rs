@@ -406,7 +406,11 @@ async fn two_holders_of_one_partition_never_both_commit_the_same_offsets() {
         let records: Vec<Record> = (round * 100..(round + 1) * 100)
             .map(|offset| {
                 let event = Ev::arrival(uuid::Uuid::new_v4(), wh, product, 1);
-                Record::new(offset, time::OffsetDateTime::now_utc(), Some(event.bytes()))
+                Record::new(
+                    offset,
+                    Some(time::OffsetDateTime::now_utc()),
+                    Some(event.bytes()),
+                )
             })
             .collect();
         let batch = PartitionBatch {
