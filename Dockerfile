@@ -6,6 +6,8 @@
 # mounted and named with --config / WM_CONFIG_FILE) override them.
 
 FROM rust:1-bookworm AS builder
+# librdkafka is built from its crate: the image already has a C compiler,
+# make, perl, pkg-config and the headers of OpenSSL and zlib it needs.
 WORKDIR /src
 # The whole context (see .dockerignore): the crate embeds sql/ and
 # config/default.toml, and Cargo
@@ -18,9 +20,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 # ca-certificates: the system roots that TLS to Kafka, PostgreSQL and Redis
-# trusts when no CA file is configured.
+# trusts when no CA file is configured; libssl3: librdkafka's TLS to Kafka.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin wm
 WORKDIR /app

@@ -5,8 +5,9 @@
 #   scripts/stack.sh down        stop the Tansu broker started by this script
 #   scripts/stack.sh down --all  also stop PostgreSQL and Redis
 #   scripts/stack.sh status      one line per service; exit 1 if any is down
-#   scripts/stack.sh tools       only install the test tools (prometheus, and a venv with
-#                                confluent-kafka, the librdkafka producer of tests/it/librdkafka.rs)
+#   scripts/stack.sh tools       only install the build dependencies of librdkafka and the test
+#                                tools (prometheus, and a venv with confluent-kafka, the
+#                                librdkafka producer of tests/it/librdkafka.rs)
 #
 # Overrides: WM_STACK_PG_HOST, WM_STACK_PG_PORT (where PostgreSQL is checked; the cluster's own port
 # is set in postgresql.conf), WM_STACK_REDIS_PORT, WM_STACK_KAFKA_PORT.
@@ -298,7 +299,23 @@ venv_install() {
     || die "pip install confluent-kafka failed"
 }
 
+# The service builds librdkafka from its crate (rdkafka-sys, features ssl and zstd):
+# a C compiler, make, perl (its configure script), OpenSSL's headers and zlib's.
+build_deps_install() {
+  local pkgs=()
+  command -v cc >/dev/null || pkgs+=(gcc)
+  command -v c++ >/dev/null || pkgs+=(g++)
+  command -v make >/dev/null || pkgs+=(make)
+  command -v perl >/dev/null || pkgs+=(perl)
+  command -v pkg-config >/dev/null || pkgs+=(pkg-config)
+  [[ -f /usr/include/openssl/ssl.h ]] || pkgs+=(libssl-dev)
+  [[ -f /usr/include/zlib.h ]] || pkgs+=(zlib1g-dev)
+  if ((${#pkgs[@]} == 0)); then say "build: librdkafka's build dependencies present"; return 0; fi
+  apt_install --no-install-recommends "${pkgs[@]}"
+}
+
 tools_install() {
+  build_deps_install
   venv_install
   local pkgs=()
   command -v prometheus >/dev/null || pkgs+=(prometheus)

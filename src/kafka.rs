@@ -401,10 +401,11 @@ impl Kafka {
             .set("fetch.wait.max.ms", settings.fetch_max_wait_ms.to_string())
             .set("fetch.max.bytes", fetch_bytes.to_string())
             .set("fetch.message.max.bytes", fetch_bytes.to_string())
-            .set(
-                "receive.message.max.bytes",
-                (i64::from(fetch_bytes) + 1_000_000).to_string(),
-            )
+            // A record larger than a fetch still comes whole (the broker
+            // returns at least one record); a response librdkafka refused for
+            // its size would be fetched again forever, so none is refused.
+            // `kafka.max_record_bytes` then rejects the record as `too_large`.
+            .set("receive.message.max.bytes", i32::MAX.to_string())
             .set("queued.max.messages.kbytes", queued_kbytes.to_string())
             .set("fetch.queue.backoff.ms", "10")
             .set("fetch.error.backoff.ms", "100")
@@ -412,8 +413,7 @@ impl Kafka {
                 "statistics.interval.ms",
                 STATISTICS_INTERVAL.as_millis().to_string(),
             );
-        let consumer: StreamConsumer<Reporter> =
-            config.create_with_context(Reporter::default())?;
+        let consumer: StreamConsumer<Reporter> = config.create_with_context(Reporter::default())?;
         assign(&consumer, &settings.topic, partition, offset)?;
         Ok(consumer)
     }
@@ -433,6 +433,8 @@ pub fn producer(
     let mut config = client_config(settings);
     config
         .set("compression.codec", codec.as_str())
+        // Tools and tests send records up to what the broker takes.
+        .set("message.max.bytes", (256 << 20).to_string())
         .set("acks", "all")
         .set("linger.ms", "5");
     Ok(config.create_with_context(Reporter::default())?)
@@ -459,7 +461,8 @@ pub async fn send_all(
     let mut pending: std::collections::VecDeque<DeliveryFuture> = Default::default();
     let mut offsets = Vec::with_capacity(records.len());
     for r in records {
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).partition(r.partition);
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(topic).partition(r.partition);
         record.key = r.key.as_deref();
         record.payload = r.value.as_deref();
         record.timestamp = r.timestamp;

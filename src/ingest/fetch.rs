@@ -56,6 +56,33 @@ struct Probe {
     from: i64,
     /// How far back the next step goes.
     step: i64,
+    /// Neither a record nor the end of the log by then: the broker answers
+    /// with nothing although the log goes on (the batch holding the offset
+    /// was the last one), so step back.
+    deadline: tokio::time::Instant,
+}
+
+impl Probe {
+    fn new(from: i64, step: i64, settings: &KafkaSettings) -> Self {
+        Self {
+            from,
+            step,
+            deadline: tokio::time::Instant::now() + probe_patience(settings),
+        }
+    }
+
+    /// The next probe, further back; `None` at the log start.
+    fn next(self, target: i64, low: i64, settings: &KafkaSettings) -> Option<Self> {
+        step_back(self, target, low)
+            .map(|from| Self::new(from, self.step.saturating_mul(4), settings))
+    }
+}
+
+/// How long a fresh assignment may stay silent: two fetches held for the
+/// whole wait, and some room.
+fn probe_patience(settings: &KafkaSettings) -> std::time::Duration {
+    let wait = u64::try_from(settings.fetch_max_wait_ms).unwrap_or(0);
+    std::time::Duration::from_millis(2 * wait + 300)
 }
 
 /// Fetches from `offset` until cancelled, the batcher goes away, or an error.
@@ -74,15 +101,13 @@ pub async fn run(
         offset
     };
     let consumer = ctx.kafka.partition_consumer(partition, target)?;
-    let mut probe = (target > low).then_some(Probe {
-        from: target,
-        step: 64,
-    });
+    let mut probe = (target > low).then(|| Probe::new(target, 64, settings));
     let mut stream = consumer.stream();
     let mut tick = tokio::time::interval(STATISTICS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ctx.faults.maybe_panic(FaultStage::Fetcher, partition);
+        let silent_until = probe.map(|p| p.deadline);
         let first = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             first = stream.next() => first,
@@ -96,8 +121,26 @@ pub async fn run(
                 }
                 continue;
             }
+            () = sleep_until(silent_until) => {
+                probe = probe.and_then(|p| p.next(target, low, settings));
+                if let Some(p) = probe {
+                    tracing::debug!(partition, offset = target, from = p.from,
+                        "nothing came from the offset; reading from further back");
+                    drop(stream);
+                    kafka::assign(&consumer, &settings.topic, partition, p.from)?;
+                    stream = consumer.stream();
+                }
+                continue;
+            }
         };
         if ctx.faults.fetch_fails() {
+            // Keep the lag honest while fetches fail: the end of the log that
+            // the broker lists is a lower bound of it (Tansu 0.6 lists the
+            // last batch's base offset + 1), so lag never reads 0 while
+            // records wait.
+            if let Ok((_, end)) = ctx.kafka.log_bounds(&settings.topic, partition).await {
+                ctx.status.raise_high_watermark(end);
+            }
             return Err(KafkaError::Injected.into());
         }
         let mut records: Vec<Record> = Vec::new();
@@ -121,12 +164,9 @@ pub async fn run(
                         continue;
                     }
                     if let Some(p) = probe.take().filter(|_| at > target) {
-                        restart = step_back(p, target, low);
-                        if let Some(from) = restart {
-                            probe = Some(Probe {
-                                from,
-                                step: p.step.saturating_mul(4),
-                            });
+                        probe = p.next(target, low, settings);
+                        if let Some(p) = probe {
+                            restart = Some(p.from);
                             break;
                         }
                     }
@@ -136,17 +176,26 @@ pub async fn run(
                 Err(RdError::PartitionEOF(_)) => {
                     at_end = true;
                     let position = position(&consumer, partition).unwrap_or(target);
-                    if let Some(p) = probe.take() {
-                        if position > target {
-                            // The log goes on past the offset, and nothing came.
-                            restart = step_back(p, target, low);
-                            probe = restart.map(|from| Probe {
-                                from,
-                                step: p.step.saturating_mul(4),
-                            });
-                            if restart.is_some() {
-                                break;
-                            }
+                    if position < target {
+                        // The whole log lies before the offset: the broker
+                        // lost records, or the topic was created again.
+                        tracing::warn!(
+                            partition,
+                            offset = target,
+                            end = position,
+                            "the broker's log ends before this consumer's offset"
+                        );
+                        let (low, _) = ctx.kafka.log_bounds(&settings.topic, partition).await?;
+                        restart = Some(reset(&ctx, partition, target, low)?);
+                        probe = None;
+                        break;
+                    }
+                    if let Some(p) = probe.take().filter(|_| position > target) {
+                        // The log goes on past the offset, and nothing came.
+                        probe = p.next(target, low, settings);
+                        if let Some(p) = probe {
+                            restart = Some(p.from);
+                            break;
                         }
                     }
                     // Past transaction markers (or aborted records) at the end.
@@ -206,6 +255,14 @@ pub async fn run(
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Copies a message into the chunk.
 fn push(
     records: &mut Vec<Record>,
@@ -220,7 +277,9 @@ fn push(
 
 /// The most a chunk holds, bytes: one fetch's worth.
 fn chunk_bytes(settings: &KafkaSettings) -> usize {
-    usize::try_from(settings.fetch_max_bytes).unwrap_or(1 << 20).max(1)
+    usize::try_from(settings.fetch_max_bytes)
+        .unwrap_or(1 << 20)
+        .max(1)
 }
 
 /// Where a probe goes next: further back from `target`, never before the log
@@ -304,11 +363,15 @@ mod tests {
 
     #[test]
     fn a_probe_steps_back_in_growing_steps_down_to_the_log_start() {
-        let p = Probe { from: 1000, step: 64 };
-        assert_eq!(step_back(p, 1000, 0), Some(936));
-        let p = Probe { from: 936, step: 256 };
-        assert_eq!(step_back(p, 1000, 900), Some(900));
-        let p = Probe { from: 900, step: 1024 };
-        assert_eq!(step_back(p, 1000, 900), None, "at the log start: a real gap");
+        let settings = crate::app::config::Settings::built_in().unwrap().kafka;
+        let p = Probe::new(1000, 64, &settings);
+        let p = p.next(1000, 0, &settings).unwrap();
+        assert_eq!((p.from, p.step), (936, 256));
+        let p = p.next(1000, 900, &settings).unwrap();
+        assert_eq!((p.from, p.step), (900, 1024));
+        assert!(
+            p.next(1000, 900, &settings).is_none(),
+            "at the log start: a real gap"
+        );
     }
 }

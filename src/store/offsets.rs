@@ -25,10 +25,17 @@ pub async fn advance(
     expected: Option<i64>,
     next: i64,
 ) -> Result<(), StoreError> {
-    let stmt = client.prepare_cached(COMMIT_OFFSET).await.at(Step::Offset)?;
+    let stmt = client
+        .prepare_cached(COMMIT_OFFSET)
+        .await
+        .at(Step::Offset)?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&topic, &partition, &expected, &next];
-    let moved: i64 = client.query_one(&stmt, &params).await.at(Step::Offset)?.get(0);
+    let moved: i64 = client
+        .query_one(&stmt, &params)
+        .await
+        .at(Step::Offset)?
+        .get(0);
     if moved == 1 {
         Ok(())
     } else {

@@ -210,7 +210,7 @@ async fn the_service_consumes_over_tls_and_refuses_an_unknown_ca() {
     stranger.ca_file = other_ca.ca_str();
     let err = connect_briefly(&stranger).await;
     println!("Kafka TLS, another CA: {err}");
-    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(err.contains("certificate verify failed"), "{err}");
     warehouse_monitor::store::drop_database(&settings.postgres.url)
         .await
         .unwrap();
@@ -239,7 +239,7 @@ async fn each_scram_mechanism_reaches_a_broker_that_requires_authentication() {
         println!("{mechanism:?}, a user the broker does not know: {err}");
         // The broker took the mechanism and looked the user up: SCRAM ran.
         assert!(
-            err.contains("SCRAM outcome error: unknown user"),
+            err.contains("SCRAM authentication failed: broker responded with unknown-user"),
             "{mechanism:?}: {err}"
         );
         assert!(!err.contains("scram-Secret-6604"), "{err}");

@@ -28,47 +28,49 @@ async fn no_legal_record_stops_its_partition() {
             key: "binary",
             value: Some(&[0xff, 0xfe, 0x00, 0xc3][..]),
         });
-    let records = [
-        // An event with a null key and headers with a null value and non-UTF-8 bytes.
-        Outgoing {
-            value: event(1),
-            headers: Some(odd_headers.clone()),
-            ..Outgoing::default()
-        },
-        // A record timestamp far beyond what a date can hold (year 318 857).
-        Outgoing {
-            value: event(2),
-            timestamp: Some(10_i64.pow(16)),
-            ..Outgoing::default()
-        },
-        // The epoch itself, and the first millisecond after it.
-        Outgoing {
-            value: event(4),
-            timestamp: Some(1),
-            ..Outgoing::default()
-        },
-        // A tombstone (null value) and an empty value, with odd headers.
-        Outgoing {
-            key: Some(b"k".to_vec()),
-            value: None,
-            headers: Some(odd_headers.clone()),
-            ..Outgoing::default()
-        },
-        Outgoing {
-            value: Some(Vec::new()),
-            timestamp: Some(10_i64.pow(16)),
-            ..Outgoing::default()
-        },
-        // An event after them all: the partition goes on.
-        Outgoing {
-            value: event(8),
-            ..Outgoing::default()
-        },
-    ];
+    let records = || {
+        [
+            // An event with a null key and headers with a null value and non-UTF-8 bytes.
+            Outgoing {
+                value: event(1),
+                headers: Some(odd_headers.clone()),
+                ..Outgoing::default()
+            },
+            // A record timestamp far beyond what a date can hold (year 318 857).
+            Outgoing {
+                value: event(2),
+                timestamp: Some(10_i64.pow(16)),
+                ..Outgoing::default()
+            },
+            // The epoch itself, and the first millisecond after it.
+            Outgoing {
+                value: event(4),
+                timestamp: Some(1),
+                ..Outgoing::default()
+            },
+            // A tombstone (null value) and an empty value, with odd headers.
+            Outgoing {
+                key: Some(b"k".to_vec()),
+                value: None,
+                headers: Some(odd_headers.clone()),
+                ..Outgoing::default()
+            },
+            Outgoing {
+                value: Some(Vec::new()),
+                timestamp: Some(10_i64.pow(16)),
+                ..Outgoing::default()
+            },
+            // An event after them all: the partition goes on.
+            Outgoing {
+                value: event(8),
+                ..Outgoing::default()
+            },
+        ]
+    };
     let mut end = 0;
     for codec in [Codec::None, Codec::Zstd] {
         let producer = kafka::producer(&app.settings.kafka, codec).expect("producer");
-        let offsets = kafka::send_all(&producer, &topic, &records)
+        let offsets = kafka::send_all(&producer, &topic, &records())
             .await
             .expect("the broker takes every record");
         end = offsets.last().unwrap() + 1;

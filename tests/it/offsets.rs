@@ -120,7 +120,7 @@ async fn offset_beyond_the_log_stops_the_partition_under_the_fail_policy() {
 }
 
 #[tokio::test]
-async fn a_topic_deleted_and_created_again_is_read_from_its_start() {
+async fn a_topic_deleted_and_created_again_under_its_name_is_read_from_its_start() {
     let settings = test_settings(1);
     let app = TestApp::spawn_with(settings.clone()).await;
     let old: Vec<Ev> = (0..20)
@@ -131,6 +131,10 @@ async fn a_topic_deleted_and_created_again_is_read_from_its_start() {
     assert_eq!(app.statuses.get(0).unwrap().committed(), Some(20));
 
     // The same name, a new log: its offsets start again at 0, below ours.
+    // Deleted while the service is stopped: Tansu answers a fetch of a
+    // deleted topic with a leader-change tag for a topic without an id, on
+    // which librdkafka 2.12 crashes (SPEC section 8).
+    app.stop_keeping_data().await;
     let client = kafka::connect(&settings.kafka).await.unwrap();
     client.delete_topic(&settings.kafka.topic).await.unwrap();
     eventually(30, || async {
@@ -155,6 +159,7 @@ async fn a_topic_deleted_and_created_again_is_read_from_its_start() {
         .await
         .unwrap();
     assert_eq!(offsets, vec![0, 1, 2], "a new log");
+    let app = TestApp::spawn_with(settings.clone()).await;
 
     // Not skipped: the stored offset 20 is past the new log's end, so the
     // out-of-range policy (earliest) applies and the new records are read.

@@ -146,4 +146,3 @@ async fn offsets_updated(app: &TestApp) -> Vec<String> {
         .map(|r| r.get(0))
         .collect()
 }
-
