@@ -154,7 +154,13 @@ impl ClientContext for Reporter {
             return; // the end of the log, not an error
         }
         tracing::warn!(target: "librdkafka", %error, "{reason}");
-        *locked(&self.last_error) = Some(reason.to_owned());
+        // "All brokers are down" follows the failure that took them down
+        // (a TLS or SASL refusal): keep the cause.
+        let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        let mut last = locked(&self.last_error);
+        if !(summary && last.is_some()) {
+            *last = Some(reason.to_owned());
+        }
     }
 
     /// A partition consumer's statistics: only its one partition is kept.
@@ -269,11 +275,18 @@ pub async fn connect_within(
     };
     let probe = kafka.clone();
     let answer = blocking(move || {
-        probe
-            .meta
-            .fetch_metadata(None, patience)
-            .map(|_| ())
-            .map_err(KafkaError::from)
+        let answer = probe.meta.fetch_metadata(None, patience);
+        if answer.is_err() {
+            // A TLS or SASL failure arrives only as an error event: serve the
+            // queued events so that the reporter sees it (bounded: a refused
+            // handshake is retried, and each retry queues another).
+            for _ in 0..50 {
+                if probe.meta.poll(Duration::from_millis(10)).is_none() {
+                    break;
+                }
+            }
+        }
+        answer.map(|_| ()).map_err(KafkaError::from)
     })
     .await;
     match answer {

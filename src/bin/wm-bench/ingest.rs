@@ -47,6 +47,11 @@ pub(crate) struct Options {
     /// Where the run folder `<timestamp>/` is created.
     #[arg(long, default_value = "target/bench-ingest")]
     pub(crate) out: PathBuf,
+    /// Another build of the service to run beside `--service` in every round
+    /// (baseline first, then the service, on fresh databases), for a same-run
+    /// A/B: this machine's speed varies between days, not within a run.
+    #[arg(long)]
+    pub(crate) baseline: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) common: crate::Common,
 }
@@ -54,6 +59,8 @@ pub(crate) struct Options {
 /// One round's figures.
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
+    /// Which build ran: `service`, or `baseline` with `--baseline`.
+    pub(crate) binary: &'static str,
     pub(crate) partitions: i32,
     pub(crate) batch_size: usize,
     pub(crate) events: usize,
@@ -66,6 +73,8 @@ pub(crate) struct Row {
     pub(crate) ceiling: Result<Ceiling, String>,
     /// CPU time by program from the service's start to its last commit.
     pub(crate) service_cpu: Usage,
+    /// The service process's peak resident memory, bytes.
+    pub(crate) peak_rss: Option<u64>,
 }
 
 /// What the ceiling's applies took.
@@ -131,6 +140,14 @@ impl Config {
     }
 }
 
+/// Bytes as MiB for a report, `-` when unknown.
+pub(crate) fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "-".to_owned(),
+        |b| format!("{:.0} MiB", b as f64 / 1048576.0),
+    )
+}
+
 /// The median of `values` (the mean of the middle two for an even count).
 pub(crate) fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
     let mut values: Vec<f64> = values.collect();
@@ -158,42 +175,58 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
             seed::generate(options.events / 3 + 1000, Some(options.events));
             let events = messages.len();
             let produced = seed::produce(&client, &topic, &ids, messages.clone()).await?;
-            let mut rounds = Vec::new();
+            let mut binaries = Vec::new();
+            if let Some(baseline) = &options.baseline {
+                binaries.push(("baseline", baseline.clone()));
+            }
+            binaries.push(("service", options.common.service_binary()));
+            let mut rounds: Vec<Vec<Row>> = vec![Vec::new(); binaries.len()];
             for round in 1..=options.rounds {
-                // A fresh database per round: the service consumes the topic
-                // from its start again.
-                let mut database = Fresh::new(&settings, "ingest");
-                database.topic.clone_from(&topic);
-                let launch = Launch {
-                    binary: options.common.service_binary(),
-                    config_dir: options.common.config_dir.clone(),
-                    partitions,
-                    batch_size,
-                    log: dir.join(format!("service-p{partitions}-b{batch_size}-r{round}.log")),
-                };
-                let (service, start_up, service_cpu) =
-                    time_service(&settings, &database, &launch, &produced.per_partition).await?;
+                let mut timed = Vec::new();
+                for (label, binary) in &binaries {
+                    // A fresh database per run: the service consumes the
+                    // topic from its start again.
+                    let mut database = Fresh::new(&settings, "ingest");
+                    database.topic.clone_from(&topic);
+                    let launch = Launch {
+                        binary: binary.clone(),
+                        config_dir: options.common.config_dir.clone(),
+                        partitions,
+                        batch_size,
+                        log: dir.join(format!("{label}-p{partitions}-b{batch_size}-r{round}.log")),
+                    };
+                    timed.push(
+                        time_service(&settings, &database, &launch, &produced.per_partition)
+                            .await?,
+                    );
+                }
                 // PostgreSQL may refuse the ceiling's shape: that is a
                 // finding, not a crash.
                 let ceiling = ceiling(&settings, &ids, batch_size, messages.clone())
                     .await
                     .map_err(|e| e.to_string());
-                let row = Row {
-                    partitions,
-                    batch_size,
-                    events,
-                    round,
-                    service,
-                    start_up,
-                    ceiling,
-                    service_cpu,
-                };
-                print_round(&row, options.rounds);
-                rounds.push(row);
+                for (i, run) in timed.into_iter().enumerate() {
+                    let row = Row {
+                        binary: binaries[i].0,
+                        partitions,
+                        batch_size,
+                        events,
+                        round,
+                        service: run.took,
+                        start_up: run.start_up,
+                        ceiling: ceiling.clone(),
+                        service_cpu: run.cpu,
+                        peak_rss: run.peak_rss,
+                    };
+                    print_round(&row, options.rounds);
+                    rounds[i].push(row);
+                }
             }
-            let config = Config { rounds };
-            print_config(&config);
-            configs.push(config);
+            for rounds in rounds {
+                let config = Config { rounds };
+                print_config(&config);
+                configs.push(config);
+            }
         }
     }
     let table = markdown(&configs);
@@ -202,15 +235,26 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
     Ok((dir, table))
 }
 
+/// One timed run of the service.
+struct Timed {
+    /// From its start to the last commit.
+    took: Duration,
+    /// The start-up's part of it.
+    start_up: Duration,
+    /// CPU time by program meanwhile.
+    cpu: Usage,
+    /// The process's peak resident memory, bytes.
+    peak_rss: Option<u64>,
+}
+
 /// Starts the service on `fresh`'s new database and times it from its start
-/// to the last commit; returns that time, the start-up's part of it, and
-/// the CPU time by program meanwhile.
+/// to the last commit.
 async fn time_service(
     settings: &Settings,
     fresh: &Fresh,
     launch: &Launch,
     per_partition: &BTreeMap<i32, i64>,
-) -> Result<(Duration, Duration, Usage), BenchError> {
+) -> Result<Timed, BenchError> {
     let mut with_url = settings.clone();
     with_url.postgres.url = fresh.database_url.clone();
     migrate(&with_url).await?;
@@ -224,10 +268,16 @@ async fn time_service(
         service::wait_committed(&pool, &fresh.topic, per_partition, &mut running, limit).await?;
     // Before the stop: the service's own time ends with its process.
     let cpu = Snapshot::take().since(&before);
+    let peak_rss = running.peak_rss();
     running.stop().await;
     pool.close();
     store::drop_database(&fresh.database_url).await?;
-    Ok((last - started, start_up, cpu))
+    Ok(Timed {
+        took: last - started,
+        start_up,
+        cpu,
+        peak_rss,
+    })
 }
 
 fn print_round(row: &Row, rounds: u32) {
@@ -244,13 +294,15 @@ fn print_round(row: &Row, rounds: u32) {
         Err(e) => format!("failed: {}", e.replace('\n', " ")),
     };
     println!(
-        "ingest: {} partitions, batch {:>5}, round {}/{rounds}: service {:>7.0} events/s ({:.2} s, live after {:.2} s), PostgreSQL ceiling {ceiling}, ratio {}",
+        "ingest: {} {} partitions, batch {:>5}, round {}/{rounds}: {:>7.0} events/s ({:.2} s, live after {:.2} s, peak RSS {}), PostgreSQL ceiling {ceiling}, ratio {}",
+        row.binary,
         row.partitions,
         row.batch_size,
         row.round,
         row.service_rate(),
         row.service.as_secs_f64(),
         row.start_up.as_secs_f64(),
+        mib(row.peak_rss),
         percent(row.ratio()),
     );
     println!(
@@ -266,7 +318,8 @@ fn print_config(config: &Config) {
     let first = config.first();
     let ratios: Vec<String> = config.rounds.iter().map(|r| percent(r.ratio())).collect();
     println!(
-        "ingest: {} partitions, batch {:>5}, median of {} rounds: service {:.0} events/s, PostgreSQL ceiling {}, ratio {} (rounds: {})",
+        "ingest: {} {} partitions, batch {:>5}, median of {} rounds: {:.0} events/s, PostgreSQL ceiling {}, ratio {} (rounds: {}), peak RSS {}",
+        first.binary,
         first.partitions,
         first.batch_size,
         config.rounds.len(),
@@ -276,6 +329,7 @@ fn print_config(config: &Config) {
             .map_or_else(|| "-".to_owned(), |r| format!("{r:.0} events/s")),
         percent(config.ratio()),
         ratios.join(", "),
+        mib(config.rounds.iter().filter_map(|r| r.peak_rss).max()),
     );
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::{
     cpu::{Program, Usage},
-    ingest::{Config, Row, percent},
+    ingest::{Config, Row, mib, percent},
 };
 
 impl Row {
@@ -29,15 +29,16 @@ impl Row {
 pub(crate) fn markdown(configs: &[Config]) -> String {
     let mut out = String::from(
         "Median of each configuration's rounds (each round: the service, then the ceiling, each on a fresh database):\n\n\
-         | partitions | batch size | events | rounds | service events/s | PostgreSQL ceiling events/s | service / ceiling | ratio by round |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---|\n",
+         | binary | partitions | batch size | events | rounds | events/s | PostgreSQL ceiling events/s | service / ceiling | ratio by round | peak RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
     );
     for c in configs {
         let first = c.first();
         let ratios: Vec<String> = c.rounds.iter().map(|r| percent(r.ratio())).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            first.binary,
             first.partitions,
             first.batch_size,
             first.events,
@@ -47,18 +48,20 @@ pub(crate) fn markdown(configs: &[Config]) -> String {
                 .map_or_else(|| "-".to_owned(), |r| format!("{r:.0}")),
             percent(c.ratio()),
             ratios.join(", "),
+            mib(c.rounds.iter().filter_map(|r| r.peak_rss).max()),
         );
     }
     out.push_str(
         "\nEvery round:\n\n\
-         | partitions | batch size | round | service s (start-up) | service events/s | PostgreSQL ceiling s | ceiling events/s | service / ceiling |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | binary | partitions | batch size | round | service s (start-up) | events/s | PostgreSQL ceiling s | ceiling events/s | service / ceiling | peak RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in configs.iter().flat_map(|c| &c.rounds) {
         let (ceiling_s, ceiling_rate, ratio) = r.ceiling_cells();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} ({:.2}) | {:.0} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2} ({:.2}) | {:.0} | {} | {} | {} | {} |",
+            r.binary,
             r.partitions,
             r.batch_size,
             r.round,
@@ -67,13 +70,14 @@ pub(crate) fn markdown(configs: &[Config]) -> String {
             r.service_rate(),
             ceiling_s,
             ceiling_rate,
-            ratio
+            ratio,
+            mib(r.peak_rss),
         );
     }
     out.push_str(
         "\nCPU seconds by program in the median round (both cores together; 2 per second of the phase), from `/proc`:\n\n\
-         | partitions | batch size | round | phase | PostgreSQL | service | Redis | broker | wm-bench | other | idle |\n\
-         |---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+         | binary | partitions | batch size | round | phase | PostgreSQL | service | Redis | broker | wm-bench | other | idle |\n\
+         |---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in configs.iter().map(Config::median_round) {
         // A ceiling that failed measured nothing: no row.
@@ -81,8 +85,8 @@ pub(crate) fn markdown(configs: &[Config]) -> String {
         for (phase, cpu) in std::iter::once(("service", &r.service_cpu)).chain(ceiling) {
             let _ = write!(
                 out,
-                "| {} | {} | {} | {phase} |",
-                r.partitions, r.batch_size, r.round
+                "| {} | {} | {} | {} | {phase} |",
+                r.binary, r.partitions, r.batch_size, r.round
             );
             for secs in cpu_cells(cpu) {
                 let _ = write!(out, " {secs:.2} |");
@@ -114,7 +118,7 @@ fn cpu_cells(cpu: &Usage) -> impl Iterator<Item = f64> + '_ {
 /// Every round, one line each.
 pub(crate) fn csv(configs: &[Config]) -> String {
     let mut out = String::from(
-        "partitions,batch_size,events,round,service_s,start_up_s,service_events_per_s,ceiling_s,ceiling_events_per_s,ratio,ceiling_splits,ceiling_error",
+        "binary,partitions,batch_size,events,round,peak_rss_bytes,service_s,start_up_s,service_events_per_s,ceiling_s,ceiling_events_per_s,ratio,ceiling_splits,ceiling_error",
     );
     for phase in ["service", "ceiling"] {
         for program in CPU_COLUMNS {
@@ -127,11 +131,13 @@ pub(crate) fn csv(configs: &[Config]) -> String {
         let ceiling = r.ceiling.as_ref().ok();
         let _ = write!(
             out,
-            "{},{},{},{},{:.3},{:.3},{:.0},{},{},{},{},{}",
+            "{},{},{},{},{},{},{:.3},{:.3},{:.0},{},{},{},{},{}",
+            r.binary,
             r.partitions,
             r.batch_size,
             r.events,
             r.round,
+            r.peak_rss.map_or(String::new(), |b| b.to_string()),
             r.service.as_secs_f64(),
             r.start_up.as_secs_f64(),
             r.service_rate(),
@@ -169,6 +175,7 @@ mod tests {
 
     fn round(round: u32, service_s: u64, ceiling: Result<Ceiling, String>) -> Row {
         Row {
+            binary: "service",
             partitions: 3,
             batch_size: 1000,
             events: 1000,
@@ -180,6 +187,7 @@ mod tests {
                 by_program: BTreeMap::from([(Program::Postgres, 1.5), (Program::Redis, 0.25)]),
                 idle: 0.5,
             },
+            peak_rss: Some(300 << 20),
         }
     }
 
@@ -214,16 +222,20 @@ mod tests {
         assert_eq!(config.service_rate(), 500.0);
         let md = markdown(std::slice::from_ref(&config));
         assert!(
-            md.contains("| 3 | 1000 | 1000 | 3 | 500 | 1000 | 50% | 50%, 25%, 100% |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| 3 | 1000 | 2 | 4.00 (0.25) | 250 | 1.00 | 1000 | 25% |"),
+            md.contains(
+                "| service | 3 | 1000 | 1000 | 3 | 500 | 1000 | 50% | 50%, 25%, 100% | 300 MiB |"
+            ),
             "{md}"
         );
         assert!(
             md.contains(
-                "| 3 | 1000 | 1 | service | 1.50 | 0.00 | 0.25 | 0.00 | 0.00 | 0.00 | 0.50 |"
+                "| service | 3 | 1000 | 2 | 4.00 (0.25) | 250 | 1.00 | 1000 | 25% | 300 MiB |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| service | 3 | 1000 | 1 | service | 1.50 | 0.00 | 0.25 | 0.00 | 0.00 | 0.00 | 0.50 |"
             ),
             "{md}"
         );
@@ -236,7 +248,9 @@ mod tests {
         assert_eq!(lines.lines().count(), 4, "a header and every round");
         let line = lines.lines().nth(1).unwrap();
         assert!(
-            line.starts_with("3,1000,1000,1,2.000,0.250,500,1.000,1000,0.5000,0,,"),
+            line.starts_with(
+                "service,3,1000,1000,1,314572800,2.000,0.250,500,1.000,1000,0.5000,0,,"
+            ),
             "{line}"
         );
         assert!(

@@ -133,6 +133,15 @@ impl Service {
         }
     }
 
+    /// The most memory the process has held resident so far (`VmHWM` in
+    /// `/proc`), in bytes; `None` where `/proc` cannot be read.
+    pub(crate) fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Fails if the process has exited.
     pub(crate) fn check_running(&mut self) -> Result<(), BenchError> {
         match self.child.try_wait() {
