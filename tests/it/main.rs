@@ -23,6 +23,7 @@ mod kafka_security;
 mod legal_records;
 mod librdkafka;
 mod limits;
+mod markers;
 mod monitoring;
 mod near;
 mod offsets;
