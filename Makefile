@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help stack stack-down stack-status build run test lint bench loadtest bench-ingest openapi migrate verify
+.PHONY: help stack stack-down stack-status build run test lint bench loadtest bench-ingest freshness openapi migrate verify
 .PHONY: produce monitor monitor-down compose-up compose-down
 
 help: ## list targets
@@ -47,6 +47,9 @@ loadtest: stack ## HTTP load in steps of 10..1000 users while ingesting; CSV, ta
 
 bench-ingest: stack ## service ingest rate vs PostgreSQL's ceiling, batch 1000/5000/10000 x 3/6 partitions
 	$(WM_BENCH) ingest $(ARGS)
+
+freshness: stack ## produce -> visible in the API of single events, idle and at 2 000 events/s; target/freshness/
+	$(WM_BENCH) freshness $(ARGS)
 
 openapi: ## regenerate docs/openapi.json from the code
 	$(CARGO) run --locked --quiet -- openapi > docs/openapi.json

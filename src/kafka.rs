@@ -512,6 +512,34 @@ async fn delivered(delivery: DeliveryFuture) -> Result<i64, KafkaError> {
     }
 }
 
+/// The high watermark of `partition` as its consumer's last fetch reported
+/// it, read from librdkafka's memory without a request; `None` before the
+/// first fetch. rust-rdkafka offers only the request (ListOffsets), which
+/// Tansu 0.6 answers wrongly, and which a fetcher cannot afford per fetch.
+#[allow(unsafe_code)]
+pub fn fetched_high_watermark<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client handle lives as long as `consumer`; librdkafka reads
+    // the NUL-terminated topic name and writes the two offsets, under its
+    // own lock, and keeps no pointer to any of them.
+    let error = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
 /// (Re)assigns the consumer to `partition` of `topic`, from `offset`.
 pub fn assign<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,

@@ -104,6 +104,11 @@ impl OutboxWatch {
             tx.commit().await.at(Step::Outbox)?;
             delivered += rows.len();
             self.metrics.outbox_delivered(rows.len());
+            let now = time::OffsetDateTime::now_utc();
+            for row in rows.iter().filter(|r| !r.keys.is_empty()) {
+                let delay = (now - row.created_at).try_into().unwrap_or_default();
+                self.metrics.invalidation_delivered(delay);
+            }
             if ids.len() < usize::try_from(CLAIM_ROWS).unwrap_or(usize::MAX) {
                 return Ok(delivered);
             }

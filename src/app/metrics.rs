@@ -49,6 +49,12 @@ pub struct BatchFigures {
     pub negative_stock: usize,
     /// Earliest envelope `time` among the applied events.
     pub oldest_emitted_at: Option<OffsetDateTime>,
+    /// Earliest Kafka record timestamp among the batch's records (those the
+    /// service can represent).
+    pub oldest_record_at: Option<OffsetDateTime>,
+    /// Redis acknowledged every key of the batch before its COMMIT (none went
+    /// to the outbox).
+    pub invalidated_before_commit: bool,
     pub took: Duration,
 }
 
@@ -75,6 +81,8 @@ pub struct Metrics {
     batch_size: Histogram<u64>,
     batch_duration: Histogram<f64>,
     commit_delay: Histogram<f64>,
+    record_commit_delay: Histogram<f64>,
+    invalidation_delay: Histogram<f64>,
     offset_resets: Counter<u64>,
     consumer_restarts: Counter<u64>,
     batch_failures: Counter<u64>,
@@ -99,6 +107,11 @@ const SECONDS_BUCKETS: [f64; 14] = [
 ];
 const DELAY_BUCKETS: [f64; 12] = [
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 3600.0,
+];
+/// Freshness: from a record's Kafka timestamp to its commit, and from a
+/// commit to its cache invalidation; milliseconds matter here.
+const FRESHNESS_BUCKETS: [f64; 14] = [
+    0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0,
 ];
 const SIZE_BUCKETS: [f64; 10] = [
     1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
@@ -153,6 +166,18 @@ impl Metrics {
                 "wm_event_commit_delay",
                 "From the oldest event's envelope time to its batch's commit",
                 &DELAY_BUCKETS,
+            ),
+            record_commit_delay: seconds(
+                "wm_record_commit_delay",
+                "From the oldest record's Kafka timestamp (the broker's or the producer's \
+                 clock) to its batch's commit: how fresh the stored state is",
+                &FRESHNESS_BUCKETS,
+            ),
+            invalidation_delay: seconds(
+                "wm_invalidation_delay",
+                "From a batch's commit to the acknowledgement of its last cache invalidation \
+                 (0 when Redis acknowledged them before the COMMIT; the outbox's delivery otherwise)",
+                &FRESHNESS_BUCKETS,
             ),
             offset_resets: counter(
                 "wm_offset_resets",
@@ -342,6 +367,21 @@ impl Metrics {
                 .max(0.0);
             self.commit_delay.record(delay, &[]);
         }
+        if let Some(oldest) = batch.oldest_record_at {
+            let delay = (OffsetDateTime::now_utc() - oldest)
+                .as_seconds_f64()
+                .max(0.0);
+            self.record_commit_delay.record(delay, &[]);
+        }
+        if batch.invalidated_before_commit {
+            self.invalidation_delay.record(0.0, &[]);
+        }
+    }
+
+    /// Records invalidations the outbox delivered, `delay` after the commit
+    /// of the batch that queued them.
+    pub fn invalidation_delivered(&self, delay: Duration) {
+        self.invalidation_delay.record(delay.as_secs_f64(), &[]);
     }
 
     /// Makes every reason appear (at 0) before the first reject, so dashboards

@@ -155,7 +155,8 @@ async fn apply_invalidating(
 ) -> Result<Option<BatchOutcome>, StoreError> {
     let started = std::time::Instant::now();
     let (tx, plan, version) = begin_and_plan(client, batch, decoded).await?;
-    let (outcome, delivered) = write_all(ctx.cache.as_ref(), &tx, batch, &plan, version).await?;
+    let (mut outcome, delivered) =
+        write_all(ctx.cache.as_ref(), &tx, batch, &plan, version).await?;
     let written = started.elapsed();
     let prepared = match (&ctx.cache, delivered) {
         (Some(_), false) => {
@@ -170,6 +171,7 @@ async fn apply_invalidating(
         return Ok(None);
     }
     write::commit(tx).await?;
+    outcome.invalidated_before_commit = prepared == Prepared::Delivered;
     tracing::debug!(partition = batch.partition, ?written, committed = ?started.elapsed(),
         "batch transaction");
     ctx.faults.after_commit();
@@ -282,6 +284,8 @@ fn figures(partition: i32, outcome: &BatchOutcome, took: Duration) -> BatchFigur
             .collect(),
         negative_stock: outcome.negative_stock,
         oldest_emitted_at: outcome.oldest_emitted_at,
+        oldest_record_at: outcome.oldest_record_at,
+        invalidated_before_commit: outcome.invalidated_before_commit,
         took,
     }
 }

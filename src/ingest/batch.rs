@@ -1,24 +1,29 @@
-//! Closing batches: a batch is the records that arrived until it holds `size`
-//! of them, holds `max_bytes` of record values, or `wait` has passed since its
-//! first record, whichever comes first. It also closes at once on the last
-//! record the broker had when that record has already been in the log for
-//! `wait` or more (the end of a backlog): waiting is for records produced
-//! close together, and none is coming (issue 8: the last batch of every
-//! partition waited 200 ms at the end of each run). Kept apart from fetching
-//! so that the timing rule is tested with a paused clock.
+//! Closing batches, by natural batching (group commit): a batch closes as
+//! soon as waiting cannot make it bigger, that is when the partition has
+//! caught up with the broker (the chunk holding its last record reached the
+//! end of the log) and nothing more has arrived meanwhile. The batcher is
+//! only asked for a batch when the partition's writer is free, so records
+//! that arrive while a transaction runs are taken together by the next one:
+//! at low load batches are small and immediate, under load they grow by
+//! themselves. A batch also closes at `size` records, at `max_bytes` of
+//! record values, or `wait` after its first record when the log goes on
+//! (the upper bound on how long a record waits). Kept apart from fetching so
+//! that the rule is tested with a paused clock.
 //!
 //! Records arrive a fetch at a time ([`Chunk`]), with one permit of the
-//! partition's byte budget for the whole fetch: one channel message, one
-//! semaphore acquisition and one wake-up per fetch rather than per record
-//! (issue 8: these per-record hand-overs between the fetcher's and the
-//! batcher's threads were service CPU that PostgreSQL's ceiling does not pay).
-//! A fetch may be split over several batches; its permit then goes with the
-//! batch that takes its last record, which is committed after the others.
+//! partition's byte budget for the whole chunk: one channel message, one
+//! semaphore acquisition and one wake-up per chunk rather than per record
+//! (these per-record hand-overs between the fetcher's and the batcher's
+//! threads were service CPU that PostgreSQL's ceiling does not pay). A chunk
+//! may be split over several batches; its permit then goes with the batch
+//! that takes its last record, which is committed after the others.
 
 use std::time::Duration;
 
-use time::OffsetDateTime;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{
+    OwnedSemaphorePermit,
+    mpsc::{self, error::TryRecvError},
+};
 
 use crate::{app::config::BatchSettings, kafka::Record};
 
@@ -26,24 +31,11 @@ use crate::{app::config::BatchSettings, kafka::Record};
 pub trait Weighed {
     /// The bytes it counts for against `batch.max_bytes`.
     fn bytes(&self) -> usize;
-
-    /// How long it has been in the log. Read only for the last record of a
-    /// fetch that reached the end of the log.
-    fn age(&self) -> Duration;
 }
 
 impl Weighed for Record {
     fn bytes(&self) -> usize {
         self.size()
-    }
-
-    /// By the record's timestamp (the producer's clock: one that runs behind
-    /// only closes batches sooner, one that runs ahead leaves the usual wait).
-    /// A record without a usable timestamp counts as new: it waits as usual.
-    fn age(&self) -> Duration {
-        self.timestamp
-            .and_then(|at| (OffsetDateTime::now_utc() - at).try_into().ok())
-            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -130,18 +122,32 @@ impl<T: Weighed> Batcher<T> {
         let mut bytes = 0;
         // Set when the batch takes its first record.
         let mut deadline = None;
+        // The last chunk taken whole reached the end of the log.
+        let mut caught_up = false;
         loop {
             let open = match self.open.as_mut() {
                 Some(open) => open,
                 None => {
-                    let chunk = match deadline {
+                    let has_content = !batch.records.is_empty() || batch.end.is_some();
+                    let chunk = match (has_content, deadline) {
                         // Until the first record, wait as long as it takes.
-                        None => self.rx.recv().await?,
-                        Some(at) => match tokio::time::timeout_at(at, self.rx.recv()).await {
-                            Ok(Some(chunk)) => chunk,
-                            // Deadline passed, or the fetcher is gone.
-                            Err(_) | Ok(None) => return Some(batch),
+                        (false, _) => self.rx.recv().await?,
+                        (true, _) if caught_up => match self.rx.try_recv() {
+                            // More came while the writer was busy: take it too.
+                            Ok(chunk) => chunk,
+                            // Nothing more to wait for.
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                                return Some(batch);
+                            }
                         },
+                        (true, None) => return Some(batch),
+                        (true, Some(at)) => {
+                            match tokio::time::timeout_at(at, self.rx.recv()).await {
+                                Ok(Some(chunk)) => chunk,
+                                // Deadline passed, or the fetcher is gone.
+                                Err(_) | Ok(None) => return Some(batch),
+                            }
+                        }
                     };
                     if batch.records.capacity() == 0 {
                         batch
@@ -156,24 +162,20 @@ impl<T: Weighed> Batcher<T> {
                     })
                 }
             };
-            // A chunk without records only moves the end (past markers at
-            // the end of the log): nothing more is coming, so it closes.
-            let mut closes = open.records.len() == 0;
-            while let Some(record) = open.records.next() {
+            let mut full = false;
+            for record in open.records.by_ref() {
                 if deadline.is_none() {
                     deadline = Some(tokio::time::Instant::now() + limits.wait);
                 }
                 bytes += record.bytes();
-                let last_of_chunk = open.records.len() == 0;
-                let ends_backlog = last_of_chunk && open.last_in_log && record.age() >= limits.wait;
                 batch.records.push(record);
-                closes =
-                    ends_backlog || batch.records.len() >= limits.records || bytes >= limits.bytes;
-                if closes {
+                full = batch.records.len() >= limits.records || bytes >= limits.bytes;
+                if full {
                     break;
                 }
             }
             if open.records.len() == 0 {
+                caught_up = open.last_in_log;
                 if let Some(done) = self.open.take() {
                     batch.permits.push(done.permit);
                     batch.end = Some(done.end);
@@ -181,7 +183,7 @@ impl<T: Weighed> Batcher<T> {
             } else {
                 batch.end = None;
             }
-            if closes {
+            if full {
                 return Some(batch);
             }
         }
@@ -196,29 +198,21 @@ mod tests {
 
     use super::*;
 
-    /// A record with an offset, a size and an age.
+    /// A record with an offset and a size.
     #[derive(Debug)]
     struct Rec {
         offset: i64,
         bytes: usize,
-        age: Duration,
     }
 
     impl Weighed for Rec {
         fn bytes(&self) -> usize {
             self.bytes
         }
-        fn age(&self) -> Duration {
-            self.age
-        }
     }
 
     fn rec(offset: i64) -> Rec {
-        Rec {
-            offset,
-            bytes: 1,
-            age: Duration::ZERO,
-        }
+        Rec { offset, bytes: 1 }
     }
 
     /// A chunk of `records` holding one permit per record of `budget`.
@@ -324,11 +318,7 @@ mod tests {
     async fn closes_once_it_holds_max_bytes() {
         let budget = Arc::new(Semaphore::new(100));
         let (tx, rx) = mpsc::channel(16);
-        let big = |offset| Rec {
-            offset,
-            bytes: 400,
-            age: Duration::ZERO,
-        };
+        let big = |offset| Rec { offset, bytes: 400 };
         tx.send(chunk(&budget, (0..6).map(big).collect(), false))
             .await
             .unwrap();
@@ -346,46 +336,117 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_end_of_a_backlog_closes_the_batch_at_once() {
+    async fn an_idle_partition_closes_on_its_one_record_at_once() {
         let budget = Arc::new(Semaphore::new(100));
         let (tx, rx) = mpsc::channel(16);
-        let wait = Duration::from_millis(200);
-        let old = |offset| Rec {
-            offset,
-            bytes: 1,
-            age: Duration::from_secs(5),
-        };
-        // The log's last record, 5 s old: nothing within `wait` of it is left.
-        tx.send(chunk(&budget, vec![old(0), old(1)], true))
-            .await
-            .unwrap();
-        tx.send(chunk(&budget, vec![old(2)], true)).await.unwrap();
-        let mut batcher = Batcher::new(rx, limits(100, wait));
+        let mut batcher = Batcher::new(rx, limits(1000, Duration::from_millis(200)));
         let start = tokio::time::Instant::now();
-        assert_eq!(offsets(&batcher.next().await.unwrap()), vec![0, 1]);
-        assert_eq!(offsets(&batcher.next().await.unwrap()), vec![2]);
+        let producer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            // The record the partition waited for, and nothing after it.
+            tx.send(chunk(&budget, vec![rec(0)], true)).await.unwrap();
+            tx
+        });
+        assert_eq!(offsets(&batcher.next().await.unwrap()), vec![0]);
         assert_eq!(
             start.elapsed(),
-            Duration::ZERO,
-            "no wait at the end of a backlog"
+            Duration::from_secs(3),
+            "no wait for company that never comes"
         );
-
-        // More in the log after it, or a fresh last record: wait as before.
-        tx.send(chunk(&budget, vec![old(3)], false)).await.unwrap();
-        assert_eq!(offsets(&batcher.next().await.unwrap()), vec![3]);
-        assert_eq!(start.elapsed(), wait);
-        tx.send(chunk(&budget, vec![rec(4)], true)).await.unwrap();
-        assert_eq!(offsets(&batcher.next().await.unwrap()), vec![4]);
-        assert_eq!(start.elapsed(), wait * 2);
+        drop(producer.await.unwrap());
+        assert!(batcher.next().await.is_none());
     }
 
-    #[test]
-    fn a_record_is_as_old_as_its_timestamp() {
-        let now = OffsetDateTime::now_utc();
-        let old = Record::new(1, Some(now - Duration::from_secs(5)), None);
-        assert!(old.age() >= Duration::from_secs(5));
-        let ahead = Record::new(2, Some(now + Duration::from_secs(60)), None);
-        assert_eq!(ahead.age(), Duration::ZERO, "a clock ahead: no age");
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_trickle_is_committed_record_by_record() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, rx) = mpsc::channel(16);
+        let mut batcher = Batcher::new(rx, limits(1000, Duration::from_millis(200)));
+        let sent = Arc::clone(&budget);
+        let producer = tokio::spawn(async move {
+            for offset in 0..5 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tx.send(chunk(&sent, vec![rec(offset)], true))
+                    .await
+                    .unwrap();
+            }
+        });
+        let start = tokio::time::Instant::now();
+        for offset in 0..5 {
+            let batch = batcher.next().await.unwrap();
+            assert_eq!(offsets(&batch), vec![offset]);
+            assert_eq!(
+                start.elapsed(),
+                Duration::from_millis(20 * (u64::try_from(offset).unwrap() + 1)),
+                "each closes as it arrives"
+            );
+        }
+        producer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_fills_batches_and_its_end_closes_at_once() {
+        let budget = Arc::new(Semaphore::new(100));
+        let (tx, rx) = mpsc::channel(16);
+        // Fetches from the middle of the log, then its end.
+        tx.send(chunk(&budget, (0..4).map(rec).collect(), false))
+            .await
+            .unwrap();
+        tx.send(chunk(&budget, (4..8).map(rec).collect(), false))
+            .await
+            .unwrap();
+        tx.send(chunk(&budget, (8..10).map(rec).collect(), true))
+            .await
+            .unwrap();
+        let mut batcher = Batcher::new(rx, limits(6, Duration::from_millis(200)));
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            offsets(&batcher.next().await.unwrap()),
+            vec![0, 1, 2, 3, 4, 5]
+        );
+        assert_eq!(offsets(&batcher.next().await.unwrap()), vec![6, 7, 8, 9]);
+        assert_eq!(start.elapsed(), Duration::ZERO, "the end of a backlog");
+
+        // A fetch that did not reach the end waits for more, up to `wait`.
+        tx.send(chunk(&budget, vec![rec(10)], false)).await.unwrap();
+        assert_eq!(offsets(&batcher.next().await.unwrap()), vec![10]);
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_slower_than_the_producer_gets_bigger_batches() {
+        let budget = Arc::new(Semaphore::new(1000));
+        let (tx, rx) = mpsc::channel(64);
+        let sent = Arc::clone(&budget);
+        // One record every 10 ms, each fetch reaching the end of the log.
+        let producer = tokio::spawn(async move {
+            for offset in 0..30 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                tx.send(chunk(&sent, vec![rec(offset)], true))
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut batcher = Batcher::new(rx, limits(1000, Duration::from_millis(200)));
+        let mut sizes = Vec::new();
+        let mut next = 0;
+        while next < 30 {
+            let batch = batcher.next().await.unwrap();
+            let got = offsets(&batch);
+            assert_eq!(got[0], next, "in order, none lost");
+            next = got[got.len() - 1] + 1;
+            sizes.push(got.len());
+            // The transaction takes 45 ms: records keep arriving meanwhile.
+            tokio::time::sleep(Duration::from_millis(45)).await;
+        }
+        producer.await.unwrap();
+        assert_eq!(sizes[0], 1, "the first record goes alone: {sizes:?}");
+        assert!(
+            sizes[1..sizes.len() - 1]
+                .iter()
+                .all(|n| (4..=5).contains(n)),
+            "then what arrived during each transaction: {sizes:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -102,6 +102,10 @@ pub async fn run(
     };
     let consumer = ctx.kafka.partition_consumer(partition, target)?;
     let mut probe = (target > low).then(|| Probe::new(target, 64, settings));
+    let mut sent = Sent {
+        end: target,
+        at_end: false,
+    };
     let mut stream = consumer.stream();
     let mut tick = tokio::time::interval(STATISTICS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -230,9 +234,24 @@ pub async fn run(
             }
             continue;
         }
-        if records.is_empty() && !at_end {
+        if !records.is_empty() && !at_end {
+            // Caught up when the last fetch's high watermark is no further
+            // than this chunk: the batch need not wait for more.
+            if let Some(high) = kafka::fetched_high_watermark(&consumer, &settings.topic, partition)
+            {
+                ctx.status.raise_high_watermark(high);
+                at_end = target >= high;
+            }
+        }
+        // An empty chunk tells the batcher only what it does not know yet:
+        // that the log ends here, or ends past markers.
+        if records.is_empty() && (!at_end || (target <= sent.end && sent.at_end)) {
             continue;
         }
+        sent = Sent {
+            end: target,
+            at_end,
+        };
         ctx.status.clear_error();
         ctx.status.raise_high_watermark(target);
         let weight = weight(&records, settings);
@@ -253,6 +272,15 @@ pub async fn run(
             return Ok(());
         }
     }
+}
+
+/// What the batcher last heard from this fetcher.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// The end of the last chunk.
+    end: i64,
+    /// Whether it reached the end of the log.
+    at_end: bool,
 }
 
 /// Sleeps until `deadline`, or forever without one.

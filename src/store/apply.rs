@@ -95,6 +95,11 @@ pub struct BatchOutcome {
     pub negative_stock: usize,
     /// Earliest envelope `time` among applied events, for the delay metric.
     pub oldest_emitted_at: Option<OffsetDateTime>,
+    /// Earliest Kafka record timestamp among the batch's records.
+    pub oldest_record_at: Option<OffsetDateTime>,
+    /// Redis acknowledged every key before the COMMIT (set by the caller that
+    /// invalidates; false without a cache).
+    pub invalidated_before_commit: bool,
     pub touched: Touched,
 }
 
@@ -211,6 +216,8 @@ pub fn outcome(
             .map(|(i, r)| (batch.records[*i].offset, r.reason, r.detail.clone()))
             .collect(),
         oldest_emitted_at: plan.accepted.iter().filter_map(|(_, e)| e.emitted_at).min(),
+        oldest_record_at: batch.records.iter().filter_map(|r| r.timestamp).min(),
+        invalidated_before_commit: false,
         negative_stock: stock.negative,
         touched: Touched {
             movements,

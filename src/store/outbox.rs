@@ -25,6 +25,8 @@ pub struct OutboxRow {
     pub id: i64,
     pub keys: Vec<String>,
     pub versions: Vec<i64>,
+    /// When the batch that queued it ran (its transaction's start).
+    pub created_at: time::OffsetDateTime,
 }
 
 /// Inserts a batch's undelivered invalidations in its transaction; returns the row id.
@@ -96,6 +98,7 @@ pub async fn claim(
             id: r.get(0),
             keys: r.get(1),
             versions: r.get(2),
+            created_at: r.get(3),
         })
         .collect())
 }

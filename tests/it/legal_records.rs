@@ -42,10 +42,21 @@ async fn no_legal_record_stops_its_partition() {
                 timestamp: Some(10_i64.pow(16)),
                 ..Outgoing::default()
             },
-            // The epoch itself, and the first millisecond after it.
+            // The first millisecond after the epoch, the epoch itself, and -1
+            // ("none"; librdkafka writes the time of sending for 0 and -1).
             Outgoing {
                 value: event(4),
                 timestamp: Some(1),
+                ..Outgoing::default()
+            },
+            Outgoing {
+                value: event(16),
+                timestamp: Some(0),
+                ..Outgoing::default()
+            },
+            Outgoing {
+                value: event(32),
+                timestamp: Some(-1),
                 ..Outgoing::default()
             },
             // A tombstone (null value) and an empty value, with odd headers.
@@ -78,7 +89,7 @@ async fn no_legal_record_stops_its_partition() {
     wait_committed(&app.pool, &topic, &HashMap::from([(0, end)])).await;
     assert_eq!(
         app.stock(warehouse, product).await,
-        Some(2 * (1 + 2 + 4 + 8)),
+        Some(2 * (1 + 2 + 4 + 8 + 16 + 32)),
         "every event applied, with both codecs"
     );
     let rejected = app.rejected().await;

@@ -3,7 +3,8 @@
 //! test writes a commit marker itself: a control batch, byte for byte as a
 //! transaction coordinator appends it, sent to the local broker in a plain
 //! Produce request. The service passes it, stores its offset past it, reads
-//! lag 0 and stays ready; a marker between events changes nothing either.
+//! lag 0, stays ready and rests; a marker between events changes nothing
+//! either, nor does an abort marker.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -23,15 +24,17 @@ async fn commit_markers_are_passed_and_lag_reads_zero_after_the_last() {
     let (warehouse, product) = (Uuid::new_v4(), Uuid::new_v4());
     let event = || Ev::arrival(Uuid::new_v4(), warehouse, product, 3).bytes();
 
-    // Events, a marker, events, a marker: the log ends with the marker.
+    // Events, a commit marker, an event, an abort marker (of a transaction
+    // that wrote nothing here) and a commit marker: the log ends with markers.
     app.produce(0, vec![event(), event()]).await;
-    let first_marker = append_commit_marker(&broker, &topic).await;
+    let first_marker = append_marker(&broker, &topic, Marker::Commit).await;
     app.produce(0, vec![event()]).await;
-    let last_marker = append_commit_marker(&broker, &topic).await;
+    let abort = append_marker(&broker, &topic, Marker::Abort).await;
+    let last_marker = append_marker(&broker, &topic, Marker::Commit).await;
     assert_eq!(
-        (first_marker, last_marker),
-        (2, 4),
-        "markers take offsets 2 and 4"
+        (first_marker, abort, last_marker),
+        (2, 4, 5),
+        "markers take offsets 2, 4 and 5"
     );
 
     // The stored offset goes past the last marker: nothing is left to read.
@@ -50,12 +53,36 @@ async fn commit_markers_are_passed_and_lag_reads_zero_after_the_last() {
     let (code, body) = app.get_json("/health/ready").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["partitions"][0]["lag"], 0, "{body}");
+    // At the end of the log nothing is written again and again.
+    let written = offset_written(&app).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(offset_written(&app).await, written, "the offset row rests");
     app.stop().await;
 }
 
-/// Appends a COMMIT marker to partition 0 of `topic`; returns its offset.
-async fn append_commit_marker(broker: &str, topic: &str) -> i64 {
-    let batch = control_batch(4242, 0);
+/// When partition 0's offset row was last written.
+async fn offset_written(app: &TestApp) -> String {
+    let client = app.pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT updated_at::text FROM consumer_offsets WHERE topic = $1 AND partition = 0",
+            &[&app.settings.kafka.topic],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The outcome a control record marks.
+#[derive(Debug, Clone, Copy)]
+enum Marker {
+    Abort = 0,
+    Commit = 1,
+}
+
+/// Appends a marker to partition 0 of `topic`; returns its offset.
+async fn append_marker(broker: &str, topic: &str, marker: Marker) -> i64 {
+    let batch = control_batch(4242, 0, marker);
     let mut body = Vec::new();
     // Request header v1: api key 0 (Produce), version 3, correlation id, client id.
     body.extend(0_i16.to_be_bytes());
@@ -92,23 +119,23 @@ async fn append_commit_marker(broker: &str, topic: &str) -> i64 {
     i64::from_be_bytes(reply[at..at + 8].try_into().unwrap())
 }
 
-/// A record batch (magic 2) holding one COMMIT control record of
-/// `producer_id`, as a transaction coordinator writes it.
-fn control_batch(producer_id: i64, epoch: i16) -> Vec<u8> {
-    // Control record key: version 0, type 1 (commit); value: version 0,
-    // coordinator epoch 0.
-    let key = [0, 0, 0, 1];
+/// A record batch (magic 2) holding one control record of `producer_id`, as
+/// a transaction coordinator writes it.
+fn control_batch(producer_id: i64, epoch: i16, marker: Marker) -> Vec<u8> {
+    // Control record key: version 0, type (0 abort, 1 commit); value:
+    // version 0, coordinator epoch 0.
+    let key = [0, 0, 0, marker as u8];
     let value = [0, 0, 0, 0, 0, 0];
     let mut record = vec![0]; // attributes
     put_varint(&mut record, 0); // timestamp delta
     put_varint(&mut record, 0); // offset delta
-    put_varint(&mut record, key.len() as i64);
+    put_varint(&mut record, len(&key));
     record.extend(key);
-    put_varint(&mut record, value.len() as i64);
+    put_varint(&mut record, len(&value));
     record.extend(value);
     put_varint(&mut record, 0); // headers
     let mut records = Vec::new();
-    put_varint(&mut records, record.len() as i64);
+    put_varint(&mut records, len(&record));
     records.extend(record);
 
     let now = i64::try_from(
@@ -146,11 +173,16 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend(s.as_bytes());
 }
 
+fn len(bytes: &[u8]) -> i64 {
+    i64::try_from(bytes.len()).unwrap()
+}
+
 /// A zigzag varint, as record fields are written.
 fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    // Zigzag: the sign goes to the lowest bit (a reinterpretation, no loss).
+    let mut z = u64::from_ne_bytes(((v << 1) ^ (v >> 63)).to_ne_bytes());
     loop {
-        let byte = (z & 0x7f) as u8;
+        let byte = u8::try_from(z & 0x7f).unwrap();
         z >>= 7;
         if z == 0 {
             out.push(byte);

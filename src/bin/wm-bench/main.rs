@@ -1,6 +1,7 @@
 //! wm-bench: the developer tools that measure warehouse-monitor from the
 //! outside. `loadtest` loads the HTTP API in steps while events keep
-//! arriving; `ingest` times a backlog against PostgreSQL's own ceiling.
+//! arriving; `ingest` times a backlog against PostgreSQL's own ceiling;
+//! `freshness` times produce → visible of single events.
 //! Both run the release service binary as a separate process. Built only
 //! with the `devtools` feature, so the service's library and binary carry
 //! none of this.
@@ -17,6 +18,7 @@ mod chart;
 mod cpu;
 mod error;
 mod feed;
+mod freshness;
 mod http;
 mod ingest;
 mod ingest_report;
@@ -51,6 +53,9 @@ enum Command {
     Loadtest(loadtest::Options),
     /// Backlog ingest rate of the service against PostgreSQL's ceiling.
     Ingest(ingest::Options),
+    /// Produce → visible in the API, one event at a time, with and without
+    /// background ingest.
+    Freshness(freshness::Options),
 }
 
 /// Options of both commands.
@@ -116,6 +121,12 @@ async fn run() -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Freshness(options) => {
+            let (dir, table) = freshness::run(options).await?;
+            println!("\n{table}");
+            println!("outputs: {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(options) => {

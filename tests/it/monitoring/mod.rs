@@ -3,6 +3,7 @@
 //! is consistent with the repository and config/, and a real Prometheus (the
 //! Debian package) scrapes the service.
 
+mod alert_rules;
 mod compose;
 mod counters;
 mod dashboard;
