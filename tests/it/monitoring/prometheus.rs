@@ -160,11 +160,16 @@ pub(super) async fn debian_prometheus_scrapes_the_service() {
     .await;
     let names: BTreeSet<&str> = rules.iter().filter_map(|r| r["name"].as_str()).collect();
     let expected = [
+        "WarehouseFreshnessSlow",
         "WarehouseLagGrowing",
         "WarehouseNoInstanceConsumes",
         "WarehousePartitionStalled",
     ];
     assert_eq!(names, expected.into_iter().collect());
+    // One committed event, so that the histograms the rules read exist.
+    let event = Ev::arrival(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 1);
+    app.produce(0, vec![event.bytes()]).await;
+    app.wait_consumed().await;
     let exported = scrape(&app).await;
     for rule in &rules {
         let query = rule["query"].as_str().unwrap();
