@@ -39,3 +39,4 @@ mod timebounds;
 mod transactions;
 mod versions;
 mod volume;
+mod wire;

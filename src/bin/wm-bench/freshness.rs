@@ -226,6 +226,21 @@ fn line(m: &Measured, background: u64) -> String {
     )
 }
 
+/// One row's cells: rate, events, p50, p90, p99 and max in ms, missed.
+fn cells(m: &Measured) -> [String; 7] {
+    let h = &m.visible;
+    let q = |q: f64| format!("{:.1}", ms(h.value_at_quantile(q)));
+    [
+        m.ingest_rate.to_string(),
+        h.len().to_string(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        format!("{:.1}", ms(h.max())),
+        m.missed.to_string(),
+    ]
+}
+
 pub(crate) fn markdown(results: &[Measured]) -> String {
     let mut out = String::from(
         "Produce → visible in `GET /api/warehouses/{w}/products/{p}`, one event at a time:\n\n\
@@ -233,17 +248,7 @@ pub(crate) fn markdown(results: &[Measured]) -> String {
          |---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for m in results {
-        let h = &m.visible;
-        out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |\n",
-            m.ingest_rate,
-            h.len(),
-            ms(h.value_at_quantile(0.5)),
-            ms(h.value_at_quantile(0.9)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.max()),
-            m.missed
-        ));
+        out.push_str(&format!("| {} |\n", cells(m).join(" | ")));
     }
     out
 }
@@ -252,17 +257,7 @@ fn csv(results: &[Measured]) -> String {
     let mut out =
         String::from("background_events_per_s,events,p50_ms,p90_ms,p99_ms,max_ms,missed\n");
     for m in results {
-        let h = &m.visible;
-        out.push_str(&format!(
-            "{},{},{:.2},{:.2},{:.2},{:.2},{}\n",
-            m.ingest_rate,
-            h.len(),
-            ms(h.value_at_quantile(0.5)),
-            ms(h.value_at_quantile(0.9)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.max()),
-            m.missed
-        ));
+        out.push_str(&format!("{}\n", cells(m).join(",")));
     }
     out
 }
