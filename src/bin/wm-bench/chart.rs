@@ -1,8 +1,8 @@
 //! Charts of a run, drawn with plotters as SVG and PNG (no network, no system
 //! font lookup: the PNG text uses one TrueType file registered at start):
 //! requests/s and p50/p95/p99 against users (one picture per endpoint and
-//! one for the mix), and the time series of requests/s, p99, users and
-//! consumer lag over the run.
+//! one for the mix), and the time series of requests/s, p99, users,
+//! consumer lag and freshness (record → commit p99) over the run.
 
 use std::{
     ops::Range,
@@ -278,18 +278,21 @@ fn draw_timeline<DB: DrawingBackend>(
 ) -> Drawn {
     root.fill(&WHITE).map_err(err)?;
     let root = root.titled(title, (FONT, 30)).map_err(err)?;
-    let panels = root.split_evenly((4, 1));
+    let panels = root.split_evenly((5, 1));
     let x_max = points.iter().map(|p| p.second).fold(1.0, f64::max);
-    let rows: [Panel; 4] = [
+    let rows: [Panel; 5] = [
         ("requests/s", BLUE, |p| p.requests),
         ("p99, ms", RED, |p| p.p99_ms),
         ("users", BLACK, |p| p.users),
         ("consumer lag", RGBColor(0, 140, 0), |p| p.lag),
+        ("freshness p99, ms", RGBColor(160, 0, 160), |p| {
+            p.freshness_p99_ms
+        }),
     ];
     for (i, (panel, (name, color, value))) in panels.iter().zip(rows).enumerate() {
         let ys: Vec<f64> = points.iter().map(value).collect();
         let y_max = (max_of(&ys) * 1.15).max(1.0);
-        let last = i == 3;
+        let last = i == 4;
         let mut chart = ChartBuilder::on(panel)
             .margin(8)
             .x_label_area_size(if last { 45 } else { 20 })
@@ -356,6 +359,7 @@ mod tests {
                 errors: 0,
                 users: 10.0,
                 lag: 5.0,
+                freshness_p99_ms: 20.0,
             })
             .collect();
         let more = timeline(&dir.join("timeline"), "t", &points).unwrap();

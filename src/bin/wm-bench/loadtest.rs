@@ -230,7 +230,7 @@ async fn drive(
 
     let origin = Instant::now();
     let active = Arc::new(Active::default());
-    let samples: Arc<Mutex<Vec<(f64, f64, f64)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let sampler = tokio::spawn(sample(
         Scraper::new(addr),
         origin,
@@ -282,10 +282,10 @@ async fn drive(
         .filter(|(second, ..)| (*second as f64) + 1.0 <= end)
         .map(|(second, requests, p99_ms, errors)| {
             let mid = second as f64 + 0.5;
-            let lag = samples
+            let nearest = samples
                 .iter()
-                .min_by(|a, b| (a.0 - mid).abs().total_cmp(&(b.0 - mid).abs()))
-                .map_or(0.0, |s| s.2);
+                .min_by(|a, b| (a.0 - mid).abs().total_cmp(&(b.0 - mid).abs()));
+            let (lag, freshness_p99_ms) = nearest.map_or((0.0, 0.0), |s| (s.2, s.3));
             let users = windows
                 .iter()
                 .find(|(from, to, _)| mid >= *from && mid < *to)
@@ -297,11 +297,16 @@ async fn drive(
                 errors,
                 users,
                 lag,
+                freshness_p99_ms,
             }
         })
         .collect();
     Ok((rows, points, ceiling_errors, cached))
 }
+
+/// One sample of the sampler: (second of the run, active users, consumer
+/// lag, freshness p99 ms over the second before).
+type Sample = (f64, f64, f64, f64);
 
 /// What every measured step of a run shares.
 struct Steps {
@@ -311,7 +316,7 @@ struct Steps {
     scraper: Scraper,
     active: Arc<Active>,
     /// The sampler's (time, users, lag) points.
-    samples: Arc<Mutex<Vec<(f64, f64, f64)>>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
     origin: Instant,
     /// (from, to, users) of each step, for the time series.
     windows: Vec<(f64, f64, f64)>,
@@ -353,9 +358,11 @@ impl Steps {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(t, _, _)| *t >= from && *t <= to)
-            .map(|(_, _, lag)| *lag)
+            .filter(|(t, ..)| *t >= from && *t <= to)
+            .map(|(_, _, lag, _)| *lag)
             .fold(after.lag, f64::max);
+        let quantile = |q| after.freshness_since(&before, q).map(|s| s * 1000.0);
+        let freshness_ms = quantile(0.5).zip(quantile(0.99));
         Ok(StepRow {
             users,
             rate,
@@ -363,6 +370,7 @@ impl Steps {
             stats,
             cache_hit_ratio: after.hit_ratio_since(&before),
             lag_max,
+            freshness_ms,
             ceiling,
         })
     }
@@ -394,28 +402,39 @@ async fn cached_reads(
     Ok((row, failed))
 }
 
-/// Every second: active users and the consumer lag from `/metrics`.
+/// Every second: active users, the consumer lag and the freshness p99 of
+/// that second from `/metrics`.
 async fn sample(
     mut scraper: Scraper,
     origin: Instant,
     active: Arc<Active>,
-    samples: Arc<Mutex<Vec<(f64, f64, f64)>>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut previous: Option<Scrape> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
         let users = active.get() as f64;
-        let lag = scraper.scrape().await.map_or(f64::NAN, |s: Scrape| s.lag);
+        let scrape = scraper.scrape().await.ok();
+        let lag = scrape.as_ref().map_or(0.0, |s| s.lag);
+        let freshness = match (&scrape, &previous) {
+            (Some(now), Some(before)) => now
+                .freshness_since(before, 0.99)
+                .map_or(0.0, |s| s * 1000.0),
+            _ => 0.0,
+        };
         let t = origin.elapsed().as_secs_f64();
-        samples.lock().unwrap_or_else(|e| e.into_inner()).push((
-            t,
-            users,
-            if lag.is_nan() { 0.0 } else { lag },
-        ));
+        samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((t, users, lag, freshness));
+        if scrape.is_some() {
+            previous = scrape;
+        }
     }
 }
 
@@ -426,7 +445,7 @@ fn print_step(row: &StepRow) {
         None => format!("{:>5} users", row.users),
     };
     println!(
-        "{lead}: {:>8.0} req/s  p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  max {:.1} ms  errors {}  cache hits {}  lag<= {:.0}  = {} of the generator ceiling",
+        "{lead}: {:>8.0} req/s  p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  max {:.1} ms  errors {}  cache hits {}  lag<= {:.0}  freshness p50/p99 {} ms  = {} of the generator ceiling",
         m.per_second,
         m.p50,
         m.p90,
@@ -437,6 +456,8 @@ fn print_step(row: &StepRow) {
         row.cache_hit_ratio
             .map_or("-".into(), |h| format!("{:.1}%", h * 100.0)),
         row.lag_max,
+        row.freshness_ms
+            .map_or("-".into(), |(p50, p99)| format!("{p50:.1}/{p99:.1}")),
         row.ceiling_share()
             .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
     );

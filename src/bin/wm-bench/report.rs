@@ -20,6 +20,9 @@ pub(crate) struct StepRow {
     pub(crate) cache_hit_ratio: Option<f64>,
     /// Highest consumer lag (records) sampled during the step.
     pub(crate) lag_max: f64,
+    /// Freshness during the step, p50 and p99 ms: Kafka record timestamp →
+    /// commit (`wm_record_commit_delay_seconds`); `None` without commits.
+    pub(crate) freshness_ms: Option<(f64, f64)>,
     /// The generator's rate against `/health/live` at the same concurrency.
     pub(crate) ceiling: Option<f64>,
 }
@@ -41,6 +44,8 @@ pub(crate) struct TimePoint {
     pub(crate) errors: u64,
     pub(crate) users: f64,
     pub(crate) lag: f64,
+    /// Freshness p99 over that second, ms (0 without commits).
+    pub(crate) freshness_p99_ms: f64,
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -66,14 +71,14 @@ fn error_header() -> String {
 /// `steps.csv`: one row per step, the whole mix.
 pub(crate) fn steps_csv(rows: &[StepRow]) -> String {
     let mut out = format!(
-        "users,target_rate,seconds,requests,req_per_s,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,{},cache_hit_ratio,ingest_lag_max,ceiling_req_per_s,share_of_ceiling\n",
+        "users,target_rate,seconds,requests,req_per_s,p50_ms,p90_ms,p95_ms,p99_ms,max_ms,{},cache_hit_ratio,ingest_lag_max,freshness_p50_ms,freshness_p99_ms,ceiling_req_per_s,share_of_ceiling\n",
         error_header()
     );
     for r in rows {
         let m = &r.stats.mix;
         let _ = writeln!(
             out,
-            "{},{},{:.2},{},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{:.0},{},{}",
+            "{},{},{:.2},{},{:.1},{:.3},{:.3},{:.3},{:.3},{:.3},{},{},{:.0},{},{},{},{}",
             r.users,
             opt(r.rate, 0),
             r.seconds,
@@ -87,6 +92,8 @@ pub(crate) fn steps_csv(rows: &[StepRow]) -> String {
             errors_csv(m),
             opt(r.cache_hit_ratio, 4),
             r.lag_max,
+            opt(r.freshness_ms.map(|f| f.0), 2),
+            opt(r.freshness_ms.map(|f| f.1), 2),
             opt(r.ceiling, 1),
             opt(r.ceiling_share(), 4),
         );
@@ -124,12 +131,13 @@ pub(crate) fn endpoints_csv(rows: &[StepRow]) -> String {
 
 /// `timeseries.csv`: one row per second.
 pub(crate) fn timeseries_csv(points: &[TimePoint]) -> String {
-    let mut out = String::from("second,req_per_s,p99_ms,errors,users,consumer_lag\n");
+    let mut out =
+        String::from("second,req_per_s,p99_ms,errors,users,consumer_lag,freshness_p99_ms\n");
     for p in points {
         let _ = writeln!(
             out,
-            "{:.0},{:.0},{:.3},{},{:.0},{:.0}",
-            p.second, p.requests, p.p99_ms, p.errors, p.users, p.lag
+            "{:.0},{:.0},{:.3},{},{:.0},{:.0},{:.1}",
+            p.second, p.requests, p.p99_ms, p.errors, p.users, p.lag, p.freshness_p99_ms
         );
     }
     out
@@ -144,9 +152,9 @@ pub(crate) fn markdown(rows: &[StepRow]) -> String {
         "users"
     };
     let mut out = format!(
-        "| {first} | req/s | p50 ms | p90 ms | p95 ms | p99 ms | max ms | errors (status/connect/io/timeout) | cache hits | max ingest lag | generator ceiling req/s | share of ceiling |\n"
+        "| {first} | req/s | p50 ms | p90 ms | p95 ms | p99 ms | max ms | errors (status/connect/io/timeout) | cache hits | max ingest lag | freshness p50 / p99 ms | generator ceiling req/s | share of ceiling |\n"
     );
-    let cols = first.matches('|').count() + 12;
+    let cols = first.matches('|').count() + 13;
     out.push_str(&format!("|{}\n", "---:|".repeat(cols)));
     for r in rows {
         let m = &r.stats.mix;
@@ -161,7 +169,7 @@ pub(crate) fn markdown(rows: &[StepRow]) -> String {
             .join("/");
         let _ = writeln!(
             out,
-            "| {lead} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {errors} | {} | {:.0} | {} | {} |",
+            "| {lead} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {errors} | {} | {:.0} | {} | {} | {} |",
             m.per_second,
             m.p50,
             m.p90,
@@ -171,6 +179,8 @@ pub(crate) fn markdown(rows: &[StepRow]) -> String {
             r.cache_hit_ratio
                 .map_or("-".into(), |h| format!("{:.1}%", h * 100.0)),
             r.lag_max,
+            r.freshness_ms
+                .map_or("-".into(), |(p50, p99)| format!("{p50:.1} / {p99:.1}")),
             r.ceiling.map_or("-".into(), |c| format!("{c:.0}")),
             r.ceiling_share()
                 .map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
@@ -232,6 +242,7 @@ mod tests {
             stats: recorder.take_step(Duration::from_secs(1)),
             cache_hit_ratio: Some(0.5),
             lag_max: 12.0,
+            freshness_ms: Some((14.0, 30.0)),
             ceiling: Some(22.0),
         }
     }
@@ -245,7 +256,7 @@ mod tests {
         let columns = lines[0].split(',').count();
         assert!(lines.iter().all(|l| l.split(',').count() == columns));
         assert!(lines[1].starts_with("10,,1.00,11,11.0,"));
-        assert!(lines[1].contains(",0,0,0,1,0.5000,12,22.0,0.5000"));
+        assert!(lines[1].contains(",0,0,0,1,0.5000,12,14.00,30.00,22.0,0.5000"));
         let endpoints = endpoints_csv(&rows);
         assert_eq!(endpoints.lines().count(), 1 + 2 * 3);
     }
