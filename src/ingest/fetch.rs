@@ -117,9 +117,7 @@ pub async fn run(
             first = stream.next() => first,
             _ = tick.tick() => {
                 if let Some(to) = check_log_end(&ctx, &consumer, partition, target)? {
-                    drop(stream);
                     kafka::assign(&consumer, &settings.topic, partition, to)?;
-                    stream = consumer.stream();
                     target = to;
                     probe = None;
                 }
@@ -130,9 +128,7 @@ pub async fn run(
                 if let Some(p) = probe {
                     tracing::debug!(partition, offset = target, from = p.from,
                         "nothing came from the offset; reading from further back");
-                    drop(stream);
                     kafka::assign(&consumer, &settings.topic, partition, p.from)?;
-                    stream = consumer.stream();
                 }
                 continue;
             }
@@ -226,9 +222,7 @@ pub async fn run(
             }
         }
         if let Some(from) = restart {
-            drop(stream);
             kafka::assign(&consumer, &settings.topic, partition, from)?;
-            stream = consumer.stream();
             if probe.is_none() {
                 target = from; // a reset: the new offset is the start
             }
