@@ -65,6 +65,11 @@ fn frame(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Frame>, Prot
             let Some(len) = length(rest)? else {
                 return Ok(Some(Frame::Null));
             };
+            // A hostile length cannot overflow: past Redis's own limit on a
+            // bulk string (512 MiB) it is an error.
+            if len > MAX_BULK {
+                return Err(ProtocolError("bulk length out of range"));
+            }
             let end = *at + len;
             if buf.len() < end + 2 {
                 return Ok(None);
@@ -85,7 +90,9 @@ fn frame(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Frame>, Prot
                 return Ok(Some(Frame::Null));
             };
             let count = if matches!(kind, b'%' | b'|') {
-                count * 2
+                count
+                    .checked_mul(2)
+                    .ok_or(ProtocolError("map length out of range"))?
             } else {
                 count
             };
@@ -116,6 +123,9 @@ fn line<'a>(buf: &'a [u8], at: &mut usize) -> Result<Option<&'a [u8]>, ProtocolE
     *at += end + 2;
     Ok(Some(&rest[..end]))
 }
+
+/// The longest bulk string Redis sends (its `proto-max-bulk-len` default).
+const MAX_BULK: usize = 512 << 20;
 
 /// A length or count; `None` for -1 (null).
 fn length(digits: &[u8]) -> Result<Option<usize>, ProtocolError> {
@@ -203,5 +213,9 @@ mod tests {
         assert!(parse(b"?what\r\n").is_err());
         assert!(parse(b"$3\r\nabcd\r\n").is_err());
         assert!(parse(b"*x\r\n").is_err());
+        // Hostile lengths are errors, not overflows.
+        assert!(parse(b"$18446744073709551615\r\nab\r\n").is_err());
+        assert!(parse(b"%9223372036854775808\r\n").is_err());
+        assert!(parse(b"|18446744073709551615\r\n").is_err());
     }
 }
