@@ -184,14 +184,14 @@ pub struct FaultSettings {
     /// The process aborts (`std::process::abort`) right after the COMMIT of
     /// its N-th batch, before anything that follows a commit. For tests that
     /// run the service as a process of its own.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_after_commit_at_batch: Option<u64>,
 }
 
 impl FaultSettings {
     /// True when no fault is injected (the section is then not printed).
     fn is_off(&self) -> bool {
-        self.panic_in.is_none() && !self.fail_fetch
+        self.panic_in.is_none() && !self.fail_fetch && self.abort_after_commit_at_batch.is_none()
     }
 }
 
@@ -478,6 +478,16 @@ mod tests {
         let settings = Settings::load(&config_dir(), None).expect("default config");
         assert_eq!(settings.kafka.offset_out_of_range, OffsetReset::Earliest);
         assert!(settings.batch.size >= 1);
+    }
+
+    #[test]
+    fn the_printed_settings_show_every_active_fault() {
+        let mut settings = Settings::load(&config_dir(), None).expect("default config");
+        assert!(!settings.to_toml().unwrap().contains("[fault]"), "none by default");
+        settings.fault.abort_after_commit_at_batch = Some(3);
+        let printed = settings.to_toml().unwrap();
+        assert!(printed.contains("[fault]"), "{printed}");
+        assert!(printed.contains("abort_after_commit_at_batch = 3"), "{printed}");
     }
 
     #[test]
