@@ -124,7 +124,12 @@ fn metrics_endpoint(Data(state): Data<&Arc<State>>) -> Response {
 fn error_response(err: &poem::Error, path: &str) -> Response {
     let status = err.status();
     let (code, message) = match status {
-        StatusCode::BAD_REQUEST => ("invalid_id", invalid_id_message(path)),
+        // Only a path segment that is not a UUID is `invalid_id`; any other
+        // refused request says what poem found wrong with it.
+        StatusCode::BAD_REQUEST => match invalid_id_message(path) {
+            Some(message) => ("invalid_id", message),
+            None => ("bad_request", err.to_string()),
+        },
         StatusCode::NOT_FOUND => ("not_found", "no such resource".to_owned()),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed".to_owned()),
         StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "service unavailable".to_owned()),
@@ -149,8 +154,9 @@ fn timed_out(limit: Duration) -> Response {
         .into_response()
 }
 
-/// Names the path segment that is not a UUID.
-fn invalid_id_message(path: &str) -> String {
+/// Names the path segment that is not a UUID; `None` when every id of the
+/// path is one (the request was refused for another reason).
+fn invalid_id_message(path: &str) -> Option<String> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     let named: Vec<(&str, &str)> = match segments.as_slice() {
         ["", "api", "movements", id] => vec![("movement_id", id)],
@@ -160,13 +166,10 @@ fn invalid_id_message(path: &str) -> String {
     named
         .into_iter()
         .find(|(_, value)| Uuid::parse_str(value).is_err())
-        .map_or_else(
-            || "a path parameter is not a UUID".to_owned(),
-            |(name, value)| {
-                let shown: String = value.chars().take(64).collect();
-                format!("{name} is not a UUID: {shown:?}")
-            },
-        )
+        .map(|(name, value)| {
+            let shown: String = value.chars().take(64).collect();
+            format!("{name} is not a UUID: {shown:?}")
+        })
 }
 
 /// Low-cardinality route label: the path template, never the ids in it.
@@ -208,17 +211,20 @@ mod tests {
     fn invalid_id_names_the_bad_segment() {
         let ok = "c6290746-790e-43fa-8270-014dc90e02e0";
         assert_eq!(
-            super::invalid_id_message("/api/movements/abc"),
-            "movement_id is not a UUID: \"abc\""
+            super::invalid_id_message("/api/movements/abc").as_deref(),
+            Some("movement_id is not a UUID: \"abc\"")
         );
         assert_eq!(
-            super::invalid_id_message(&format!("/api/warehouses/{ok}/products/x")),
-            "product_id is not a UUID: \"x\""
+            super::invalid_id_message(&format!("/api/warehouses/{ok}/products/x")).as_deref(),
+            Some("product_id is not a UUID: \"x\"")
         );
         assert!(
             super::invalid_id_message(&format!("/api/warehouses/x/products/{ok}"))
-                .starts_with("warehouse_id")
+                .is_some_and(|m| m.starts_with("warehouse_id"))
         );
+        // Every id a UUID: the request was refused for something else.
+        assert_eq!(super::invalid_id_message(&format!("/api/movements/{ok}")), None);
+        assert_eq!(super::invalid_id_message("/health/ready"), None);
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Example for Stock {
 #[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
 #[oai(example)]
 pub struct ErrorBody {
-    /// Stable code: `invalid_id`, `not_found`, `unavailable`, `method_not_allowed` or `internal`.
+    /// Stable code: `invalid_id`, `bad_request`, `not_found`, `unavailable`, `method_not_allowed` or `internal`.
     pub error: String,
     /// Human-readable explanation.
     pub message: String,
