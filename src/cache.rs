@@ -46,6 +46,7 @@ use crate::{
         metrics::{CacheResult, Metrics},
     },
     redact,
+    throttle::Throttle,
     tls::{self, TlsError, Verify},
 };
 
@@ -310,7 +311,10 @@ impl Cache {
             }
             Err(e) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(key, error = %e, "cached entry does not parse; answering from PostgreSQL");
+                static PARSE: Throttle = Throttle::per_second();
+                if let Some(suppressed) = PARSE.allow() {
+                    tracing::warn!(key, error = %e, suppressed, "cached entry does not parse; answering from PostgreSQL");
+                }
                 None
             }
         }
@@ -328,7 +332,10 @@ impl Cache {
             }
             Err(e) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(error = %e, "cache read failed; answering from PostgreSQL");
+                static READ: Throttle = Throttle::per_second();
+                if let Some(suppressed) = READ.allow() {
+                    tracing::warn!(error = %e, suppressed, "cache read failed; answering from PostgreSQL");
+                }
                 return None;
             }
         };
@@ -360,7 +367,10 @@ impl Cache {
             Ok(_) => None,
             Err(e) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(error = %e, "cache lease failed");
+                static LEASE: Throttle = Throttle::per_second();
+                if let Some(suppressed) = LEASE.allow() {
+                    tracing::warn!(error = %e, suppressed, "cache lease failed");
+                }
                 None
             }
         }
@@ -385,7 +395,10 @@ impl Cache {
         let result: Result<i64, _> = self.client.eval(FILL, vec![lease.key], args).await;
         if let Err(e) = result {
             self.metrics.cache(CacheResult::Error);
-            tracing::warn!(error = %e, "cache write failed");
+            static WRITE: Throttle = Throttle::per_second();
+            if let Some(suppressed) = WRITE.allow() {
+                tracing::warn!(error = %e, suppressed, "cache write failed");
+            }
         }
     }
 
@@ -410,12 +423,18 @@ impl Cache {
             }
             Ok(Err(e)) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(error = %e, keys = count, "cache invalidation failed");
+                static INVALIDATE: Throttle = Throttle::per_second();
+                if let Some(suppressed) = INVALIDATE.allow() {
+                    tracing::warn!(error = %e, keys = count, suppressed, "cache invalidation failed");
+                }
                 false
             }
             Err(_) => {
                 self.metrics.cache(CacheResult::Error);
-                tracing::warn!(keys = count, "cache invalidation timed out");
+                static INVALIDATE_TIMEOUT: Throttle = Throttle::per_second();
+                if let Some(suppressed) = INVALIDATE_TIMEOUT.allow() {
+                    tracing::warn!(keys = count, suppressed, "cache invalidation timed out");
+                }
                 false
             }
         }

@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod redact;
 pub mod retry;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 
 /// Developer tools (demo traffic), behind the `devtools` feature so that

@@ -223,7 +223,10 @@ mod tests {
                 .is_some_and(|m| m.starts_with("warehouse_id"))
         );
         // Every id a UUID: the request was refused for something else.
-        assert_eq!(super::invalid_id_message(&format!("/api/movements/{ok}")), None);
+        assert_eq!(
+            super::invalid_id_message(&format!("/api/movements/{ok}")),
+            None
+        );
         assert_eq!(super::invalid_id_message("/health/ready"), None);
     }
 

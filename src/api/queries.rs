@@ -18,6 +18,7 @@ use super::{
 use crate::{
     cache::{self, Lease},
     store::StoreError,
+    throttle::Throttle,
 };
 
 #[derive(Debug, Tags)]
@@ -62,7 +63,10 @@ pub enum StockResponse {
 }
 
 fn unavailable(e: &StoreError) -> Json<ErrorBody> {
-    tracing::warn!(error = %e, "database unavailable for a query");
+    static LOGGED: Throttle = Throttle::per_second();
+    if let Some(suppressed) = LOGGED.allow() {
+        tracing::warn!(error = %e, suppressed, "database unavailable for a query");
+    }
     Json(ErrorBody::new(
         "unavailable",
         "the database cannot answer right now; retry later",

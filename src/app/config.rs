@@ -483,11 +483,17 @@ mod tests {
     #[test]
     fn the_printed_settings_show_every_active_fault() {
         let mut settings = Settings::load(&config_dir(), None).expect("default config");
-        assert!(!settings.to_toml().unwrap().contains("[fault]"), "none by default");
+        assert!(
+            !settings.to_toml().unwrap().contains("[fault]"),
+            "none by default"
+        );
         settings.fault.abort_after_commit_at_batch = Some(3);
         let printed = settings.to_toml().unwrap();
         assert!(printed.contains("[fault]"), "{printed}");
-        assert!(printed.contains("abort_after_commit_at_batch = 3"), "{printed}");
+        assert!(
+            printed.contains("abort_after_commit_at_batch = 3"),
+            "{printed}"
+        );
     }
 
     #[test]
