@@ -61,6 +61,47 @@ fn decode_edited(edits: &[Edit]) -> Result<MovementEvent, Rejection> {
 }
 
 #[test]
+fn bytes_that_are_not_utf8_are_no_event_even_in_an_ignored_field() {
+    // Found by the property below: serde_json skipped an ignored field's
+    // bytes unchecked, so the fast path took what the general path refuses.
+    let mut bytes = arrival().to_string().into_bytes();
+    let field = b"\"destination\":\"";
+    let at = bytes.windows(field.len()).position(|w| w == field).unwrap();
+    bytes[at + field.len() + 1] = 0xff; // inside the ignored "destination"
+    assert_eq!(fast::decode(&bytes), None);
+    let rejection = decode(Some(&bytes)).unwrap_err();
+    assert_eq!(rejection.reason, RejectReason::MalformedJson);
+}
+
+#[test]
+fn arrays_in_field_order_are_no_events_on_either_path() {
+    // serde's derive would take a struct from an array of its fields.
+    let envelope = r#"["1.0","ru.retail.warehouses.movement","b3b53031-e83a-4654-87f5-b6b6fb09fd99","WH-3423",null,null,["c6290746-790e-43fa-8270-014dc90e02e0","c1d70455-7e14-11e9-812a-70106f431230","2025-02-18T14:34:56Z","arrival","4705204f-498f-4f96-b4ba-df17fb56bf55",5]]"#;
+    assert_eq!(fast::decode(envelope.as_bytes()), None);
+    let rejection = decode(Some(envelope.as_bytes())).unwrap_err();
+    assert_eq!(rejection.reason, RejectReason::MalformedJson);
+
+    let mut doc = arrival();
+    doc["data"] = json!([
+        "c6290746-790e-43fa-8270-014dc90e02e0",
+        "c1d70455-7e14-11e9-812a-70106f431230",
+        "2025-02-18T14:34:56Z",
+        "arrival",
+        "4705204f-498f-4f96-b4ba-df17fb56bf55",
+        100
+    ]);
+    let text = doc.to_string();
+    assert_eq!(fast::decode(text.as_bytes()), None);
+    let rejection = decode(Some(text.as_bytes())).unwrap_err();
+    assert_eq!(
+        rejection.reason,
+        RejectReason::InvalidField,
+        "{}",
+        rejection.detail
+    );
+}
+
+#[test]
 fn the_fast_path_takes_well_formed_events_and_leaves_the_rest() {
     let text = arrival().to_string();
     assert_eq!(
@@ -410,7 +451,37 @@ mod properties {
         assert_eq!(OffsetDateTime::parse(&text, &Rfc3339).unwrap(), t);
     }
 
+    /// The example with one byte changed, inserted or removed at `at`.
+    fn mutated(at: usize, byte: u8, how: u8) -> Vec<u8> {
+        let mut bytes = arrival().to_string().into_bytes();
+        let at = at % (bytes.len() + 1);
+        match how % 3 {
+            0 if at < bytes.len() => bytes[at] = byte,
+            1 => bytes.insert(at, byte),
+            _ if at < bytes.len() => drop(bytes.remove(at)),
+            _ => bytes.push(byte),
+        }
+        bytes
+    }
+
     proptest! {
+        /// The fast path accepts only what the general path accepts, and
+        /// builds the same event: for arbitrary bytes and for the example
+        /// with a byte changed.
+        #[test]
+        fn the_fast_path_accepts_only_what_the_general_path_accepts(
+            noise in prop::collection::vec(any::<u8>(), 0..256),
+            at in any::<usize>(),
+            byte in prop_oneof![any::<u8>(), Just(b'['), Just(b'{'), Just(b'"'), Just(b',')],
+            how in any::<u8>(),
+        ) {
+            for bytes in [noise, mutated(at, byte, how)] {
+                if let Some(event) = fast::decode(&bytes) {
+                    prop_assert_eq!(Ok(event), decode_checked(Some(&bytes)));
+                }
+            }
+        }
+
         #[test]
         fn accepted_times_are_in_range_and_format(
             millis in prop_oneof![
