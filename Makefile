@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help stack stack-down stack-status build run test lint bench loadtest bench-ingest freshness openapi migrate verify
+.PHONY: help stack stack-down stack-status build run test api-check lint bench loadtest bench-ingest freshness openapi migrate verify
 .PHONY: produce monitor monitor-down compose-up compose-down
 
 help: ## list targets
@@ -28,8 +28,12 @@ build: ## release build
 run: stack ## start the stack, then run the service (serve)
 	$(CARGO) run --release --locked -- serve
 
-test: stack ## start the stack, then run all tests (the devtools' own unit tests too)
+test: stack ## start the stack, then the API contract check and all tests (the devtools' own unit tests too)
+	scripts/api-check.sh
 	$(CARGO) test --locked --features devtools
+
+api-check: stack ## the API against its OpenAPI document: schemathesis --checks all on a running service
+	scripts/api-check.sh
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --all-features --locked -- -D warnings

@@ -39,16 +39,20 @@ pub struct PartitionHealth {
     /// True while its pipeline is consuming.
     pub running: bool,
     /// Next offset committed to PostgreSQL; null before the first commit.
+    #[oai(nullable)]
     pub committed_offset: Option<i64>,
     /// Latest high watermark from the broker; null before the first fetch.
+    #[oai(nullable)]
     pub high_watermark: Option<i64>,
     /// Records on the broker not yet committed.
     pub lag: i64,
     /// Last error of its pipeline (SQLSTATE, server message and failing
     /// step for database errors), cleared when it runs again.
+    #[oai(nullable)]
     pub last_error: Option<String>,
     /// Seconds since the last commit (or since this instance took the
     /// partition); null when not held here.
+    #[oai(nullable)]
     pub seconds_since_commit: Option<f64>,
     /// True when records wait and nothing was committed for
     /// `consumer.stall_after_ms`.
@@ -68,6 +72,7 @@ pub struct Readiness {
     /// first): invalidations Redis has not acknowledged yet, and announcements
     /// of them. While there is any, reads answer from PostgreSQL
     /// (informational, like `cache`).
+    #[oai(nullable)]
     pub cache_outbox: Option<i64>,
     /// Consumers, one per partition.
     pub partitions: Vec<PartitionHealth>,

@@ -139,7 +139,15 @@ fn error_response(err: &poem::Error, path: &str) -> Response {
         }
     };
     let body = poem_openapi::payload::Json(ErrorBody::new(code, message));
-    body.with_status(status).into_response()
+    let mut response = body.with_status(status).into_response();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        // Every path serves GET alone; RFC 9110 asks a 405 to say so.
+        response.headers_mut().insert(
+            poem::http::header::ALLOW,
+            "GET".parse().expect("a valid header value"),
+        );
+    }
+    response
 }
 
 /// The answer to a request that ran out of time.

@@ -51,10 +51,13 @@ pub struct ProductLine {
     /// The product.
     pub product_id: Uuid,
     /// Quantity that departed; null until the departure is recorded.
+    #[oai(nullable)]
     pub sent: Option<i64>,
     /// Quantity that arrived; null until the arrival is recorded.
+    #[oai(nullable)]
     pub received: Option<i64>,
     /// `sent - received` (positive: lost on the way); null unless both are known.
+    #[oai(nullable)]
     pub difference: Option<i64>,
 }
 
@@ -67,18 +70,24 @@ pub struct Movement {
     /// `in_transit`, `delivered` or `arrived_without_departure`.
     pub status: MovementStatus,
     /// Null until a departure is recorded.
+    #[oai(nullable)]
     pub sender: Option<Sender>,
     /// Null until an arrival is recorded.
+    #[oai(nullable)]
     pub receiver: Option<Receiver>,
     /// `arrived_at - departed_at` in seconds; null unless both are known.
+    #[oai(nullable)]
     pub elapsed_seconds: Option<i64>,
     /// One line per product, ordered by product id.
     pub products: Vec<ProductLine>,
     /// Sum of `sent` over the lines that have it; null when none has.
+    #[oai(nullable)]
     pub quantity_sent: Option<i64>,
     /// Sum of `received` over the lines that have it; null when none has.
+    #[oai(nullable)]
     pub quantity_received: Option<i64>,
     /// `quantity_sent - quantity_received`; null unless every line has both sides.
+    #[oai(nullable)]
     pub quantity_difference: Option<i64>,
 }
 
