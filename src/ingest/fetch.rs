@@ -85,21 +85,23 @@ fn probe_patience(settings: &KafkaSettings) -> std::time::Duration {
     std::time::Duration::from_millis(2 * wait + 300)
 }
 
-/// Fetches from `offset` until cancelled, the batcher goes away, or an error.
+/// Fetches from the `committed` offset (the log's start without one) until
+/// cancelled, the batcher goes away, or an error.
 pub async fn run(
     partition: i32,
-    offset: i64,
+    committed: Option<i64>,
     ctx: FetcherContext,
     tx: mpsc::Sender<Chunk<Record>>,
     stop: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let settings = &ctx.settings;
     let (low, _) = ctx.kafka.log_bounds(&settings.topic, partition).await?;
-    let mut target = if offset < low {
-        reset(&ctx, partition, offset, low)?
-    } else {
-        offset
+    let mut target = match committed {
+        Some(offset) if offset < low => reset(&ctx, partition, offset, Some(low)).await?,
+        Some(offset) => offset,
+        None => low,
     };
+    tracing::info!(partition, start = target, "partition consumer starting");
     let consumer = ctx.kafka.partition_consumer(partition, target)?;
     let mut probe = (target > low).then(|| Probe::new(target, 64, settings));
     let mut sent = Sent {
@@ -116,7 +118,7 @@ pub async fn run(
             _ = stop.cancelled() => return Ok(()),
             first = stream.next() => first,
             _ = tick.tick() => {
-                if let Some(to) = check_log_end(&ctx, &consumer, partition, target)? {
+                if let Some(to) = check_log_end(&ctx, &consumer, partition, target).await? {
                     kafka::assign(&consumer, &settings.topic, partition, to)?;
                     target = to;
                     probe = None;
@@ -185,8 +187,7 @@ pub async fn run(
                             end = position,
                             "the broker's log ends before this consumer's offset"
                         );
-                        let (low, _) = ctx.kafka.log_bounds(&settings.topic, partition).await?;
-                        restart = Some(reset(&ctx, partition, target, low)?);
+                        restart = Some(reset(&ctx, partition, target, None).await?);
                         probe = None;
                         break;
                     }
@@ -206,8 +207,7 @@ pub async fn run(
                 Err(e) => {
                     let e = KafkaError::from(e);
                     if e.is_offset_out_of_range() {
-                        let (low, _) = ctx.kafka.log_bounds(&settings.topic, partition).await?;
-                        restart = Some(reset(&ctx, partition, target, low)?);
+                        restart = Some(reset(&ctx, partition, target, None).await?);
                         probe = None;
                         break;
                     }
@@ -326,7 +326,7 @@ fn position(consumer: &StreamConsumer<Reporter>, partition: i32) -> Option<i64> 
 /// and a log that ends before the consumer's position (the broker lost it, or
 /// the topic was deleted and created again) is out of range. Returns where to
 /// resume in that case.
-fn check_log_end(
+async fn check_log_end(
     ctx: &FetcherContext,
     consumer: &StreamConsumer<Reporter>,
     partition: i32,
@@ -343,7 +343,9 @@ fn check_log_end(
             end = ends.high,
             "the broker's log ends before this consumer's position"
         );
-        return reset(ctx, partition, target, ends.low.max(0)).map(Some);
+        return reset(ctx, partition, target, Some(ends.low.max(0)))
+            .await
+            .map(Some);
     }
     Ok(None)
 }
@@ -357,16 +359,27 @@ fn weight(records: &[Record], settings: &KafkaSettings) -> u32 {
     u32::try_from(bytes.min(budget.max(1))).unwrap_or(u32::MAX)
 }
 
-/// Applies the out-of-range policy; returns the offset to resume from.
-fn reset(
+/// Applies the out-of-range policy; returns the offset to resume from. The
+/// `earliest` offset, when not known yet, is asked of the broker only when
+/// the policy resumes from it.
+async fn reset(
     ctx: &FetcherContext,
     partition: i32,
     offset: i64,
-    earliest: i64,
+    earliest: Option<i64>,
 ) -> Result<i64, ConsumerError> {
     match ctx.settings.offset_out_of_range {
         OffsetReset::Fail => Err(ConsumerError::OffsetOutOfRange { partition, offset }),
         OffsetReset::Earliest => {
+            let earliest = match earliest {
+                Some(earliest) => earliest,
+                None => {
+                    ctx.kafka
+                        .log_bounds(&ctx.settings.topic, partition)
+                        .await?
+                        .0
+                }
+            };
             ctx.metrics.offset_reset(partition);
             tracing::warn!(
                 partition,

@@ -206,14 +206,9 @@ async fn pipeline(
     let partition = status.partition;
     let topic = ctx.kafka_settings.topic.as_str();
     let mut committed = ctx.store.load_offset(topic, partition).await?;
-    let start = match committed {
-        Some(offset) => offset,
-        None => ctx.kafka.log_bounds(topic, partition).await?.0,
-    };
     if let Some(offset) = committed {
         status.set_committed(offset);
     }
-    tracing::info!(partition, start, "partition consumer starting");
 
     // Room for several chunks ahead of the batch being applied, so that
     // fetching overlaps the batch transactions instead of adding to them.
@@ -232,7 +227,13 @@ async fn pipeline(
             (ctx.kafka_settings.max_buffered_bytes / 2).max(1),
         )),
     };
-    let mut fetch = tokio::spawn(fetch::run(partition, start, fetcher_ctx, tx, stop_fetcher));
+    let mut fetch = tokio::spawn(fetch::run(
+        partition,
+        committed,
+        fetcher_ctx,
+        tx,
+        stop_fetcher,
+    ));
     status.set_running(true);
     let mut batches = batch::Batcher::new(rx, batch::Limits::from(&ctx.batch_settings));
 
