@@ -400,7 +400,7 @@ impl Kafka {
         offset: i64,
     ) -> Result<StreamConsumer<Reporter>, KafkaError> {
         let settings = &self.settings;
-        let queued_kbytes = (settings.max_buffered_bytes / 2 / 1024).max(1);
+        let queued_kbytes = (settings.buffered_half() / 1024).max(1);
         let fetch_bytes = settings.fetch_max_bytes.max(1024);
         let mut config = client_config(settings);
         config

@@ -77,6 +77,12 @@ impl KafkaSettings {
         Duration::from_millis(self.metadata_refresh_ms)
     }
 
+    /// Each half of `max_buffered_bytes`: one bounds librdkafka's prefetch
+    /// queue, the other the records handed to batches (at least one byte).
+    pub fn buffered_half(&self) -> usize {
+        (self.max_buffered_bytes / 2).max(1)
+    }
+
     /// The CA file, if one is set.
     pub fn ca_file(&self) -> Option<&Path> {
         non_empty(&self.ca_file)

@@ -355,8 +355,7 @@ async fn check_log_end(
 /// (one larger than that goes alone).
 fn weight(records: &[Record], settings: &KafkaSettings) -> u32 {
     let bytes: usize = records.iter().map(|r| r.size().max(1)).sum();
-    let budget = settings.max_buffered_bytes / 2;
-    u32::try_from(bytes.min(budget.max(1))).unwrap_or(u32::MAX)
+    u32::try_from(bytes.min(settings.buffered_half())).unwrap_or(u32::MAX)
 }
 
 /// Applies the out-of-range policy; returns the offset to resume from. The

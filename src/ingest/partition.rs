@@ -223,9 +223,7 @@ async fn pipeline(
         status: Arc::clone(&status),
         metrics: Arc::clone(&ctx.metrics),
         faults: Arc::clone(&ctx.faults),
-        buffer: Arc::new(Semaphore::new(
-            (ctx.kafka_settings.max_buffered_bytes / 2).max(1),
-        )),
+        buffer: Arc::new(Semaphore::new(ctx.kafka_settings.buffered_half())),
     };
     let mut fetch = tokio::spawn(fetch::run(
         partition,
