@@ -316,11 +316,6 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Kafka {
-    /// The settings this connection was made with.
-    pub fn settings(&self) -> &KafkaSettings {
-        &self.settings
-    }
-
     /// The partitions of `topic`, or `None` when the broker does not list it.
     pub async fn partitions_of(&self, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
         let (meta, topic) = (Arc::clone(&self.meta), topic.to_owned());
@@ -351,6 +346,11 @@ impl Kafka {
         .await
     }
 
+    /// An admin client of the cluster, for one request.
+    fn admin(&self) -> Result<AdminClient<Reporter>, KafkaError> {
+        Ok(client_config(&self.settings).create_with_context(Reporter::default())?)
+    }
+
     /// Creates `topic` with `partitions` partitions of `replicas` replicas;
     /// a topic that already exists is left as it is.
     pub async fn create_topic(
@@ -359,8 +359,7 @@ impl Kafka {
         partitions: i32,
         replicas: i16,
     ) -> Result<(), KafkaError> {
-        let admin: AdminClient<Reporter> =
-            client_config(&self.settings).create_with_context(Reporter::default())?;
+        let admin = self.admin()?;
         let new = NewTopic::new(
             topic,
             partitions,
@@ -379,8 +378,7 @@ impl Kafka {
 
     /// Deletes `topic` (tools and tests: recreating a topic under its name).
     pub async fn delete_topic(&self, topic: &str) -> Result<(), KafkaError> {
-        let admin: AdminClient<Reporter> =
-            client_config(&self.settings).create_with_context(Reporter::default())?;
+        let admin = self.admin()?;
         let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
         for result in admin.delete_topics(&[topic], &options).await? {
             if let Err((_, code)) = result {
@@ -574,11 +572,6 @@ pub async fn ensure_topic(kafka: &Kafka, settings: &KafkaSettings) -> Result<Vec
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(KafkaError::TopicNotVisible(topic.to_owned()))
-}
-
-/// The partitions of `topic`, or `None` when the broker does not list it.
-pub async fn partitions_of(kafka: &Kafka, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
-    kafka.partitions_of(topic).await
 }
 
 #[cfg(test)]

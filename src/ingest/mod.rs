@@ -172,7 +172,7 @@ async fn new_partitions(
     partitions: &Partitions,
 ) -> Vec<Arc<status::PartitionStatus>> {
     let topic = &ctx.kafka_settings.topic;
-    match kafka::partitions_of(&ctx.kafka, topic).await {
+    match ctx.kafka.partitions_of(topic).await {
         Ok(Some(ids)) => {
             let added = partitions.add_missing(&ids);
             for status in &added {
