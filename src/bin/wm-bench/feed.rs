@@ -126,7 +126,8 @@ fn movement_events(rng: &mut StdRng, movement: Uuid, pairs: &[(Uuid, Uuid)]) -> 
     ]
 }
 
-fn event(
+/// One event as a warehouse sends it (CloudEvents envelope, `time` now).
+pub(crate) fn event(
     movement: Uuid,
     warehouse: Uuid,
     kind: &str,

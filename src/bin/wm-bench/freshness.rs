@@ -13,7 +13,6 @@ use std::{
 
 use hdrhistogram::Histogram;
 use rdkafka::producer::FutureProducer;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,7 +23,7 @@ use crate::{
     report,
     service::{Fresh, Launch, Service},
     wm::{
-        EVENT_TYPE, KafkaError, Settings, create_topic,
+        KafkaError, Settings, create_topic,
         kafka::{self, Outgoing, Reporter},
     },
 };
@@ -141,6 +140,12 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
     Ok((dir, table))
 }
 
+/// An arrival of `quantity` at `warehouse`, happening now.
+fn arrival(warehouse: Uuid, product: Uuid, quantity: i64) -> Vec<u8> {
+    let now = time::OffsetDateTime::now_utc();
+    feed::event(Uuid::new_v4(), warehouse, "arrival", product, quantity, now)
+}
+
 /// Produces one arrival to a stock pair nobody has seen and polls its stock
 /// until it shows; returns produce → visible, `None` past [`LIMIT`].
 async fn probe(
@@ -181,31 +186,6 @@ fn shows(body: &str, quantity: i64) -> bool {
         .ok()
         .and_then(|v| v["quantity"].as_i64())
         == Some(quantity)
-}
-
-/// An arrival event of `quantity` at `warehouse`, as a warehouse sends it.
-fn arrival(warehouse: Uuid, product: Uuid, quantity: i64) -> Vec<u8> {
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
-    let value = json!({
-        "specversion": "1.0",
-        "type": EVENT_TYPE,
-        "id": Uuid::new_v4(),
-        "source": "WH-0001",
-        "time": millis,
-        "data": {
-            "movement_id": Uuid::new_v4(),
-            "warehouse_id": warehouse,
-            "timestamp": stamp,
-            "event": "arrival",
-            "product_id": product,
-            "quantity": quantity,
-        }
-    });
-    serde_json::to_vec(&value).unwrap_or_default()
 }
 
 fn ms(micros: u64) -> f64 {
