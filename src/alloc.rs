@@ -4,7 +4,7 @@
 //! mimalloc returned their pages to the kernel a second after they were
 //! freed (its purge delay), and every page taken back was zeroed again:
 //! `clear_page` took 22% of the service's CPU in the ingest benchmark
-//! (issue 8, perf). Huge pages made it worse (a whole 2 MiB page zeroed for
+//! (perf). Huge pages made it worse (a whole 2 MiB page zeroed for
 //! a few KiB used), so the `no_thp` feature is set in `Cargo.toml`, and the
 //! purge delay is raised here: memory idle for [`PURGE_DELAY_MS`] still goes
 //! back to the kernel, so a long-running service shrinks after a burst.

@@ -5,7 +5,7 @@
 //! Why: a cache hit answered from Redis cost a round trip per request, and
 //! under load that round trip (system calls on both sides, fred's tasks,
 //! Redis' own CPU) was most of what separated a cached read from
-//! `/health/live` (issue 8).
+//! `/health/live` (perf, under the load test).
 //!
 //! How it stays exact. One connection, read by one task, carries every
 //! lookup that fills the near cache (`GET`), so Redis tracks the keys for

@@ -165,8 +165,8 @@ pub async fn write_movements(
 
 /// Stock deltas per statement, at least: a smaller plan is one statement.
 const STOCK_PART_MIN: usize = 128;
-/// Statements a larger plan's stock deltas are split into (issue 8: the
-/// ingest benchmark's median ratio over five runs of 3 partitions x 1 000
+/// Statements a larger plan's stock deltas are split into (the ingest
+/// benchmark's median ratio over five runs of 3 partitions x 1 000
 /// was 57% with one statement, 64% with 4 and 63% with 8).
 const STOCK_PARTS: usize = 4;
 

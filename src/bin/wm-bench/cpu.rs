@@ -2,8 +2,8 @@
 //! service, PostgreSQL, Redis and the broker share two cores, so a rate
 //! alone does not say why a phase took as long as it did: this reads the
 //! CPU time of every process from `/proc` before and after the phase and
-//! groups it by program (issue 8: the ingest ratio is bounded by what the
-//! other programs take from PostgreSQL). Linux only; elsewhere, or when
+//! groups it by program (the ingest ratio is bounded by what the other
+//! programs take from PostgreSQL). Linux only; elsewhere, or when
 //! `/proc` cannot be read, the figures are all zero.
 
 use std::{collections::BTreeMap, fmt::Write as _, fs};
