@@ -27,8 +27,8 @@ use crate::{
     retry::Backoff,
 };
 
-/// Fetches the fetcher may hand over ahead of the batcher.
-const FETCHES_AHEAD: usize = 64;
+/// Chunks the fetcher may hand over ahead of the batcher.
+const CHUNKS_AHEAD: usize = 64;
 
 /// Longest pause between two restarts of a failing pipeline.
 const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -214,7 +214,7 @@ async fn pipeline(
     // fetching overlaps the batch transactions instead of adding to them.
     // What bounds the memory is the byte budget (`kafka.max_buffered_bytes`,
     // half here and half in librdkafka's queue).
-    let (tx, rx) = mpsc::channel(FETCHES_AHEAD);
+    let (tx, rx) = mpsc::channel(CHUNKS_AHEAD);
     let stop_fetcher = shutdown.child_token();
     let _stop_on_exit = stop_fetcher.clone().drop_guard();
     let fetcher_ctx = FetcherContext {
