@@ -9,6 +9,7 @@
 //! aborted transactions. Offsets are never committed to Kafka: the consumer
 //! has a `group.id` only because librdkafka requires one for `assign`.
 
+pub mod partition_consumer;
 pub mod record;
 
 use std::{
@@ -17,7 +18,7 @@ use std::{
 };
 
 use rdkafka::{
-    ClientConfig, ClientContext, Offset, TopicPartitionList,
+    ClientConfig, ClientContext,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     config::RDKafkaLogLevel,
     consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer},
@@ -27,6 +28,7 @@ use rdkafka::{
     statistics::Statistics,
 };
 
+pub use partition_consumer::PartitionConsumer;
 pub use record::{KEPT_PREFIX_BYTES, Record};
 
 use crate::app::config::{KafkaSettings, SaslMechanism};
@@ -396,7 +398,7 @@ impl Kafka {
         &self,
         partition: i32,
         offset: i64,
-    ) -> Result<StreamConsumer<Reporter>, KafkaError> {
+    ) -> Result<PartitionConsumer, KafkaError> {
         let settings = &self.settings;
         let queued_kbytes = (settings.buffered_half() / 1024).max(1);
         let fetch_bytes = settings.fetch_max_bytes.max(1024);
@@ -425,8 +427,13 @@ impl Kafka {
                 STATISTICS_INTERVAL.as_millis().to_string(),
             );
         let consumer: StreamConsumer<Reporter> = config.create_with_context(Reporter::default())?;
-        assign(&consumer, &settings.topic, partition, offset)?;
-        Ok(consumer)
+        PartitionConsumer::new(
+            consumer,
+            &settings.topic,
+            partition,
+            offset,
+            settings.max_record_bytes,
+        )
     }
 
     /// A producer with `codec` compression, whose sends are acknowledged by
@@ -508,47 +515,6 @@ async fn delivered(delivery: DeliveryFuture) -> Result<i64, KafkaError> {
         Ok(Err((e, _))) => Err(e.into()),
         Err(_) => Err(KafkaError::Join("the producer went away".into())),
     }
-}
-
-/// The high watermark of `partition` as its consumer's last fetch reported
-/// it, read from librdkafka's memory without a request; `None` before the
-/// first fetch. rust-rdkafka offers only the request (ListOffsets), which
-/// Tansu 0.6 answers wrongly, and which a fetcher cannot afford per fetch.
-#[allow(unsafe_code)]
-pub fn fetched_high_watermark<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    topic: &str,
-    partition: i32,
-) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1_i64, -1_i64);
-    // SAFETY: the client handle lives as long as `consumer`; librdkafka reads
-    // the NUL-terminated topic name and writes the two offsets, under its
-    // own lock, and keeps no pointer to any of them.
-    let error = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
-        .then_some(high)
-}
-
-/// (Re)assigns the consumer to `partition` of `topic`, from `offset`.
-pub fn assign<C: ConsumerContext>(
-    consumer: &StreamConsumer<C>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> Result<(), KafkaError> {
-    let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&list)?;
-    Ok(())
 }
 
 /// The partitions of the configured topic, creating it (with

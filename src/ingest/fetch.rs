@@ -7,14 +7,10 @@
 //! bytes: each chunk holds permits of a per-partition semaphore until the
 //! batch with its last record is committed.
 
-use std::sync::Arc;
+use std::{collections::VecDeque, sync::Arc};
 
-use futures_util::{FutureExt, StreamExt};
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-    error::KafkaError as RdError,
-};
+use futures_util::StreamExt;
+use rdkafka::error::KafkaError as RdError;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +21,10 @@ use crate::{
         metrics::Metrics,
     },
     fault::Faults,
-    kafka::{self, Kafka, KafkaError, Record, Reporter, STATISTICS_INTERVAL},
+    kafka::{
+        Kafka, KafkaError, PartitionConsumer, Record, STATISTICS_INTERVAL,
+        partition_consumer::{DRAIN_RECORDS, Fetched},
+    },
 };
 
 /// What a fetcher needs besides its partition.
@@ -108,18 +107,35 @@ pub async fn run(
         end: target,
         at_end: false,
     };
-    let mut stream = consumer.stream();
+    let mut events = consumer.events();
     let mut tick = tokio::time::interval(STATISTICS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut queued: VecDeque<Fetched> = VecDeque::with_capacity(DRAIN_RECORDS);
+    // Whether the queue may hold more than was taken: the wake-up comes only
+    // when it goes from empty to holding something, so it is drained again
+    // before any wait.
+    let mut more = true;
     loop {
         ctx.faults.maybe_panic(FaultStage::Fetcher, partition);
         let silent_until = probe.map(|p| p.deadline);
-        let first = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            first = stream.next() => first,
+            () = std::future::ready(()), if more => {}
+            () = consumer.readable(), if !more => {}
+            // Serves the consumer's events; a message here is unexpected
+            // (records go to the partition's queue) but is not lost.
+            Some(item) = events.next() => {
+                queued.push_back(match item {
+                    Ok(m) => Fetched::Record(Record::from_message(&m, settings.max_record_bytes)),
+                    Err(RdError::PartitionEOF(_)) => Fetched::End(consumer.position().unwrap_or(target)),
+                    Err(e) => Fetched::Failed(e.into()),
+                });
+            }
             _ = tick.tick() => {
                 if let Some(to) = check_log_end(&ctx, &consumer, partition, target).await? {
-                    kafka::assign(&consumer, &settings.topic, partition, to)?;
+                    consumer.assign(to)?;
+                    queued.clear();
+                    more = true;
                     target = to;
                     probe = None;
                 }
@@ -130,7 +146,9 @@ pub async fn run(
                 if let Some(p) = probe {
                     tracing::debug!(partition, offset = target, from = p.from,
                         "nothing came from the offset; reading from further back");
-                    kafka::assign(&consumer, &settings.topic, partition, p.from)?;
+                    consumer.assign(p.from)?;
+                    queued.clear();
+                    more = true;
                 }
                 continue;
             }
@@ -147,18 +165,18 @@ pub async fn run(
         }
         let mut records: Vec<Record> = Vec::new();
         let (mut bytes, mut at_end, mut restart) = (0_usize, false, None);
-        let mut pending = first;
+        let mut dry = false;
         // Take what librdkafka has already fetched, without waiting.
         loop {
-            let Some(item) = pending
-                .take()
-                .or_else(|| stream.next().now_or_never().flatten())
-            else {
+            if queued.is_empty() && !dry {
+                dry = consumer.drain(&mut queued) < DRAIN_RECORDS;
+            }
+            let Some(item) = queued.pop_front() else {
                 break;
             };
             match item {
-                Ok(message) => {
-                    let at = message.offset();
+                Fetched::Record(record) => {
+                    let at = record.offset;
                     if at < target {
                         // A step back's walk forward: the broker started at or
                         // before the offset, so nothing was skipped.
@@ -172,12 +190,12 @@ pub async fn run(
                             break;
                         }
                     }
-                    push(&mut records, &mut bytes, &message, settings);
+                    bytes += record.size().max(1);
+                    records.push(record);
                     target = at + 1;
                 }
-                Err(RdError::PartitionEOF(_)) => {
+                Fetched::End(position) => {
                     at_end = true;
-                    let position = position(&consumer, partition).unwrap_or(target);
                     if position < target {
                         // The whole log lies before the offset: the broker
                         // lost records, or the topic was created again.
@@ -204,8 +222,7 @@ pub async fn run(
                     ctx.status.set_high_watermark(target);
                     break;
                 }
-                Err(e) => {
-                    let e = KafkaError::from(e);
+                Fetched::Failed(e) => {
                     if e.is_offset_out_of_range() {
                         restart = Some(reset(&ctx, partition, target, None).await?);
                         probe = None;
@@ -221,8 +238,11 @@ pub async fn run(
                 break;
             }
         }
+        more = !queued.is_empty() || !dry;
         if let Some(from) = restart {
-            kafka::assign(&consumer, &settings.topic, partition, from)?;
+            consumer.assign(from)?;
+            queued.clear();
+            more = true;
             if probe.is_none() {
                 target = from; // a reset: the new offset is the start
             }
@@ -231,8 +251,7 @@ pub async fn run(
         if !records.is_empty() && !at_end {
             // Caught up when the last fetch's high watermark is no further
             // than this chunk: the batch need not wait for more.
-            if let Some(high) = kafka::fetched_high_watermark(&consumer, &settings.topic, partition)
-            {
+            if let Some(high) = consumer.fetched_high_watermark() {
                 ctx.status.raise_high_watermark(high);
                 at_end = target >= high;
             }
@@ -285,18 +304,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-/// Copies a message into the chunk.
-fn push(
-    records: &mut Vec<Record>,
-    bytes: &mut usize,
-    message: &impl Message,
-    settings: &KafkaSettings,
-) {
-    let record = Record::from_message(message, settings.max_record_bytes);
-    *bytes += record.size().max(1);
-    records.push(record);
-}
-
 /// The most a chunk holds, bytes: one fetch's worth.
 fn chunk_bytes(settings: &KafkaSettings) -> usize {
     usize::try_from(settings.fetch_max_bytes)
@@ -310,17 +317,6 @@ fn step_back(probe: Probe, target: i64, low: i64) -> Option<i64> {
     (probe.from > low).then(|| target.saturating_sub(probe.step).max(low))
 }
 
-/// The consumer's position on the partition: the offset after the last record
-/// or transaction marker it passed.
-fn position(consumer: &StreamConsumer<Reporter>, partition: i32) -> Option<i64> {
-    let list = consumer.position().ok()?;
-    list.elements()
-        .iter()
-        .find(|e| e.partition() == partition)
-        .and_then(|e| e.offset().to_raw())
-        .filter(|o| *o >= 0)
-}
-
 /// Reads the end of the log that the consumer's last fetch reported, from
 /// librdkafka's statistics: it keeps the lag current while a backlog is read,
 /// and a log that ends before the consumer's position (the broker lost it, or
@@ -328,11 +324,11 @@ fn position(consumer: &StreamConsumer<Reporter>, partition: i32) -> Option<i64> 
 /// resume in that case.
 async fn check_log_end(
     ctx: &FetcherContext,
-    consumer: &StreamConsumer<Reporter>,
+    consumer: &PartitionConsumer,
     partition: i32,
     target: i64,
 ) -> Result<Option<i64>, ConsumerError> {
-    let Some(ends) = consumer.context().log_ends() else {
+    let Some(ends) = consumer.log_ends() else {
         return Ok(None);
     };
     ctx.status.raise_high_watermark(ends.stable.max(target));

@@ -35,11 +35,25 @@ impl Record {
         self.value.as_ref().map_or(0, Vec::len)
     }
 
-    /// Copies a fetched message. A value over `max_record_bytes` is cut to its
-    /// first [`KEPT_PREFIX_BYTES`] bytes and marked, so that it is rejected
-    /// instead of held in memory.
+    /// Copies a fetched message (see [`Record::from_parts`]).
     pub fn from_message(message: &impl Message, max_record_bytes: usize) -> Self {
-        let payload = message.payload();
+        Self::from_parts(
+            message.offset(),
+            record_time(message.timestamp()),
+            message.payload(),
+            max_record_bytes,
+        )
+    }
+
+    /// A record of the given parts, its value copied. A value over
+    /// `max_record_bytes` is cut to its first [`KEPT_PREFIX_BYTES`] bytes and
+    /// marked, so that it is rejected instead of held in memory.
+    pub fn from_parts(
+        offset: i64,
+        timestamp: Option<OffsetDateTime>,
+        payload: Option<&[u8]>,
+        max_record_bytes: usize,
+    ) -> Self {
         let (value, truncated_from) = match payload {
             Some(bytes) if bytes.len() > max_record_bytes => {
                 let kept = KEPT_PREFIX_BYTES.min(max_record_bytes);
@@ -48,8 +62,8 @@ impl Record {
             other => (other.map(<[u8]>::to_vec), None),
         };
         Self {
-            offset: message.offset(),
-            timestamp: record_time(message.timestamp()),
+            offset,
+            timestamp,
             value,
             truncated_from,
         }
@@ -68,8 +82,13 @@ const LATEST_MS: i64 = 253_402_300_799_999;
 /// A record timestamp as a time, `None` when there is none or when it lies
 /// outside the years 1 to 9999 (which PostgreSQL and the time crate both hold).
 pub fn record_time(timestamp: Timestamp) -> Option<OffsetDateTime> {
-    let millis = timestamp.to_millis()?;
-    if !(EARLIEST_MS..=LATEST_MS).contains(&millis) {
+    record_time_ms(timestamp.to_millis()?)
+}
+
+/// [`record_time`] of a timestamp in epoch milliseconds, -1 meaning none (as
+/// librdkafka reports it).
+pub fn record_time_ms(millis: i64) -> Option<OffsetDateTime> {
+    if !(EARLIEST_MS..=LATEST_MS).contains(&millis) || millis == -1 {
         return None;
     }
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()
