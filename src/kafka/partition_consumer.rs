@@ -3,8 +3,8 @@
 //!
 //! rust-rdkafka's message stream hands over one record per poll, and each
 //! poll reads the clock, allocates an event handle and takes the queue's
-//! lock; reading a backlog, that was the largest cost of the service outside
-//! PostgreSQL. librdkafka's `rd_kafka_consume_batch_queue` takes up to
+//! lock: about 7 % of the service's CPU samples (perf) while it read a
+//! backlog. librdkafka's `rd_kafka_consume_batch_queue` takes up to
 //! [`DRAIN_RECORDS`] records under one lock instead. The partition's queue is
 //! split off the consumer's own queue before the first assignment, so records
 //! only ever arrive there; the consumer's queue carries the events
