@@ -380,7 +380,7 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
-/// Only the tools and tests make events; the service never encodes one.
+// Only the tools and tests make events; the service never encodes one.
 #[cfg(any(test, feature = "devtools"))]
 pub mod encode;
 mod fast;

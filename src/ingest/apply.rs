@@ -151,8 +151,7 @@ async fn apply_invalidating(
 ) -> Result<Option<BatchOutcome>, StoreError> {
     let started = std::time::Instant::now();
     let (tx, plan, version) = begin_and_plan(client, batch, decoded).await?;
-    let (mut outcome, delivered) =
-        write_all(Some(&ctx.cache), &tx, batch, &plan, version).await?;
+    let (mut outcome, delivered) = write_all(Some(&ctx.cache), &tx, batch, &plan, version).await?;
     let written = started.elapsed();
     let prepared = if delivered {
         Prepared::Delivered

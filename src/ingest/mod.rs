@@ -150,8 +150,7 @@ async fn keep_session(ctx: Arc<ConsumerContext>, stop: CancellationToken) {
         let run = tokio::spawn(async move {
             let rebalance = || {
                 let total = group.partitions.len();
-                let excess = (group.ownership.membership)
-                    .excess(group.partitions.owned(), total);
+                let excess = (group.ownership.membership).excess(group.partitions.owned(), total);
                 group.partitions.hand_back(excess);
             };
             session::run(

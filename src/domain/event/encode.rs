@@ -1,5 +1,5 @@
 //! Encoding of one movement event as a warehouse sends it: the inverse of
-//! [`super::decode`], written once for everything that makes events (the demo
+//! [`decode`](crate::domain::event::decode), written once for everything that makes events (the demo
 //! producer, the benchmarks, the integration tests), so that they all send
 //! the wire format the decoder reads and a change of that format is one edit.
 //!
