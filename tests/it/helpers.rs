@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+pub(crate) use crate::eventually::{Patience, eventually};
 use deadpool_postgres::Pool;
 use rdkafka::producer::FutureProducer;
 use serde_json::Value;
@@ -16,6 +17,7 @@ use time::macros::datetime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
 use warehouse_monitor::{
     app::{
         config::{KafkaSettings, Settings},
@@ -470,89 +472,6 @@ pub(crate) async fn dump(pool: &Pool) -> Vec<String> {
         tables.push(format!("{count} rows\n{text}"));
     }
     tables
-}
-
-/// How long [`eventually`] keeps checking, and how often.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Patience {
-    timeout: Duration,
-    every: Duration,
-}
-
-impl Patience {
-    /// `secs` seconds, checking every 50 ms.
-    pub(crate) fn secs(secs: u64) -> Self {
-        Self {
-            timeout: Duration::from_secs(secs),
-            every: Duration::from_millis(50),
-        }
-    }
-
-    /// Checks every `every` instead (a test that acts as soon as something
-    /// happens, not long after).
-    pub(crate) fn every(self, every: Duration) -> Self {
-        Self { every, ..self }
-    }
-}
-
-impl From<u64> for Patience {
-    fn from(secs: u64) -> Self {
-        Self::secs(secs)
-    }
-}
-
-/// What a check of [`eventually`] returns: `Some(value)` or `Ok(value)` once
-/// the condition holds; `None`, or `Err(what is awaited and what was seen)`
-/// for the failure message, while it does not.
-pub(crate) trait Outcome {
-    type Value;
-    fn into_result(self) -> Result<Self::Value, String>;
-}
-
-impl<T> Outcome for Option<T> {
-    type Value = T;
-    fn into_result(self) -> Result<T, String> {
-        self.ok_or_else(|| "condition".to_owned())
-    }
-}
-
-impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
-    type Value = T;
-    fn into_result(self) -> Result<T, String> {
-        self.map_err(|e| e.to_string())
-    }
-}
-
-/// Runs `check` until it succeeds, for `patience` (seconds, or a
-/// [`Patience`]) at most; returns what it found, or fails the test with the
-/// line that waited and the last thing `check` reported.
-#[track_caller]
-pub(crate) fn eventually<O, F, Fut>(
-    patience: impl Into<Patience>,
-    mut check: F,
-) -> impl std::future::Future<Output = O::Value>
-where
-    O: Outcome,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = O>,
-{
-    // Taken here: `#[track_caller]` does not reach into an async body.
-    let caller = std::panic::Location::caller();
-    let Patience { timeout, every } = patience.into();
-    async move {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let why = match check().await.into_result() {
-                Ok(found) => return found,
-                Err(why) => why,
-            };
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not met within {timeout:?} (waiting at {caller}): {why}"
-            );
-            tokio::time::sleep(every).await;
-        }
-    }
 }
 
 /// A TCP port free on 127.0.0.1 at the time of the call.
