@@ -128,14 +128,9 @@ impl Service {
         format!("http://{}{path}", self.addr)
     }
 
-    /// The file its stdout and stderr go to.
+    /// The file its stdout and stderr go to: everything it printed.
     pub fn log(&self) -> &Path {
         &self.log
-    }
-
-    /// Everything it printed so far (stdout and stderr).
-    pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Fails if the process has exited.
