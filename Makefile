@@ -34,8 +34,10 @@ test: ## start the stack (while the tests build), then the API contract check an
 api-check: stack ## the API against its OpenAPI document: schemathesis --checks all on a running service
 	scripts/api-check.sh
 
-lint: ## rustfmt check and clippy with warnings as errors
+# rustdoc: a broken intra-doc link is an error (a renamed item leaves none behind).
+lint: ## rustfmt check, clippy with warnings as errors, rustdoc without broken links
 	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --all-features --locked -- -D warnings
+	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" $(CARGO) doc --no-deps --all-features --locked
 
 bench: stack ## criterion: decoding, batch planning, store::apply of one batch on the local PostgreSQL
 	$(CARGO) bench --locked --features devtools

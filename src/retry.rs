@@ -1,5 +1,5 @@
 //! Which failures are worth retrying as they are, decided in one place, and the
-//! capped exponential backoff every retry loop of the service uses.
+//! capped, jittered exponential backoff every retry loop of the service uses.
 
 use std::time::Duration;
 
@@ -35,6 +35,13 @@ impl Class {
     /// True when the same transaction may succeed if simply tried again.
     pub fn is_retriable(self) -> bool {
         matches!(self, Class::Transient | Class::Resources)
+    }
+
+    /// True when the batch is worth applying in halves
+    /// ([`crate::ingest::bisect`]): halves isolate the records whose data the
+    /// server refuses, and take fewer locks.
+    pub fn splits_batch(self) -> bool {
+        matches!(self, Class::Data | Class::Resources)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -80,25 +87,55 @@ fn classify_code(code: &SqlState) -> Class {
     }
 }
 
-/// Capped exponential backoff: 100 ms, 200 ms, 400 ms … up to `max`.
+/// Where a [`Backoff`] draws its random share from: injected, so that a test
+/// can pin it, and each backoff has its own.
+pub trait Draw {
+    /// A number in `0..=bound`, uniformly.
+    fn up_to(&mut self, bound: u64) -> u64;
+}
+
+impl Draw for fastrand::Rng {
+    fn up_to(&mut self, bound: u64) -> u64 {
+        self.u64(0..=bound)
+    }
+}
+
+/// Capped exponential backoff with equal jitter: the step is 100 ms, 200 ms,
+/// 400 ms … up to `max`, and each delay is half the step plus a random share
+/// of the other half. Without jitter, the partitions of an instance (and the
+/// instances of a cluster) that failed together would retry together, in
+/// lockstep, against the server that just failed them; with half the step
+/// kept, no retry comes at once after a failure.
 #[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
+pub struct Backoff<R = fastrand::Rng> {
+    step: Duration,
     max: Duration,
+    rng: R,
 }
 
 impl Backoff {
+    /// A backoff up to `max` with a random generator of its own.
     pub fn new(max: Duration) -> Self {
+        Self::with_rng(max, fastrand::Rng::new())
+    }
+}
+
+impl<R: Draw> Backoff<R> {
+    /// A backoff up to `max` that draws its jitter from `rng`.
+    pub fn with_rng(max: Duration, rng: R) -> Self {
         Self {
-            next: Duration::from_millis(100),
+            step: Duration::from_millis(100),
             max,
+            rng,
         }
     }
 
-    /// The delay to wait now; doubles the next one.
+    /// The delay to wait now, in `step / 2 ..= step`; doubles the next step.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
+        let step = u64::try_from(self.step.as_nanos()).unwrap_or(u64::MAX);
+        let half = step / 2;
+        let delay = Duration::from_nanos(step - half + self.rng.up_to(half));
+        self.step = (self.step * 2).min(self.max);
         delay
     }
 }
@@ -107,11 +144,60 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    /// Draws the highest value it may.
+    struct Highest;
+
+    impl Draw for Highest {
+        fn up_to(&mut self, bound: u64) -> u64 {
+            bound
+        }
+    }
+
+    /// Draws the lowest value it may.
+    struct Lowest;
+
+    impl Draw for Lowest {
+        fn up_to(&mut self, _bound: u64) -> u64 {
+            0
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(500));
+        let mut b = Backoff::with_rng(Duration::from_millis(500), Highest);
         let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn a_delay_keeps_at_least_half_its_step() {
+        let mut b = Backoff::with_rng(Duration::from_millis(500), Lowest);
+        let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![50, 100, 200, 250, 250]);
+    }
+
+    #[test]
+    fn jittered_delays_stay_within_half_and_whole_step_and_spread() {
+        let steps = [100, 200, 400, 800, 1600, 2000, 2000, 2000];
+        let mut first_delays = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let rng = fastrand::Rng::with_seed(seed);
+            let mut b = Backoff::with_rng(Duration::from_secs(2), rng);
+            for (i, step) in steps.iter().enumerate() {
+                let step = Duration::from_millis(*step);
+                let delay = b.next_delay();
+                assert!(
+                    step / 2 <= delay && delay <= step,
+                    "seed {seed}, attempt {i}: {delay:?} outside {:?}..={step:?}",
+                    step / 2
+                );
+                if i == 0 {
+                    first_delays.insert(delay);
+                }
+            }
+        }
+        // Backoffs that start together do not retry together.
+        assert!(first_delays.len() > 150, "{} distinct", first_delays.len());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+#[cfg(any(test, feature = "devtools"))]
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +23,7 @@ use crate::{
     },
     fault::Faults,
     ingest::{
-        self, ConsumerContext,
+        self, ConsumerContext, Ownership,
         invalidate::Announcements,
         status::{PartitionStatus, Partitions},
     },
@@ -118,7 +119,8 @@ impl Application {
             .unwrap_or(self.settings.http.addr)
     }
 
-    /// A handle on the pool, for tests and tools.
+    /// A handle on the batch pool, for tests that run their own statements.
+    #[cfg(any(test, feature = "devtools"))]
     pub fn pool(&self) -> Pool {
         self.store.pool()
     }
@@ -146,15 +148,17 @@ impl Application {
             kafka: self.kafka.clone(),
             kafka_settings: self.settings.kafka.clone(),
             batch_settings: self.settings.batch.clone(),
-            instance_id: uuid::Uuid::new_v4(),
-            timing: Timing {
-                poll: self.settings.consumer.takeover_poll(),
-                silence: self.settings.consumer.lease_ttl(),
+            ownership: Ownership {
+                instance_id: uuid::Uuid::new_v4(),
+                timing: Timing {
+                    poll: self.settings.consumer.takeover_poll(),
+                    silence: self.settings.consumer.lease_ttl(),
+                },
+                sessions: Sessions::default(),
+                membership: Membership::default(),
             },
-            sessions: Sessions::default(),
-            membership: Membership::default(),
             partitions: self.partitions.clone(),
-            cache: Some(self.cache.clone()),
+            cache: self.cache.clone(),
             announcements: Announcements::new(self.settings.outbox.permit()),
             metrics: Arc::clone(&self.metrics),
             faults: Arc::new(Faults::new(self.settings.fault.clone())),

@@ -6,12 +6,15 @@
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use serde_json::json;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
     app::config::KafkaSettings,
+    domain::event::{
+        EventKind::{self, Arrival, Departure},
+        MovementEvent, WarehouseCode, encode,
+    },
     kafka::{self, Codec, KafkaError, Outgoing, Reporter},
 };
 use rdkafka::producer::FutureProducer;
@@ -79,15 +82,15 @@ pub struct Message {
 /// before their arrivals, some after.
 pub fn generate(plan: &Plan) -> Vec<Message> {
     let mut rng = StdRng::seed_from_u64(plan.seed);
-    let warehouses: Vec<(Uuid, String)> = (0..50)
-        .map(|i| (Uuid::from_u128(rng.r#gen()), format!("WH-{}", 1000 + i)))
+    let warehouses: Vec<(Uuid, WarehouseCode)> = (0..50)
+        .map(|i| (Uuid::from_u128(rng.r#gen()), numbered(1000 + i)))
         .collect();
     let products: Vec<Uuid> = (0..500).map(|_| Uuid::from_u128(rng.r#gen())).collect();
     let start = OffsetDateTime::now_utc() - time::Duration::days(1);
     let mut out = Vec::with_capacity(plan.movements * 4);
     for n in 0..plan.movements {
         let movement = Uuid::from_u128(rng.r#gen());
-        let pair: Vec<&(Uuid, String)> = warehouses.choose_multiple(&mut rng, 2).collect();
+        let pair: Vec<&(Uuid, WarehouseCode)> = warehouses.choose_multiple(&mut rng, 2).collect();
         let (from, to) = (pair[0], pair[1]);
         let departed = start + time::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX));
         let arrived = departed + time::Duration::minutes(rng.gen_range(30..600));
@@ -98,9 +101,9 @@ pub fn generate(plan: &Plan) -> Vec<Message> {
         for product in &chosen {
             let sent = rng.gen_range(1..=500);
             let received = if rng.gen_bool(0.05) { sent - 1 } else { sent };
-            events.push(event(movement, from, "departure", *product, sent, departed));
+            events.push(event(movement, from, Departure, *product, sent, departed));
             if delivered {
-                events.push(event(movement, to, "arrival", *product, received, arrived));
+                events.push(event(movement, to, Arrival, *product, received, arrived));
             }
         }
         if rng.gen_bool(0.1) {
@@ -127,44 +130,27 @@ pub fn generate(plan: &Plan) -> Vec<Message> {
     out
 }
 
+/// The event of `kind` of one product line of `movement`, sent now from
+/// `warehouse`, happening at `at` (whole seconds).
 fn event(
     movement: Uuid,
-    (warehouse, code): &(Uuid, String),
-    kind: &str,
+    (warehouse, code): &(Uuid, WarehouseCode),
+    kind: EventKind,
     product: Uuid,
     quantity: i64,
     at: OffsetDateTime,
 ) -> Vec<u8> {
-    let timestamp = at
-        .replace_nanosecond(0)
-        .unwrap_or(at)
-        .format(&Rfc3339)
-        .unwrap_or_default();
-    let value = json!({
-        "id": Uuid::new_v4(),
-        "source": code,
-        "specversion": "1.0",
-        "type": crate::domain::event::EVENT_TYPE,
-        "datacontenttype": "application/json",
-        "dataschema": "ru.retail.warehouses.movement.v1.0",
-        "time": epoch_millis(OffsetDateTime::now_utc()),
-        "subject": format!("{code}:{}", kind.to_uppercase()),
-        "destination": "ru.retail.warehouses",
-        "data": {
-            "movement_id": movement,
-            "warehouse_id": warehouse,
-            "timestamp": timestamp,
-            "event": kind,
-            "product_id": product,
-            "quantity": quantity,
-        }
-    });
-    serde_json::to_vec(&value).unwrap_or_default()
-}
-
-/// Milliseconds since the Unix epoch (any time this tool meets fits an i64).
-fn epoch_millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    encode::encode(&MovementEvent {
+        message_id: Uuid::new_v4(),
+        source: code.clone(),
+        emitted_at: Some(OffsetDateTime::now_utc()),
+        movement_id: movement,
+        warehouse_id: *warehouse,
+        happened_at: at.replace_nanosecond(0).unwrap_or(at),
+        kind,
+        product_id: product,
+        quantity,
+    })
 }
 
 /// A record of one of the decode reject reasons, at random.
@@ -191,8 +177,7 @@ pub async fn produce(
     let records: Vec<Outgoing> = messages
         .into_iter()
         .map(|m| {
-            let index = (m.key.as_u128() % partitions.len().max(1) as u128) as usize;
-            let partition = partitions[index];
+            let partition = partition_of(m.key, partitions);
             *counts.entry(partition).or_insert(0) += 1;
             Outgoing {
                 partition,
@@ -204,6 +189,25 @@ pub async fn produce(
         .collect();
     kafka::send_all(producer, topic, &records).await?;
     Ok(counts)
+}
+
+/// The partition of `partitions` that the records keyed `key` go to: the
+/// same for every record of a movement, so that its events keep their order.
+/// Every tool that produces picks partitions with this, so that a benchmark
+/// applying records straight from memory splits them as the topic does.
+///
+/// # Panics
+///
+/// When `partitions` is empty (a topic has at least one).
+pub fn partition_of(key: Uuid, partitions: &[i32]) -> i32 {
+    let count = u128::try_from(partitions.len()).unwrap_or(u128::MAX);
+    let index = usize::try_from(key.as_u128() % count).unwrap_or(usize::MAX);
+    partitions[index]
+}
+
+/// The warehouse code `WH-<n>`.
+pub fn numbered(n: u64) -> WarehouseCode {
+    WarehouseCode::parse(&format!("WH-{n}")).expect("WH- and digits make a warehouse code")
 }
 
 #[cfg(test)]
@@ -230,5 +234,19 @@ mod tests {
             ..plan
         });
         assert!(bad.iter().all(|m| decode(Some(&m.value)).is_err()));
+    }
+
+    #[test]
+    fn a_key_always_goes_to_the_same_partition_and_keys_spread() {
+        let partitions = [0, 1, 2];
+        let keys: Vec<Uuid> = (0..300_u128).map(Uuid::from_u128).collect();
+        let mut seen = BTreeMap::new();
+        for key in &keys {
+            let partition = partition_of(*key, &partitions);
+            assert_eq!(partition, partition_of(*key, &partitions));
+            *seen.entry(partition).or_insert(0) += 1;
+        }
+        assert_eq!(seen.into_values().collect::<Vec<_>>(), vec![100, 100, 100]);
+        assert_eq!(partition_of(Uuid::from_u128(7), &[5]), 5);
     }
 }

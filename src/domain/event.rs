@@ -242,13 +242,13 @@ fn decode_checked(value: Option<&[u8]>) -> Result<MovementEvent, Rejection> {
     let quantity = quantity(required(data, "quantity", "data.quantity")?)?;
 
     // Last check: the subject's content depends on both `source` and `data.event`.
-    if let Some(subject) = subject {
-        let expected = format!("{}:{}", source.as_str(), kind.as_str().to_ascii_uppercase());
-        if subject != expected {
+    if let Some(given) = subject {
+        let expected = self::subject(&source, kind);
+        if given != expected {
             return Err(invalid(
                 "subject",
                 &format!("must be \"{expected}\""),
-                &subject.into(),
+                &given.into(),
             ));
         }
     }
@@ -264,6 +264,11 @@ fn decode_checked(value: Option<&[u8]>) -> Result<MovementEvent, Rejection> {
         product_id,
         quantity,
     })
+}
+
+/// The `subject` an event of `kind` from `source` carries: `<source>:<EVENT>`.
+fn subject(source: &WarehouseCode, kind: EventKind) -> String {
+    format!("{}:{}", source.as_str(), kind.as_str().to_ascii_uppercase())
 }
 
 /// `specversion` and `type`: required, and exactly `expected` or `unsupported_type`.
@@ -375,6 +380,9 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+// Only the tools and tests make events; the service never encodes one.
+#[cfg(any(test, feature = "devtools"))]
+pub mod encode;
 mod fast;
 #[cfg(test)]
 mod tests;

@@ -7,13 +7,14 @@
 //! [`super::invalidate`], queued in the outbox); after it: metrics, logs and
 //! status.
 
-use std::{collections::VecDeque, ops::Range, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Transaction;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use super::{
     ConsumerContext, ConsumerError,
+    bisect::Bisection,
     decode::{self, Decoded},
     invalidate::{self, Prepared},
     status::PartitionStatus,
@@ -46,9 +47,8 @@ pub async fn commit(
     mut committed: Option<i64>,
 ) -> Result<Option<i64>, ConsumerError> {
     let partition = status.partition;
-    let mut pending: VecDeque<Range<usize>> = VecDeque::new();
-    pending.push_back(0..records.len());
-    while let Some(range) = pending.pop_front() {
+    let mut bisection = Bisection::new(records.len());
+    while let Some(range) = bisection.next_range() {
         let batch = PartitionBatch {
             topic: &ctx.kafka_settings.topic,
             partition,
@@ -59,14 +59,10 @@ pub async fn commit(
             Ok(outcome) => outcome,
             Err(error) => {
                 let class = retry::classify(&error);
-                if matches!(class, Class::Data | Class::Resources) && range.len() > 1 {
-                    // Halves hold fewer suspects, and take fewer locks.
+                if class.splits_batch() && bisection.split(range.clone()) {
                     tracing::warn!(partition, first_offset = batch.records[0].offset,
                         records = range.len(), class = class.as_str(), error = %error,
                         "the database refused this batch; splitting it");
-                    let middle = range.start + range.len() / 2;
-                    pending.push_front(middle..range.end);
-                    pending.push_front(range.start..middle);
                     continue;
                 }
                 if class != Class::Data {
@@ -155,14 +151,12 @@ async fn apply_invalidating(
 ) -> Result<Option<BatchOutcome>, StoreError> {
     let started = std::time::Instant::now();
     let (tx, plan, version) = begin_and_plan(client, batch, decoded).await?;
-    let (mut outcome, delivered) =
-        write_all(ctx.cache.as_ref(), &tx, batch, &plan, version).await?;
+    let (mut outcome, delivered) = write_all(Some(&ctx.cache), &tx, batch, &plan, version).await?;
     let written = started.elapsed();
-    let prepared = match (&ctx.cache, delivered) {
-        (Some(_), false) => {
-            invalidate::before_commit(&ctx.announcements, &tx, &outcome.touched).await?
-        }
-        _ => Prepared::Delivered,
+    let prepared = if delivered {
+        Prepared::Delivered
+    } else {
+        invalidate::before_commit(&ctx.announcements, &tx, &outcome.touched).await?
     };
     if prepared == Prepared::Unannounced {
         if let Err(e) = tx.rollback().await {
@@ -179,9 +173,10 @@ async fn apply_invalidating(
     Ok(Some(outcome))
 }
 
-/// One batch transaction without the cache (benchmarks and tools): lock and
+/// One batch transaction without the cache (benchmarks and tests): lock and
 /// read the stored state of the batch's movements, plan the decoded records
 /// against it, write the plan and the offset, commit.
+#[cfg(any(test, feature = "devtools"))]
 pub async fn apply_once(
     client: &mut Client,
     batch: &PartitionBatch<'_>,
@@ -213,8 +208,8 @@ async fn write_all(
     let writes = async move {
         // Owned here, so that the deletes end when the writes do, even on an error.
         let keys = keys;
-        // The keys are only made with a cache to send them to (the
-        // benchmark's ceiling and a service without Redis make none).
+        // The keys are only made with a cache to send them to
+        // (`apply_once`, of the benchmarks and tests, makes none).
         let hand_over = |touched: &dyn Fn() -> Vec<String>| {
             if cache.is_some() {
                 let touched = touched();

@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod batch;
+pub mod bisect;
 pub mod decode;
 pub mod fetch;
 pub mod invalidate;
@@ -66,6 +67,23 @@ pub struct ConsumerContext {
     pub kafka: kafka::Kafka,
     pub kafka_settings: KafkaSettings,
     pub batch_settings: BatchSettings,
+    /// This instance as a holder of partitions.
+    pub ownership: Ownership,
+    /// The topic's partitions as known here, and what each pipeline does.
+    pub partitions: Partitions,
+    /// Where each batch's cache invalidations go before its COMMIT.
+    pub cache: Cache,
+    /// This instance's announcements of undelivered cache invalidations.
+    pub announcements: invalidate::Announcements,
+    pub metrics: Arc<Metrics>,
+    /// Faults injected by tests (none in production).
+    pub faults: Arc<Faults>,
+}
+
+/// This instance as a holder of partitions: who it is, the session it holds
+/// them on, and the instances it shares them with.
+#[derive(Debug)]
+pub struct Ownership {
     /// This process, as the holder of partitions.
     pub instance_id: uuid::Uuid,
     /// How often partitions are tried and the ownership session is checked,
@@ -75,14 +93,6 @@ pub struct ConsumerContext {
     pub sessions: Sessions,
     /// The instances sharing the topic.
     pub membership: Membership,
-    /// The topic's partitions as known here, and what each pipeline does.
-    pub partitions: Partitions,
-    pub cache: Option<Cache>,
-    /// This instance's announcements of undelivered cache invalidations.
-    pub announcements: invalidate::Announcements,
-    pub metrics: Arc<Metrics>,
-    /// Faults injected by tests (none in production).
-    pub faults: Arc<Faults>,
 }
 
 /// Runs one pipeline per partition until `shutdown` is cancelled, and one for
@@ -132,21 +142,21 @@ async fn keep_session(ctx: Arc<ConsumerContext>, stop: CancellationToken) {
     let keeper = Keeper {
         store: ctx.store.clone(),
         topic: ctx.kafka_settings.topic.clone(),
-        instance: ctx.instance_id,
-        timing: ctx.timing,
+        instance: ctx.ownership.instance_id,
+        timing: ctx.ownership.timing,
     };
     loop {
         let (group, keeper, until) = (Arc::clone(&ctx), keeper.clone(), stop.clone());
         let run = tokio::spawn(async move {
             let rebalance = || {
                 let total = group.partitions.len();
-                let excess = group.membership.excess(group.partitions.owned(), total);
+                let excess = (group.ownership.membership).excess(group.partitions.owned(), total);
                 group.partitions.hand_back(excess);
             };
             session::run(
                 &keeper,
-                &group.sessions,
-                &group.membership,
+                &group.ownership.sessions,
+                &group.ownership.membership,
                 rebalance,
                 &until,
             )
@@ -160,7 +170,7 @@ async fn keep_session(ctx: Arc<ConsumerContext>, stop: CancellationToken) {
         }
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(ctx.timing.poll) => {}
+            () = tokio::time::sleep(ctx.ownership.timing.poll) => {}
         }
     }
 }

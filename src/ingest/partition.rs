@@ -44,7 +44,7 @@ pub async fn run(
     while let Some((held, owned)) = acquire(&ctx, &status, &shutdown).await {
         let held = Arc::new(held);
         let keeper = tokio::spawn(Arc::clone(&held).keep(
-            ctx.timing.poll,
+            ctx.ownership.timing.poll,
             Arc::clone(&ctx.faults),
             owned.clone(),
         ));
@@ -104,17 +104,18 @@ async fn acquire(
     let mut failing_logged = false;
     loop {
         let total = ctx.partitions.len();
-        let attempt = if ctx.membership.may_take(ctx.partitions.owned(), total) {
-            lease::try_acquire(&ctx.sessions, partition).await
+        let ownership = &ctx.ownership;
+        let attempt = if ownership.membership.may_take(ctx.partitions.owned(), total) {
+            lease::try_acquire(&ownership.sessions, partition).await
         } else {
             Ok(None) // at our fair share: leave it to another instance
         };
-        let mut next_try = ctx.timing.poll;
+        let mut next_try = ownership.timing.poll;
         match attempt {
             Ok(Some(held)) => {
                 status.set_owned(true);
                 status.set_settled();
-                tracing::info!(partition, instance = %ctx.instance_id, pid = held.pid(), "partition acquired");
+                tracing::info!(partition, instance = %ownership.instance_id, pid = held.pid(), "partition acquired");
                 let owned = shutdown.child_token();
                 status.set_handle(Some(owned.clone()));
                 return Some((held, owned));

@@ -286,6 +286,7 @@ impl Store {
     }
 
     /// The batch pool, for tests and tools that run their own statements.
+    #[cfg(any(test, feature = "devtools"))]
     pub fn pool(&self) -> Pool {
         self.batches.clone()
     }

@@ -43,7 +43,7 @@ async fn serves_and_ingests_from_an_empty_directory_with_only_environment_variab
     let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     assert_eq!(body["quantity"], 12, "{body}");
 
-    let log = service.stop();
+    let log = service.stop().await;
     assert!(log.contains("warehouse-monitor running"), "{log}");
     pool.close();
     store::drop_database(&settings.postgres.url).await.unwrap();

@@ -9,17 +9,21 @@ use std::{
     time::Duration,
 };
 
+pub(crate) use crate::eventually::{Patience, eventually};
 use deadpool_postgres::Pool;
 use rdkafka::producer::FutureProducer;
-use serde_json::{Value, json};
+use serde_json::Value;
+use time::macros::datetime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
 use warehouse_monitor::{
     app::{
         config::{KafkaSettings, Settings},
         startup::Application,
     },
+    domain::event::{EventKind, MovementEvent, WarehouseCode, encode},
     ingest::status::Partitions,
     kafka::{self, Codec, Outgoing, Reporter},
 };
@@ -330,69 +334,80 @@ impl Producer {
     }
 }
 
-/// Builds event JSON the way a warehouse would send it.
+/// An event as a warehouse sends it, built by the domain's encoder with a new
+/// envelope id each time it is written. A test that needs a broken record
+/// edits [`Ev::json`].
 #[derive(Debug, Clone)]
 pub(crate) struct Ev {
-    pub(crate) movement_id: Uuid,
-    pub(crate) warehouse_id: Uuid,
-    pub(crate) code: String,
-    pub(crate) product_id: Uuid,
-    pub(crate) quantity: i64,
-    pub(crate) event: &'static str,
-    pub(crate) timestamp: String,
+    event: MovementEvent,
+    /// `data.timestamp` exactly as a test wrote it (an offset, none, an edge
+    /// year), in place of the event's time in UTC.
+    timestamp: Option<String>,
 }
 
 impl Ev {
+    /// A departure from `WH-3322` at 2025-02-18T12:12:56Z.
     pub(crate) fn departure(movement: Uuid, warehouse: Uuid, product: Uuid, quantity: i64) -> Self {
         Self {
-            movement_id: movement,
-            warehouse_id: warehouse,
-            code: "WH-3322".into(),
-            product_id: product,
-            quantity,
-            event: "departure",
-            timestamp: "2025-02-18T12:12:56Z".into(),
+            event: MovementEvent {
+                message_id: Uuid::nil(),
+                source: WarehouseCode::parse("WH-3322").unwrap(),
+                emitted_at: Some(datetime!(2025-01-21 06:03:41.623 UTC)),
+                movement_id: movement,
+                warehouse_id: warehouse,
+                happened_at: datetime!(2025-02-18 12:12:56 UTC),
+                kind: EventKind::Departure,
+                product_id: product,
+                quantity,
+            },
+            timestamp: None,
         }
     }
 
+    /// An arrival at `WH-3423` at 2025-02-18T14:34:56Z.
     pub(crate) fn arrival(movement: Uuid, warehouse: Uuid, product: Uuid, quantity: i64) -> Self {
-        Self {
-            code: "WH-3423".into(),
-            event: "arrival",
-            timestamp: "2025-02-18T14:34:56Z".into(),
-            ..Self::departure(movement, warehouse, product, quantity)
-        }
+        let mut ev = Self::departure(movement, warehouse, product, quantity);
+        ev.event.source = WarehouseCode::parse("WH-3423").unwrap();
+        ev.event.kind = EventKind::Arrival;
+        ev.event.happened_at = datetime!(2025-02-18 14:34:56 UTC);
+        ev
     }
 
+    /// The same event with `data.timestamp` written as `timestamp`.
     pub(crate) fn at(mut self, timestamp: &str) -> Self {
-        self.timestamp = timestamp.into();
+        self.timestamp = Some(timestamp.into());
+        self
+    }
+
+    /// The same event with another quantity.
+    pub(crate) fn quantity(mut self, quantity: i64) -> Self {
+        self.event.quantity = quantity;
         self
     }
 
     pub(crate) fn json(&self) -> Value {
-        json!({
-            "id": Uuid::new_v4().to_string(),
-            "source": self.code,
-            "specversion": "1.0",
-            "type": "ru.retail.warehouses.movement",
-            "datacontenttype": "application/json",
-            "dataschema": "ru.retail.warehouses.movement.v1.0",
-            "time": 1_737_439_421_623_i64,
-            "subject": format!("{}:{}", self.code, self.event.to_uppercase()),
-            "destination": "ru.retail.warehouses",
-            "data": {
-                "movement_id": self.movement_id.to_string(),
-                "warehouse_id": self.warehouse_id.to_string(),
-                "timestamp": self.timestamp,
-                "event": self.event,
-                "product_id": self.product_id.to_string(),
-                "quantity": self.quantity,
-            }
-        })
+        let event = MovementEvent {
+            message_id: Uuid::new_v4(),
+            ..self.event.clone()
+        };
+        let mut json = encode::to_json(&event);
+        if let Some(timestamp) = &self.timestamp {
+            json["data"]["timestamp"] = timestamp.as_str().into();
+        }
+        json
     }
 
     pub(crate) fn bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&self.json()).unwrap()
+    }
+}
+
+/// A test reads the ids of what it sent (`ev.warehouse_id`) off the event itself.
+impl std::ops::Deref for Ev {
+    type Target = MovementEvent;
+
+    fn deref(&self) -> &MovementEvent {
+        &self.event
     }
 }
 
@@ -457,89 +472,6 @@ pub(crate) async fn dump(pool: &Pool) -> Vec<String> {
         tables.push(format!("{count} rows\n{text}"));
     }
     tables
-}
-
-/// How long [`eventually`] keeps checking, and how often.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Patience {
-    timeout: Duration,
-    every: Duration,
-}
-
-impl Patience {
-    /// `secs` seconds, checking every 50 ms.
-    pub(crate) fn secs(secs: u64) -> Self {
-        Self {
-            timeout: Duration::from_secs(secs),
-            every: Duration::from_millis(50),
-        }
-    }
-
-    /// Checks every `every` instead (a test that acts as soon as something
-    /// happens, not long after).
-    pub(crate) fn every(self, every: Duration) -> Self {
-        Self { every, ..self }
-    }
-}
-
-impl From<u64> for Patience {
-    fn from(secs: u64) -> Self {
-        Self::secs(secs)
-    }
-}
-
-/// What a check of [`eventually`] returns: `Some(value)` or `Ok(value)` once
-/// the condition holds; `None`, or `Err(what is awaited and what was seen)`
-/// for the failure message, while it does not.
-pub(crate) trait Outcome {
-    type Value;
-    fn into_result(self) -> Result<Self::Value, String>;
-}
-
-impl<T> Outcome for Option<T> {
-    type Value = T;
-    fn into_result(self) -> Result<T, String> {
-        self.ok_or_else(|| "condition".to_owned())
-    }
-}
-
-impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
-    type Value = T;
-    fn into_result(self) -> Result<T, String> {
-        self.map_err(|e| e.to_string())
-    }
-}
-
-/// Runs `check` until it succeeds, for `patience` (seconds, or a
-/// [`Patience`]) at most; returns what it found, or fails the test with the
-/// line that waited and the last thing `check` reported.
-#[track_caller]
-pub(crate) fn eventually<O, F, Fut>(
-    patience: impl Into<Patience>,
-    mut check: F,
-) -> impl std::future::Future<Output = O::Value>
-where
-    O: Outcome,
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = O>,
-{
-    // Taken here: `#[track_caller]` does not reach into an async body.
-    let caller = std::panic::Location::caller();
-    let Patience { timeout, every } = patience.into();
-    async move {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let why = match check().await.into_result() {
-                Ok(found) => return found,
-                Err(why) => why,
-            };
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not met within {timeout:?} (waiting at {caller}): {why}"
-            );
-            tokio::time::sleep(every).await;
-        }
-    }
 }
 
 /// A TCP port free on 127.0.0.1 at the time of the call.

@@ -122,10 +122,7 @@ async fn exact_duplicate_changes_nothing_and_a_conflicting_repeat_is_rejected() 
     // The same event again (new envelope id, same content), in a later batch and
     // on another partition, and once more in the same batch as a conflicting one.
     app.produce(1, vec![departure.bytes()]).await;
-    let changed = Ev {
-        quantity: 8,
-        ..departure.clone()
-    };
+    let changed = departure.clone().quantity(8);
     app.produce(0, vec![departure.bytes(), changed.bytes()])
         .await;
     app.wait_consumed().await;

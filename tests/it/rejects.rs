@@ -23,10 +23,7 @@ async fn each_reason_code_is_stored_and_later_good_records_apply() {
     invalid["data"]["warehouse_id"] = json!("not-a-uuid");
     let mut quantity = good.json();
     quantity["data"]["quantity"] = json!(0);
-    let conflicting = Ev {
-        quantity: 6,
-        ..good.clone()
-    };
+    let conflicting = good.clone().quantity(6);
 
     let bad: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "malformed_json"),

@@ -325,7 +325,7 @@ async fn passwords_never_appear_in_the_logs_or_health() {
             .unwrap();
         assert_hidden(path, &body);
     }
-    let log = service.stop();
+    let log = service.stop().await;
     assert!(log.contains("warehouse-monitor running"), "{log}");
     let masked = format!("redis://:***@127.0.0.1:{closed}");
     assert!(

@@ -1,15 +1,15 @@
 //! The real binary as a child process, configured only by its environment and
 //! run in a working directory of the test's choice, with everything it prints
-//! captured: what an operator sees of it.
+//! captured: what an operator sees of it. The process itself is managed by
+//! the library's `devtools::service`, as the benchmarks' is.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::Duration,
 };
 
-use crate::helpers::{Patience, eventually, free_port};
+use warehouse_monitor::devtools;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_warehouse-monitor");
 
@@ -40,95 +40,36 @@ pub(crate) fn empty_dir() -> PathBuf {
 }
 
 /// A running `warehouse-monitor serve`, its output going to a file.
-pub(crate) struct Service {
-    pub(crate) addr: SocketAddr,
-    child: Option<Child>,
-    log: PathBuf,
-}
+pub(crate) struct Service(devtools::service::Service);
 
 impl Service {
     /// Starts `serve` in `dir` with `vars` (and an HTTP port of its own), and
     /// waits until `/health/live` answers.
     pub(crate) async fn start(dir: &Path, vars: &[(&str, String)]) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = dir.join(format!("service-{}.log", addr.port()));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = command(dir, vars)
-            .env("WM_HTTP__ADDR", addr.to_string())
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("the service starts");
-        let mut service = Self {
-            addr,
-            child: Some(child),
-            log,
-        };
-        let http = reqwest::Client::new();
-        let url = service.url("/health/live");
-        let patience = Patience::secs(60).every(Duration::from_millis(100));
-        eventually(patience, || {
-            let (http, url) = (&http, &url);
-            let exited = service.exited();
-            async move {
-                if let Some(status) = exited {
-                    return Err(format!("the service exited with {status}"));
-                }
-                match http.get(url).send().await {
-                    Ok(r) if r.status().is_success() => Ok(()),
-                    Ok(r) => Err(format!("/health/live answered {}", r.status())),
-                    Err(e) => Err(format!("/health/live: {e}")),
-                }
-            }
-        })
-        .await;
-        service.assert_running();
-        service
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(status) = self.exited() {
-            panic!("the service exited with {status}:\n{}", self.output());
+        let log = dir.join(format!("service-{}.log", uuid::Uuid::new_v4()));
+        let mut serve = command(dir, vars);
+        serve.arg("serve");
+        match devtools::service::Service::start(serve, &log, Duration::from_secs(60)).await {
+            Ok(service) => Self(service),
+            Err(e) => panic!(
+                "{e}:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
         }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Everything it printed so far (stdout and stderr).
-    pub(crate) fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.url(path)
     }
 
     /// Stops it as an orchestrator would (SIGTERM) and waits for it; returns
     /// everything it printed.
-    pub(crate) fn stop(mut self) -> String {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let status = child.wait().unwrap();
-            assert!(
-                status.success(),
-                "stopped with {status}:\n{}",
-                self.output()
-            );
-        }
-        self.output()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub(crate) async fn stop(self) -> String {
+        let log = self.0.log().to_owned();
+        let status = self.0.stop(Duration::from_secs(60)).await;
+        let output = std::fs::read_to_string(log).unwrap_or_default();
+        let status = status.expect("the service process is waited for");
+        assert!(status.success(), "stopped with {status}:\n{output}");
+        output
     }
 }

@@ -1,9 +1,9 @@
 //! The tool's typed errors. Each names what was being done, so the one line
 //! printed at the binary's edge says where a run went wrong.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitStatus};
+use std::{net::SocketAddr, path::PathBuf};
 
-use crate::wm::{ConfigError, KafkaError, StoreError};
+use crate::wm::{ConfigError, KafkaError, ServiceError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BenchError {
@@ -17,22 +17,8 @@ pub(crate) enum BenchError {
     Db(#[from] tokio_postgres::Error),
     #[error("PostgreSQL pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error(
-        "cannot start the service {path}: {source} (build it with `cargo build --release --features devtools --bins`)"
-    )]
-    Spawn {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the service exited early ({status}); see {log}")]
-    Exited { status: ExitStatus, log: PathBuf },
-    #[error("the service at {addr} did not answer /health/live within {secs} s; see {log}")]
-    NotLive {
-        addr: SocketAddr,
-        secs: u64,
-        log: PathBuf,
-    },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
     #[error("the consumer committed {committed} of {target} records within {secs} s")]
     NotConsumed {
         committed: i64,

@@ -12,16 +12,16 @@ use std::{
 };
 
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
-use serde_json::json;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
     error::BenchError,
     wm::{
-        EVENT_TYPE, Kafka,
+        EventKind, Kafka, MovementEvent, encode,
         kafka::{self, Codec, Outgoing},
+        produce,
     },
 };
 
@@ -85,10 +85,10 @@ pub(crate) async fn run(
         let mut records = Vec::with_capacity(usize::try_from(movements * 2).unwrap_or(0));
         for _ in 0..movements {
             let movement = Uuid::new_v4();
-            let slot = (movement.as_u128() % partitions.len() as u128) as usize;
+            let partition = produce::partition_of(movement, &partitions);
             for value in movement_events(&mut rng, movement, &pairs) {
                 records.push(Outgoing {
-                    partition: partitions[slot],
+                    partition,
                     key: Some(movement.as_bytes().to_vec()),
                     value: Some(value),
                     ..Outgoing::default()
@@ -114,11 +114,11 @@ fn movement_events(rng: &mut StdRng, movement: Uuid, pairs: &[(Uuid, Uuid)]) -> 
     let quantity = rng.gen_range(1..=50);
     let now = OffsetDateTime::now_utc();
     [
-        event(movement, from, "departure", product, quantity, now),
+        event(movement, from, EventKind::Departure, product, quantity, now),
         event(
             movement,
             to,
-            "arrival",
+            EventKind::Arrival,
             product,
             quantity,
             now + time::Duration::minutes(5),
@@ -126,33 +126,28 @@ fn movement_events(rng: &mut StdRng, movement: Uuid, pairs: &[(Uuid, Uuid)]) -> 
     ]
 }
 
-/// One event as a warehouse sends it (CloudEvents envelope, `time` now).
+/// One event as a warehouse sends it (`time` now), from the warehouse coded
+/// `WH-<the id's last four digits>`.
 pub(crate) fn event(
     movement: Uuid,
     warehouse: Uuid,
-    kind: &str,
+    kind: EventKind,
     product: Uuid,
     quantity: i64,
     at: OffsetDateTime,
 ) -> Vec<u8> {
-    let code = format!("WH-{}", warehouse.as_u128() % 10_000);
-    let value = json!({
-        "id": Uuid::new_v4(),
-        "source": code,
-        "specversion": "1.0",
-        "type": EVENT_TYPE,
-        "time": i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or_default(),
-        "subject": format!("{code}:{}", kind.to_uppercase()),
-        "data": {
-            "movement_id": movement,
-            "warehouse_id": warehouse,
-            "timestamp": at.replace_nanosecond(0).unwrap_or(at).format(&Rfc3339).unwrap_or_default(),
-            "event": kind,
-            "product_id": product,
-            "quantity": quantity,
-        }
-    });
-    serde_json::to_vec(&value).unwrap_or_default()
+    let code = u64::try_from(warehouse.as_u128() % 10_000).unwrap_or_default();
+    encode::encode(&MovementEvent {
+        message_id: Uuid::new_v4(),
+        source: produce::numbered(code),
+        emitted_at: Some(OffsetDateTime::now_utc()),
+        movement_id: movement,
+        warehouse_id: warehouse,
+        happened_at: at.replace_nanosecond(0).unwrap_or(at),
+        kind,
+        product_id: product,
+        quantity,
+    })
 }
 
 #[cfg(test)]

@@ -21,9 +21,9 @@ use crate::{
     feed,
     http::Conn,
     report,
-    service::{Fresh, Launch, Service},
+    service::{self, Fresh, Launch},
     wm::{
-        KafkaError, Settings, create_topic,
+        EventKind, KafkaError, Settings, create_topic,
         kafka::{self, Outgoing, Reporter},
     },
 };
@@ -76,17 +76,17 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
         batch_size: settings.batch.size,
         log: dir.join("service.log"),
     };
-    let mut service = Service::start(&launch, &fresh).await?;
+    let mut service = launch.start(&fresh).await?;
     // Sends each record at once: no linger, as a producer of single events.
     let mut config = kafka::client_config(&settings.kafka);
     config.set("linger.ms", "0").set("acks", "all");
     let producer: FutureProducer<Reporter> = config
         .create_with_context(Reporter::default())
         .map_err(KafkaError::from)?;
-    let mut conn = Conn::open(service.addr)
+    let mut conn = Conn::open(service.addr())
         .await
         .map_err(|e| BenchError::Http {
-            addr: service.addr,
+            addr: service.addr(),
             detail: e.as_str().to_owned(),
         })?;
     let pairs: Arc<Vec<(Uuid, Uuid)>> =
@@ -133,7 +133,7 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
         println!("{}", line(&measured, sent.get()));
         results.push(measured);
     }
-    service.stop().await;
+    service::stop(service).await;
     let table = markdown(&results);
     report::write(&dir, "freshness.md", &table)?;
     report::write(&dir, "freshness.csv", &csv(&results))?;
@@ -143,7 +143,14 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
 /// An arrival of `quantity` at `warehouse`, happening now.
 fn arrival(warehouse: Uuid, product: Uuid, quantity: i64) -> Vec<u8> {
     let now = time::OffsetDateTime::now_utc();
-    feed::event(Uuid::new_v4(), warehouse, "arrival", product, quantity, now)
+    feed::event(
+        Uuid::new_v4(),
+        warehouse,
+        EventKind::Arrival,
+        product,
+        quantity,
+        now,
+    )
 }
 
 /// Produces one arrival to a stock pair nobody has seen and polls its stock

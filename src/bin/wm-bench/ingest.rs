@@ -10,7 +10,7 @@
 //! falls on both alike; the report gives the median round and every round.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -23,10 +23,10 @@ use crate::{
     error::BenchError,
     ingest_report::{csv, markdown},
     report, seed,
-    service::{self, Fresh, Launch, Service},
+    service::{self, Fresh, Launch},
     wm::{
-        Class, Message, PartitionBatch, Record, Settings, StoreError, apply, classify,
-        create_topic, kafka, migrate, store,
+        Bisection, Message, PartitionBatch, Record, Settings, StoreError, apply, classify,
+        create_topic, kafka, migrate, produce, store,
     },
 };
 
@@ -261,7 +261,7 @@ async fn time_service(
     let pool = fresh.pool(settings, 1)?;
     let before = Snapshot::take();
     let started = Instant::now();
-    let mut running = Service::start(launch, fresh).await?;
+    let mut running = launch.start(fresh).await?;
     let start_up = started.elapsed();
     let limit = Duration::from_secs(900);
     let last =
@@ -269,7 +269,7 @@ async fn time_service(
     // Before the stop: the service's own time ends with its process.
     let cpu = Snapshot::take().since(&before);
     let peak_rss = running.peak_rss();
-    running.stop().await;
+    service::stop(running).await;
     pool.close();
     store::drop_database(&fresh.database_url).await?;
     Ok(Timed {
@@ -354,8 +354,8 @@ async fn ceiling(
     let now = OffsetDateTime::now_utc();
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     for m in messages {
-        let index = (m.key.as_u128() % partitions.len().max(1) as u128) as usize;
-        let records = by_partition.entry(partitions[index]).or_default();
+        let partition = produce::partition_of(m.key, partitions);
+        let records = by_partition.entry(partition).or_default();
         let offset = i64::try_from(records.len()).unwrap_or(i64::MAX);
         records.push(Record::new(offset, Some(now), Some(m.value)));
     }
@@ -406,18 +406,17 @@ async fn apply_all(
     Ok(Ceiling { took, cpu, splits })
 }
 
-/// Applies `batch` in one transaction, or, where PostgreSQL runs out of lock
-/// memory for it, in halves down to what fits, as the service does
-/// (`ingest::apply::commit`); returns the next offset and how many times it
-/// split.
+/// Applies `batch` in one transaction, or, where PostgreSQL refuses it as a
+/// whole (out of lock memory for it), in halves down to what fits, as the
+/// service does (`ingest::apply::commit`); returns the next offset and how
+/// many times it split.
 async fn apply_in_halves(
     client: &mut store::Client,
     batch: &PartitionBatch<'_>,
 ) -> Result<(i64, usize), StoreError> {
-    let mut pending = VecDeque::new();
-    pending.push_back(0..batch.records.len());
-    let (mut expected, mut splits) = (batch.expected_offset, 0);
-    while let Some(range) = pending.pop_front() {
+    let mut bisection = Bisection::new(batch.records.len());
+    let mut expected = batch.expected_offset;
+    while let Some(range) = bisection.next_range() {
         let part = PartitionBatch {
             records: &batch.records[range.clone()],
             expected_offset: expected,
@@ -425,14 +424,12 @@ async fn apply_in_halves(
         };
         match apply(client, &part).await {
             Ok(outcome) => expected = Some(outcome.next_offset),
-            Err(e) if classify(&e) == Class::Resources && range.len() > 1 => {
-                let middle = range.start + range.len() / 2;
-                pending.push_front(middle..range.end);
-                pending.push_front(range.start..middle);
-                splits += 1;
+            Err(e) => {
+                if !(classify(&e).splits_batch() && bisection.split(range)) {
+                    return Err(e);
+                }
             }
-            Err(e) => return Err(e),
         }
     }
-    Ok((expected.unwrap_or_default(), splits))
+    Ok((expected.unwrap_or_default(), bisection.splits()))
 }

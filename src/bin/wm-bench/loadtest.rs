@@ -20,9 +20,9 @@ use crate::{
     report::{self, StepRow, TimePoint},
     scrape::{Scrape, Scraper},
     seed,
-    service::{self, Fresh, Launch, Service},
+    service::{self, Fresh, Launch},
     stats::{Endpoint, Recorder},
-    wm::{Settings, create_topic, kafka, store},
+    wm::{Service, Settings, create_topic, kafka, store},
 };
 
 /// Options of `wm-bench loadtest`.
@@ -100,7 +100,7 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
         log: dir.join("service.log"),
     };
     let started = Instant::now();
-    let mut service = Service::start(&launch, &fresh).await?;
+    let mut service = launch.start(&fresh).await?;
     let pool = fresh.pool(&settings, 2)?;
     let limit = Duration::from_secs(600);
     service::wait_committed(
@@ -138,7 +138,7 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
     let result = drive(&options, &service, targets, &sent, &stop).await;
     stop.cancel();
     let fed = feeder.await;
-    service.stop().await;
+    service::stop(service).await;
     pool.close();
     let _ = store::drop_database(&fresh.database_url).await;
     let (rows, points, ceiling_errors, cached) = result?;
@@ -185,7 +185,7 @@ async fn drive(
     feed: &feed::Sent,
     stop: &CancellationToken,
 ) -> Result<Driven, BenchError> {
-    let addr = service.addr;
+    let addr = service.addr();
     let phases: Vec<(usize, Option<f64>)> = match &options.rate {
         Some(rates) => rates
             .iter()

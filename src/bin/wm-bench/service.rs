@@ -1,14 +1,13 @@
 //! The service under test, run as its own process (the release binary with
-//! `WM_*` variables), so that the load generator and the service never share
-//! a runtime. Also the fresh database and topic names of a run, and waiting
-//! for consumption by reading `consumer_offsets`, the service's public record
-//! of what it committed.
+//! `WM_*` variables, through the library's `devtools::service`), so that the
+//! load generator and the service never share a runtime. Also the fresh
+//! database and topic names of a run, and waiting for consumption by reading
+//! `consumer_offsets`, the service's public record of what it committed.
 
 use std::{
     collections::BTreeMap,
-    net::{SocketAddr, TcpListener},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -17,9 +16,11 @@ use uuid::Uuid;
 
 use crate::{
     error::BenchError,
-    http::Conn,
-    wm::{Settings, Store},
+    wm::{Service, Settings, Store},
 };
+
+/// How long the service may take to answer `/health/live` after its start.
+const LIVE_WITHIN: Duration = Duration::from_secs(60);
 
 /// A fresh database URL and topic name for one run.
 #[derive(Debug, Clone)]
@@ -67,129 +68,34 @@ pub(crate) fn default_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("warehouse-monitor"))
 }
 
-/// A running service process; stopped (SIGTERM, then SIGKILL) when dropped.
-#[derive(Debug)]
-pub(crate) struct Service {
-    child: Child,
-    pub(crate) addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Service {
+impl Launch {
     /// Starts `serve` on `fresh` and returns once `/health/live` answers.
-    pub(crate) async fn start(launch: &Launch, fresh: &Fresh) -> Result<Self, BenchError> {
-        let addr = free_port()?;
-        let log = std::fs::File::create(&launch.log).map_err(BenchError::io(&launch.log))?;
-        let log_err = log.try_clone().map_err(BenchError::io(&launch.log))?;
-        let child = Command::new(&launch.binary)
+    pub(crate) async fn start(&self, fresh: &Fresh) -> Result<Service, BenchError> {
+        let mut command = Command::new(&self.binary);
+        command
             .arg("--config-dir")
-            .arg(&launch.config_dir)
+            .arg(&self.config_dir)
             .arg("serve")
             .env("WM_POSTGRES__URL", &fresh.database_url)
             .env("WM_KAFKA__TOPIC", &fresh.topic)
-            .env("WM_KAFKA__PARTITIONS", launch.partitions.to_string())
-            .env("WM_BATCH__SIZE", launch.batch_size.to_string())
-            .env("WM_HTTP__ADDR", addr.to_string())
+            .env("WM_KAFKA__PARTITIONS", self.partitions.to_string())
+            .env("WM_BATCH__SIZE", self.batch_size.to_string())
             // The service logs warnings only, unless WMBENCH_SERVICE_LOG
             // asks for more (a RUST_LOG filter, to diagnose a run).
             .env(
                 "RUST_LOG",
                 std::env::var("WMBENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|source| BenchError::Spawn {
-                path: launch.binary.clone(),
-                source,
-            })?;
-        let mut service = Self {
-            child,
-            addr,
-            log: launch.log.clone(),
-        };
-        service.wait_live(Duration::from_secs(60)).await?;
-        Ok(service)
-    }
-
-    async fn wait_live(&mut self, limit: Duration) -> Result<(), BenchError> {
-        let deadline = Instant::now() + limit;
-        loop {
-            self.check_running()?;
-            if let Ok(mut conn) = Conn::open(self.addr).await {
-                if let Ok(200) = conn.get("/health/live").await {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::NotLive {
-                    addr: self.addr,
-                    secs: limit.as_secs(),
-                    log: self.log.clone(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The most memory the process has held resident so far (`VmHWM` in
-    /// `/proc`), in bytes; `None` where `/proc` cannot be read.
-    pub(crate) fn peak_rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    }
-
-    /// Fails if the process has exited.
-    pub(crate) fn check_running(&mut self) -> Result<(), BenchError> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Err(BenchError::Exited {
-                status,
-                log: self.log.clone(),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Graceful stop: SIGTERM, then SIGKILL after 15 s.
-    pub(crate) async fn stop(mut self) {
-        self.terminate().await;
-    }
-
-    async fn terminate(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            );
+        Ok(Service::start(command, &self.log, LIVE_WITHIN).await?)
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+/// Stops the service gracefully: SIGTERM, then SIGKILL after 15 s. How it
+/// exited is in its log; a run's figures were taken before.
+pub(crate) async fn stop(service: Service) {
+    if let Err(e) = service.stop(Duration::from_secs(15)).await {
+        eprintln!("stopping the service: {e}");
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> Result<SocketAddr, BenchError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(BenchError::io("127.0.0.1:0"))?;
-    listener.local_addr().map_err(BenchError::io("127.0.0.1:0"))
 }
 
 /// Committed next offset per partition of `topic`, from `consumer_offsets`.

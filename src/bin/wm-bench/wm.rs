@@ -5,10 +5,14 @@
 pub(crate) use warehouse_monitor::domain::event::decode;
 pub(crate) use warehouse_monitor::{
     app::config::{ConfigError, KafkaSettings, Settings},
-    devtools::produce::{self, Message, Plan},
-    domain::event::EVENT_TYPE,
+    devtools::{
+        produce::{self, Message, Plan},
+        service::{Service, ServiceError},
+    },
+    domain::event::{EventKind, MovementEvent, encode},
+    ingest::bisect::Bisection,
     kafka::{self, Kafka, KafkaError, Record},
-    retry::{Class, classify},
+    retry::classify,
     store::{self, Store, StoreError, apply::PartitionBatch},
 };
 

@@ -1,5 +1,5 @@
-//! Failover in seconds (issue 9, item 3). A partition is held as an advisory
-//! lock on its instance's own PostgreSQL session, so when the instance is
+//! Failover in seconds: a partition is held as an advisory lock on its
+//! instance's own PostgreSQL session, so when the instance is
 //! SIGKILLed the server frees its partitions at once, and a standby takes
 //! them on its next try (`consumer.takeover_poll_ms`). Measured here on real
 //! processes while events keep arriving; the survivor takes every partition
