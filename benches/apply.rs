@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warehouse_monitor::{
-    app::{config::Settings, startup},
+    app::startup,
+    config::Settings,
     devtools::produce,
     ingest::{apply::apply_once, decode::decode_all},
     kafka::Record,

@@ -41,10 +41,8 @@ use fred::{
 use uuid::Uuid;
 
 use crate::{
-    app::{
-        config::RedisSettings,
-        metrics::{CacheResult, Metrics},
-    },
+    config::RedisSettings,
+    metrics::{CacheResult, Metrics},
     redact,
     throttle::Throttle,
     tls::{self, TlsError, Verify},

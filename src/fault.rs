@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::app::config::{FaultSettings, FaultStage};
+use crate::config::{FaultSettings, FaultStage};
 
 /// The faults to inject, and how many panics were injected so far.
 #[derive(Debug, Default)]

@@ -31,7 +31,7 @@ use rdkafka::{
 pub use partition_consumer::PartitionConsumer;
 pub use record::{KEPT_PREFIX_BYTES, Record};
 
-use crate::app::config::{KafkaSettings, SaslMechanism};
+use crate::config::{KafkaSettings, SaslMechanism};
 
 /// Errors of the Kafka layer.
 #[derive(Debug, thiserror::Error)]
@@ -543,7 +543,7 @@ pub async fn ensure_topic(kafka: &Kafka, settings: &KafkaSettings) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{app::config::Settings, redact::Secret};
+    use crate::{config::Settings, redact::Secret};
 
     fn settings() -> KafkaSettings {
         let mut settings = Settings::built_in().unwrap().kafka;

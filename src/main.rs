@@ -8,9 +8,9 @@ use warehouse_monitor::{
     api,
     app::{
         cli::{Cli, Command},
-        config::Settings,
         shutdown, startup, telemetry,
     },
+    config::Settings,
     store::Store,
 };
 

@@ -16,8 +16,9 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{config::OutboxSettings, metrics::Metrics},
     cache::Cache,
+    config::OutboxSettings,
+    metrics::Metrics,
     store::{At, Step, Store, StoreError, outbox},
 };
 

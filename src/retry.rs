@@ -44,6 +44,14 @@ impl Class {
         matches!(self, Class::Data | Class::Resources)
     }
 
+    /// Every class, for the series that appear before their first failure.
+    pub const ALL: [Class; 4] = [
+        Class::Transient,
+        Class::Data,
+        Class::Resources,
+        Class::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Class::Transient => "transient",

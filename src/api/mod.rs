@@ -21,10 +21,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    app::{config::Role, metrics::Metrics, shutdown::GRACE_PERIOD},
-    cache::Cache,
-    ingest::status::Partitions,
-    store::Store,
+    app::shutdown::GRACE_PERIOD, cache::Cache, config::Role, ingest::status::Partitions,
+    metrics::Metrics, store::Store,
 };
 use model::ErrorBody;
 

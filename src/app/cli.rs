@@ -28,7 +28,7 @@ pub enum Command {
     Serve {
         /// What this instance runs (overrides the `role` setting and WM_ROLE).
         #[arg(long, value_enum)]
-        role: Option<crate::app::config::Role>,
+        role: Option<crate::config::Role>,
     },
     /// Create the database if missing and apply pending migrations.
     Migrate,

@@ -9,11 +9,7 @@ use std::{net::SocketAddr, sync::Arc};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    config::Settings,
-    metrics::{Metrics, MetricsError, PartitionSample},
-    shutdown::GRACE_PERIOD,
-};
+use super::shutdown::GRACE_PERIOD;
 use crate::{
     api,
     cache::{Cache, CacheError},
@@ -21,6 +17,8 @@ use crate::{
         membership::Membership,
         session::{Sessions, Timing},
     },
+    config::Settings,
+    domain::event::RejectReason,
     fault::Faults,
     ingest::{
         self, ConsumerContext, Ownership,
@@ -28,8 +26,10 @@ use crate::{
         status::{PartitionStatus, Partitions},
     },
     kafka::{self, KafkaError},
+    metrics::{KnownLabels, Metrics, MetricsError, PartitionSample},
     outbox::OutboxWatch,
-    store::{self, Store, StoreError},
+    retry::Class,
+    store::{self, Step, Store, StoreError},
 };
 
 /// Longest start-up delay spent delivering the cache outbox.
@@ -95,7 +95,11 @@ impl Application {
             Arc::new(move || sampled.snapshot().iter().map(|s| sample(s)).collect()),
             Arc::new(move || pool.connections()),
         );
-        metrics.touch_reasons();
+        metrics.touch(&KnownLabels {
+            steps: Step::BATCH.iter().map(|s| s.as_str()).collect(),
+            classes: Class::ALL.iter().map(|c| c.as_str()).collect(),
+            reasons: RejectReason::ALL.iter().map(|r| r.as_str()).collect(),
+        });
         let cache = Cache::start(&settings.redis, Arc::clone(&metrics)).await?;
         let addr = settings.http.addr;
         let listener = tokio::net::TcpListener::bind(addr)

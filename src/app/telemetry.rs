@@ -3,7 +3,7 @@
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use super::config::LogFormat;
+use crate::config::LogFormat;
 
 /// Installs the global subscriber; a second call (tests) is a no-op.
 pub fn init(format: LogFormat) {

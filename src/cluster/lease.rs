@@ -11,7 +11,7 @@ use super::{
     OwnershipError,
     session::{Live, Sessions},
 };
-use crate::{app::config::FaultStage, fault::Faults};
+use crate::{config::FaultStage, fault::Faults};
 
 /// A partition this instance holds, on the session that holds it.
 #[derive(Debug)]

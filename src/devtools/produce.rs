@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    app::config::KafkaSettings,
+    config::KafkaSettings,
     domain::event::{
         EventKind::{self, Arrival, Departure},
         MovementEvent, WarehouseCode, encode,

@@ -20,10 +20,10 @@ use super::{
     status::PartitionStatus,
 };
 use crate::{
-    app::metrics::BatchFigures,
     cache::Cache,
     domain::{event::RejectReason, plan},
     kafka::Record,
+    metrics::BatchFigures,
     retry::{self, Backoff, Class},
     store::{
         Client, StoreError,

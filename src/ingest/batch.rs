@@ -25,7 +25,7 @@ use tokio::sync::{
     mpsc::{self, error::TryRecvError},
 };
 
-use crate::{app::config::BatchSettings, kafka::Record};
+use crate::{config::BatchSettings, kafka::Record};
 
 /// A record as the batcher sees it.
 pub trait Weighed {

@@ -16,15 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ConsumerError, batch::Chunk, status::PartitionStatus};
 use crate::{
-    app::{
-        config::{FaultStage, KafkaSettings, OffsetReset},
-        metrics::Metrics,
-    },
+    config::{FaultStage, KafkaSettings, OffsetReset},
     fault::Faults,
     kafka::{
         Kafka, KafkaError, PartitionConsumer, Record, STATISTICS_INTERVAL,
         partition_consumer::{DRAIN_RECORDS, Fetched},
     },
+    metrics::Metrics,
 };
 
 /// What a fetcher needs besides its partition.
@@ -393,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_probe_steps_back_in_growing_steps_down_to_the_log_start() {
-        let settings = crate::app::config::Settings::built_in().unwrap().kafka;
+        let settings = crate::config::Settings::built_in().unwrap().kafka;
         let p = Probe::new(1000, 64, &settings);
         let p = p.next(1000, 0, &settings).unwrap();
         assert_eq!((p.from, p.step), (936, 256));

@@ -18,8 +18,8 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::{
-    app::metrics::Metrics,
     cache,
+    metrics::Metrics,
     store::{Client, Store, StoreError, apply::Touched, outbox},
 };
 

@@ -23,17 +23,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    app::{
-        config::{BatchSettings, KafkaSettings},
-        metrics::Metrics,
-    },
     cache::Cache,
     cluster::{
         membership::Membership,
         session::{self, Keeper, Sessions, Timing},
     },
+    config::{BatchSettings, KafkaSettings},
     fault::Faults,
     kafka::{self, KafkaError},
+    metrics::Metrics,
     store::{Store, StoreError},
 };
 use status::Partitions;

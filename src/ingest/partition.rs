@@ -19,11 +19,11 @@ use super::{
     status::PartitionStatus,
 };
 use crate::{
-    app::config::FaultStage,
     cluster::{
         OwnershipError,
         lease::{self, Held},
     },
+    config::FaultStage,
     retry::Backoff,
 };
 

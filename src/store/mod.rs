@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use self::tls::MakeRustls;
 use crate::{
-    app::config::{PgSslMode, PostgresSettings},
+    config::{PgSslMode, PostgresSettings},
     tls::TlsError,
 };
 

@@ -19,7 +19,7 @@ use tokio_postgres::{
 };
 
 use crate::{
-    app::config::PgSslMode,
+    config::PgSslMode,
     tls::{self, TlsError, Verify},
 };
 

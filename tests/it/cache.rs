@@ -261,7 +261,7 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
 /// read, and only one reader at a time fills a key.
 #[tokio::test]
 async fn a_fill_lands_only_over_its_own_untouched_lease() {
-    use warehouse_monitor::{app::metrics::Metrics, cache::Cache};
+    use warehouse_monitor::{cache::Cache, metrics::Metrics};
 
     let settings = test_settings(1);
     let metrics = Arc::new(Metrics::new().unwrap());

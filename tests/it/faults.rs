@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use uuid::Uuid;
-use warehouse_monitor::app::config::{FaultStage, Settings};
+use warehouse_monitor::config::{FaultStage, Settings};
 
 use crate::{
     helpers::{Ev, Producer, TestApp, eventually, test_settings, wait_committed},

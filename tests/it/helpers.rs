@@ -19,10 +19,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use warehouse_monitor::{
-    app::{
-        config::{KafkaSettings, Settings},
-        startup::Application,
-    },
+    app::startup::Application,
+    config::{KafkaSettings, Settings},
     domain::event::{EventKind, MovementEvent, WarehouseCode, encode},
     ingest::status::Partitions,
     kafka::{self, Codec, Outgoing, Reporter},
@@ -57,7 +55,7 @@ pub(crate) struct TestApp {
     pub(crate) settings: Settings,
     pub(crate) addr: SocketAddr,
     pub(crate) pool: Pool,
-    pub(crate) metrics: Arc<warehouse_monitor::app::metrics::Metrics>,
+    pub(crate) metrics: Arc<warehouse_monitor::metrics::Metrics>,
     pub(crate) statuses: Partitions,
     pub(crate) producer: Producer,
     pub(crate) http: reqwest::Client,

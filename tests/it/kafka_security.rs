@@ -30,10 +30,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warehouse_monitor::{
-    app::{
-        config::{KafkaSettings, SaslMechanism},
-        startup::Application,
-    },
+    app::startup::Application,
+    config::{KafkaSettings, SaslMechanism},
     kafka::{self, Codec, Outgoing},
     redact::Secret,
 };

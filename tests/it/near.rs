@@ -7,8 +7,9 @@ use std::{process::Command, sync::Arc, time::Duration};
 
 use uuid::Uuid;
 use warehouse_monitor::{
-    app::{config::RedisSettings, metrics::Metrics},
     cache::{self, Cache},
+    config::RedisSettings,
+    metrics::Metrics,
 };
 
 use crate::{

@@ -3,17 +3,13 @@
 //! longer has, under each policy.
 
 use uuid::Uuid;
-use warehouse_monitor::{app::config::OffsetReset, kafka};
+use warehouse_monitor::{config::OffsetReset, kafka};
 
 use crate::helpers::{Ev, TestApp, eventually, test_settings};
 
 /// Creates the topic, produces `n` arrivals in one producer batch, and stores
 /// `offset` as partition 0's committed offset, before any consumer runs.
-async fn prepare(
-    settings: &warehouse_monitor::app::config::Settings,
-    n: usize,
-    offset: i64,
-) -> Vec<Ev> {
+async fn prepare(settings: &warehouse_monitor::config::Settings, n: usize, offset: i64) -> Vec<Ev> {
     let client = kafka::connect(&settings.kafka).await.unwrap();
     kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
     let producer = crate::helpers::Producer::connect(settings).await;

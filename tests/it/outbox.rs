@@ -17,13 +17,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warehouse_monitor::{
-    app::{
-        config::{Role, Settings},
-        metrics::Metrics,
-        startup,
-    },
+    app::startup,
     cache::{self, Cache},
+    config::{Role, Settings},
     kafka,
+    metrics::Metrics,
 };
 
 use crate::{

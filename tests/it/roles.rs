@@ -4,7 +4,7 @@
 //! metrics but not the queries.
 
 use uuid::Uuid;
-use warehouse_monitor::app::config::Role;
+use warehouse_monitor::config::Role;
 
 use crate::helpers::{Ev, TestApp, test_settings};
 

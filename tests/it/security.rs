@@ -7,12 +7,10 @@ use std::process::Command;
 
 use uuid::Uuid;
 use warehouse_monitor::{
-    app::{
-        config::{PgSslMode, Settings},
-        metrics::Metrics,
-        startup::{self, Application},
-    },
+    app::startup::{self, Application},
     cache::Cache,
+    config::{PgSslMode, Settings},
+    metrics::Metrics,
 };
 
 use crate::{

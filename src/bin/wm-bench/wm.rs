@@ -4,7 +4,7 @@
 #[cfg(test)]
 pub(crate) use warehouse_monitor::domain::event::decode;
 pub(crate) use warehouse_monitor::{
-    app::config::{ConfigError, KafkaSettings, Settings},
+    config::{ConfigError, KafkaSettings, Settings},
     devtools::{
         produce::{self, Message, Plan},
         service::{Service, ServiceError},

@@ -13,7 +13,7 @@ use std::{
 use deadpool_postgres::Pool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use warehouse_monitor::{app::config::Settings, kafka};
+use warehouse_monitor::{config::Settings, kafka};
 
 use crate::{
     helpers::{self, Patience, Producer, committed_offsets, eventually, test_settings},

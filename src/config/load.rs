@@ -8,7 +8,7 @@ use super::{ConfigError, ENV_PREFIX, Settings};
 
 /// `config/default.toml` as it was when the binary was built: every setting
 /// has a value without any file.
-pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
+pub const DEFAULTS: &str = include_str!("../../config/default.toml");
 
 /// Settings read from the environment as they are written: `007` or `true`
 /// is then a user name or a password, not a number or a boolean.

@@ -17,8 +17,6 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, TextEncoder};
 use time::OffsetDateTime;
 
-use crate::{domain::event::RejectReason, retry::Class, store::Step};
-
 /// One partition as the gauges see it at scrape time: plain numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartitionSample {
@@ -38,6 +36,19 @@ pub type PartitionSource = Arc<dyn Fn() -> Vec<PartitionSample> + Send + Sync>;
 pub type PoolSource = Arc<dyn Fn() -> Vec<(&'static str, usize, usize)> + Send + Sync>;
 
 /// What one committed batch did, in plain numbers.
+/// The values a label may take, for the series that appear at 0 before
+/// their first event. The wiring gives them, from the types that own them,
+/// so that this module imports nothing of the service.
+#[derive(Debug, Clone, Default)]
+pub struct KnownLabels {
+    /// The steps of a batch that may fail (`step`).
+    pub steps: Vec<&'static str>,
+    /// The classes of failure (`class`).
+    pub classes: Vec<&'static str>,
+    /// The reasons an event is rejected (`reason`).
+    pub reasons: Vec<&'static str>,
+}
+
 #[derive(Debug, Clone)]
 pub struct BatchFigures {
     pub partition: i32,
@@ -247,17 +258,6 @@ impl Metrics {
         self.db_fallbacks.add(0, &[]);
         self.outbox_queued.add(0, &[]);
         self.outbox_delivered.add(0, &[]);
-        for step in Step::BATCH {
-            for class in [
-                Class::Transient,
-                Class::Data,
-                Class::Resources,
-                Class::Other,
-            ] {
-                self.batch_failures
-                    .add(0, &failure_labels(step.as_str(), class.as_str()));
-            }
-        }
         let p = Arc::clone(&partitions);
         self.meter
             .i64_observable_gauge("wm_consumer_partitions_owned")
@@ -384,12 +384,16 @@ impl Metrics {
         self.invalidation_delay.record(delay.as_secs_f64(), &[]);
     }
 
-    /// Makes every reason appear (at 0) before the first reject, so dashboards
-    /// and alerts see the series.
-    pub fn touch_reasons(&self) {
-        for reason in RejectReason::ALL {
-            self.rejected
-                .add(0, &[KeyValue::new("reason", reason.as_str())]);
+    /// Makes every series of `labels` appear (at 0) before its first event,
+    /// so that dashboards and alerts see it.
+    pub fn touch(&self, labels: &KnownLabels) {
+        for step in &labels.steps {
+            for class in &labels.classes {
+                self.batch_failures.add(0, &failure_labels(step, class));
+            }
+        }
+        for reason in &labels.reasons {
+            self.rejected.add(0, &[KeyValue::new("reason", *reason)]);
         }
         for result in ["hit", "miss", "error"] {
             self.cache_requests
