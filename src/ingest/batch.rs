@@ -10,12 +10,12 @@
 //! (the upper bound on how long a record waits). Kept apart from fetching so
 //! that the rule is tested with a paused clock.
 //!
-//! Records arrive a fetch at a time ([`Chunk`]), with one permit of the
+//! Records arrive a fetch at a time ([`Chunk`]), with one reservation of the
 //! partition's byte budget for the whole chunk: one channel message, one
 //! semaphore acquisition and one wake-up per chunk rather than per record
 //! (these per-record hand-overs between the fetcher's and the batcher's
 //! threads were service CPU that PostgreSQL's ceiling does not pay). A chunk
-//! may be split over several batches; its permit then goes with the batch
+//! may be split over several batches; its reservation then goes with the batch
 //! that takes its last record, which is committed after the others.
 
 use std::time::Duration;
@@ -45,7 +45,7 @@ impl Weighed for Record {
 pub struct Chunk<T> {
     pub records: Vec<T>,
     /// Held until the batch that takes the last of `records` is committed.
-    pub permit: OwnedSemaphorePermit,
+    pub reservation: OwnedSemaphorePermit,
     /// The broker had no record after the last of `records`.
     pub last_in_log: bool,
     /// The offset after this chunk: past its last record and, at the end of
@@ -58,7 +58,7 @@ pub struct Chunk<T> {
 #[derive(Debug)]
 pub struct Batch<T> {
     pub records: Vec<T>,
-    pub permits: Vec<OwnedSemaphorePermit>,
+    pub reservations: Vec<OwnedSemaphorePermit>,
     /// The end of the last chunk the batch took whole: the offset to store
     /// once it is committed, when that is past its last record (markers).
     pub end: Option<i64>,
@@ -86,7 +86,7 @@ impl From<&BatchSettings> for Limits {
 #[derive(Debug)]
 struct Open<T> {
     records: std::vec::IntoIter<T>,
-    permit: OwnedSemaphorePermit,
+    reservation: OwnedSemaphorePermit,
     last_in_log: bool,
     end: i64,
 }
@@ -116,7 +116,7 @@ impl<T: Weighed> Batcher<T> {
         let limits = self.limits;
         let mut batch = Batch {
             records: Vec::new(),
-            permits: Vec::new(),
+            reservations: Vec::new(),
             end: None,
         };
         let mut bytes = 0;
@@ -156,7 +156,7 @@ impl<T: Weighed> Batcher<T> {
                     }
                     self.open.insert(Open {
                         records: chunk.records.into_iter(),
-                        permit: chunk.permit,
+                        reservation: chunk.reservation,
                         last_in_log: chunk.last_in_log,
                         end: chunk.end,
                     })
@@ -177,7 +177,7 @@ impl<T: Weighed> Batcher<T> {
             if open.records.len() == 0 {
                 caught_up = open.last_in_log;
                 if let Some(done) = self.open.take() {
-                    batch.permits.push(done.permit);
+                    batch.reservations.push(done.reservation);
                     batch.end = Some(done.end);
                 }
             } else {
@@ -215,12 +215,12 @@ mod tests {
         Rec { offset, bytes: 1 }
     }
 
-    /// A chunk of `records` holding one permit per record of `budget`.
+    /// A chunk of `records` holding one reservation per record of `budget`.
     fn chunk(budget: &Arc<Semaphore>, records: Vec<Rec>, last_in_log: bool) -> Chunk<Rec> {
         let n = u32::try_from(records.len()).unwrap();
         let end = records.last().map_or(0, |r| r.offset + 1);
         Chunk {
-            permit: Arc::clone(budget).try_acquire_many_owned(n).unwrap(),
+            reservation: Arc::clone(budget).try_acquire_many_owned(n).unwrap(),
             records,
             last_in_log,
             end,
@@ -276,7 +276,7 @@ mod tests {
         );
         assert_eq!(start.elapsed(), Duration::ZERO);
         // The fetch's budget stays held until the batch with its last record.
-        assert!(first.permits.is_empty() && second.permits.is_empty());
+        assert!(first.reservations.is_empty() && second.reservations.is_empty());
         drop((first, second));
         assert_eq!(budget.available_permits(), 93);
         let third = batcher.next().await.unwrap();
@@ -307,7 +307,7 @@ mod tests {
         // First record at 500 ms, deadline 700 ms: record 1 (650 ms) is in, record 2 (750 ms) is not.
         assert_eq!(offsets(&batch), vec![0, 1]);
         assert_eq!(start.elapsed(), Duration::from_millis(700));
-        assert_eq!(batch.permits.len(), 2);
+        assert_eq!(batch.reservations.len(), 2);
         let batch = batcher.next().await.unwrap();
         assert_eq!(offsets(&batch), vec![2]);
         drop(producer.await.unwrap());

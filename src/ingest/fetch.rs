@@ -4,8 +4,8 @@
 //! holds, up to `kafka.fetch_max_bytes`), with the end of the log when the
 //! consumer reaches it. The configured policy applies when the offset is no
 //! longer in the broker's log. Records waiting for their batch are bounded in
-//! bytes: each chunk holds permits of a per-partition semaphore until the
-//! batch with its last record is committed.
+//! bytes: each chunk holds a reservation of its bytes from a per-partition
+//! semaphore until the batch with its last record is committed.
 
 use std::{collections::VecDeque, sync::Arc};
 
@@ -266,16 +266,16 @@ pub async fn run(
         ctx.status.clear_error();
         ctx.status.raise_high_watermark(target);
         let weight = weight(&records, settings);
-        let permit = tokio::select! {
+        let reservation = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            permit = Arc::clone(&ctx.buffer).acquire_many_owned(weight) => permit,
+            reservation = Arc::clone(&ctx.buffer).acquire_many_owned(weight) => reservation,
         };
-        let Ok(permit) = permit else {
+        let Ok(reservation) = reservation else {
             return Ok(()); // the semaphore is never closed; treat it as a stop
         };
         let chunk = Chunk {
             records,
-            permit,
+            reservation,
             last_in_log: at_end,
             end: target,
         };
@@ -344,8 +344,8 @@ async fn check_log_end(
     Ok(None)
 }
 
-/// The permits a chunk's records take from the partition's byte budget: a
-/// record counts for at least one, and a chunk for at most the whole budget
+/// The bytes a chunk reserves from the partition's byte budget: a record
+/// counts for at least one, and a chunk for at most the whole budget
 /// (one larger than that goes alone).
 fn weight(records: &[Record], settings: &KafkaSettings) -> u32 {
     let bytes: usize = records.iter().map(|r| r.size().max(1)).sum();

@@ -254,7 +254,7 @@ async fn pipeline(
             };
         };
         ctx.faults.maybe_panic(FaultStage::Pipeline, partition);
-        // The permits stay held until the batch is committed: the byte budget
+        // The reservations stay held until the batch is committed: the byte budget
         // covers records in flight, not only those waiting.
         if !closed.records.is_empty() {
             committed = apply::commit(&ctx, &status, &closed.records, committed).await?;
@@ -267,7 +267,7 @@ async fn pipeline(
             status.committed_now(end);
             committed = Some(end);
         }
-        drop(closed.permits);
+        drop(closed.reservations);
     }
 }
 
