@@ -5,7 +5,7 @@
 //! that a bad value is an error naming the setting instead of a surprise later.
 //! Printed (`warehouse-monitor config`, `Debug`), secrets show as `***`.
 
-mod load;
+mod layers;
 mod security;
 
 use std::{net::SocketAddr, path::Path, time::Duration};
@@ -13,7 +13,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    load::DEFAULTS,
+    layers::DEFAULTS,
     security::{PgSslMode, SaslMechanism},
 };
 use crate::redact::{self, Secret};

@@ -15,7 +15,7 @@ use crate::{
     cache::{Cache, CacheError},
     cluster::{
         membership::Membership,
-        session::{Sessions, Timing},
+        session_watch::{Sessions, Timing},
     },
     config::Settings,
     domain::event::RejectReason,

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     OwnershipError,
-    session::{Live, Sessions},
+    session_watch::{Live, Sessions},
 };
 use crate::{config::FaultStage, fault::Faults};
 

@@ -1,7 +1,7 @@
 //! The ownership session: one PostgreSQL connection per consuming instance,
 //! taken out of its pool for good, on which the instance holds its member
-//! lock and the locks of the partitions it consumes ([`super::leases`],
-//! [`super::members`]). Its whole point is its lifetime: when the process
+//! lock and the locks of the partitions it consumes ([`super::partition_locks`],
+//! [`super::member_locks`]). Its whole point is its lifetime: when the process
 //! dies the kernel closes the socket, the backend exits and the server
 //! releases every lock at once; when the network goes silent the server ends
 //! the session after `silence` (TCP keepalives and `tcp_user_timeout`, set on
@@ -18,7 +18,7 @@ use std::{
 use deadpool_postgres::ClientWrapper;
 use uuid::Uuid;
 
-use super::{StoreError, leases, members};
+use super::{StoreError, member_locks, partition_locks};
 
 const SETTINGS: &str = include_str!("../../sql/queries/session_settings.sql");
 const USER_TIMEOUT: &str = include_str!("../../sql/queries/session_user_timeout.sql");
@@ -28,7 +28,7 @@ const USER_TIMEOUT: &str = include_str!("../../sql/queries/session_user_timeout.
 pub struct Session {
     client: ClientWrapper,
     topic_key: i32,
-    member: members::Member,
+    member: member_locks::Member,
     _open: OpenGuard,
 }
 
@@ -54,8 +54,8 @@ impl Session {
             // Not every platform has TCP_USER_TIMEOUT; keepalives still bound the silence.
             tracing::warn!(error = %super::describe(&e), "tcp_user_timeout not set on the ownership session");
         }
-        let topic_key = members::topic_key(&client, topic).await?;
-        let Some(member) = members::join(&client, topic_key).await? else {
+        let topic_key = member_locks::topic_key(&client, topic).await?;
+        let Some(member) = member_locks::join(&client, topic_key).await? else {
             return Ok(None);
         };
         Ok(Some(Self {
@@ -74,17 +74,17 @@ impl Session {
     /// Live instances of the topic, this one included; also proves that the
     /// session still answers.
     pub async fn members(&self) -> Result<usize, StoreError> {
-        members::count(&self.client, self.topic_key, self.member.database).await
+        member_locks::count(&self.client, self.topic_key, self.member.database).await
     }
 
     /// Takes `partition` without waiting; true when this session holds it now.
     pub async fn try_own(&self, partition: i32) -> Result<bool, StoreError> {
-        leases::try_own(&self.client, self.topic_key, partition).await
+        partition_locks::try_own(&self.client, self.topic_key, partition).await
     }
 
     /// Gives `partition` up; false when this session did not hold it.
     pub async fn release(&self, partition: i32) -> Result<bool, StoreError> {
-        leases::release(&self.client, self.topic_key, partition).await
+        partition_locks::release(&self.client, self.topic_key, partition).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! The real binary as a child process, configured only by its environment and
 //! run in a working directory of the test's choice, with everything it prints
 //! captured: what an operator sees of it. The process itself is managed by
-//! the library's `devtools::service`, as the benchmarks' is.
+//! the library's `devtools::child`, as the benchmarks' is.
 
 use std::{
     path::{Path, PathBuf},
@@ -40,7 +40,7 @@ pub(crate) fn empty_dir() -> PathBuf {
 }
 
 /// A running `warehouse-monitor serve`, its output going to a file.
-pub(crate) struct Service(devtools::service::Service);
+pub(crate) struct Service(devtools::child::Service);
 
 impl Service {
     /// Starts `serve` in `dir` with `vars` (and an HTTP port of its own), and
@@ -49,7 +49,7 @@ impl Service {
         let log = dir.join(format!("service-{}.log", uuid::Uuid::new_v4()));
         let mut serve = command(dir, vars);
         serve.arg("serve");
-        match devtools::service::Service::start(serve, &log, Duration::from_secs(60)).await {
+        match devtools::child::Service::start(serve, &log, Duration::from_secs(60)).await {
             Ok(service) => Self(service),
             Err(e) => panic!(
                 "{e}:\n{}",

@@ -1,5 +1,5 @@
 //! The service under test, run as its own process (the release binary with
-//! `WM_*` variables, through the library's `devtools::service`), so that the
+//! `WM_*` variables, through the library's `devtools::child`), so that the
 //! load generator and the service never share a runtime. Also the fresh
 //! database and topic names of a run, and waiting for consumption by reading
 //! `consumer_offsets`, the service's public record of what it committed.

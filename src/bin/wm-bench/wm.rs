@@ -6,8 +6,8 @@ pub(crate) use warehouse_monitor::domain::event::decode;
 pub(crate) use warehouse_monitor::{
     config::{ConfigError, KafkaSettings, Settings},
     devtools::{
+        child::{Service, ServiceError},
         produce::{self, Message, Plan},
-        service::{Service, ServiceError},
     },
     domain::event::{EventKind, MovementEvent, encode},
     ingest::bisect::Bisection,

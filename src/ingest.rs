@@ -3,7 +3,7 @@
 //! [`apply`] (one transaction per batch, [`crate::store::apply`]; the cache
 //! is invalidated before its COMMIT, [`invalidate`]). [`partition`] runs and
 //! restarts each pipeline while this instance holds the partition (on its
-//! ownership session, [`crate::cluster::session`]), and [`status`] is what
+//! ownership session, [`crate::cluster::session_watch`]), and [`status`] is what
 //! each one is doing. Offsets live in PostgreSQL, committed with each batch,
 //! never in Kafka. The topic's partition list is read again periodically, and new
 //! partitions get a pipeline without a restart.
@@ -26,7 +26,7 @@ use crate::{
     cache::Cache,
     cluster::{
         membership::Membership,
-        session::{self, Keeper, Sessions, Timing},
+        session_watch::{self, Keeper, Sessions, Timing},
     },
     config::{BatchSettings, KafkaSettings},
     fault::Faults,
@@ -151,7 +151,7 @@ async fn keep_session(ctx: Arc<ConsumerContext>, stop: CancellationToken) {
                 let excess = (group.ownership.membership).excess(group.partitions.owned(), total);
                 group.partitions.hand_back(excess);
             };
-            session::run(
+            session_watch::run(
                 &keeper,
                 &group.ownership.sessions,
                 &group.ownership.membership,

@@ -4,14 +4,14 @@
 //! ownership and instances, on the dedicated [`session::Session`]).
 
 pub mod apply;
-pub mod leases;
-pub mod members;
+pub mod member_locks;
 pub mod migrate;
 pub mod offsets;
 pub mod outbox;
+pub mod partition_locks;
 pub mod read;
 pub mod session;
-pub mod tls;
+pub mod sslmode;
 pub mod verify;
 
 use std::{
@@ -24,7 +24,7 @@ use tokio_postgres::error::SqlState;
 
 use uuid::Uuid;
 
-use self::tls::MakeRustls;
+use self::sslmode::MakeRustls;
 use crate::{
     config::{PgSslMode, PostgresSettings},
     tls::TlsError,
@@ -222,10 +222,10 @@ fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
 const BATCH_KEEPALIVES: &str =
     "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3";
 
-const PING: &str = include_str!("../../sql/queries/ping.sql");
-const DATABASE_EXISTS: &str = include_str!("../../sql/queries/database_exists.sql");
-const CREATE_DATABASE: &str = include_str!("../../sql/queries/create_database.sql");
-const DROP_DATABASE: &str = include_str!("../../sql/queries/drop_database.sql");
+const PING: &str = include_str!("../sql/queries/ping.sql");
+const DATABASE_EXISTS: &str = include_str!("../sql/queries/database_exists.sql");
+const CREATE_DATABASE: &str = include_str!("../sql/queries/create_database.sql");
+const DROP_DATABASE: &str = include_str!("../sql/queries/drop_database.sql");
 
 /// The database: owns the connection pools, and every statement goes through
 /// it. Three pools, so that API reads, batch transactions and the cache
@@ -410,7 +410,7 @@ fn target_of(
     ca_file: Option<&std::path::Path>,
 ) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
     let mut pg: tokio_postgres::Config = url.parse().map_err(StoreError::Url)?;
-    let tls = tls::secure(&mut pg, mode, ca_file).map_err(StoreError::Tls)?;
+    let tls = sslmode::secure(&mut pg, mode, ca_file).map_err(StoreError::Tls)?;
     Ok((pg, tls))
 }
 

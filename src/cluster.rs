@@ -1,11 +1,11 @@
 //! Several instances sharing one topic: each instance keeps one ownership
-//! session ([`session`]) on which it holds the partitions it consumes
+//! session ([`session_watch`]) on which it holds the partitions it consumes
 //! ([`lease`]) and counts the live instances, which sets its fair share
 //! ([`membership`]).
 
 pub mod lease;
 pub mod membership;
-pub mod session;
+pub mod session_watch;
 
 use std::time::Duration;
 
