@@ -1,9 +1,9 @@
 //! Several instances sharing one topic: each instance keeps one ownership
 //! session ([`session_watch`]) on which it holds the partitions it consumes
-//! ([`lease`]) and counts the live instances, which sets its fair share
+//! ([`hold`]) and counts the live instances, which sets its fair share
 //! ([`membership`]).
 
-pub mod lease;
+pub mod hold;
 pub mod membership;
 pub mod session_watch;
 

@@ -100,7 +100,7 @@ fn non_empty(path: &str) -> Option<&Path> {
 pub enum Role {
     /// Consume the topic and serve the whole HTTP API.
     All,
-    /// Serve the HTTP API only; never take partition leases.
+    /// Serve the HTTP API only; never hold partitions.
     Api,
     /// Consume only; HTTP serves health and metrics.
     Consumer,

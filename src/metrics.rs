@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PartitionSample {
     pub partition: i32,
-    /// This instance holds its lease.
+    /// This instance holds it.
     pub owned: bool,
     pub lag: i64,
     pub committed: Option<i64>,
@@ -261,7 +261,7 @@ impl Metrics {
         let p = Arc::clone(&partitions);
         self.meter
             .i64_observable_gauge("wm_consumer_partitions_owned")
-            .with_description("Partitions whose lease this instance holds")
+            .with_description("Partitions this instance holds")
             .with_callback(move |o| {
                 let owned = p().iter().filter(|s| s.owned).count();
                 o.observe(i64::try_from(owned).unwrap_or(i64::MAX), &[]);

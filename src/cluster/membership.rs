@@ -1,5 +1,5 @@
 //! Sharing partitions between instances: every instance learns how many are
-//! alive (from their ownership sessions, [`super::session`]); it takes free
+//! alive (from their ownership sessions, [`super::session_watch`]); it takes free
 //! partitions only up to its fair share, ceil(partitions / instances), and
 //! hands back the ones above it so that a newcomer gets work.
 

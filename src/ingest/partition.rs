@@ -21,7 +21,7 @@ use super::{
 use crate::{
     cluster::{
         OwnershipError,
-        lease::{self, Held},
+        hold::{self, Held},
     },
     config::FaultStage,
     retry::Backoff,
@@ -59,7 +59,7 @@ pub async fn run(
                 // Its drop guard already stopped the pipeline. Nobody watches
                 // the session for this partition now: release it, so that it
                 // is not held for nothing.
-                let error = format!("the lease keeper panicked: {}", panic_message(join));
+                let error = format!("the partition keeper panicked: {}", panic_message(join));
                 tracing::error!(partition, %error, "partition consumer stopped");
                 status.set_error(error);
                 ctx.metrics.consumer_restart(partition);
@@ -106,7 +106,7 @@ async fn acquire(
         let total = ctx.partitions.len();
         let ownership = &ctx.ownership;
         let attempt = if ownership.membership.may_take(ctx.partitions.owned(), total) {
-            lease::try_acquire(&ownership.sessions, partition).await
+            hold::try_acquire(&ownership.sessions, partition).await
         } else {
             Ok(None) // at our fair share: leave it to another instance
         };

@@ -122,14 +122,14 @@ impl PartitionStatus {
         }
     }
 
-    /// Marks whether this instance holds the partition's lease; taking it
+    /// Marks whether this instance holds the partition; taking it
     /// starts the clock of [`Self::since_progress`].
     pub fn set_owned(&self, owned: bool) {
         self.owned.store(owned, Ordering::Relaxed);
         *lock(&self.progress_at) = owned.then(Instant::now);
     }
 
-    /// Records that the first lease attempt has answered (held or not).
+    /// Records that the first attempt to take the partition has answered (held or not).
     pub fn set_settled(&self) {
         self.settled.store(true, Ordering::Relaxed);
     }
@@ -144,14 +144,14 @@ impl PartitionStatus {
         *lock(&self.handle) = token;
     }
 
-    /// Asks the pipeline to stop and the lease to be released.
+    /// Asks the pipeline to stop and the partition to be released.
     pub fn hand_back(&self) {
         if let Some(token) = lock(&self.handle).take() {
             token.cancel();
         }
     }
 
-    /// True while this instance holds the partition's lease.
+    /// True while this instance holds the partition.
     pub fn is_owned(&self) -> bool {
         self.owned.load(Ordering::Relaxed)
     }
@@ -217,7 +217,7 @@ impl Partitions {
         self.len() == 0
     }
 
-    /// Partitions whose lease this instance holds.
+    /// Partitions this instance holds.
     pub fn owned(&self) -> usize {
         self.snapshot().iter().filter(|s| s.is_owned()).count()
     }

@@ -61,7 +61,7 @@ async fn a_lease_keeper_panic_stops_the_pipeline_releases_the_lease_and_recovers
         app.statuses.snapshot().iter().find_map(|s| {
             let error = s.last_error()?;
             let own = format!(
-                "the lease keeper panicked: injected panic in the Keeper of partition {}",
+                "the partition keeper panicked: injected panic in the Keeper of partition {}",
                 s.partition
             );
             error.contains(&own).then_some(())

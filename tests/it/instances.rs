@@ -91,7 +91,7 @@ async fn a_killed_instances_partitions_are_taken_over() {
     // The first instance is a separate process, so that it can be SIGKILLed.
     let mut first = helpers::start_service(&settings);
     let topic = settings.kafka.topic.clone();
-    let leased = || async {
+    let held = || async {
         let c = pool.get().await.unwrap();
         c.query_one(
             "SELECT count(*) FROM partition_owners WHERE topic = $1",
@@ -102,10 +102,10 @@ async fn a_killed_instances_partitions_are_taken_over() {
         .get::<_, i64>(0)
     };
     eventually(5, || async {
-        let leased = leased().await;
-        (leased == 3)
+        let held = held().await;
+        (held == 3)
             .then_some(())
-            .ok_or_else(|| format!("the first instance holds every partition: {leased} of 3"))
+            .ok_or_else(|| format!("the first instance holds every partition: {held} of 3"))
     })
     .await;
     let second = TestApp::spawn_with(settings).await;

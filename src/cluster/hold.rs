@@ -1,5 +1,5 @@
 //! Holding a partition: its advisory lock on this instance's ownership
-//! session ([`super::session`]). Taken without waiting, polled by standbys;
+//! session ([`super::session_watch`]). Taken without waiting, polled by standbys;
 //! kept for as long as that session lives; given up on hand-back or shutdown.
 //! Losing the session stops the partition's pipeline at once.
 
