@@ -155,7 +155,10 @@ impl Application {
             membership: Membership::default(),
             partitions: self.partitions.clone(),
             cache: Some(self.cache.clone()),
-            announcements: Announcements::new(self.settings.outbox.permit()),
+            announcements: Announcements::new(
+                self.settings.outbox.permit(),
+                self.settings.outbox.max_keys,
+            ),
             metrics: Arc::clone(&self.metrics),
             faults: Arc::new(Faults::new(self.settings.fault.clone())),
         });

@@ -37,6 +37,5 @@ mod roles;
 mod security;
 mod timebounds;
 mod transactions;
-mod versions;
 mod volume;
 mod wire;
