@@ -21,11 +21,13 @@ use crate::{
     wm::{Settings, Store},
 };
 
-/// A fresh database URL and topic name for one run.
+/// A fresh database URL and topic name for one run, and the Redis the
+/// service uses when not the configured one.
 #[derive(Debug, Clone)]
 pub(crate) struct Fresh {
     pub(crate) database_url: String,
     pub(crate) topic: String,
+    pub(crate) redis_url: Option<String>,
 }
 
 impl Fresh {
@@ -37,6 +39,7 @@ impl Fresh {
         Self {
             database_url: format!("{server}/wm_{label}_{short}"),
             topic: format!("wm-{label}-{short}"),
+            redis_url: None,
         }
     }
 
@@ -81,7 +84,11 @@ impl Service {
         let addr = free_port()?;
         let log = std::fs::File::create(&launch.log).map_err(BenchError::io(&launch.log))?;
         let log_err = log.try_clone().map_err(BenchError::io(&launch.log))?;
-        let child = Command::new(&launch.binary)
+        let mut command = Command::new(&launch.binary);
+        if let Some(url) = &fresh.redis_url {
+            command.env("WM_REDIS__URL", url);
+        }
+        let child = command
             .arg("--config-dir")
             .arg(&launch.config_dir)
             .arg("serve")
