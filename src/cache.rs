@@ -142,7 +142,14 @@ impl Cache {
         let near = near_target(&config, tls, timeout).map(|target| {
             let ttl = Duration::from_secs(settings.cache_ttl_secs);
             let (trust, metrics) = (Arc::clone(&trust), Arc::clone(&metrics));
-            Near::start(target, trust, metrics, settings.near_cache_entries, ttl, timeout)
+            Near::start(
+                target,
+                trust,
+                metrics,
+                settings.near_cache_entries,
+                ttl,
+                timeout,
+            )
         });
         if near.is_none() {
             tracing::warn!("a cluster or sentinel redis.url: reads answer from PostgreSQL");
@@ -430,10 +437,7 @@ impl Cache {
                 .set(epoch.marker_key(), run_id, None, None, false)
                 .await?;
             let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
-            let _: Value = self
-                .client
-                .expire(previous.marker_key(), ttl, None)
-                .await?;
+            let _: Value = self.client.expire(previous.marker_key(), ttl, None).await?;
             Ok::<_, CacheError>(())
         };
         tokio::time::timeout(self.timeout * 4, write)

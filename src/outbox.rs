@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     app::{config::OutboxSettings, metrics::Metrics},
     cache::{Cache, Epoch},
+    ingest::invalidate::{self, Announcements},
     store::{At, Step, Store, StoreError, outbox},
 };
 
@@ -47,6 +48,8 @@ pub enum OutboxError {
 pub struct OutboxWatch {
     store: Store,
     cache: Cache,
+    /// This instance's own announcements (its consumer's).
+    announcements: Arc<Announcements>,
     metrics: Arc<Metrics>,
     settings: OutboxSettings,
 }
@@ -64,12 +67,14 @@ impl OutboxWatch {
     pub fn new(
         store: Store,
         cache: Cache,
+        announcements: Arc<Announcements>,
         metrics: Arc<Metrics>,
         settings: OutboxSettings,
     ) -> Self {
         Self {
             store,
             cache,
+            announcements,
             metrics,
             settings,
         }
@@ -103,22 +108,29 @@ impl OutboxWatch {
     }
 
     /// Delivers the outbox while Redis answers: the mark, then the keys,
-    /// oldest first, until none is left or Redis does not acknowledge; then
-    /// old announcements.
+    /// until none is left or Redis does not acknowledge; then this
+    /// instance's announcements once Redis answers it, and anyone's old ones.
     pub async fn deliver(&self) -> Result<Delivered, StoreError> {
         let mut delivered = Delivered::default();
+        let mut acknowledged = false;
         if self.cache.is_connected() {
             delivered.epoch = self.deliver_mark().await?;
             loop {
-                let keys = self.deliver_keys().await?;
+                let Some(keys) = self.deliver_keys().await? else {
+                    break;
+                };
                 delivered.keys += keys;
                 if keys < usize::try_from(CLAIM_KEYS).unwrap_or(usize::MAX) {
+                    acknowledged = true;
                     break;
                 }
             }
         }
-        let age = self.settings.permit() * ANNOUNCEMENT_PERMITS;
         let client = self.store.client().await?;
+        if acknowledged && self.announcements.any() && self.cache.ping().await {
+            invalidate::withdraw(&self.announcements, &client).await;
+        }
+        let age = self.settings.permit() * ANNOUNCEMENT_PERMITS;
         let expired = outbox::expire_announcements(&client, age).await?;
         self.metrics
             .outbox_delivered(usize::try_from(expired).unwrap_or(usize::MAX));
@@ -154,22 +166,22 @@ impl OutboxWatch {
 
     /// Deletes up to [`CLAIM_KEYS`] waiting keys in Redis and, once Redis
     /// acknowledged them with the current epoch's marker in place, from the
-    /// outbox; returns how many.
-    async fn deliver_keys(&self) -> Result<usize, StoreError> {
+    /// outbox; returns how many, `None` when Redis did not acknowledge.
+    async fn deliver_keys(&self) -> Result<Option<usize>, StoreError> {
         let mut client = self.store.client().await?;
         let tx = client.transaction().await.at(Step::Outbox)?;
         let keys = outbox::claim_keys(&tx, CLAIM_KEYS).await?;
         if keys.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let epoch = Epoch(outbox::epoch(&tx).await?);
         if !self.cache.invalidate(epoch, keys.clone()).await {
-            return Ok(0); // the keys stay (rolled back as it is dropped)
+            return Ok(None); // the keys stay (rolled back as it is dropped)
         }
         outbox::delete_keys(&tx, &keys).await?;
         tx.commit().await.at(Step::Outbox)?;
         self.metrics.outbox_delivered(keys.len());
-        Ok(keys.len())
+        Ok(Some(keys.len()))
     }
 
     /// Delivers and looks once; for start-up, before the API serves.
@@ -203,9 +215,7 @@ impl OutboxWatch {
                 Ok(0) => Ok(Delivered::default()),
                 Ok(_) => match self.deliver().await {
                     // Delivered: look again now, so that the permit returns at once.
-                    Ok(done) if done != Delivered::default() => {
-                        self.look().await.map(|_| done)
-                    }
+                    Ok(done) if done != Delivered::default() => self.look().await.map(|_| done),
                     other => other.map_err(OutboxError::from),
                 },
                 Err(e) => Err(e),
@@ -217,7 +227,10 @@ impl OutboxWatch {
                         failing = false;
                     }
                     if done.keys > 0 {
-                        tracing::info!(keys = done.keys, "delivered cache invalidations from the outbox");
+                        tracing::info!(
+                            keys = done.keys,
+                            "delivered cache invalidations from the outbox"
+                        );
                     }
                 }
                 Err(e) if !failing => {

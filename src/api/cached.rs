@@ -44,7 +44,11 @@ pub struct Fresh<T> {
 
 /// Answers `key` from the cache, or else from `read`, called with whether
 /// the read must be guarded (this reader holds the key's lease).
-pub async fn read_through<T, F, Fut>(state: &State, key: Key, read: F) -> Result<Answer<T>, QueryError>
+pub async fn read_through<T, F, Fut>(
+    state: &State,
+    key: Key,
+    read: F,
+) -> Result<Answer<T>, QueryError>
 where
     F: FnOnce(bool) -> Fut,
     Fut: Future<Output = Result<Fresh<T>, QueryError>>,

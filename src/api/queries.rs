@@ -142,12 +142,14 @@ impl QueryApi {
         Ok(match read_through(state, key, read).await {
             Ok(Answer::Found(json)) => StockResponse::Ok(json),
             // Stock is never absent: a pair never seen is 0.
-            Ok(Answer::Absent) => StockResponse::Ok(JsonText::encode(&Stock {
-                warehouse_id,
-                product_id,
-                quantity: 0,
-            })
-            .map_err(poem::error::InternalServerError)?),
+            Ok(Answer::Absent) => StockResponse::Ok(
+                JsonText::encode(&Stock {
+                    warehouse_id,
+                    product_id,
+                    quantity: 0,
+                })
+                .map_err(poem::error::InternalServerError)?,
+            ),
             Err(e) => StockResponse::Unavailable(unavailable(e)?),
         })
     }

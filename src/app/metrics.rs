@@ -271,7 +271,8 @@ impl Metrics {
         self.outbox_delivered.add(0, &[]);
         self.cache_epochs.add(0, &[]);
         for cause in ["flush", "marker", "invalidation"] {
-            self.cache_distrusted.add(0, &[KeyValue::new("cause", cause)]);
+            self.cache_distrusted
+                .add(0, &[KeyValue::new("cause", cause)]);
         }
         for step in Step::BATCH {
             for class in [

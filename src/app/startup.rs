@@ -141,6 +141,10 @@ impl Application {
     /// Runs the consumer and the HTTP API until `shutdown` is cancelled, then
     /// gives them [`GRACE_PERIOD`] to finish.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let announcements = Arc::new(Announcements::new(
+            self.settings.outbox.permit(),
+            self.settings.outbox.max_keys,
+        ));
         let ctx = Arc::new(ConsumerContext {
             store: self.store.clone(),
             kafka: self.kafka.clone(),
@@ -155,10 +159,7 @@ impl Application {
             membership: Membership::default(),
             partitions: self.partitions.clone(),
             cache: Some(self.cache.clone()),
-            announcements: Announcements::new(
-                self.settings.outbox.permit(),
-                self.settings.outbox.max_keys,
-            ),
+            announcements: Arc::clone(&announcements),
             metrics: Arc::clone(&self.metrics),
             faults: Arc::new(Faults::new(self.settings.fault.clone())),
         });
@@ -174,6 +175,7 @@ impl Application {
         let watch = OutboxWatch::new(
             self.store.clone(),
             self.cache.clone(),
+            announcements,
             Arc::clone(&self.metrics),
             self.settings.outbox.clone(),
         );

@@ -46,10 +46,7 @@ impl Epoch {
     /// 5% of the service's CPU in a 200 000-event ingest (perf).
     fn key(self, kind: &str, ids: &[Uuid]) -> String {
         let mut key = String::with_capacity(
-            KEY_PREFIX.len()
-                + 17
-                + kind.len()
-                + ids.len() * (1 + uuid::fmt::Hyphenated::LENGTH),
+            KEY_PREFIX.len() + 17 + kind.len() + ids.len() * (1 + uuid::fmt::Hyphenated::LENGTH),
         );
         key.push_str(KEY_PREFIX);
         // Writing into a String cannot fail.
@@ -74,7 +71,10 @@ impl std::fmt::Display for Epoch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
     Movement(Uuid),
-    Stock { warehouse_id: Uuid, product_id: Uuid },
+    Stock {
+        warehouse_id: Uuid,
+        product_id: Uuid,
+    },
 }
 
 impl Key {

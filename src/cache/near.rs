@@ -302,7 +302,12 @@ mod tests {
 
     #[test]
     fn pushes_drop_the_keys_they_name_and_a_flush_drops_all() {
-        let near = Shared::new(Arc::new(Trust::new()), metrics(), 10, Duration::from_secs(60));
+        let near = Shared::new(
+            Arc::new(Trust::new()),
+            metrics(),
+            10,
+            Duration::from_secs(60),
+        );
         for key in ["a", "b", "c"] {
             near.insert(key.into(), Arc::from("1"));
         }
@@ -314,7 +319,12 @@ mod tests {
 
     #[test]
     fn a_full_near_cache_starts_again_and_old_entries_are_not_served() {
-        let near = Shared::new(Arc::new(Trust::new()), metrics(), 2, Duration::from_secs(60));
+        let near = Shared::new(
+            Arc::new(Trust::new()),
+            metrics(),
+            2,
+            Duration::from_secs(60),
+        );
         near.insert("a".into(), Arc::from("1"));
         near.insert("b".into(), Arc::from("2"));
         near.insert("c".into(), Arc::from("3"));
@@ -326,7 +336,12 @@ mod tests {
         assert!(expired.holds("a"));
         assert_eq!(expired.lookup("a"), None, "past the TTL");
 
-        let none = Shared::new(Arc::new(Trust::new()), metrics(), 0, Duration::from_secs(60));
+        let none = Shared::new(
+            Arc::new(Trust::new()),
+            metrics(),
+            0,
+            Duration::from_secs(60),
+        );
         none.insert("a".into(), Arc::from("1"));
         assert!(!none.holds("a"), "0 entries: nothing kept");
     }

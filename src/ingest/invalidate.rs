@@ -144,10 +144,8 @@ pub async fn before_commit(
 }
 
 /// After the COMMIT: counts a queued batch; after a batch whose deletes
-/// Redis acknowledged, deletes this instance's announcements (Redis answers
-/// it again, and they would keep every instance off the cache), except those
-/// a batch of another partition still holds. A failure only leaves them to
-/// the outbox watch, which deletes old announcements.
+/// Redis acknowledged, withdraws this instance's announcements
+/// ([`withdraw`]).
 pub async fn after_commit(
     announcements: &Announcements,
     metrics: &Metrics,
@@ -156,16 +154,29 @@ pub async fn after_commit(
 ) {
     match prepared {
         Prepared::Queued(queued) => metrics.outbox_queued(queued == Queued::Mark),
-        Prepared::Delivered => {
-            let ids = announcements.take_all();
-            if ids.is_empty() {
-                return;
-            }
-            if let Err(e) = outbox::drop_announcements(client, &ids).await {
-                tracing::debug!(error = %e, "announcements left to the outbox watch");
-            }
-        }
+        Prepared::Delivered => withdraw(announcements, client).await,
         Prepared::Unannounced => {}
+    }
+}
+
+/// Deletes this instance's announcements, once Redis answers it again (they
+/// would keep every instance off the cache), except those a batch of
+/// another partition still holds. A failure only leaves them to the outbox
+/// watch, which deletes old announcements.
+pub async fn withdraw(announcements: &Announcements, client: &Client) {
+    let ids = announcements.take_all();
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = outbox::drop_announcements(client, &ids).await {
+        tracing::debug!(error = %e, "announcements left to the outbox watch");
+    }
+}
+
+impl Announcements {
+    /// True when this instance remembers announcements of its own.
+    pub fn any(&self) -> bool {
+        !self.rows().is_empty()
     }
 }
 
@@ -238,14 +249,25 @@ mod tests {
         let old = Instant::now().checked_sub(permit * 2).unwrap();
         let young = Instant::now();
         announcements.remember(Announced { id: 1, since: old });
-        announcements.remember(Announced { id: 2, since: young });
-        assert_eq!(announcements.ready(), vec![1], "the young one is not ready yet");
+        announcements.remember(Announced {
+            id: 2,
+            since: young,
+        });
+        assert_eq!(
+            announcements.ready(),
+            vec![1],
+            "the young one is not ready yet"
+        );
         assert_eq!(announcements.wait(), Some(Duration::ZERO));
 
         for id in 3..20 {
             announcements.remember(Announced { id, since: old });
         }
-        assert_eq!(announcements.rows().len(), REMEMBERED, "the newest are kept");
+        assert_eq!(
+            announcements.rows().len(),
+            REMEMBERED,
+            "the newest are kept"
+        );
         assert_eq!(announcements.ready()[0], 19);
         announcements.forget(&[19, 18]);
         assert_eq!(announcements.ready()[0], 17);

@@ -79,7 +79,7 @@ pub struct ConsumerContext {
     pub partitions: Partitions,
     pub cache: Option<Cache>,
     /// This instance's announcements of undelivered cache invalidations.
-    pub announcements: invalidate::Announcements,
+    pub announcements: Arc<invalidate::Announcements>,
     pub metrics: Arc<Metrics>,
     /// Faults injected by tests (none in production).
     pub faults: Arc<Faults>,

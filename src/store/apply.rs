@@ -352,9 +352,7 @@ async fn upsert_stock(
     let products: Vec<Uuid> = part.iter().map(|d| d.product_id).collect();
     let deltas: Vec<i64> = part.iter().map(|d| d.delta).collect();
     let stmt = tx.prepare_cached(UPSERT_STOCK).await?;
-    let rows = tx
-        .query(&stmt, &[&warehouses, &products, &deltas])
-        .await?;
+    let rows = tx.query(&stmt, &[&warehouses, &products, &deltas]).await?;
     let negative = rows.iter().filter(|r| r.get::<_, i64>(2) < 0).count();
     let touched = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok((touched, negative))

@@ -122,13 +122,22 @@ pub async fn mark(client: &impl deadpool_postgres::GenericClient) -> Result<(), 
 pub async fn claim_mark(tx: &Transaction<'_>, age: Duration) -> Result<bool, StoreError> {
     let age = age.as_secs_f64();
     let ready = tx.prepare_cached(MARK_READY).await.at(Step::Outbox)?;
-    if !tx.query_one(&ready, &[&age]).await.at(Step::Outbox)?.get::<_, bool>(0) {
+    if !tx
+        .query_one(&ready, &[&age])
+        .await
+        .at(Step::Outbox)?
+        .get::<_, bool>(0)
+    {
         return Ok(false);
     }
     let lock = tx.prepare_cached(EPOCH_EXCLUSIVE).await.at(Step::Outbox)?;
     tx.execute(&lock, &[]).await.at(Step::Outbox)?;
     let stmt = tx.prepare_cached(CLAIM_MARK).await.at(Step::Outbox)?;
-    Ok(tx.query_opt(&stmt, &[&age]).await.at(Step::Outbox)?.is_some())
+    Ok(tx
+        .query_opt(&stmt, &[&age])
+        .await
+        .at(Step::Outbox)?
+        .is_some())
 }
 
 /// Begins `epoch` and deletes the mark and every waiting key, in the

@@ -54,7 +54,11 @@ async fn a_row_a_batch_holds_is_read_but_not_cacheable_until_the_commit() {
     assert!(!db.stock(wh, product, false).await.unwrap().cacheable);
     apply::commit(tx).await.unwrap();
     let read = db.stock(wh, product, true).await.unwrap();
-    assert_eq!((read.value, read.cacheable), ((7, 2), true), "one version per batch");
+    assert_eq!(
+        (read.value, read.cacheable),
+        ((7, 2), true),
+        "one version per batch"
+    );
 
     drop(batch);
     pool.close();

@@ -91,7 +91,9 @@ async fn lost_writes_are_never_served(loss: Loss) {
     let hits = cache_hits(&app).await;
     eventually(10, || async {
         assert_eq!(quantity(app.get_json(&path).await.1), 5);
-        (cache_hits(&app).await > hits).then_some(()).ok_or("the 5 is cached")
+        (cache_hits(&app).await > hits)
+            .then_some(())
+            .ok_or("the 5 is cached")
     })
     .await;
     let cached_five = peek.peek(key, epoch).await.expect("the 5 is in Redis");

@@ -127,7 +127,11 @@ async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes()
         // Until the new connection believes the epoch, reads answer from
         // PostgreSQL (`None` here); never from the old entry.
         let seen = reader.get_json(key).await;
-        assert_ne!(seen.as_deref(), Some("\"one\""), "the entry of the cut connection was served");
+        assert_ne!(
+            seen.as_deref(),
+            Some("\"one\""),
+            "the entry of the cut connection was served"
+        );
         (seen.as_deref() == Some("\"two\"") && reader.near_is_up() && near_hits(&metrics) > hits)
             .then_some(())
             .ok_or("near hits resume on a new tracking connection")

@@ -134,7 +134,10 @@ async fn ingest(
             off.as_secs_f64()
         );
         assert_eq!((marks, keys), (0, 0), "delivered in one step");
-        assert!(off < Duration::from_secs(10), "the cache stayed off {off:?}");
+        assert!(
+            off < Duration::from_secs(10),
+            "the cache stayed off {off:?}"
+        );
     }
     all_answers_right(&app, stream).await;
     all_answers_right(&app, stream).await; // again, from the cache

@@ -48,7 +48,10 @@ async fn a_flood_of_unknown_ids_is_answered_404_and_holds_few_redis_keys() {
     .await;
     app.wait_consumed().await;
     for _ in 0..2 {
-        assert_eq!(app.get_json(&format!("/api/movements/{known}")).await.0, 200);
+        assert_eq!(
+            app.get_json(&format!("/api/movements/{known}")).await.0,
+            200
+        );
     }
     let before = keys(redis.port);
 
@@ -75,7 +78,10 @@ async fn a_flood_of_unknown_ids_is_answered_404_and_holds_few_redis_keys() {
     }
     let took = started.elapsed();
     let added = keys(redis.port).saturating_sub(before);
-    let (answered, wrong) = (answered.load(Ordering::Relaxed), wrong.load(Ordering::Relaxed));
+    let (answered, wrong) = (
+        answered.load(Ordering::Relaxed),
+        wrong.load(Ordering::Relaxed),
+    );
     // At most absent_fills_per_sec per second begun, and leases given back.
     let bound = 50 * (took.as_secs() + 1) + 10;
     println!(
@@ -98,6 +104,13 @@ async fn a_flood_of_unknown_ids_is_answered_404_and_holds_few_redis_keys() {
     }
     assert!(absent > 0);
     let (status, body) = app.get_json(&format!("/api/movements/{known}")).await;
-    assert_eq!((status, &body["quantity_sent"]), (200, &serde_json::json!(3)));
-    Arc::try_unwrap(app).ok().expect("clients done").stop().await;
+    assert_eq!(
+        (status, &body["quantity_sent"]),
+        (200, &serde_json::json!(3))
+    );
+    Arc::try_unwrap(app)
+        .ok()
+        .expect("clients done")
+        .stop()
+        .await;
 }

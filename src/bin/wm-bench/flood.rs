@@ -64,7 +64,10 @@ impl OwnRedis {
             .map_err(BenchError::io("redis-server"))?;
         let redis = Self { port, child };
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return Ok(redis);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -160,7 +163,10 @@ pub(crate) async fn run(options: Options) -> Result<(String, bool), BenchError> 
     let right = counts.right.load(Ordering::Relaxed);
     let wrong = counts.wrong.load(Ordering::Relaxed);
     let failed = counts.failed.load(Ordering::Relaxed);
-    let growth = peak.0.saturating_sub(before.0).max(after.0.saturating_sub(before.0));
+    let growth = peak
+        .0
+        .saturating_sub(before.0)
+        .max(after.0.saturating_sub(before.0));
     let passed = wrong == 0 && failed == 0 && growth < LIMIT;
     let report = format!(
         "flood of unknown movement ids, {} users, {elapsed:.0} s: {} requests ({:.0}/s), \

@@ -172,7 +172,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     if !server.master {
         static REPLICA: crate::throttle::Throttle = crate::throttle::Throttle::per_second();
         if let Some(suppressed) = REPLICA.allow() {
-            tracing::warn!(suppressed, "redis.url leads to a replica: reads answer from PostgreSQL");
+            tracing::warn!(
+                suppressed,
+                "redis.url leads to a replica: reads answer from PostgreSQL"
+            );
         }
     }
     let mut connection = Connection {
@@ -492,7 +495,8 @@ mod tests {
         };
         assert!(role_is_master(&map(b"master")));
         assert!(!role_is_master(&map(b"replica")));
-        let info = b"txt:# Server\r\nredis_version:7.0.15\r\nrun_id:db6b19a35f33\r\ntcp_port:6379\r\n";
+        let info =
+            b"txt:# Server\r\nredis_version:7.0.15\r\nrun_id:db6b19a35f33\r\ntcp_port:6379\r\n";
         assert_eq!(info_run_id(info).as_deref(), Some("db6b19a35f33"));
         assert_eq!(info_run_id(b"# Server\r\n"), None);
     }
