@@ -266,7 +266,7 @@ async fn redis_over_tls_with_a_password_caches_answers() {
         near >= 1.0,
         "the third read is answered from memory: {near}"
     );
-    let key = format!("wm:stock:{warehouse}:{product}");
+    let key = app.cache_epoch().await.stock_key(warehouse, product);
     let stored = redis.get(&pki, password, &key);
     assert!(
         stored.contains("\"quantity\":3"),
