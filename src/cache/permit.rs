@@ -35,14 +35,15 @@ impl Permit {
         u64::try_from(since).unwrap_or(u64::MAX).max(1)
     }
 
-    /// The epoch reads may use now, if a permit is held. The deadline is
-    /// read on both sides of the epoch, so that a reader never pairs one
-    /// look's deadline with another look's epoch.
+    /// The epoch reads may use now, if a permit is held. The epoch is read
+    /// on both sides of the deadline, and a grant for another epoch clears
+    /// the deadline before it changes the epoch, so that a reader never
+    /// pairs one look's deadline with another look's epoch.
     pub(super) fn epoch(&self) -> Option<Epoch> {
-        let until = self.until.load(Ordering::SeqCst);
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let again = self.until.load(Ordering::SeqCst);
-        (until == again && self.nanos(Instant::now()) < until && epoch >= 0).then_some(Epoch(epoch))
+        let until = self.until.load(Ordering::SeqCst);
+        let again = self.epoch.load(Ordering::SeqCst);
+        (epoch == again && self.nanos(Instant::now()) < until && epoch >= 0).then_some(Epoch(epoch))
     }
 
     /// Grants the permit until `deadline`, for `epoch`.
