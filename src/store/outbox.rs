@@ -28,6 +28,7 @@ const EXPIRE_ANNOUNCEMENTS: &str =
     include_str!("../../sql/queries/outbox_expire_announcements.sql");
 const EPOCH_SHARE: &str = include_str!("../../sql/queries/epoch_share.sql");
 const EPOCH_EXCLUSIVE: &str = include_str!("../../sql/queries/epoch_exclusive.sql");
+const EPOCH_LOCK_TIMEOUT: &str = include_str!("../../sql/queries/epoch_lock_timeout.sql");
 const EPOCH_READ: &str = include_str!("../../sql/queries/epoch_read.sql");
 const EPOCH_BEGIN: &str = include_str!("../../sql/queries/epoch_begin.sql");
 
@@ -117,8 +118,9 @@ pub async fn mark(client: &impl deadpool_postgres::GenericClient) -> Result<(), 
 
 /// For the delivery of the mark, once it is older than `age`: waits for
 /// the batches in flight and keeps new ones out (the exclusive epoch lock),
-/// then locks the pending mark. False when there is none old enough, or
-/// another instance is delivering it (then no lock was waited for).
+/// then locks the pending mark. False when there is none old enough (then
+/// no lock was waited for), when the batches in flight did not end within
+/// the lock timeout, or when another instance is delivering it.
 pub async fn claim_mark(tx: &Transaction<'_>, age: Duration) -> Result<bool, StoreError> {
     let age = age.as_secs_f64();
     let ready = tx.prepare_cached(MARK_READY).await.at(Step::Outbox)?;
@@ -130,8 +132,24 @@ pub async fn claim_mark(tx: &Transaction<'_>, age: Duration) -> Result<bool, Sto
     {
         return Ok(false);
     }
+    let timeout = tx
+        .prepare_cached(EPOCH_LOCK_TIMEOUT)
+        .await
+        .at(Step::Outbox)?;
+    tx.execute(&timeout, &[]).await.at(Step::Outbox)?;
     let lock = tx.prepare_cached(EPOCH_EXCLUSIVE).await.at(Step::Outbox)?;
-    tx.execute(&lock, &[]).await.at(Step::Outbox)?;
+    match tx.execute(&lock, &[]).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            return Ok(false);
+        }
+        Err(cause) => {
+            return Err(StoreError::Db {
+                step: Step::Outbox,
+                cause,
+            });
+        }
+    }
     let stmt = tx.prepare_cached(CLAIM_MARK).await.at(Step::Outbox)?;
     Ok(tx
         .query_opt(&stmt, &[&age])
