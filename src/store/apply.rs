@@ -115,8 +115,11 @@ pub async fn begin<'c>(
 ) -> Result<(Transaction<'c>, StoredState, i64), StoreError> {
     let tx = client.transaction().await.at(Step::Transaction)?;
     let (epoch, stored) = tokio::join!(outbox::share_epoch(&tx), read_state(&tx, movement_ids));
-    let epoch = epoch?;
-    Ok((tx, stored?, epoch))
+    // The reads' error first: an epoch read that followed a failed lock only
+    // says that the transaction is aborted, and the lock's error decides
+    // whether the batch is split (`crate::retry`).
+    let stored = stored?;
+    Ok((tx, stored, epoch?))
 }
 
 /// The movement rows a batch changed.
