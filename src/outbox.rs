@@ -61,6 +61,8 @@ pub struct Delivered {
     pub epoch: bool,
     /// Keys deleted in Redis and from the outbox.
     pub keys: usize,
+    /// Announcements deleted (this instance's, or old ones).
+    pub announcements: u64,
 }
 
 impl OutboxWatch {
@@ -128,12 +130,13 @@ impl OutboxWatch {
         }
         let client = self.store.client().await?;
         if acknowledged && self.announcements.any() && self.cache.ping().await {
-            invalidate::withdraw(&self.announcements, &client).await;
+            delivered.announcements += invalidate::withdraw(&self.announcements, &client).await;
         }
         let age = self.settings.permit() * ANNOUNCEMENT_PERMITS;
         let expired = outbox::expire_announcements(&client, age).await?;
         self.metrics
             .outbox_delivered(usize::try_from(expired).unwrap_or(usize::MAX));
+        delivered.announcements += expired;
         Ok(delivered)
     }
 

@@ -154,7 +154,9 @@ pub async fn after_commit(
 ) {
     match prepared {
         Prepared::Queued(queued) => metrics.outbox_queued(queued == Queued::Mark),
-        Prepared::Delivered => withdraw(announcements, client).await,
+        Prepared::Delivered => {
+            withdraw(announcements, client).await;
+        }
         Prepared::Unannounced => {}
     }
 }
@@ -162,15 +164,18 @@ pub async fn after_commit(
 /// Deletes this instance's announcements, once Redis answers it again (they
 /// would keep every instance off the cache), except those a batch of
 /// another partition still holds. A failure only leaves them to the outbox
-/// watch, which deletes old announcements.
-pub async fn withdraw(announcements: &Announcements, client: &Client) {
+/// watch, which deletes old announcements. Returns how many were deleted.
+pub async fn withdraw(announcements: &Announcements, client: &Client) -> u64 {
     let ids = announcements.take_all();
     if ids.is_empty() {
-        return;
+        return 0;
     }
-    if let Err(e) = outbox::drop_announcements(client, &ids).await {
-        tracing::debug!(error = %e, "announcements left to the outbox watch");
-    }
+    outbox::drop_announcements(client, &ids)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "announcements left to the outbox watch");
+            0
+        })
 }
 
 impl Announcements {

@@ -435,12 +435,17 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
         ],
     );
     api.wait_consumed().await;
-    // Its invalidations (of nothing cached yet) are delivered by the API instance.
+    // Its invalidations (of nothing cached yet) are delivered by the API
+    // instance, whose next look finds the outbox empty.
     eventually(20, || async {
         let rows = outbox_rows(&api.pool, false).await;
-        (rows == 0)
+        let (_, ready) = api.get_json("/health/ready").await;
+        (rows == 0 && ready["cache_outbox"] == 0)
             .then_some(())
-            .ok_or(format!("{rows} outbox rows"))
+            .ok_or(format!(
+                "{rows} outbox rows; the API instance saw {}",
+                ready["cache_outbox"]
+            ))
     })
     .await;
     warm(&http, &api.url(""), &keys, &redis, api.cache_epoch().await).await;
