@@ -246,6 +246,20 @@ impl Cache {
         self.trust.verified()
     }
 
+    /// Waits, `limit` at most, until reads may use the cache (for start-up:
+    /// the tracking connection reads the marker of the permit's epoch on its
+    /// own time); true when they may.
+    pub async fn wait_usable(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.usable().is_none() {
+            if Instant::now() >= deadline || self.near.is_none() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     /// Answers PING within the timeout.
     pub async fn ping(&self) -> bool {
         let ping = self.client.ping::<String>(None);

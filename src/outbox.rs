@@ -187,13 +187,18 @@ impl OutboxWatch {
         Ok(Some(keys.len()))
     }
 
-    /// Delivers and looks once; for start-up, before the API serves.
+    /// Delivers and looks once, then gives the tracking connection a moment
+    /// to believe the epoch; for start-up, before the API serves.
     pub async fn settle(&self) {
         if let Err(e) = self.deliver().await {
             tracing::warn!(error = %e, "cannot deliver the cache outbox at start-up");
         }
         match self.look().await {
-            Ok(0) => {}
+            Ok(0) => {
+                if !self.cache.wait_usable(Duration::from_secs(1)).await {
+                    tracing::debug!("Redis not believed yet at start-up");
+                }
+            }
             Ok(rows) => {
                 tracing::warn!(
                     rows,

@@ -20,9 +20,9 @@
 //! Redis pushed before that reply has been applied by then. Reads wait for a
 //! fence together (one `PING` in flight at a time, or any `GET`), so the
 //! cost is one wake-up per read, not a round trip each. If the connection
-//! fails, the near cache is emptied and reads go to Redis through fred until
-//! a new connection tracks again; a read whose fence does not come in time
-//! is answered from PostgreSQL.
+//! fails, the near cache is emptied and reads answer from PostgreSQL until
+//! a new connection believes the epoch again; a read whose fence does not
+//! come in time is answered from PostgreSQL.
 //!
 //! The same connection is the only way reads reach Redis, with the near
 //! cache kept or not (`redis.near_cache_entries` = 0 keeps nothing), because
