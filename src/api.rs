@@ -2,6 +2,7 @@
 //! OpenAPI description and Swagger UI. Every error leaves as the JSON body of
 //! docs/SPEC.md section 5, including poem's own path and routing errors.
 
+pub mod cached;
 pub mod health;
 pub mod json;
 pub mod model;

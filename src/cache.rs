@@ -15,18 +15,21 @@
 //! no instance serves an entry they cover, even after a crash (the argument is
 //! in docs/SPEC.md, section 8).
 //!
-//! Hits are answered from this instance's memory where they can be
-//! ([`near`]): Redis tracks the keys read there and reports every change, so
-//! the near cache holds what Redis holds, without a round trip per read.
+//! Every key belongs to an *epoch* ([`epoch`]), and reads use the epoch of
+//! their permit only while the server they read from is believed for it
+//! ([`trust`]): a Redis that lost acknowledged writes (a restart from a
+//! snapshot, a failover, a flush, a reload) is never read for the entries it
+//! held before, and a new epoch makes them unreachable.
 //!
-//! Redis is only an accelerator: every call has a short timeout, failures are
-//! logged and counted, and reads fall back to PostgreSQL.
+//! Reads go through one connection that Redis tracks ([`near`]), whose
+//! wire order keeps both the near cache (hits answered from this instance's
+//! memory) and the epoch's trust exact; leases, fills and deletes go
+//! through fred. Redis is only an accelerator: every call has a short
+//! timeout, failures are logged and counted, and reads fall back to
+//! PostgreSQL.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -34,7 +37,7 @@ use fred::{
     clients::Client,
     interfaces::{ClientLike, KeysInterface, LuaInterface},
     types::{
-        Builder, Value,
+        Builder, InfoKind, Value,
         config::{Config, ReconnectPolicy},
     },
 };
@@ -56,16 +59,22 @@ const KEYS_PER_DEL: usize = 500;
 /// next fill by no more than this.
 const LEASE_MS: u64 = 2_000;
 
-const KEY_PREFIX: &str = "wm:";
-
+mod absent;
+pub mod epoch;
 mod near;
+mod permit;
 mod resp;
 mod scripts;
+pub mod trust;
+use absent::AbsentFills;
+pub use epoch::{Epoch, Key};
 use near::{Lookup, Near};
+use permit::Permit;
 use scripts::{CLAIM, FILL};
+use trust::{Distrust, Trust};
 
-/// Errors of the cache layer (only start-up reports them; at run time they are
-/// logged and counted).
+/// Errors of the cache layer: start-up, and the writes whose failure the
+/// caller acts on (at run time the others are logged and counted).
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("invalid Redis URL: {0}")]
@@ -74,14 +83,12 @@ pub enum CacheError {
     Tls(TlsError),
     #[error("cannot start the Redis client: {0}")]
     Start(fred::error::Error),
-}
-
-/// A cached entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub version: i64,
-    /// `None` for a tombstone (written by older releases).
-    pub payload: Option<String>,
+    #[error("Redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("Redis did not answer in time")]
+    Timeout,
+    #[error("Redis's INFO server holds no run_id")]
+    NoRunId,
 }
 
 /// A reader's right to fill one key: taken before it reads PostgreSQL, and
@@ -97,67 +104,15 @@ pub struct Lease {
 pub struct Cache {
     client: Client,
     ttl_secs: u64,
+    absent_ttl_secs: u64,
+    absent: Arc<AbsentFills>,
     timeout: Duration,
     metrics: Arc<Metrics>,
     permit: Arc<Permit>,
-    /// `None` when `redis.near_cache_entries` is 0 or Redis is a cluster.
+    trust: Arc<Trust>,
+    /// The tracking connection reads go through; `None` for a cluster or
+    /// sentinel URL, where reads always answer from PostgreSQL.
     near: Option<Near>,
-}
-
-/// Until when reads may use the cache, as an offset from `base` in
-/// nanoseconds (0: no permit), and the outbox rows last seen: atomics, so
-/// that the check on every read takes no lock.
-#[derive(Debug)]
-struct Permit {
-    base: Instant,
-    until: AtomicU64,
-    outbox_rows: AtomicI64,
-}
-
-impl Permit {
-    fn new() -> Self {
-        Self {
-            base: Instant::now(),
-            until: AtomicU64::new(0),
-            outbox_rows: AtomicI64::new(-1),
-        }
-    }
-
-    fn nanos(&self, at: Instant) -> u64 {
-        let since = at.saturating_duration_since(self.base).as_nanos();
-        u64::try_from(since).unwrap_or(u64::MAX).max(1)
-    }
-
-    fn valid(&self) -> bool {
-        self.nanos(Instant::now()) < self.until.load(Ordering::Acquire)
-    }
-}
-
-/// Key of a cached movement: `wm:movement:<id>`.
-pub fn movement_key(movement_id: Uuid) -> String {
-    key("movement", &[movement_id])
-}
-
-/// Key of a cached stock answer: `wm:stock:<warehouse id>:<product id>`.
-pub fn stock_key(warehouse_id: Uuid, product_id: Uuid) -> String {
-    key("stock", &[warehouse_id, product_id])
-}
-
-/// `KEY_PREFIX`, `kind`, then the ids (hyphenated, lower case), separated by
-/// colons, in one allocation: a batch makes one key per changed row, and
-/// `format!` growing the string piece by piece was 5% of the service's CPU
-/// in a 200 000-event ingest (perf).
-fn key(kind: &str, ids: &[Uuid]) -> String {
-    let mut key = String::with_capacity(
-        KEY_PREFIX.len() + kind.len() + ids.len() * (1 + uuid::fmt::Hyphenated::LENGTH),
-    );
-    key.push_str(KEY_PREFIX);
-    key.push_str(kind);
-    for id in ids {
-        key.push(':');
-        key.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
-    }
-    key
 }
 
 impl Cache {
@@ -181,12 +136,22 @@ impl Cache {
         };
         config.tls = tls.clone().map(Into::into);
         let timeout = Duration::from_millis(250);
-        let near = near_target(&config, tls, timeout)
-            .filter(|_| settings.near_cache_entries > 0)
-            .map(|target| {
-                let ttl = Duration::from_secs(settings.cache_ttl_secs);
-                Near::start(target, settings.near_cache_entries, ttl, timeout)
-            });
+        let trust = Arc::new(Trust::new());
+        let near = near_target(&config, tls, timeout).map(|target| {
+            let ttl = Duration::from_secs(settings.cache_ttl_secs);
+            let (trust, metrics) = (Arc::clone(&trust), Arc::clone(&metrics));
+            Near::start(
+                target,
+                trust,
+                metrics,
+                settings.near_cache_entries,
+                ttl,
+                timeout,
+            )
+        });
+        if near.is_none() {
+            tracing::warn!("a cluster or sentinel redis.url: reads answer from PostgreSQL");
+        }
         let client = Builder::from_config(Config {
             fail_fast: false,
             ..config
@@ -217,16 +182,22 @@ impl Cache {
         Ok(Self {
             client,
             ttl_secs: settings.cache_ttl_secs,
+            absent_ttl_secs: settings.absent_ttl_secs,
+            absent: Arc::new(AbsentFills::new(settings.absent_fills_per_sec)),
             timeout,
             metrics,
             permit: Arc::new(Permit::new()),
+            trust,
             near,
         })
     }
 
-    /// True when reads may use the cache: connected, and a permit held.
-    fn usable(&self) -> bool {
-        self.client.is_connected() && self.permit.valid()
+    /// The epoch reads may use now: a permit is held for it, and the
+    /// tracking connection believes its server for it.
+    fn usable(&self) -> Option<Epoch> {
+        self.permit
+            .epoch()
+            .filter(|epoch| self.trust.is_verified(*epoch))
     }
 
     /// True while the client is connected to Redis.
@@ -234,23 +205,57 @@ impl Cache {
         self.client.is_connected()
     }
 
-    /// Lets reads use the cache until `deadline`: the outbox was found empty
-    /// by a look that started `permit` before it ([`crate::outbox`]).
-    pub fn permit_until(&self, deadline: Instant) {
-        let until = self.permit.nanos(deadline);
-        self.permit.until.store(until, Ordering::Release);
-        self.permit.outbox_rows.store(0, Ordering::Relaxed);
+    /// Lets reads use the cache, in `epoch`, until `deadline`: the outbox was
+    /// found empty by a look that started `permit` before it ([`crate::outbox`]).
+    pub fn permit_until(&self, deadline: Instant, epoch: Epoch) {
+        self.want(epoch);
+        self.permit.grant(deadline, epoch);
     }
 
-    /// Withdraws the permit at once: the outbox holds `rows` rows.
-    pub fn withdraw(&self, rows: i64) {
-        self.permit.until.store(0, Ordering::Release);
-        self.permit.outbox_rows.store(rows, Ordering::Relaxed);
+    /// Withdraws the permit at once: the outbox holds `rows` rows (the epoch
+    /// is `epoch`).
+    pub fn withdraw(&self, rows: i64, epoch: Epoch) {
+        self.permit.withdraw(rows);
+        self.want(epoch);
+    }
+
+    fn want(&self, epoch: Epoch) {
+        if self.trust.want(epoch)
+            && let Some(near) = &self.near
+        {
+            self.trust.unverify();
+            near.wake();
+        }
     }
 
     /// Rows in the cache outbox at the last look; `None` before the first.
     pub fn outbox_rows(&self) -> Option<i64> {
-        Some(self.permit.outbox_rows.load(Ordering::Relaxed)).filter(|n| *n >= 0)
+        self.permit.outbox_rows()
+    }
+
+    /// True when this instance found evidence that Redis lost writes of
+    /// `epoch` (the outbox watch then asks for a new epoch).
+    pub fn distrusts(&self, epoch: Epoch) -> bool {
+        self.trust.distrusts(epoch)
+    }
+
+    /// The epoch the tracking connection believes its server for, if any.
+    pub fn trusted_epoch(&self) -> Option<Epoch> {
+        self.trust.verified()
+    }
+
+    /// Waits, `limit` at most, until reads may use the cache (for start-up:
+    /// the tracking connection reads the marker of the permit's epoch on its
+    /// own time); true when they may.
+    pub async fn wait_usable(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.usable().is_none() {
+            if Instant::now() >= deadline || self.near.is_none() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Answers PING within the timeout.
@@ -271,97 +276,45 @@ impl Cache {
 
     /// Looks `key` up and returns its value as the JSON text it is, once it
     /// is known to be JSON: the API serves it without building the model
-    /// again. `None` means "ask PostgreSQL": a miss, a lease, an error, or
-    /// an entry that does not parse (counted as an error and logged, never as
-    /// a hit).
-    pub async fn get_json(&self, key: &str) -> Option<String> {
-        if !self.usable() {
+    /// again. `None` means "ask PostgreSQL": no permit, an untrusted server,
+    /// a miss, a lease, an error, or an entry that does not parse (counted
+    /// as an error and logged, never as a hit).
+    pub async fn get_json(&self, key: Key) -> Option<String> {
+        let (Some(epoch), Some(near)) = (self.usable(), &self.near) else {
             self.metrics.cache_bypassed();
             return None;
-        }
-        if let Some(near) = &self.near {
-            let result = match near.get(key).await {
-                Lookup::Hit { payload, near } => {
-                    self.metrics.cache(CacheResult::Hit);
-                    if near {
-                        self.metrics.cache_near_hit();
-                    }
-                    return Some(payload);
-                }
-                Lookup::Miss => CacheResult::Miss,
-                Lookup::Failed => CacheResult::Error,
-                Lookup::Down => return self.get_json_from_redis(key).await,
-            };
-            self.metrics.cache(result);
-            return None;
-        }
-        self.get_json_from_redis(key).await
-    }
-
-    /// [`Self::get_json`] through fred: without a near cache, or while it has
-    /// no tracking connection.
-    async fn get_json_from_redis(&self, key: &str) -> Option<String> {
-        let payload = self.payload(key).await?;
-        match serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
-            Ok(_) => {
+        };
+        let result = match near.get(&key.in_epoch(epoch), epoch).await {
+            Lookup::Hit { payload, near } => {
                 self.metrics.cache(CacheResult::Hit);
-                Some(payload)
-            }
-            Err(e) => {
-                self.metrics.cache(CacheResult::Error);
-                static PARSE: Throttle = Throttle::per_second();
-                if let Some(suppressed) = PARSE.allow() {
-                    tracing::warn!(key, error = %e, suppressed, "cached entry does not parse; answering from PostgreSQL");
+                if near {
+                    self.metrics.cache_near_hit();
                 }
-                None
+                return Some(payload);
             }
-        }
-    }
-
-    /// The payload stored under `key`, if Redis holds a value there
-    /// (misses, leases and errors are counted).
-    async fn payload(&self, key: &str) -> Option<String> {
-        let result: Result<Option<String>, _> = self.client.get(key).await;
-        let mut raw = match result {
-            Ok(Some(raw)) => raw,
-            Ok(None) => {
-                self.metrics.cache(CacheResult::Miss);
-                return None;
-            }
-            Err(e) => {
-                self.metrics.cache(CacheResult::Error);
-                static READ: Throttle = Throttle::per_second();
-                if let Some(suppressed) = READ.allow() {
-                    tracing::warn!(error = %e, suppressed, "cache read failed; answering from PostgreSQL");
-                }
+            Lookup::Miss => CacheResult::Miss,
+            Lookup::Failed => CacheResult::Error,
+            Lookup::Untrusted => {
+                self.metrics.cache_bypassed();
                 return None;
             }
         };
-        // `version:payload`: the payload is served in place, not copied out.
-        let Some(payload_at) = payload_start(&raw) else {
-            self.metrics.cache(CacheResult::Miss); // a lease, or no version
-            return None;
-        };
-        raw.drain(..payload_at);
-        Some(raw)
+        self.metrics.cache(result);
+        None
     }
 
     /// Takes the lease that lets this reader fill `key` after it reads
     /// PostgreSQL: `None` while reads may not use the cache, when Redis does
     /// not answer, or when the key holds a value or another reader's lease
     /// (that reader fills it).
-    pub async fn claim(&self, key: &str) -> Option<Lease> {
-        if !self.usable() {
-            return None;
-        }
+    pub async fn claim(&self, key: Key) -> Option<Lease> {
+        let epoch = self.usable()?;
+        let key = key.in_epoch(epoch);
         let token = format!("lease:{}", Uuid::new_v4().simple());
         let args = vec![LEASE_MS.to_string(), token.clone()];
-        let result: Result<String, _> = self.client.eval(CLAIM, vec![key.to_owned()], args).await;
+        let result: Result<String, _> = self.client.eval(CLAIM, vec![key.clone()], args).await;
         match result {
-            Ok(entry) if entry == token => Some(Lease {
-                key: key.to_owned(),
-                token,
-            }),
+            Ok(entry) if entry == token => Some(Lease { key, token }),
             Ok(_) => None,
             Err(e) => {
                 self.metrics.cache(CacheResult::Error);
@@ -377,19 +330,33 @@ impl Cache {
     /// Stores `payload`, read at `version` after `lease` was taken, if the
     /// lease is still there: nothing touched the key since.
     pub async fn fill(&self, lease: Lease, version: i64, payload: &str) {
-        self.end_lease(lease, format!("{version}:{payload}")).await;
+        self.end_lease(lease, format!("{version}:{payload}"), self.ttl_secs)
+            .await;
+    }
+
+    /// Stores that the movement of `lease` does not exist (the JSON `null`
+    /// at version 0), for `redis.absent_ttl_secs`, unless this instance
+    /// cached `redis.absent_fills_per_sec` of them this second already:
+    /// then the lease is given back.
+    pub async fn fill_absent(&self, lease: Lease) {
+        if self.absent.allow() {
+            self.end_lease(lease, "0:null".to_owned(), self.absent_ttl_secs)
+                .await;
+        } else {
+            self.release(lease).await;
+        }
     }
 
     /// Gives `lease` up without a value (the read cannot be cached).
     pub async fn release(&self, lease: Lease) {
-        self.end_lease(lease, String::new()).await;
+        self.end_lease(lease, String::new(), self.ttl_secs).await;
     }
 
-    async fn end_lease(&self, lease: Lease, entry: String) {
-        if !self.usable() {
+    async fn end_lease(&self, lease: Lease, entry: String, ttl_secs: u64) {
+        if self.permit.epoch().is_none() {
             return; // the lease lapses on its own
         }
-        let args = vec![self.ttl_secs.to_string(), lease.token, entry];
+        let args = vec![ttl_secs.to_string(), lease.token, entry];
         let result: Result<i64, _> = self.client.eval(FILL, vec![lease.key], args).await;
         if let Err(e) = result {
             self.metrics.cache(CacheResult::Error);
@@ -400,11 +367,14 @@ impl Cache {
         }
     }
 
-    /// Deletes `keys`; true when Redis acknowledged every one of them.
-    /// Answers false at once while the client is disconnected. A `DEL` that
-    /// Redis did not acknowledge in time and that lands later is harmless:
-    /// it can only remove an entry, never bring an old one back.
-    pub async fn invalidate(&self, keys: Vec<String>) -> bool {
+    /// Deletes `keys` (of `epoch`); true when Redis acknowledged every one of
+    /// them on a server that holds `epoch`'s marker. A server without it has
+    /// lost writes (or is not the one readers believe): the epoch is
+    /// distrusted, and the keys are not acknowledged. Answers false at once
+    /// while the client is disconnected. A `DEL` that Redis did not
+    /// acknowledge in time and that lands later is harmless: it can only
+    /// remove an entry, never bring an old one back.
+    pub async fn invalidate(&self, epoch: Epoch, keys: Vec<String>) -> bool {
         let count = keys.len();
         if count == 0 {
             return true;
@@ -413,41 +383,39 @@ impl Cache {
             return false;
         }
         // Each command has its own timeout; this bounds the pipeline as a whole.
-        let sent = tokio::time::timeout(self.timeout * 2, self.send_deletes(keys)).await;
-        match sent {
-            Ok(Ok(())) => {
+        let sent = tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, keys)).await;
+        let failure = match sent {
+            Ok(Ok(Some(_))) => {
                 self.metrics.cache_invalidated(count);
-                true
+                return true;
             }
-            Ok(Err(e)) => {
-                self.metrics.cache(CacheResult::Error);
-                static INVALIDATE: Throttle = Throttle::per_second();
-                if let Some(suppressed) = INVALIDATE.allow() {
-                    tracing::warn!(error = %e, keys = count, suppressed, "cache invalidation failed");
+            Ok(Ok(None)) => {
+                if self.trust.distrust(epoch) {
+                    self.metrics
+                        .cache_distrusted(Distrust::Invalidation.as_str());
+                    tracing::warn!(%epoch, "Redis lost this cache epoch's marker: a new epoch begins");
                 }
-                false
+                return false;
             }
-            Err(_) => {
-                self.metrics.cache(CacheResult::Error);
-                static INVALIDATE_TIMEOUT: Throttle = Throttle::per_second();
-                if let Some(suppressed) = INVALIDATE_TIMEOUT.allow() {
-                    tracing::warn!(keys = count, suppressed, "cache invalidation timed out");
-                }
-                false
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        self.metrics.cache(CacheResult::Error);
+        static INVALIDATE: Throttle = Throttle::per_second();
+        if let Some(suppressed) = INVALIDATE.allow() {
+            tracing::warn!(error = %failure, keys = count, suppressed, "cache invalidation failed");
         }
+        false
     }
 
-    /// The raw entry under `key`, permit or not (for tests and tools).
-    pub async fn peek(&self, key: &str) -> Option<Entry> {
-        let raw: Option<String> = self.client.get(key).await.ok()?;
-        parse(&raw?)
-    }
-
-    /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys, in one
-    /// pipeline: a round trip per batch, not one per key. The keys move into
-    /// the commands, uncopied.
-    async fn send_deletes(&self, keys: Vec<String>) -> Result<(), fred::error::Error> {
+    /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys, then reads
+    /// `epoch`'s marker, in one pipeline: a round trip per batch, not one per
+    /// key. The keys move into the commands, uncopied. Returns the marker.
+    async fn send_deletes(
+        &self,
+        epoch: Epoch,
+        keys: Vec<String>,
+    ) -> Result<Option<String>, fred::error::Error> {
         let pipeline = self.client.pipeline();
         let mut keys = keys.into_iter();
         loop {
@@ -457,8 +425,43 @@ impl Cache {
             }
             let () = pipeline.del(chunk).await?;
         }
-        let _: Vec<Value> = pipeline.all().await?;
-        Ok(())
+        let () = pipeline.get(epoch.marker_key()).await?;
+        let mut replies: Vec<Value> = pipeline.all().await?;
+        Ok(replies.pop().and_then(|marker| marker.convert().ok()))
+    }
+
+    /// Writes the marker of a new `epoch` (the run id of the server it is
+    /// written to), and gives `previous`'s marker the entries' TTL, after
+    /// which no entry of that epoch is left. The epoch may be committed in
+    /// PostgreSQL only once this succeeded ([`crate::outbox`]).
+    pub async fn mark_epoch(&self, epoch: Epoch, previous: Epoch) -> Result<(), CacheError> {
+        let write = async {
+            let info: String = self.client.info(Some(InfoKind::Server)).await?;
+            let run_id = info
+                .lines()
+                .find_map(|line| line.strip_prefix("run_id:"))
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .ok_or(CacheError::NoRunId)?
+                .to_owned();
+            let () = self
+                .client
+                .set(epoch.marker_key(), run_id, None, None, false)
+                .await?;
+            let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
+            let _: Value = self.client.expire(previous.marker_key(), ttl, None).await?;
+            Ok::<_, CacheError>(())
+        };
+        tokio::time::timeout(self.timeout * 4, write)
+            .await
+            .map_err(|_| CacheError::Timeout)?
+    }
+
+    /// The raw entry under `key` in the epoch of the permit, permit or not
+    /// (for tests and tools).
+    #[cfg(feature = "devtools")]
+    pub async fn peek(&self, key: Key, epoch: Epoch) -> Option<String> {
+        self.client.get(key.in_epoch(epoch)).await.ok()?
     }
 
     /// Entries in the near cache now (0 without one).
@@ -466,7 +469,7 @@ impl Cache {
         self.near.as_ref().map_or(0, Near::len)
     }
 
-    /// True while the near cache has its tracking connection.
+    /// True while the tracking connection is up.
     pub fn near_is_up(&self) -> bool {
         self.near.as_ref().is_some_and(Near::is_up)
     }
@@ -501,57 +504,4 @@ fn near_target(
         tls,
         timeout: timeout * 4,
     })
-}
-
-/// Where the payload of a stored `version:payload` value starts; `None` for a
-/// lease, a tombstone or an entry without a version.
-fn payload_start(raw: &str) -> Option<usize> {
-    let (version, payload) = raw.split_once(':')?;
-    (version.parse::<i64>().is_ok() && !payload.is_empty()).then_some(version.len() + 1)
-}
-
-/// Splits a stored `version:payload` string.
-pub fn parse(raw: &str) -> Option<Entry> {
-    let (version, payload) = raw.split_once(':')?;
-    Some(Entry {
-        version: version.parse().ok()?,
-        payload: (!payload.is_empty()).then(|| payload.to_owned()),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_values_and_old_tombstones_but_not_leases() {
-        assert_eq!(
-            parse("7:{\"a\":1}"),
-            Some(Entry {
-                version: 7,
-                payload: Some("{\"a\":1}".into())
-            })
-        );
-        assert_eq!(
-            parse("8:"),
-            Some(Entry {
-                version: 8,
-                payload: None
-            })
-        );
-        assert_eq!(parse("garbage"), None);
-        assert_eq!(parse("lease:0123456789abcdef0123456789abcdef"), None);
-        assert_eq!(payload_start("lease:0123456789abcdef"), None);
-    }
-
-    #[test]
-    fn keys_are_prefixed_and_distinct() {
-        let a = Uuid::from_u128(1);
-        let b = Uuid::from_u128(2);
-        assert!(movement_key(a).starts_with(KEY_PREFIX));
-        assert_ne!(stock_key(a, b), stock_key(b, a));
-        // The keys other instances and versions read and delete.
-        assert_eq!(movement_key(a), format!("wm:movement:{a}"));
-        assert_eq!(stock_key(a, b), format!("wm:stock:{a}:{b}"));
-    }
 }

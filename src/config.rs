@@ -266,6 +266,13 @@ pub struct RedisSettings {
     /// checked against; empty: the system's roots.
     pub ca_file: String,
     pub cache_ttl_secs: u64,
+    /// TTL of an unknown movement's cached 404: short, so that a flood of
+    /// random ids cannot hold Redis memory for long.
+    pub absent_ttl_secs: u64,
+    /// Unknown movements this instance caches per second at most; past it
+    /// their 404s are answered from PostgreSQL without caching. With
+    /// `absent_ttl_secs`, bounds what a flood of random ids holds in Redis.
+    pub absent_fills_per_sec: u32,
     /// Entries this instance keeps in its own memory, kept exact by Redis'
     /// client tracking (0: every hit asks Redis).
     pub near_cache_entries: usize,
@@ -289,6 +296,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("url", &redact::url(&self.url))
             .field("ca_file", &self.ca_file)
             .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .field("absent_ttl_secs", &self.absent_ttl_secs)
+            .field("absent_fills_per_sec", &self.absent_fills_per_sec)
             .field("near_cache_entries", &self.near_cache_entries)
             .finish()
     }
@@ -304,6 +313,10 @@ pub struct OutboxSettings {
     /// and how long a consumer waits after announcing undelivered
     /// invalidations before it commits them, ms. Must be the same on every instance.
     pub permit_ms: u64,
+    /// Keys that may wait in the outbox; past them, one mark stands for
+    /// every key (its delivery begins a new cache epoch), so that a long
+    /// Redis outage costs PostgreSQL a bounded outbox.
+    pub max_keys: i64,
 }
 
 impl OutboxSettings {
@@ -460,6 +473,15 @@ impl Settings {
         security::validate(self)?;
         if self.redis.cache_ttl_secs < 1 {
             return invalid("redis.cache_ttl_secs", "must be at least 1");
+        }
+        if !(1..=self.redis.cache_ttl_secs).contains(&self.redis.absent_ttl_secs) {
+            return invalid(
+                "redis.absent_ttl_secs",
+                "must be from 1 to redis.cache_ttl_secs",
+            );
+        }
+        if self.outbox.max_keys < 1 {
+            return invalid("outbox.max_keys", "must be at least 1");
         }
         if self.outbox.poll_ms < 10 {
             return invalid("outbox.poll_ms", "must be at least 10");

@@ -72,7 +72,7 @@ pub struct ConsumerContext {
     /// Where each batch's cache invalidations go before its COMMIT.
     pub cache: Cache,
     /// This instance's announcements of undelivered cache invalidations.
-    pub announcements: invalidate::Announcements,
+    pub announcements: Arc<invalidate::Announcements>,
     pub metrics: Arc<Metrics>,
     /// Faults injected by tests (none in production).
     pub faults: Arc<Faults>,

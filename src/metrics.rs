@@ -103,7 +103,10 @@ pub struct Metrics {
     db_fallbacks: Counter<u64>,
     outbox_rows: Gauge<i64>,
     outbox_queued: Counter<u64>,
+    outbox_marked: Counter<u64>,
     outbox_delivered: Counter<u64>,
+    cache_distrusted: Counter<u64>,
+    cache_epochs: Counter<u64>,
     http_duration: Histogram<f64>,
     observed: OnceLock<()>,
 }
@@ -229,9 +232,27 @@ impl Metrics {
                 "Batches committed with their invalidations in the cache outbox \
                  (Redis did not acknowledge them before the COMMIT)",
             ),
+            outbox_marked: counter(
+                "wm_cache_outbox_marked",
+                "Batches committed under the outbox's mark instead of their keys (the \
+                 outbox held outbox.max_keys keys, or the mark was pending already)",
+            ),
             outbox_delivered: counter(
                 "wm_cache_outbox_delivered",
-                "Cache outbox rows delivered to Redis (or expired announcements) and deleted",
+                "Cache outbox rows delivered to Redis (keys, the mark, or expired \
+                 announcements) and deleted",
+            ),
+            cache_distrusted: counter(
+                "wm_cache_distrusted",
+                "Cache epochs this instance stopped believing because Redis lost writes, \
+                 by cause (flush: Redis pushed a flush or reload; marker: the epoch's \
+                 marker was missing or another server's; invalidation: a delete found \
+                 the marker missing)",
+            ),
+            cache_epochs: counter(
+                "wm_cache_epochs_begun",
+                "New cache epochs this instance began (deliveries of the outbox's mark): \
+                 every older cache entry became unreachable",
             ),
             http_duration: seconds(
                 "wm_http_request_duration",
@@ -257,7 +278,13 @@ impl Metrics {
         }
         self.db_fallbacks.add(0, &[]);
         self.outbox_queued.add(0, &[]);
+        self.outbox_marked.add(0, &[]);
         self.outbox_delivered.add(0, &[]);
+        self.cache_epochs.add(0, &[]);
+        for cause in ["flush", "marker", "invalidation"] {
+            self.cache_distrusted
+                .add(0, &[KeyValue::new("cause", cause)]);
+        }
         let p = Arc::clone(&partitions);
         self.meter
             .i64_observable_gauge("wm_consumer_partitions_owned")
@@ -439,9 +466,24 @@ impl Metrics {
         self.outbox_rows.record(rows, &[]);
     }
 
-    /// One batch committed with its invalidations in the outbox.
-    pub fn outbox_queued(&self) {
+    /// One batch committed with its invalidations in the outbox (`mark`:
+    /// under the mark, its keys not stored).
+    pub fn outbox_queued(&self, mark: bool) {
         self.outbox_queued.add(1, &[]);
+        if mark {
+            self.outbox_marked.add(1, &[]);
+        }
+    }
+
+    /// A cache epoch distrusted, for `cause` (flush, marker, invalidation).
+    pub fn cache_distrusted(&self, cause: &'static str) {
+        self.cache_distrusted
+            .add(1, &[KeyValue::new("cause", cause)]);
+    }
+
+    /// A new cache epoch begun by this instance.
+    pub fn cache_epoch_begun(&self) {
+        self.cache_epochs.add(1, &[]);
     }
 
     /// Outbox rows delivered and deleted.

@@ -1,12 +1,16 @@
 //! The cache outbox watch, run by every instance whatever its role. Every
-//! `outbox.poll_ms` it counts the rows of the outbox: an empty outbox gives
-//! this instance's reads a *permit* to use the cache for `outbox.permit_ms`,
-//! counted from when the look started; rows withdraw it. While rows exist, it
-//! delivers them: claims the oldest (`FOR UPDATE SKIP LOCKED`, so that
-//! instances do not fight over them), deletes their keys in Redis and
-//! deletes them once Redis acknowledged, in one transaction. It does the same
-//! once at start-up, before the API serves. Why this keeps stale entries from
-//! being served is argued in docs/SPEC.md, section 8.
+//! `outbox.poll_ms` it looks at the outbox and the cache epoch: an empty
+//! outbox gives this instance's reads a *permit* to use the cache, in that
+//! epoch, for `outbox.permit_ms` counted from when the look started; rows
+//! withdraw it. When this instance found that Redis lost writes of the
+//! current epoch, it inserts the *mark*. While rows exist, it delivers them:
+//! the mark first, in one step that begins a new epoch (every older entry is
+//! unreachable, every waiting key moot), then the waiting keys
+//! (`FOR UPDATE SKIP LOCKED`, so that instances do not fight over them),
+//! deleted once Redis acknowledged them, in one transaction; announcements
+//! go once they are old and nothing else waits. It does the same once at
+//! start-up, before the API serves. Why this keeps stale entries from being
+//! served is argued in docs/SPEC.md, section 8.
 
 use std::{
     sync::Arc,
@@ -16,25 +20,27 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cache::Cache,
+    cache::{Cache, Epoch},
     config::OutboxSettings,
+    ingest::invalidate::{self, Announcements},
     metrics::Metrics,
     store::{At, Step, Store, StoreError, outbox},
 };
 
-/// Outbox rows claimed per delivery transaction.
-const CLAIM_ROWS: i64 = 20;
+/// Keys claimed per delivery transaction (one pipeline of `DEL`s).
+const CLAIM_KEYS: i64 = 5_000;
 
-/// Announcements older than this many permits are deleted by any instance:
-/// the consumer that made one has long committed with it, or died.
+/// Announcements older than this many permits are deleted by any instance
+/// once nothing else waits: the consumer that made one has long committed
+/// with it, or died.
 const ANNOUNCEMENT_PERMITS: u32 = 5;
 
-/// Why a look at the outbox found nothing out.
+/// Why a look at the outbox, or a delivery, did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the database did not count the cache outbox within {0:?}")]
+    #[error("the database did not answer a look at the cache outbox within {0:?}")]
     Late(Duration),
 }
 
@@ -43,86 +49,157 @@ pub enum OutboxError {
 pub struct OutboxWatch {
     store: Store,
     cache: Cache,
+    /// This instance's own announcements (its consumer's).
+    announcements: Arc<Announcements>,
     metrics: Arc<Metrics>,
     settings: OutboxSettings,
+}
+
+/// What one delivery pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// A new epoch began (the mark was delivered).
+    pub epoch: bool,
+    /// Keys deleted in Redis and from the outbox.
+    pub keys: usize,
+    /// Announcements deleted (this instance's, or old ones).
+    pub announcements: u64,
 }
 
 impl OutboxWatch {
     pub fn new(
         store: Store,
         cache: Cache,
+        announcements: Arc<Announcements>,
         metrics: Arc<Metrics>,
         settings: OutboxSettings,
     ) -> Self {
         Self {
             store,
             cache,
+            announcements,
             metrics,
             settings,
         }
     }
 
-    /// Counts the outbox rows: none grants the cache permit until `permit`
-    /// after this call started; some withdraw it. A failed or late look
-    /// changes nothing, so the permit lapses by itself. Returns the rows.
+    /// Counts the outbox rows and reads the epoch: no rows grant the cache
+    /// permit until `permit` after this call started; rows withdraw it. A
+    /// distrusted epoch makes this instance insert the mark (a row, so the
+    /// permit is withdrawn). A failed or late look changes nothing, so the
+    /// permit lapses by itself. Returns the rows.
     pub async fn look(&self) -> Result<i64, OutboxError> {
         let started = Instant::now();
         let permit = self.settings.permit();
-        let Ok(rows) = tokio::time::timeout(permit, self.store.outbox_rows()).await else {
+        let Ok(look) = tokio::time::timeout(permit, self.store.outbox_look()).await else {
             return Err(OutboxError::Late(permit));
         };
-        let rows = rows?;
+        let look = look?;
+        let epoch = Epoch(look.epoch);
+        let mut rows = look.rows;
+        if self.cache.distrusts(epoch) {
+            self.store.outbox_mark().await?;
+            rows = rows.max(1);
+        }
         self.metrics.outbox_rows(rows);
         if rows == 0 {
-            self.cache.permit_until(started + permit);
+            self.cache.permit_until(started + permit, epoch);
         } else {
-            self.cache.withdraw(rows);
+            self.cache.withdraw(rows, epoch);
         }
         Ok(rows)
     }
 
-    /// Delivers the outbox, oldest rows first, until it is empty of what can
-    /// be delivered now or Redis does not acknowledge; returns the rows
-    /// delivered. Announcements go once they are old enough.
-    pub async fn deliver(&self) -> Result<usize, StoreError> {
-        let announcement_age = self.settings.permit() * ANNOUNCEMENT_PERMITS;
-        let mut delivered = 0;
-        loop {
-            let mut client = self.store.client().await?;
-            let tx = client.transaction().await.at(Step::Outbox)?;
-            let with_keys = self.cache.is_connected();
-            let rows = outbox::claim(&tx, with_keys, announcement_age, CLAIM_ROWS).await?;
-            if rows.is_empty() {
-                return Ok(delivered);
-            }
-            let keys: Vec<String> = rows.iter().flat_map(|r| r.keys.iter().cloned()).collect();
-            if !self.cache.invalidate(keys).await {
-                // The rows stay (the transaction rolls back as it is dropped).
-                return Ok(delivered);
-            }
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            outbox::delete(&tx, &ids).await?;
-            tx.commit().await.at(Step::Outbox)?;
-            delivered += rows.len();
-            self.metrics.outbox_delivered(rows.len());
-            let now = time::OffsetDateTime::now_utc();
-            for row in rows.iter().filter(|r| !r.keys.is_empty()) {
-                let delay = (now - row.created_at).try_into().unwrap_or_default();
-                self.metrics.invalidation_delivered(delay);
-            }
-            if ids.len() < usize::try_from(CLAIM_ROWS).unwrap_or(usize::MAX) {
-                return Ok(delivered);
+    /// Delivers the outbox while Redis answers: the mark, then the keys,
+    /// until none is left or Redis does not acknowledge; then this
+    /// instance's announcements once Redis answers it, and anyone's old ones.
+    pub async fn deliver(&self) -> Result<Delivered, StoreError> {
+        let mut delivered = Delivered::default();
+        let mut acknowledged = false;
+        if self.cache.is_connected() {
+            delivered.epoch = self.deliver_mark().await?;
+            loop {
+                let Some(keys) = self.deliver_keys().await? else {
+                    break;
+                };
+                delivered.keys += keys;
+                if keys < usize::try_from(CLAIM_KEYS).unwrap_or(usize::MAX) {
+                    acknowledged = true;
+                    break;
+                }
             }
         }
+        let client = self.store.client().await?;
+        if acknowledged && self.announcements.any() && self.cache.ping().await {
+            delivered.announcements += invalidate::withdraw(&self.announcements, &client).await;
+        }
+        let age = self.settings.permit() * ANNOUNCEMENT_PERMITS;
+        let expired = outbox::expire_announcements(&client, age).await?;
+        self.metrics
+            .outbox_delivered(usize::try_from(expired).unwrap_or(usize::MAX));
+        delivered.announcements += expired;
+        Ok(delivered)
     }
 
-    /// Delivers and looks once; for start-up, before the API serves.
+    /// Delivers the mark, if one is pending, in one transaction: waits for
+    /// the batches in flight (the exclusive epoch lock), writes a new
+    /// epoch's marker to Redis, then commits the epoch and deletes the mark
+    /// and every waiting key. A mark younger than `outbox.permit_ms` waits:
+    /// an instance that found lost writes marks without an announcement, and
+    /// permits granted before the mark must lapse before batches stop
+    /// deleting the keys of the old epoch. True when a new epoch began.
+    async fn deliver_mark(&self) -> Result<bool, StoreError> {
+        let mut client = self.store.client().await?;
+        let tx = client.transaction().await.at(Step::Outbox)?;
+        if !outbox::claim_mark(&tx, self.settings.permit()).await? {
+            return Ok(false);
+        }
+        let previous = Epoch(outbox::epoch(&tx).await?);
+        let epoch = Epoch::random();
+        if let Err(e) = self.cache.mark_epoch(epoch, previous).await {
+            tracing::debug!(error = %e, "cannot write the new cache epoch's marker");
+            return Ok(false); // rolled back as it is dropped
+        }
+        outbox::begin_epoch(&tx, epoch.0).await?;
+        tx.commit().await.at(Step::Outbox)?;
+        self.metrics.outbox_delivered(1);
+        self.metrics.cache_epoch_begun();
+        tracing::info!(%epoch, %previous, "a new cache epoch began: every older entry is unreachable");
+        Ok(true)
+    }
+
+    /// Deletes up to [`CLAIM_KEYS`] waiting keys in Redis and, once Redis
+    /// acknowledged them with the current epoch's marker in place, from the
+    /// outbox; returns how many, `None` when Redis did not acknowledge.
+    async fn deliver_keys(&self) -> Result<Option<usize>, StoreError> {
+        let mut client = self.store.client().await?;
+        let tx = client.transaction().await.at(Step::Outbox)?;
+        let keys = outbox::claim_keys(&tx, CLAIM_KEYS).await?;
+        if keys.is_empty() {
+            return Ok(Some(0));
+        }
+        let epoch = Epoch(outbox::epoch(&tx).await?);
+        if !self.cache.invalidate(epoch, keys.clone()).await {
+            return Ok(None); // the keys stay (rolled back as it is dropped)
+        }
+        outbox::delete_keys(&tx, &keys).await?;
+        tx.commit().await.at(Step::Outbox)?;
+        self.metrics.outbox_delivered(keys.len());
+        Ok(Some(keys.len()))
+    }
+
+    /// Delivers and looks once, then gives the tracking connection a moment
+    /// to believe the epoch; for start-up, before the API serves.
     pub async fn settle(&self) {
         if let Err(e) = self.deliver().await {
             tracing::warn!(error = %e, "cannot deliver the cache outbox at start-up");
         }
         match self.look().await {
-            Ok(0) => {}
+            Ok(0) => {
+                if !self.cache.wait_usable(Duration::from_secs(1)).await {
+                    tracing::debug!("Redis not believed yet at start-up");
+                }
+            }
             Ok(rows) => {
                 tracing::warn!(
                     rows,
@@ -144,23 +221,23 @@ impl OutboxWatch {
                 _ = tick.tick() => {}
             }
             let result = match self.look().await {
-                Ok(0) => Ok(0),
+                Ok(0) => Ok(Delivered::default()),
                 Ok(_) => match self.deliver().await {
                     // Delivered: look again now, so that the permit returns at once.
-                    Ok(delivered) if delivered > 0 => self.look().await.map(|_| delivered),
+                    Ok(done) if done != Delivered::default() => self.look().await.map(|_| done),
                     other => other.map_err(OutboxError::from),
                 },
                 Err(e) => Err(e),
             };
             match result {
-                Ok(delivered) => {
+                Ok(done) => {
                     if failing {
                         tracing::info!("the cache outbox can be read again");
                         failing = false;
                     }
-                    if delivered > 0 {
+                    if done.keys > 0 {
                         tracing::info!(
-                            rows = delivered,
+                            keys = done.keys,
                             "delivered cache invalidations from the outbox"
                         );
                     }

@@ -366,9 +366,16 @@ impl Store {
         session::Session::start(client, &self.open_sessions, topic, instance, silence).await
     }
 
-    /// Rows in the cache outbox (on the outbox watch's own connection).
-    pub async fn outbox_rows(&self) -> Result<i64, StoreError> {
-        outbox::count(&self.outbox.get().await?).await
+    /// The rows of the cache outbox and the cache epoch (on the outbox
+    /// watch's own connection).
+    pub async fn outbox_look(&self) -> Result<outbox::Look, StoreError> {
+        outbox::look(&self.outbox.get().await?).await
+    }
+
+    /// Inserts the mark that begins a new cache epoch at its delivery (on
+    /// the outbox watch's own connection).
+    pub async fn outbox_mark(&self) -> Result<(), StoreError> {
+        outbox::mark(&self.outbox.get().await?).await
     }
 
     /// One stored movement, `None` when unknown; guarded when `guard` (a

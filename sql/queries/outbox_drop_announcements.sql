@@ -1,7 +1,7 @@
--- Deletes announcements that a committed batch row now stands in for, except
--- those another batch transaction still holds.
+-- Deletes the given announcements (this instance's own, once Redis answers
+-- it again), except those a batch transaction still holds.
 DELETE FROM cache_outbox WHERE id IN (
     SELECT id FROM cache_outbox
-    WHERE id = ANY($1::bigint[]) AND cardinality(keys) = 0
+    WHERE id = ANY($1::bigint[]) AND NOT mark
     FOR UPDATE SKIP LOCKED
 )

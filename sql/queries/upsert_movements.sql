@@ -13,4 +13,4 @@ ON CONFLICT (movement_id) DO UPDATE SET
     arrived_at    = GREATEST(m.arrived_at, EXCLUDED.arrived_at),
     version       = m.version + 1,
     updated_at    = now()
-RETURNING movement_id, version
+RETURNING movement_id

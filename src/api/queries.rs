@@ -1,8 +1,6 @@
-//! The two queries of docs/SPEC.md section 5, read through the cache: a hit answers
-//! from Redis, with the cached JSON text as it is; a miss takes a lease on the
-//! key, reads PostgreSQL (guarded, when leased), serializes the answer once,
-//! and fills the cache with that text if the lease is still there
-//! (docs/SPEC.md section 8).
+//! The two queries of docs/SPEC.md section 5: each says which key and
+//! which read, and [`super::cached::read_through`] answers it through the
+//! cache.
 
 use std::sync::Arc;
 
@@ -12,14 +10,11 @@ use uuid::Uuid;
 
 use super::{
     State,
+    cached::{Answer, Fresh, QueryError, read_through},
     json::JsonText,
     model::{ErrorBody, Movement, Stock},
 };
-use crate::{
-    cache::{self, Lease},
-    store::StoreError,
-    throttle::Throttle,
-};
+use crate::{cache::Key, throttle::Throttle};
 
 #[derive(Debug, Tags)]
 enum Tag {
@@ -62,15 +57,21 @@ pub enum StockResponse {
     Unavailable(Json<ErrorBody>),
 }
 
-fn unavailable(e: &StoreError) -> Json<ErrorBody> {
+/// 503 for a database that did not answer; an answer that could not be
+/// serialized is a 500 (logged by the API's error handler).
+fn unavailable(e: QueryError) -> poem::Result<Json<ErrorBody>> {
+    let e = match e {
+        QueryError::Store(e) => e,
+        QueryError::Encode(e) => return Err(poem::error::InternalServerError(e)),
+    };
     static LOGGED: Throttle = Throttle::per_second();
     if let Some(suppressed) = LOGGED.allow() {
         tracing::warn!(error = %e, suppressed, "database unavailable for a query");
     }
-    Json(ErrorBody::new(
+    Ok(Json(ErrorBody::new(
         "unavailable",
         "the database cannot answer right now; retry later",
-    ))
+    )))
 }
 
 #[OpenApi(tag = "Tag::Queries")]
@@ -88,17 +89,22 @@ impl QueryApi {
         movement_id: Path<Uuid>,
     ) -> poem::Result<MovementResponse> {
         let id = movement_id.0;
-        let key = cache::movement_key(id);
-        // A cached `null` is a movement known to be absent (docs/SPEC.md
-        // section 8): a 404 answered without PostgreSQL.
-        match state.cache.get_json(&key).await {
-            Some(hit) if hit == "null" => return Ok(not_found(id)),
-            Some(hit) => return Ok(MovementResponse::Ok(JsonText::trusted(hit))),
-            None => {}
-        }
-        // The miss path is boxed: its PostgreSQL future is large, and every
-        // layer of poem above this handler moves the handler's future.
-        Box::pin(movement_from_store(state, id, &key)).await
+        let read = |guard| async move {
+            let read = state.store.movement(id, guard).await?;
+            let value = match read.value {
+                Some(stored) => Some((stored.version, JsonText::encode(&Movement::from(&stored))?)),
+                None => None,
+            };
+            Ok(Fresh {
+                value,
+                cacheable: read.cacheable,
+            })
+        };
+        Ok(match read_through(state, Key::Movement(id), read).await {
+            Ok(Answer::Found(json)) => MovementResponse::Ok(json),
+            Ok(Answer::Absent) => not_found(id),
+            Err(e) => MovementResponse::Unavailable(unavailable(e)?),
+        })
     }
 
     /// Current stock of one product in one warehouse.
@@ -116,85 +122,36 @@ impl QueryApi {
         product_id: Path<Uuid>,
     ) -> poem::Result<StockResponse> {
         let (warehouse_id, product_id) = (warehouse_id.0, product_id.0);
-        let key = cache::stock_key(warehouse_id, product_id);
-        if let Some(hit) = state.cache.get_json(&key).await {
-            return Ok(StockResponse::Ok(JsonText::trusted(hit)));
-        }
-        Box::pin(stock_from_store(state, warehouse_id, product_id, &key)).await
-    }
-}
-
-/// A movement the cache could not answer: take a lease, read it (guarded
-/// when leased), fill the cache with it.
-async fn movement_from_store(state: &State, id: Uuid, key: &str) -> poem::Result<MovementResponse> {
-    let lease = state.cache.claim(key).await;
-    let read = match state.store.movement(id, lease.is_some()).await {
-        Ok(read) => read,
-        Err(e) => {
-            release(state, lease).await;
-            return Ok(MovementResponse::Unavailable(unavailable(&e)));
-        }
-    };
-    Ok(match read.value {
-        Some(stored) => {
-            let json = JsonText::encode(&Movement::from(&stored))
-                .map_err(poem::error::InternalServerError)?;
-            offer(state, lease, read.cacheable, stored.version, json.as_str()).await;
-            MovementResponse::Ok(json)
-        }
-        None => {
-            // Version 0: a movement known to be absent. The batch that
-            // records it deletes the key before its COMMIT.
-            offer(state, lease, read.cacheable, 0, "null").await;
-            not_found(id)
-        }
-    })
-}
-
-/// A stock pair the cache could not answer: take a lease, read it (guarded
-/// when leased), fill the cache with it.
-async fn stock_from_store(
-    state: &State,
-    warehouse_id: Uuid,
-    product_id: Uuid,
-    key: &str,
-) -> poem::Result<StockResponse> {
-    let lease = state.cache.claim(key).await;
-    let read = match state
-        .store
-        .stock(warehouse_id, product_id, lease.is_some())
-        .await
-    {
-        Ok(read) => read,
-        Err(e) => {
-            release(state, lease).await;
-            return Ok(StockResponse::Unavailable(unavailable(&e)));
-        }
-    };
-    let (quantity, version) = read.value;
-    let stock = Stock {
-        warehouse_id,
-        product_id,
-        quantity: quantity.max(0),
-    };
-    let json = JsonText::encode(&stock).map_err(poem::error::InternalServerError)?;
-    offer(state, lease, read.cacheable, version, json.as_str()).await;
-    Ok(StockResponse::Ok(json))
-}
-
-/// Fills the cache under `lease` when the read may fill it (`cacheable`),
-/// otherwise gives the lease back.
-async fn offer(state: &State, lease: Option<Lease>, cacheable: bool, version: i64, json: &str) {
-    match lease {
-        Some(lease) if cacheable => state.cache.fill(lease, version, json).await,
-        lease => release(state, lease).await,
-    }
-}
-
-/// Gives a lease back without a value.
-async fn release(state: &State, lease: Option<Lease>) {
-    if let Some(lease) = lease {
-        state.cache.release(lease).await;
+        let key = Key::Stock {
+            warehouse_id,
+            product_id,
+        };
+        let read = |guard| async move {
+            let read = state.store.stock(warehouse_id, product_id, guard).await?;
+            let (quantity, version) = read.value;
+            let stock = Stock {
+                warehouse_id,
+                product_id,
+                quantity: quantity.max(0),
+            };
+            Ok(Fresh {
+                value: Some((version, JsonText::encode(&stock)?)),
+                cacheable: read.cacheable,
+            })
+        };
+        Ok(match read_through(state, key, read).await {
+            Ok(Answer::Found(json)) => StockResponse::Ok(json),
+            // Stock is never absent: a pair never seen is 0.
+            Ok(Answer::Absent) => StockResponse::Ok(
+                JsonText::encode(&Stock {
+                    warehouse_id,
+                    product_id,
+                    quantity: 0,
+                })
+                .map_err(poem::error::InternalServerError)?,
+            ),
+            Err(e) => StockResponse::Unavailable(unavailable(e)?),
+        })
     }
 }
 

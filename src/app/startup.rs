@@ -147,6 +147,10 @@ impl Application {
     /// Runs the consumer and the HTTP API until `shutdown` is cancelled, then
     /// gives them [`GRACE_PERIOD`] to finish.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let announcements = Arc::new(Announcements::new(
+            self.settings.outbox.permit(),
+            self.settings.outbox.max_keys,
+        ));
         let ctx = Arc::new(ConsumerContext {
             store: self.store.clone(),
             kafka: self.kafka.clone(),
@@ -163,7 +167,7 @@ impl Application {
             },
             partitions: self.partitions.clone(),
             cache: self.cache.clone(),
-            announcements: Announcements::new(self.settings.outbox.permit()),
+            announcements: Arc::clone(&announcements),
             metrics: Arc::clone(&self.metrics),
             faults: Arc::new(Faults::new(self.settings.fault.clone())),
         });
@@ -179,6 +183,7 @@ impl Application {
         let watch = OutboxWatch::new(
             self.store.clone(),
             self.cache.clone(),
+            announcements,
             Arc::clone(&self.metrics),
             self.settings.outbox.clone(),
         );

@@ -20,9 +20,15 @@
 //! Redis pushed before that reply has been applied by then. Reads wait for a
 //! fence together (one `PING` in flight at a time, or any `GET`), so the
 //! cost is one wake-up per read, not a round trip each. If the connection
-//! fails, the near cache is emptied and reads go to Redis through fred until
-//! a new connection tracks again; a read whose fence does not come in time
-//! is answered from PostgreSQL.
+//! fails, the near cache is emptied and reads answer from PostgreSQL until
+//! a new connection believes the epoch again; a read whose fence does not
+//! come in time is answered from PostgreSQL.
+//!
+//! The same connection is the only way reads reach Redis, with the near
+//! cache kept or not (`redis.near_cache_entries` = 0 keeps nothing), because
+//! its wire order is also what tells a Redis that lost writes apart
+//! ([`super::trust`]): a value is answered only if its reply was read while
+//! the epoch of the read was verified on this connection.
 
 use std::{
     collections::HashMap,
@@ -37,7 +43,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::resp::Frame;
+use super::{Epoch, resp::Frame, trust::Trust};
+use crate::metrics::Metrics;
 
 mod tracking;
 
@@ -77,8 +84,9 @@ pub(super) enum Lookup {
     Miss,
     /// Redis answered with an error or not in time, or the value is not JSON.
     Failed,
-    /// The near cache has no tracking connection: ask Redis another way.
-    Down,
+    /// No tracking connection, or the read's epoch is not (or no longer)
+    /// verified on it: answer from PostgreSQL.
+    Untrusted,
 }
 
 /// The near cache of one instance.
@@ -91,6 +99,8 @@ pub(super) struct Near {
 
 #[derive(Debug)]
 struct Shared {
+    trust: Arc<Trust>,
+    metrics: Arc<Metrics>,
     entries: RwLock<HashMap<Box<str>, Slot>>,
     max_entries: usize,
     ttl: Duration,
@@ -115,6 +125,9 @@ struct Slot {
 #[derive(Debug)]
 struct Get {
     key: Box<str>,
+    /// The epoch of the read: its reply is a hit only if this epoch is
+    /// verified when the reply is read.
+    epoch: Epoch,
     reply: oneshot::Sender<Lookup>,
 }
 
@@ -122,12 +135,14 @@ impl Near {
     /// Starts the connection task; it connects, and reconnects, on its own.
     pub(super) fn start(
         target: Target,
+        trust: Arc<Trust>,
+        metrics: Arc<Metrics>,
         max_entries: usize,
         ttl: Duration,
         lookup_timeout: Duration,
     ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        let shared = Arc::new(Shared::new(max_entries, ttl));
+        let shared = Arc::new(Shared::new(trust, metrics, max_entries, ttl));
         tokio::spawn(tracking::run(Arc::clone(&shared), target, requests));
         Self {
             shared,
@@ -146,15 +161,20 @@ impl Near {
         self.shared.entries.read().map_or(0, |e| e.len())
     }
 
-    /// Looks `key` up: in memory after a fence, or else on the tracking
-    /// connection (whose reply also fills the near cache).
-    pub(super) async fn get(&self, key: &str) -> Lookup {
+    /// Looks `key` (of `epoch`) up: in memory after a fence, or else on the
+    /// tracking connection (whose reply also fills the near cache).
+    pub(super) async fn get(&self, key: &str, epoch: Epoch) -> Lookup {
         if !self.is_up() {
-            return Lookup::Down;
+            return Lookup::Untrusted;
         }
         if self.shared.holds(key) {
             if !self.fence().await {
                 return Lookup::Failed;
+            }
+            // Every push queued before the fence's reply has been applied:
+            // a flush since the entry was read has unverified the epoch.
+            if !self.shared.trust.is_verified(epoch) {
+                return Lookup::Untrusted;
             }
             if let Some(payload) = self.shared.lookup(key) {
                 return Lookup::Hit {
@@ -166,10 +186,11 @@ impl Near {
         let (reply, answer) = oneshot::channel();
         let get = Get {
             key: key.into(),
+            epoch,
             reply,
         };
         if self.queue.send(get).await.is_err() {
-            return Lookup::Down;
+            return Lookup::Untrusted;
         }
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(lookup)) => lookup,
@@ -189,6 +210,11 @@ impl Near {
         matches!(waited, Ok(Ok(_)))
     }
 
+    /// Makes the connection read the marker of the epoch wanted now.
+    pub(super) fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
     /// Stops the connection task and forgets every entry.
     pub(super) fn close(&self) {
         self.shared.closed.cancel();
@@ -196,8 +222,10 @@ impl Near {
 }
 
 impl Shared {
-    fn new(max_entries: usize, ttl: Duration) -> Self {
+    fn new(trust: Arc<Trust>, metrics: Arc<Metrics>, max_entries: usize, ttl: Duration) -> Self {
         Self {
+            trust,
+            metrics,
             entries: RwLock::new(HashMap::new()),
             max_entries,
             ttl,
@@ -221,6 +249,9 @@ impl Shared {
     }
 
     fn insert(&self, key: Box<str>, payload: Arc<str>) {
+        if self.max_entries == 0 {
+            return;
+        }
         let Ok(mut entries) = self.entries.write() else {
             return;
         };
@@ -258,6 +289,10 @@ impl Shared {
 mod tests {
     use super::*;
 
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new().unwrap())
+    }
+
     fn keys(names: &[&str]) -> Vec<Frame> {
         names
             .iter()
@@ -267,7 +302,12 @@ mod tests {
 
     #[test]
     fn pushes_drop_the_keys_they_name_and_a_flush_drops_all() {
-        let near = Shared::new(10, Duration::from_secs(60));
+        let near = Shared::new(
+            Arc::new(Trust::new()),
+            metrics(),
+            10,
+            Duration::from_secs(60),
+        );
         for key in ["a", "b", "c"] {
             near.insert(key.into(), Arc::from("1"));
         }
@@ -279,16 +319,30 @@ mod tests {
 
     #[test]
     fn a_full_near_cache_starts_again_and_old_entries_are_not_served() {
-        let near = Shared::new(2, Duration::from_secs(60));
+        let near = Shared::new(
+            Arc::new(Trust::new()),
+            metrics(),
+            2,
+            Duration::from_secs(60),
+        );
         near.insert("a".into(), Arc::from("1"));
         near.insert("b".into(), Arc::from("2"));
         near.insert("c".into(), Arc::from("3"));
         assert_eq!(near.entries.read().unwrap().len(), 1);
         assert_eq!(near.lookup("c").as_deref(), Some("3"));
 
-        let expired = Shared::new(2, Duration::ZERO);
+        let expired = Shared::new(Arc::new(Trust::new()), metrics(), 2, Duration::ZERO);
         expired.insert("a".into(), Arc::from("1"));
         assert!(expired.holds("a"));
         assert_eq!(expired.lookup("a"), None, "past the TTL");
+
+        let none = Shared::new(
+            Arc::new(Trust::new()),
+            metrics(),
+            0,
+            Duration::from_secs(60),
+        );
+        none.insert("a".into(), Arc::from("1"));
+        assert!(!none.holds("a"), "0 entries: nothing kept");
     }
 }

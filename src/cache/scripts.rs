@@ -4,20 +4,15 @@
 //! the key meanwhile (a batch's `DEL`, an expiry, another fill) makes the
 //! store fail (docs/SPEC.md, section 8).
 //!
-//! An entry is one string: a *value* `version:payload`, a *lease*
-//! `lease:<token>`, or, from older releases, a tombstone `version:`.
+//! An entry is one string: a *value* `version:payload` or a *lease*
+//! `lease:<token>`.
 
 /// Takes a lease on `KEYS[1]` for `ARGV[1]` ms, as `ARGV[2]` (`lease:<uuid>`),
-/// unless the key holds a value or another reader's lease; an old tombstone
-/// is replaced. Returns `ARGV[2]` when the lease was taken, otherwise the
-/// entry that is there.
+/// unless the key holds anything (a value, or another reader's lease).
+/// Returns `ARGV[2]` when the lease was taken, otherwise the entry that is there.
 pub(super) const CLAIM: &str = r#"
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  if string.sub(cur, 1, 6) == 'lease:' then return cur end
-  local sep = string.find(cur, ':', 1, true)
-  if sep and string.len(cur) > sep then return cur end
-end
+if cur then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 return ARGV[2]
 "#;

@@ -20,14 +20,14 @@ use super::{
     status::PartitionStatus,
 };
 use crate::{
-    cache::Cache,
+    cache::{Cache, Epoch},
     domain::{event::RejectReason, plan},
     kafka::Record,
     metrics::BatchFigures,
     retry::{self, Backoff, Class},
     store::{
         Client, StoreError,
-        apply::{self as write, BatchOutcome, PartitionBatch, StockVersion},
+        apply::{self as write, BatchOutcome, PartitionBatch},
     },
 };
 
@@ -150,13 +150,13 @@ async fn apply_invalidating(
     decoded: Vec<Decoded>,
 ) -> Result<Option<BatchOutcome>, StoreError> {
     let started = std::time::Instant::now();
-    let (tx, plan, version) = begin_and_plan(client, batch, decoded).await?;
-    let (mut outcome, delivered) = write_all(Some(&ctx.cache), &tx, batch, &plan, version).await?;
+    let (tx, plan, epoch) = begin_and_plan(client, batch, decoded).await?;
+    let (mut outcome, delivered) = write_all(Some(&ctx.cache), &tx, batch, &plan, epoch).await?;
     let written = started.elapsed();
     let prepared = if delivered {
         Prepared::Delivered
     } else {
-        invalidate::before_commit(&ctx.announcements, &tx, &outcome.touched).await?
+        invalidate::before_commit(&ctx.announcements, &tx, epoch, &outcome.touched).await?
     };
     if prepared == Prepared::Unannounced {
         if let Err(e) = tx.rollback().await {
@@ -182,8 +182,8 @@ pub async fn apply_once(
     batch: &PartitionBatch<'_>,
     decoded: Vec<Decoded>,
 ) -> Result<BatchOutcome, StoreError> {
-    let (tx, plan, version) = begin_and_plan(client, batch, decoded).await?;
-    let (outcome, _) = write_all(None, &tx, batch, &plan, version).await?;
+    let (tx, plan, epoch) = begin_and_plan(client, batch, decoded).await?;
+    let (outcome, _) = write_all(None, &tx, batch, &plan, epoch).await?;
     write::commit(tx).await?;
     Ok(outcome)
 }
@@ -191,18 +191,18 @@ pub async fn apply_once(
 /// Writes `plan` and moves the offset in `tx`, in the order of
 /// [`crate::store::apply`]: movements, offset, then the stock in its parts,
 /// whose rows batches of every partition share and which are therefore
-/// locked last. With a cache, the keys of the rows each step changed (and
-/// therefore locked) go to Redis to be deleted ([`deletes`]) while the next
-/// step runs; only the COMMIT waits for them. A delete must follow the lock:
-/// a reader that takes a lease after it finds the row held, or committed
-/// (docs/SPEC.md section 8). True when Redis acknowledged every delete
-/// (always, without a cache).
+/// locked last. With a cache, the keys (in `epoch`) of the rows each step
+/// changed, and therefore locked, go to Redis to be deleted ([`deletes`])
+/// while the next step runs; only the COMMIT waits for them. The rule is
+/// docs/SPEC.md section 8's: a key is deleted after its row is locked and
+/// before the COMMIT. True when Redis acknowledged every delete (always,
+/// without a cache).
 async fn write_all(
     cache: Option<&Cache>,
     tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
     plan: &plan::Plan,
-    version: StockVersion,
+    epoch: Epoch,
 ) -> Result<(BatchOutcome, bool), StoreError> {
     let (keys, sent) = mpsc::unbounded_channel();
     let writes = async move {
@@ -220,17 +220,17 @@ async fn write_all(
             }
         };
         let movements = write::write_movements(tx, batch, plan).await?;
-        hand_over(&|| invalidate::keys(invalidate::movement_keys(&movements)));
+        hand_over(&|| invalidate::movement_keys(epoch, &movements));
         write::write_offset(tx, batch).await?;
         let mut stock = write::StockWritten::default();
         for part in write::stock_parts(plan) {
-            let written = write::write_stock_part(tx, part, version).await?;
-            hand_over(&|| invalidate::keys(invalidate::stock_keys(&written.touched)));
+            let written = write::write_stock_part(tx, part).await?;
+            hand_over(&|| invalidate::stock_keys(epoch, &written.touched));
             stock.extend(written);
         }
         Ok::<_, StoreError>((movements, stock))
     };
-    let (written, delivered) = tokio::join!(writes, deletes(cache, sent));
+    let (written, delivered) = tokio::join!(writes, deletes(cache, epoch, sent));
     let (movements, stock) = written?;
     Ok((write::outcome(batch, plan, movements, stock), delivered))
 }
@@ -239,30 +239,34 @@ async fn write_all(
 /// come, until its writes end. After a set that Redis did not acknowledge,
 /// the rest are not sent (the batch queues all of its keys in the outbox
 /// then), so that an outage costs one timeout per batch, not one per step.
-/// True when Redis acknowledged every set.
-async fn deletes(cache: Option<&Cache>, mut sets: UnboundedReceiver<Vec<String>>) -> bool {
+/// True when Redis acknowledged every set, with `epoch`'s marker in place.
+async fn deletes(
+    cache: Option<&Cache>,
+    epoch: Epoch,
+    mut sets: UnboundedReceiver<Vec<String>>,
+) -> bool {
     let mut delivered = true;
     while let Some(keys) = sets.recv().await {
         if delivered && let Some(cache) = cache {
-            delivered = cache.invalidate(keys).await;
+            delivered = cache.invalidate(epoch, keys).await;
         }
     }
     delivered
 }
 
-/// Opens the batch transaction: locks and reads the stored state of the
-/// batch's movements, draws its stock version, and plans the decoded records
-/// against that state.
+/// Opens the batch transaction: reads the cache epoch under its share lock,
+/// locks and reads the stored state of the batch's movements, and plans the
+/// decoded records against that state.
 async fn begin_and_plan<'c>(
     client: &'c mut Client,
     batch: &PartitionBatch<'_>,
     decoded: Vec<Decoded>,
-) -> Result<(Transaction<'c>, plan::Plan, StockVersion), StoreError> {
+) -> Result<(Transaction<'c>, plan::Plan, Epoch), StoreError> {
     debug_assert_eq!(decoded.len(), batch.records.len());
     let movement_ids = plan::movement_ids(&decoded);
-    let (tx, stored, version) = write::begin(client, &movement_ids).await?;
+    let (tx, stored, epoch) = write::begin(client, &movement_ids).await?;
     let plan = plan::plan(decoded, &stored);
-    Ok((tx, plan, version))
+    Ok((tx, plan, Epoch(epoch)))
 }
 
 /// The plain figures the metrics record for one committed batch.
@@ -302,5 +306,4 @@ fn after_commit(status: &PartitionStatus, outcome: &BatchOutcome) {
         "committed batch"
     );
     status.committed_now(outcome.next_offset);
-    status.set_invalidated(outcome.next_offset);
 }

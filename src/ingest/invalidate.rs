@@ -1,13 +1,15 @@
 //! The cache side of a batch transaction, before its COMMIT: the key of every
-//! row the batch changed is deleted, sent while the next step of the writes
-//! runs ([`super::apply`]; the keys come from [`movement_keys`] and
-//! [`stock_keys`]). When Redis does not acknowledge the deletes, the keys
-//! (with the rows' new versions) are written to the cache outbox
-//! in the same transaction instead ([`crate::store::outbox`]), and the batch
-//! commits only while it holds an *announcement*: an outbox row this instance
-//! committed at least `outbox.permit_ms` earlier and that has existed ever
-//! since, so that every instance has stopped reading the cache before the
-//! batch becomes visible (the argument is in docs/SPEC.md, section 8).
+//! row the batch changed, in the epoch the batch read, is deleted after the
+//! step that locked the row and while the next step runs ([`super::apply`];
+//! the keys come from [`movement_keys`] and [`stock_keys`]). When Redis does
+//! not acknowledge the deletes, the keys go to the cache outbox in the same
+//! transaction instead, each key once, or, past `outbox.max_keys` waiting,
+//! the mark that makes every entry suspect ([`crate::store::outbox`]). The
+//! batch commits them only while it holds an *announcement*: an outbox row
+//! this instance committed at least `outbox.permit_ms` earlier and that has
+//! existed ever since, so that every instance has stopped reading the cache
+//! before the batch becomes visible (the argument is in docs/SPEC.md,
+//! section 8).
 
 use std::{
     sync::{Mutex, MutexGuard},
@@ -18,21 +20,27 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::{
-    cache,
+    cache::Epoch,
     metrics::Metrics,
-    store::{Client, Store, StoreError, apply::Touched, outbox},
+    store::{
+        Client, Store, StoreError,
+        apply::Touched,
+        outbox::{self, Queued},
+    },
 };
 
-/// Own outbox rows remembered as announcements; enough for one outage.
+/// Own announcements remembered; enough for one outage.
 const REMEMBERED: usize = 8;
 
-/// The outbox rows this instance committed, each with the instant since which
-/// the outbox has been non-empty without a break as long as the row exists.
+/// The announcements this instance committed, each with the instant it was
+/// committed by this instance's clock.
 #[derive(Debug)]
 pub struct Announcements {
     /// How long an announcement must have existed before a batch relies on
     /// it: `outbox.permit_ms`, the longest a reader's permit lasts.
     permit: Duration,
+    /// `outbox.max_keys`: keys waiting at most, before the mark stands for them.
+    max_keys: i64,
     rows: Mutex<Vec<Announced>>,
     /// One announcement at a time, shared by every partition of this instance.
     announcing: tokio::sync::Mutex<()>,
@@ -42,8 +50,6 @@ pub struct Announcements {
 struct Announced {
     id: i64,
     since: Instant,
-    /// A batch row (with keys); otherwise an announcement of its own.
-    keyed: bool,
 }
 
 /// What became of a batch's cache deletes before its COMMIT.
@@ -51,18 +57,19 @@ struct Announced {
 pub enum Prepared {
     /// Redis acknowledged every delete (or the batch changed no row).
     Delivered,
-    /// The keys went to outbox row `row`; the transaction holds an
-    /// announcement made at `since`.
-    Queued { row: i64, since: Instant },
+    /// The keys wait in the outbox, or the mark stands for them; the
+    /// transaction holds an announcement old enough.
+    Queued(Queued),
     /// Redis did not acknowledge and no announcement is old enough: roll
     /// back, [`announce`], and apply the batch again.
     Unannounced,
 }
 
 impl Announcements {
-    pub fn new(permit: Duration) -> Self {
+    pub fn new(permit: Duration, max_keys: i64) -> Self {
         Self {
             permit,
+            max_keys,
             rows: Mutex::new(Vec::new()),
             announcing: tokio::sync::Mutex::new(()),
         }
@@ -72,8 +79,8 @@ impl Announcements {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rows old enough to rely on, newest first.
-    fn ready(&self) -> Vec<Announced> {
+    /// Ids of the announcements old enough to rely on, newest first.
+    fn ready(&self) -> Vec<i64> {
         let mut ready: Vec<Announced> = self
             .rows()
             .iter()
@@ -81,7 +88,7 @@ impl Announcements {
             .copied()
             .collect();
         ready.sort_by_key(|a| std::cmp::Reverse(a.id));
-        ready
+        ready.into_iter().map(|a| a.id).collect()
     }
 
     fn forget(&self, ids: &[i64]) {
@@ -92,31 +99,17 @@ impl Announcements {
         let mut rows = self.rows();
         rows.push(row);
         if rows.len() > REMEMBERED {
-            // The oldest batch row goes first: it is the next to be delivered.
-            let oldest = rows
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.keyed)
-                .min_by_key(|(_, a)| a.id)
-                .map_or(0, |(i, _)| i);
-            rows.remove(oldest);
+            rows.remove(0); // the oldest
         }
     }
 
-    /// Forgets the announcements (rows without keys) a batch row announced
-    /// since `since` now stands in for, and returns their ids.
-    fn superseded(&self, since: Instant) -> Vec<i64> {
-        let mut rows = self.rows();
-        let ids = rows
-            .iter()
-            .filter(|a| !a.keyed && a.since >= since)
-            .map(|a| a.id)
-            .collect();
-        rows.retain(|a| a.keyed || a.since < since);
-        ids
+    /// Forgets every announcement and returns their ids.
+    fn take_all(&self) -> Vec<i64> {
+        self.rows().drain(..).map(|a| a.id).collect()
     }
 
-    /// How long until some remembered row is old enough; `None` when none is remembered.
+    /// How long until some remembered announcement is old enough; `None`
+    /// when none is remembered.
     fn wait(&self) -> Option<Duration> {
         self.rows()
             .iter()
@@ -126,59 +119,69 @@ impl Announcements {
 }
 
 /// For a batch whose deletes Redis did not all acknowledge while it was
-/// written: writes the keys of the rows `touched` to the outbox in `tx` and
-/// holds an announcement old enough to commit with.
+/// written: holds an announcement old enough to commit with, then queues
+/// the keys of the rows `touched` in `epoch` (or the mark) in `tx`.
 pub async fn before_commit(
     announcements: &Announcements,
     tx: &Transaction<'_>,
+    epoch: Epoch,
     touched: &Touched,
 ) -> Result<Prepared, StoreError> {
-    let keys = stale_keys(touched);
     let ready = announcements.ready();
     if ready.is_empty() {
         return Ok(Prepared::Unannounced);
     }
-    let ids: Vec<i64> = ready.iter().map(|a| a.id).collect();
-    let held = outbox::hold(tx, &ids).await?;
-    // Newest first: the rows before the one held are gone (or being delivered).
-    let position = held.and_then(|h| ids.iter().position(|id| *id == h));
-    announcements.forget(&ids[..position.unwrap_or(ids.len())]);
-    let Some(position) = position else {
+    let held = outbox::hold(tx, &ready).await?;
+    // Newest first: the rows before the one held are gone (or being deleted).
+    let position = held.and_then(|h| ready.iter().position(|id| *id == h));
+    announcements.forget(&ready[..position.unwrap_or(ready.len())]);
+    if position.is_none() {
         return Ok(Prepared::Unannounced);
-    };
-    let (keys, versions): (Vec<String>, Vec<i64>) = keys.into_iter().unzip();
-    let row = outbox::insert(tx, &keys, &versions).await?;
-    Ok(Prepared::Queued {
-        row,
-        since: ready[position].since,
-    })
+    }
+    let mut keys = stale_keys(epoch, touched);
+    let queued = outbox::queue(tx, &mut keys, announcements.max_keys).await?;
+    Ok(Prepared::Queued(queued))
 }
 
-/// After the COMMIT of a batch whose keys were queued: its row now
-/// announces from the same instant as the row it held, and the announcements
-/// it stands in for are deleted (a failure only leaves them to the outbox
-/// watch, which deletes old announcements).
+/// After the COMMIT: counts a queued batch; after a batch whose deletes
+/// Redis acknowledged, withdraws this instance's announcements
+/// ([`withdraw`]).
 pub async fn after_commit(
     announcements: &Announcements,
     metrics: &Metrics,
     client: &Client,
     prepared: Prepared,
 ) {
-    let Prepared::Queued { row, since } = prepared else {
-        return;
-    };
-    metrics.outbox_queued();
-    announcements.remember(Announced {
-        id: row,
-        since,
-        keyed: true,
-    });
-    let superseded = announcements.superseded(since);
-    if superseded.is_empty() {
-        return;
+    match prepared {
+        Prepared::Queued(queued) => metrics.outbox_queued(queued == Queued::Mark),
+        Prepared::Delivered => {
+            withdraw(announcements, client).await;
+        }
+        Prepared::Unannounced => {}
     }
-    if let Err(e) = outbox::drop_announcements(client, &superseded).await {
-        tracing::debug!(error = %e, "announcements left to the outbox watch");
+}
+
+/// Deletes this instance's announcements, once Redis answers it again (they
+/// would keep every instance off the cache), except those a batch of
+/// another partition still holds. A failure only leaves them to the outbox
+/// watch, which deletes old announcements. Returns how many were deleted.
+pub async fn withdraw(announcements: &Announcements, client: &Client) -> u64 {
+    let ids = announcements.take_all();
+    if ids.is_empty() {
+        return 0;
+    }
+    outbox::drop_announcements(client, &ids)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "announcements left to the outbox watch");
+            0
+        })
+}
+
+impl Announcements {
+    /// True when this instance remembers announcements of its own.
+    pub fn any(&self) -> bool {
+        !self.rows().is_empty()
     }
 }
 
@@ -194,7 +197,6 @@ pub async fn announce(announcements: &Announcements, store: &Store) -> Result<()
     announcements.remember(Announced {
         id,
         since: Instant::now(),
-        keyed: false,
     });
     tracing::warn!(
         permit = ?announcements.permit,
@@ -205,32 +207,24 @@ pub async fn announce(announcements: &Announcements, store: &Store) -> Result<()
     Ok(())
 }
 
-/// The cache key and new version of each touched row.
-fn stale_keys(touched: &Touched) -> Vec<(String, i64)> {
-    let mut keys = movement_keys(&touched.movements);
-    keys.extend(stock_keys(&touched.stock));
+/// The cache key, in `epoch`, of each touched row.
+fn stale_keys(epoch: Epoch, touched: &Touched) -> Vec<String> {
+    let mut keys = movement_keys(epoch, &touched.movements);
+    keys.extend(stock_keys(epoch, &touched.stock));
     keys
 }
 
-/// The cache key and new version of each movement row a batch changed.
-pub fn movement_keys(movements: &[(Uuid, i64)]) -> Vec<(String, i64)> {
-    movements
-        .iter()
-        .map(|(id, version)| (cache::movement_key(*id), *version))
-        .collect()
+/// The cache key, in `epoch`, of each movement row a batch changed.
+pub fn movement_keys(epoch: Epoch, movements: &[Uuid]) -> Vec<String> {
+    movements.iter().map(|id| epoch.movement_key(*id)).collect()
 }
 
-/// The cache key and new version of each stock row a batch changed.
-pub fn stock_keys(stock: &[(Uuid, Uuid, i64)]) -> Vec<(String, i64)> {
+/// The cache key, in `epoch`, of each stock row a batch changed.
+pub fn stock_keys(epoch: Epoch, stock: &[(Uuid, Uuid)]) -> Vec<String> {
     stock
         .iter()
-        .map(|&(warehouse, product, version)| (cache::stock_key(warehouse, product), version))
+        .map(|&(warehouse, product)| epoch.stock_key(warehouse, product))
         .collect()
-}
-
-/// The keys alone, for the deletes.
-pub fn keys(entries: Vec<(String, i64)>) -> Vec<String> {
-    entries.into_iter().map(|(key, _)| key).collect()
 }
 
 #[cfg(test)]
@@ -238,56 +232,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_touched_row_gets_its_key_and_version() {
+    fn every_touched_row_gets_its_key_in_the_batch_epoch() {
         let (m, w, p) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         let touched = Touched {
-            movements: vec![(m, 4)],
-            stock: vec![(w, p, 9)],
+            movements: vec![m],
+            stock: vec![(w, p)],
         };
+        let epoch = Epoch(7);
         assert_eq!(
-            stale_keys(&touched),
-            vec![(cache::movement_key(m), 4), (cache::stock_key(w, p), 9)]
+            stale_keys(epoch, &touched),
+            vec![epoch.movement_key(m), epoch.stock_key(w, p)]
         );
+        assert_ne!(stale_keys(Epoch(8), &touched), stale_keys(epoch, &touched));
     }
 
     #[test]
-    fn only_rows_older_than_the_permit_announce_and_batch_rows_replace_announcements() {
+    fn only_announcements_older_than_the_permit_are_relied_on() {
         let permit = Duration::from_millis(500);
-        let announcements = Announcements::new(permit);
+        let announcements = Announcements::new(permit, 10);
         assert_eq!(announcements.wait(), None, "nothing announced");
         let old = Instant::now().checked_sub(permit * 2).unwrap();
         let young = Instant::now();
-        let marker = |id, since| Announced {
-            id,
-            since,
-            keyed: false,
-        };
-        announcements.remember(marker(1, old));
-        announcements.remember(marker(2, young));
-        let ready: Vec<i64> = announcements.ready().iter().map(|a| a.id).collect();
-        assert_eq!(ready, vec![1], "the young one is not ready yet");
+        announcements.remember(Announced { id: 1, since: old });
+        announcements.remember(Announced {
+            id: 2,
+            since: young,
+        });
+        assert_eq!(
+            announcements.ready(),
+            vec![1],
+            "the young one is not ready yet"
+        );
         assert_eq!(announcements.wait(), Some(Duration::ZERO));
 
-        // A batch row that held announcement 1 stands in for both.
-        announcements.remember(Announced {
-            id: 3,
-            since: old,
-            keyed: true,
-        });
-        assert_eq!(announcements.superseded(old), vec![1, 2]);
-        let ready: Vec<i64> = announcements.ready().iter().map(|a| a.id).collect();
-        assert_eq!(ready, vec![3]);
-
-        for id in 4..20 {
-            announcements.remember(Announced {
-                id,
-                since: old,
-                keyed: true,
-            });
+        for id in 3..20 {
+            announcements.remember(Announced { id, since: old });
         }
-        let ids: Vec<i64> = announcements.rows().iter().map(|a| a.id).collect();
-        assert_eq!(ids, (12..20).collect::<Vec<_>>(), "the newest are kept");
+        assert_eq!(
+            announcements.rows().len(),
+            REMEMBERED,
+            "the newest are kept"
+        );
+        assert_eq!(announcements.ready()[0], 19);
         announcements.forget(&[19, 18]);
-        assert_eq!(announcements.ready()[0].id, 17);
+        assert_eq!(announcements.ready()[0], 17);
+        assert_eq!(announcements.take_all().len(), REMEMBERED - 2);
+        assert_eq!(announcements.wait(), None);
     }
 }

@@ -14,7 +14,6 @@ use std::{
 pub struct PartitionStatus {
     pub partition: i32,
     committed: AtomicI64,
-    invalidated: AtomicI64,
     high_watermark: AtomicI64,
     running: AtomicBool,
     owned: AtomicBool,
@@ -37,7 +36,6 @@ impl PartitionStatus {
             stall_after,
             partition,
             committed: AtomicI64::new(UNKNOWN),
-            invalidated: AtomicI64::new(UNKNOWN),
             high_watermark: AtomicI64::new(UNKNOWN),
             running: AtomicBool::new(false),
             owned: AtomicBool::new(false),
@@ -70,18 +68,6 @@ impl PartitionStatus {
     /// Held here, records waiting, and no commit for `stall_after`.
     pub fn is_stalled(&self) -> bool {
         self.lag() > 0 && self.since_progress().is_some_and(|d| d >= self.stall_after)
-    }
-
-    /// Records that the cache keys of every batch before `offset` are invalidated.
-    pub fn set_invalidated(&self, offset: i64) {
-        self.invalidated.store(offset, Ordering::Relaxed);
-    }
-
-    /// Offset up to which committed batches have had their cache keys invalidated
-    /// (or queued for invalidation while Redis is unreachable, reads then
-    /// bypassing the cache).
-    pub fn invalidated(&self) -> Option<i64> {
-        Some(self.invalidated.load(Ordering::Relaxed)).filter(|o| *o >= 0)
     }
 
     /// Records the high watermark of a fetch response.

@@ -1,9 +1,9 @@
 //! The batch transaction: everything one batch changes, and the offset that
 //! says it was consumed, commit together or not at all.
 //!
-//! [`begin`] locks the batch's movements (advisory locks, ascending), reads
-//! what is stored for them and draws the batch's [`StockVersion`]. The
-//! caller plans with that state ([`crate::domain::plan::plan`]) and writes
+//! [`begin`] takes its share of the cache epoch lock and reads the epoch,
+//! locks the batch's movements (advisory locks, ascending) and reads what is
+//! stored for them. The caller plans with that state ([`crate::domain::plan::plan`]) and writes
 //! the plan in this order:
 //! [`write_movements`] (binary COPY of the new events, one upsert of the
 //! movements, the rejected records), [`write_offset`] (the partition's
@@ -11,9 +11,10 @@
 //! stock deltas in [`stock_parts`], each with [`write_stock_part`], last
 //! because batches of every partition share stock rows and the row locks
 //! are held until the COMMIT. [`outcome`] says what the batch did, and
-//! [`commit`] ends the transaction. The caller invalidates the cache inside
-//! the same transaction, beside those steps ([`crate::ingest::apply`],
-//! [`crate::ingest::invalidate`]).
+//! [`commit`] ends the transaction. The caller deletes the cache keys of
+//! the rows each step changed, in the epoch [`begin`] read, once that step
+//! has locked them and before the COMMIT ([`crate::ingest::apply`],
+//! [`crate::ingest::invalidate`]; the rule is in docs/SPEC.md section 8).
 
 use std::collections::BTreeMap;
 
@@ -22,7 +23,7 @@ use time::OffsetDateTime;
 use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
 use uuid::Uuid;
 
-use super::{At, Client, Step, StoreError};
+use super::{At, Client, Step, StoreError, outbox};
 use crate::{
     domain::{
         event::{EventKind, RejectReason},
@@ -37,7 +38,6 @@ const STORED_MOVEMENTS: &str = include_str!("../../sql/queries/stored_movements.
 const COPY_EVENTS: &str = include_str!("../../sql/queries/copy_events.sql");
 const UPSERT_MOVEMENTS: &str = include_str!("../../sql/queries/upsert_movements.sql");
 const UPSERT_STOCK: &str = include_str!("../../sql/queries/upsert_stock.sql");
-const NEXT_STOCK_VERSION: &str = include_str!("../../sql/queries/next_stock_version.sql");
 const INSERT_REJECTED: &str = include_str!("../../sql/queries/insert_rejected.sql");
 const COMMIT_OFFSET: &str = include_str!("../../sql/queries/commit_offset.sql");
 
@@ -74,11 +74,11 @@ impl PartitionBatch<'_> {
     }
 }
 
-/// Rows whose cached answers a committed batch made stale, with their new versions.
+/// Rows whose cached answers a committed batch made stale.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Touched {
-    pub movements: Vec<(Uuid, i64)>,
-    pub stock: Vec<(Uuid, Uuid, i64)>,
+    pub movements: Vec<Uuid>,
+    pub stock: Vec<(Uuid, Uuid)>,
 }
 
 /// What a committed batch did.
@@ -103,50 +103,33 @@ pub struct BatchOutcome {
     pub touched: Touched,
 }
 
-/// Opens the batch transaction: takes the advisory locks of `movement_ids`
-/// (sorted, so that concurrent batches wait instead of deadlocking), reads
-/// their stored events and sides, and draws the batch's [`StockVersion`]
-/// (pipelined with the reads).
+/// Opens the batch transaction: takes its share of the cache epoch lock and
+/// reads the epoch (first, so that a new epoch waits for this batch and
+/// this batch never waits on a lock while it holds a movement's), then takes
+/// the advisory locks of `movement_ids` (sorted, so that concurrent batches
+/// wait instead of deadlocking) and reads their stored events and sides,
+/// pipelined. Returns the cache epoch whose keys the batch deletes.
 pub async fn begin<'c>(
     client: &'c mut Client,
     movement_ids: &[Uuid],
-) -> Result<(Transaction<'c>, StoredState, StockVersion), StoreError> {
+) -> Result<(Transaction<'c>, StoredState, i64), StoreError> {
     let tx = client.transaction().await.at(Step::Transaction)?;
-    let (stored, version) = tokio::join!(read_state(&tx, movement_ids), draw_stock_version(&tx));
-    // The reads' error first: a draw that followed a failed lock only says
-    // that the transaction is aborted, and the lock's error decides whether
-    // the batch is split (`crate::retry`).
+    let (epoch, stored) = tokio::join!(outbox::share_epoch(&tx), read_state(&tx, movement_ids));
+    // The reads' error first: an epoch read that followed a failed lock only
+    // says that the transaction is aborted, and the lock's error decides
+    // whether the batch is split (`crate::retry`).
     let stored = stored?;
-    Ok((tx, stored, version?))
+    Ok((tx, stored, epoch?))
 }
 
-/// The version a batch gives the stock rows it changes: a number drawn from
-/// a sequence when the batch begins. A row takes it, unless a batch that drew
-/// a larger one changed the row first (then the row's version + 1, see
-/// `sql/queries/upsert_stock.sql`). Versions only grow, and a cached entry
-/// carries the version it was read at; the cache's correctness no longer
-/// rests on them (its keys are deleted: docs/SPEC.md section 8), which an
-/// earlier design's tombstones did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StockVersion(pub i64);
-
-async fn draw_stock_version(tx: &Transaction<'_>) -> Result<StockVersion, StoreError> {
-    let stmt = tx
-        .prepare_cached(NEXT_STOCK_VERSION)
-        .await
-        .at(Step::Stock)?;
-    let row = tx.query_one(&stmt, &[]).await.at(Step::Stock)?;
-    Ok(StockVersion(row.get(0)))
-}
-
-/// The movement rows a batch changed, with their new versions.
-pub type MovementsWritten = Vec<(Uuid, i64)>;
+/// The movement rows a batch changed.
+pub type MovementsWritten = Vec<Uuid>;
 
 /// The stock rows a batch changed (locked by the transaction until it
-/// ends), with their new versions, and how many of them are below zero.
+/// ends), and how many of them are below zero.
 #[derive(Debug, Default)]
 pub struct StockWritten {
-    pub touched: Vec<(Uuid, Uuid, i64)>,
+    pub touched: Vec<(Uuid, Uuid)>,
     negative: usize,
 }
 
@@ -183,9 +166,8 @@ pub fn stock_parts(plan: &Plan) -> std::slice::Chunks<'_, StockDelta> {
 pub async fn write_stock_part(
     tx: &Transaction<'_>,
     part: &[StockDelta],
-    version: StockVersion,
 ) -> Result<StockWritten, StoreError> {
-    let (touched, negative) = upsert_stock(tx, part, version).await.at(Step::Stock)?;
+    let (touched, negative) = upsert_stock(tx, part).await.at(Step::Stock)?;
     Ok(StockWritten { touched, negative })
 }
 
@@ -329,7 +311,7 @@ async fn copy_events(
 async fn upsert_movements(
     tx: &Transaction<'_>,
     plan: &Plan,
-) -> Result<Vec<(Uuid, i64)>, tokio_postgres::Error> {
+) -> Result<Vec<Uuid>, tokio_postgres::Error> {
     if plan.movements.is_empty() {
         return Ok(Vec::new());
     }
@@ -358,15 +340,14 @@ async fn upsert_movements(
     let rows = tx
         .query(&stmt, &[&ids, &s_id, &s_code, &s_at, &r_id, &r_code, &r_at])
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Returns the touched rows with their new versions, and how many are negative.
+/// Returns the touched rows, and how many are negative.
 async fn upsert_stock(
     tx: &Transaction<'_>,
     part: &[StockDelta],
-    version: StockVersion,
-) -> Result<(Vec<(Uuid, Uuid, i64)>, usize), tokio_postgres::Error> {
+) -> Result<(Vec<(Uuid, Uuid)>, usize), tokio_postgres::Error> {
     if part.is_empty() {
         return Ok((Vec::new(), 0));
     }
@@ -374,14 +355,9 @@ async fn upsert_stock(
     let products: Vec<Uuid> = part.iter().map(|d| d.product_id).collect();
     let deltas: Vec<i64> = part.iter().map(|d| d.delta).collect();
     let stmt = tx.prepare_cached(UPSERT_STOCK).await?;
-    let rows = tx
-        .query(&stmt, &[&warehouses, &products, &deltas, &version.0])
-        .await?;
-    let negative = rows.iter().filter(|r| r.get::<_, i64>(3) < 0).count();
-    let touched = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let rows = tx.query(&stmt, &[&warehouses, &products, &deltas]).await?;
+    let negative = rows.iter().filter(|r| r.get::<_, i64>(2) < 0).count();
+    let touched = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok((touched, negative))
 }
 

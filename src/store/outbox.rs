@@ -1,9 +1,11 @@
-//! The cache outbox (`cache_outbox`): the invalidations of a committed batch
-//! that Redis did not acknowledge before its COMMIT, written in the batch
-//! transaction so that a crash cannot lose them, and the announcements a
-//! consumer commits before such a batch. Why these rows make the cache safe is
-//! argued in docs/SPEC.md, section 8; the statements are here, the protocol in
-//! [`crate::ingest::invalidate`] and [`crate::outbox`].
+//! The cache outbox and the cache epoch. `cache_outbox_keys` holds the keys
+//! whose deletes Redis did not acknowledge before their batch's COMMIT, one
+//! row per key, written in the batch transaction so that a crash cannot lose
+//! them. `cache_outbox` holds the announcements a consumer commits before such
+//! a batch, and at most one *mark*: every cached entry is suspect, and its
+//! delivery begins a new epoch (`cache_epoch`). Why these rows make the cache
+//! safe is argued in docs/SPEC.md, section 8; the statements are here, the
+//! protocol in [`crate::ingest::invalidate`] and [`crate::outbox`].
 
 use std::time::Duration;
 
@@ -11,55 +13,180 @@ use deadpool_postgres::Transaction;
 
 use super::{At, Client, Step, StoreError};
 
-const INSERT: &str = include_str!("../../sql/queries/outbox_insert.sql");
+const LOOK: &str = include_str!("../../sql/queries/outbox_look.sql");
+const ANNOUNCE: &str = include_str!("../../sql/queries/outbox_announce.sql");
 const HOLD: &str = include_str!("../../sql/queries/outbox_hold.sql");
-const COUNT: &str = include_str!("../../sql/queries/outbox_count.sql");
-const CLAIM: &str = include_str!("../../sql/queries/outbox_claim.sql");
-const DELETE: &str = include_str!("../../sql/queries/outbox_delete.sql");
+const QUEUE: &str = include_str!("../../sql/queries/outbox_queue.sql");
+const MARK: &str = include_str!("../../sql/queries/outbox_mark.sql");
+const CLAIM_MARK: &str = include_str!("../../sql/queries/outbox_claim_mark.sql");
+const MARK_READY: &str = include_str!("../../sql/queries/outbox_mark_ready.sql");
+const CLEAR: &str = include_str!("../../sql/queries/outbox_clear.sql");
+const CLAIM_KEYS: &str = include_str!("../../sql/queries/outbox_claim_keys.sql");
+const DELETE_KEYS: &str = include_str!("../../sql/queries/outbox_delete_keys.sql");
 const DROP_ANNOUNCEMENTS: &str = include_str!("../../sql/queries/outbox_drop_announcements.sql");
+const EXPIRE_ANNOUNCEMENTS: &str =
+    include_str!("../../sql/queries/outbox_expire_announcements.sql");
+const EPOCH_SHARE: &str = include_str!("../../sql/queries/epoch_share.sql");
+const EPOCH_EXCLUSIVE: &str = include_str!("../../sql/queries/epoch_exclusive.sql");
+const EPOCH_LOCK_TIMEOUT: &str = include_str!("../../sql/queries/epoch_lock_timeout.sql");
+const EPOCH_READ: &str = include_str!("../../sql/queries/epoch_read.sql");
+const EPOCH_BEGIN: &str = include_str!("../../sql/queries/epoch_begin.sql");
 
-/// One outbox row: cache keys and the row versions that made them stale, kept
-/// for diagnosis (both empty for an announcement).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub keys: Vec<String>,
-    pub versions: Vec<i64>,
-    /// When the batch that queued it ran (its transaction's start).
-    pub created_at: time::OffsetDateTime,
+/// What an instance's look at the outbox found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// Announcements, the mark and the keys waiting.
+    pub rows: i64,
+    /// The cache epoch.
+    pub epoch: i64,
 }
 
-/// Inserts a batch's undelivered invalidations in its transaction; returns the row id.
-pub async fn insert(
-    tx: &Transaction<'_>,
-    keys: &[String],
-    versions: &[i64],
-) -> Result<i64, StoreError> {
-    let stmt = tx.prepare_cached(INSERT).await.at(Step::Outbox)?;
-    let row = tx
-        .query_one(&stmt, &[&keys, &versions])
-        .await
-        .at(Step::Outbox)?;
-    Ok(row.get(0))
+/// Where a batch's undelivered keys went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Into `cache_outbox_keys` (those not waiting already).
+    Keys,
+    /// Nowhere: the mark covers them (it was pending, or this batch, over
+    /// the bound, inserted it).
+    Mark,
+}
+
+/// Counts the outbox rows and reads the epoch.
+pub async fn look(client: &Client) -> Result<Look, StoreError> {
+    let stmt = client.prepare_cached(LOOK).await.at(Step::Outbox)?;
+    let row = client.query_one(&stmt, &[]).await.at(Step::Outbox)?;
+    Ok(Look {
+        rows: row.get(0),
+        epoch: row.get(1),
+    })
+}
+
+/// Takes the batch transaction's share of the epoch lock, then reads the
+/// epoch (a statement of its own, so that its snapshot follows the lock).
+pub async fn share_epoch(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    let lock = tx.prepare_cached(EPOCH_SHARE).await.at(Step::Lock)?;
+    tx.execute(&lock, &[]).await.at(Step::Lock)?;
+    let read = tx.prepare_cached(EPOCH_READ).await.at(Step::Lock)?;
+    Ok(tx.query_one(&read, &[]).await.at(Step::Lock)?.get(0))
 }
 
 /// Commits an announcement (a row without keys) on its own; returns its id.
 pub async fn announce(client: &Client) -> Result<i64, StoreError> {
-    let stmt = client.prepare_cached(INSERT).await.at(Step::Outbox)?;
-    let (keys, versions): (Vec<String>, Vec<i64>) = (Vec::new(), Vec::new());
-    let row = client
-        .query_one(&stmt, &[&keys, &versions])
-        .await
-        .at(Step::Outbox)?;
-    Ok(row.get(0))
+    let stmt = client.prepare_cached(ANNOUNCE).await.at(Step::Outbox)?;
+    Ok(client.query_one(&stmt, &[]).await.at(Step::Outbox)?.get(0))
 }
 
 /// Locks one of `candidates` against deletion until `tx` ends (`FOR KEY
-/// SHARE`), skipping rows being delivered; returns the row held, if any.
+/// SHARE`), skipping rows being deleted; returns the row held, if any.
 pub async fn hold(tx: &Transaction<'_>, candidates: &[i64]) -> Result<Option<i64>, StoreError> {
     let stmt = tx.prepare_cached(HOLD).await.at(Step::Outbox)?;
     let row = tx.query_opt(&stmt, &[&candidates]).await.at(Step::Outbox)?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// Queues `keys` in `tx`, each once, while at most `max_keys` wait; past
+/// that, or with the mark already pending, the mark stands for them.
+pub async fn queue(
+    tx: &Transaction<'_>,
+    keys: &mut [String],
+    max_keys: i64,
+) -> Result<Queued, StoreError> {
+    keys.sort_unstable();
+    let stmt = tx.prepare_cached(QUEUE).await.at(Step::Outbox)?;
+    let row = tx
+        .query_one(&stmt, &[&&*keys, &max_keys])
+        .await
+        .at(Step::Outbox)?;
+    let (marked, fits): (bool, bool) = (row.get(0), row.get(1));
+    if marked {
+        return Ok(Queued::Mark);
+    }
+    if fits {
+        return Ok(Queued::Keys);
+    }
+    mark(tx).await?;
+    Ok(Queued::Mark)
+}
+
+/// Inserts the mark unless one is pending (in a batch transaction, or on
+/// its own).
+pub async fn mark(client: &impl deadpool_postgres::GenericClient) -> Result<(), StoreError> {
+    let stmt = client.prepare_cached(MARK).await.at(Step::Outbox)?;
+    client.execute(&stmt, &[]).await.at(Step::Outbox)?;
+    Ok(())
+}
+
+/// For the delivery of the mark, once it is older than `age`: waits for
+/// the batches in flight and keeps new ones out (the exclusive epoch lock),
+/// then locks the pending mark. False when there is none old enough (then
+/// no lock was waited for), when the batches in flight did not end within
+/// the lock timeout, or when another instance is delivering it.
+pub async fn claim_mark(tx: &Transaction<'_>, age: Duration) -> Result<bool, StoreError> {
+    let age = age.as_secs_f64();
+    let ready = tx.prepare_cached(MARK_READY).await.at(Step::Outbox)?;
+    if !tx
+        .query_one(&ready, &[&age])
+        .await
+        .at(Step::Outbox)?
+        .get::<_, bool>(0)
+    {
+        return Ok(false);
+    }
+    let timeout = tx
+        .prepare_cached(EPOCH_LOCK_TIMEOUT)
+        .await
+        .at(Step::Outbox)?;
+    tx.execute(&timeout, &[]).await.at(Step::Outbox)?;
+    let lock = tx.prepare_cached(EPOCH_EXCLUSIVE).await.at(Step::Outbox)?;
+    match tx.execute(&lock, &[]).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            return Ok(false);
+        }
+        Err(cause) => {
+            return Err(StoreError::Db {
+                step: Step::Outbox,
+                cause,
+            });
+        }
+    }
+    let stmt = tx.prepare_cached(CLAIM_MARK).await.at(Step::Outbox)?;
+    Ok(tx
+        .query_opt(&stmt, &[&age])
+        .await
+        .at(Step::Outbox)?
+        .is_some())
+}
+
+/// Begins `epoch` and deletes the mark and every waiting key, in the
+/// delivering transaction (after [`claim_mark`]).
+pub async fn begin_epoch(tx: &Transaction<'_>, epoch: i64) -> Result<(), StoreError> {
+    let begin = tx.prepare_cached(EPOCH_BEGIN).await.at(Step::Outbox)?;
+    tx.execute(&begin, &[&epoch]).await.at(Step::Outbox)?;
+    let clear = tx.prepare_cached(CLEAR).await.at(Step::Outbox)?;
+    tx.execute(&clear, &[]).await.at(Step::Outbox)?;
+    Ok(())
+}
+
+/// Locks up to `limit` waiting keys for one delivery, skipping those another
+/// transaction holds.
+pub async fn claim_keys(tx: &Transaction<'_>, limit: i64) -> Result<Vec<String>, StoreError> {
+    let stmt = tx.prepare_cached(CLAIM_KEYS).await.at(Step::Outbox)?;
+    let rows = tx.query(&stmt, &[&limit]).await.at(Step::Outbox)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Deletes delivered keys (claimed by `tx`).
+pub async fn delete_keys(tx: &Transaction<'_>, keys: &[String]) -> Result<(), StoreError> {
+    let stmt = tx.prepare_cached(DELETE_KEYS).await.at(Step::Outbox)?;
+    tx.execute(&stmt, &[&keys]).await.at(Step::Outbox)?;
+    Ok(())
+}
+
+/// Reads the epoch outside a batch (the delivery of keys).
+pub async fn epoch(tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    let read = tx.prepare_cached(EPOCH_READ).await.at(Step::Outbox)?;
+    Ok(tx.query_one(&read, &[]).await.at(Step::Outbox)?.get(0))
 }
 
 /// Deletes the announcements among `ids` that no transaction holds; returns how many.
@@ -71,41 +198,15 @@ pub async fn drop_announcements(client: &Client, ids: &[i64]) -> Result<u64, Sto
     client.execute(&stmt, &[&ids]).await.at(Step::Outbox)
 }
 
-/// Rows in the outbox.
-pub async fn count(client: &Client) -> Result<i64, StoreError> {
-    let stmt = client.prepare_cached(COUNT).await.at(Step::Outbox)?;
-    Ok(client.query_one(&stmt, &[]).await.at(Step::Outbox)?.get(0))
-}
-
-/// Locks up to `limit` rows for delivery, oldest first, skipping rows another
-/// transaction holds: rows with keys only when `with_keys` (Redis reachable),
-/// and announcements older than `announcement_age`.
-pub async fn claim(
-    tx: &Transaction<'_>,
-    with_keys: bool,
-    announcement_age: Duration,
-    limit: i64,
-) -> Result<Vec<OutboxRow>, StoreError> {
-    let stmt = tx.prepare_cached(CLAIM).await.at(Step::Outbox)?;
-    let age = announcement_age.as_secs_f64();
-    let rows = tx
-        .query(&stmt, &[&with_keys, &age, &limit])
+/// Deletes announcements older than `age` that no transaction holds, once
+/// neither keys nor the mark wait; returns how many.
+pub async fn expire_announcements(client: &Client, age: Duration) -> Result<u64, StoreError> {
+    let stmt = client
+        .prepare_cached(EXPIRE_ANNOUNCEMENTS)
         .await
         .at(Step::Outbox)?;
-    Ok(rows
-        .iter()
-        .map(|r| OutboxRow {
-            id: r.get(0),
-            keys: r.get(1),
-            versions: r.get(2),
-            created_at: r.get(3),
-        })
-        .collect())
-}
-
-/// Deletes delivered rows (claimed by `tx`).
-pub async fn delete(tx: &Transaction<'_>, ids: &[i64]) -> Result<(), StoreError> {
-    let stmt = tx.prepare_cached(DELETE).await.at(Step::Outbox)?;
-    tx.execute(&stmt, &[&ids]).await.at(Step::Outbox)?;
-    Ok(())
+    client
+        .execute(&stmt, &[&age.as_secs_f64()])
+        .await
+        .at(Step::Outbox)
 }

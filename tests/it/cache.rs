@@ -11,6 +11,10 @@ use std::{
 };
 
 use uuid::Uuid;
+use warehouse_monitor::{
+    cache::{Cache, Epoch, Key},
+    config::RedisSettings,
+};
 
 use crate::{
     helpers::{Ev, Patience, TestApp, eventually, free_port, test_settings},
@@ -87,7 +91,7 @@ async fn no_read_after_an_invalidation_returns_an_older_value() {
             ],
         )
         .await;
-        app.wait_invalidated().await;
+        app.wait_consumed().await;
         stock_floor.store(k, Ordering::SeqCst);
         lines_floor.store(k, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -199,7 +203,7 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
 
     app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 10).bytes()])
         .await;
-    app.wait_invalidated().await;
+    app.wait_consumed().await;
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 10);
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 10);
     let hits_before = cache_hits(&app).await;
@@ -210,9 +214,9 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     redis.signal("-STOP");
     app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 5).bytes()])
         .await;
-    app.wait_invalidated().await;
+    app.wait_consumed().await;
     assert!(
-        app.count("cache_outbox").await >= 1,
+        app.count("cache_outbox_keys").await >= 1,
         "the unacknowledged invalidation waits in the outbox"
     );
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 15);
@@ -232,7 +236,7 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
         "caching resumed after the pause"
     );
     assert_eq!(
-        app.count("cache_outbox").await,
+        app.count("cache_outbox").await + app.count("cache_outbox_keys").await,
         0,
         "the outbox is delivered"
     );
@@ -241,7 +245,7 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     redis.kill();
     app.produce(0, vec![Ev::departure(Uuid::new_v4(), w, p, 3).bytes()])
         .await;
-    app.wait_invalidated().await;
+    app.wait_consumed().await;
     assert_eq!(quantity(app.get_json(&stock_path(w, p)).await.1), 12);
     let _redis = OwnRedis::start(redis.port).await;
     let hits_down = cache_hits(&app).await;
@@ -256,60 +260,99 @@ async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resume
     app.stop().await;
 }
 
+/// A cache of its own, as an instance has one, believing `epoch` (whose
+/// marker this writes) with a permit granted by hand: no outbox watch here.
+pub(crate) async fn trusted_cache(
+    redis: &RedisSettings,
+    epoch: Epoch,
+) -> (Cache, Arc<warehouse_monitor::metrics::Metrics>) {
+    let metrics = Arc::new(warehouse_monitor::metrics::Metrics::new().unwrap());
+    let cache = Cache::start(redis, Arc::clone(&metrics)).await.unwrap();
+    cache.mark_epoch(epoch, Epoch::random()).await.unwrap();
+    cache.permit_until(std::time::Instant::now() + Duration::from_secs(600), epoch);
+    let patience = Patience::secs(5).every(Duration::from_millis(10));
+    eventually(patience, || async {
+        (cache.trusted_epoch() == Some(epoch))
+            .then_some(())
+            .ok_or("the tracking connection believes the epoch")
+    })
+    .await;
+    (cache, metrics)
+}
+
 /// The races the leases close, replayed step by step on the real Redis: a
 /// reader that took its lease before a batch's delete cannot store what it
 /// read, and only one reader at a time fills a key.
 #[tokio::test]
 async fn a_fill_lands_only_over_its_own_untouched_lease() {
-    use warehouse_monitor::{cache::Cache, metrics::Metrics};
-
     let settings = test_settings(1);
-    let metrics = Arc::new(Metrics::new().unwrap());
-    let cache = Cache::start(&settings.redis, metrics).await.unwrap();
-    // No outbox watch here: the permit is granted by hand.
-    cache.permit_until(std::time::Instant::now() + Duration::from_secs(60));
-    let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
-    let key = warehouse_monitor::cache::stock_key(w, p);
+    let epoch = Epoch::random();
+    let (cache, _) = trusted_cache(&settings.redis, epoch).await;
+    let key = Key::Stock {
+        warehouse_id: Uuid::new_v4(),
+        product_id: Uuid::new_v4(),
+    };
+    let raw = key.in_epoch(epoch);
     // Cached values are JSON text; `get_json` checks that they parse.
     let (old, new) = ("\"old\"", "\"new\"");
 
     // Reader A misses, takes the lease and reads version 1 ("old") from
     // PostgreSQL; reader B misses too and gets no lease.
-    let a = cache.claim(&key).await.expect("a lease on an absent key");
-    assert!(cache.claim(&key).await.is_none(), "one lease at a time");
+    let a = cache.claim(key).await.expect("a lease on an absent key");
+    assert!(cache.claim(key).await.is_none(), "one lease at a time");
     // Meanwhile a batch locks the row, writes version 2 and deletes the key
     // before its COMMIT: A's late fill must not land.
-    assert!(cache.invalidate(vec![key.clone()]).await, "acknowledged");
+    assert!(
+        cache.invalidate(epoch, vec![raw.clone()]).await,
+        "acknowledged"
+    );
     cache.fill(a, 1, old).await;
-    assert_eq!(cache.peek(&key).await, None, "the delete voided A's lease");
-    assert_eq!(cache.get_json(&key).await, None);
+    assert_eq!(
+        cache.peek(key, epoch).await,
+        None,
+        "the delete voided A's lease"
+    );
+    assert_eq!(cache.get_json(key).await, None);
 
     // Reader C takes a lease after the delete, reads version 2, fills it.
-    let c = cache.claim(&key).await.expect("a lease after the delete");
+    let c = cache.claim(key).await.expect("a lease after the delete");
     cache.fill(c, 2, new).await;
-    assert_eq!(cache.get_json(&key).await.as_deref(), Some(new));
-    assert!(cache.claim(&key).await.is_none(), "no lease over a value");
+    assert_eq!(cache.get_json(key).await.as_deref(), Some(new));
+    assert!(cache.claim(key).await.is_none(), "no lease over a value");
 
     // A reader that gives its lease back leaves the key free for the next.
-    assert!(cache.invalidate(vec![key.clone()]).await);
-    let d = cache.claim(&key).await.expect("a lease");
+    assert!(cache.invalidate(epoch, vec![raw.clone()]).await);
+    let d = cache.claim(key).await.expect("a lease");
     cache.release(d).await;
-    let e = cache.claim(&key).await.expect("the key is free again");
+    let e = cache.claim(key).await.expect("the key is free again");
     // An entry that does not parse is never served as a hit.
     cache.fill(e, 4, "not json").await;
-    assert_eq!(cache.get_json(&key).await, None);
+    assert_eq!(cache.get_json(key).await, None);
 
     // Without a permit the cache is not read at all, though the entry is there.
-    assert!(cache.invalidate(vec![key.clone()]).await);
-    let f = cache.claim(&key).await.expect("a lease");
+    assert!(cache.invalidate(epoch, vec![raw.clone()]).await);
+    let f = cache.claim(key).await.expect("a lease");
     cache.fill(f, 5, new).await;
-    cache.withdraw(1);
-    assert_eq!(cache.get_json(&key).await, None);
+    cache.withdraw(1, epoch);
+    assert_eq!(cache.get_json(key).await, None);
     assert!(
-        cache.claim(&key).await.is_none(),
+        cache.claim(key).await.is_none(),
         "no lease without a permit"
     );
-    let entry = cache.peek(&key).await.expect("the entry stays in Redis");
-    assert_eq!((entry.version, entry.payload.as_deref()), (5, Some(new)));
+    let entry = cache
+        .peek(key, epoch)
+        .await
+        .expect("the entry stays in Redis");
+    assert_eq!(entry, format!("5:{new}"));
+
+    // A delete in an epoch whose marker Redis lost is not acknowledged, and
+    // the epoch is not believed again.
+    let lost = Epoch::random();
+    assert!(
+        !cache
+            .invalidate(lost, vec![Key::Movement(Uuid::new_v4()).in_epoch(lost)])
+            .await
+    );
+    assert!(cache.distrusts(lost) && !cache.distrusts(epoch));
     cache.quit().await;
 }

@@ -6,7 +6,6 @@ use std::{
     net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 pub(crate) use crate::eventually::{Patience, eventually};
@@ -125,22 +124,9 @@ impl TestApp {
         wait_consumed(&self.pool, &self.settings.kafka.topic, &self.producer).await;
     }
 
-    /// Waits until every produced record's batch has had its cache keys invalidated.
-    pub(crate) async fn wait_invalidated(&self) {
-        let target = self.producer.produced();
-        // Checked every 2 ms: tests/it/cache.rs waits for 30 batches in a row.
-        let patience = Patience::secs(60).every(Duration::from_millis(2));
-        eventually(patience, || async {
-            let done = target.iter().all(|(p, end)| {
-                self.statuses
-                    .get(*p)
-                    .and_then(|s| s.invalidated())
-                    .is_some_and(|i| i >= *end)
-            });
-            done.then_some(())
-                .ok_or_else(|| format!("invalidation reaches {target:?}"))
-        })
-        .await;
+    /// The cache epoch the instances of this database use now.
+    pub(crate) async fn cache_epoch(&self) -> warehouse_monitor::cache::Epoch {
+        cache_epoch(&self.pool).await
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -210,6 +196,16 @@ impl TestApp {
             .unwrap()
             .get(0)
     }
+}
+
+/// The cache epoch stored in `pool`'s database.
+pub(crate) async fn cache_epoch(pool: &Pool) -> warehouse_monitor::cache::Epoch {
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT epoch FROM cache_epoch", &[])
+        .await
+        .unwrap();
+    warehouse_monitor::cache::Epoch(row.get(0))
 }
 
 pub(crate) async fn stock(pool: &Pool, warehouse: Uuid, product: Uuid) -> Option<i64> {
@@ -447,7 +443,7 @@ pub(crate) fn start_service_with(
         .expect("service starts")
 }
 
-/// Deterministic content of every table (wall-clock columns and cache
+/// Deterministic content of every table (wall-clock columns and row
 /// versions left out: they depend on when and in which batches rows changed).
 pub(crate) async fn dump(pool: &Pool) -> Vec<String> {
     let client = pool.get().await.unwrap();

@@ -3,37 +3,19 @@
 //! is acknowledged, no read serves what it replaced, even when the write comes
 //! from another instance or the tracking connection is cut.
 
-use std::{process::Command, sync::Arc, time::Duration};
+use std::{process::Command, time::Duration};
 
 use uuid::Uuid;
 use warehouse_monitor::{
-    cache::{self, Cache},
-    config::RedisSettings,
+    cache::{Cache, Epoch, Key},
     metrics::Metrics,
 };
 
 use crate::{
-    cache::OwnRedis,
+    cache::{OwnRedis, trusted_cache as instance},
     helpers::{eventually, free_port, test_settings},
     monitoring::parse_exposition,
 };
-
-/// A cache of its own, as an instance has one, with a permit granted by hand
-/// (no outbox watch here), and its metrics.
-async fn instance(redis: &RedisSettings) -> (Cache, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new().unwrap());
-    let cache = Cache::start(redis, Arc::clone(&metrics)).await.unwrap();
-    cache.permit_until(std::time::Instant::now() + Duration::from_secs(600));
-    let patience = crate::helpers::Patience::secs(5).every(Duration::from_millis(10));
-    eventually(patience, || async {
-        cache
-            .near_is_up()
-            .then_some(())
-            .ok_or("the near cache tracks")
-    })
-    .await;
-    (cache, metrics)
-}
 
 /// `wm_cache_near_hits_total` as the instance's metrics render it.
 fn near_hits(metrics: &Metrics) -> f64 {
@@ -43,30 +25,37 @@ fn near_hits(metrics: &Metrics) -> f64 {
         .sum()
 }
 
-/// Stores `payload` under `key` as a reader on `cache` would, replacing
-/// whatever is there: a batch's delete, a lease, a fill.
-async fn store(cache: &Cache, key: &str, version: i64, payload: &str) {
-    assert!(cache.invalidate(vec![key.to_owned()]).await);
-    let lease = cache.claim(key).await.expect("a lease on a deleted key");
+/// Stores `payload` under `key` (of `epoch`) as a reader on `cache` would,
+/// replacing whatever is there: a batch's delete, a lease, a fill.
+/// (A cache whose tracking connection was just cut takes no lease until it
+/// believes the epoch again: the lease is waited for.)
+async fn store(cache: &Cache, epoch: Epoch, key: Key, version: i64, payload: &str) {
+    assert!(cache.invalidate(epoch, vec![key.in_epoch(epoch)]).await);
+    let patience = crate::helpers::Patience::secs(5).every(Duration::from_millis(5));
+    let lease = eventually(patience, || cache.claim(key)).await;
     cache.fill(lease, version, payload).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_come_from_memory_and_no_read_after_a_write_elsewhere_serves_the_old_value() {
     let settings = test_settings(1);
-    let (reader, reader_metrics) = instance(&settings.redis).await;
-    let (writer, _) = instance(&settings.redis).await;
-    let key = cache::stock_key(Uuid::new_v4(), Uuid::new_v4());
+    let epoch = Epoch::random();
+    let (writer, _) = instance(&settings.redis, epoch).await;
+    let (reader, reader_metrics) = instance(&settings.redis, epoch).await;
+    let key = Key::Stock {
+        warehouse_id: Uuid::new_v4(),
+        product_id: Uuid::new_v4(),
+    };
 
     let rounds = 300_i64;
     for round in 1..=rounds {
         let value = format!("{{\"round\":{round}}}");
         // Another instance caches version `round`; the reader reads it from
         // Redis (filling its near cache), then from memory.
-        store(&writer, &key, 2 * round, &value).await;
-        assert_eq!(reader.get_json(&key).await.as_deref(), Some(value.as_str()));
+        store(&writer, epoch, key, 2 * round, &value).await;
+        assert_eq!(reader.get_json(key).await.as_deref(), Some(value.as_str()));
         let hits = near_hits(&reader_metrics);
-        assert_eq!(reader.get_json(&key).await.as_deref(), Some(value.as_str()));
+        assert_eq!(reader.get_json(key).await.as_deref(), Some(value.as_str()));
         let more = near_hits(&reader_metrics) - hits;
         assert!(
             (more - 1.0).abs() < 0.5,
@@ -74,9 +63,9 @@ async fn hits_come_from_memory_and_no_read_after_a_write_elsewhere_serves_the_ol
         );
         // A batch on the other instance deletes the key; from its
         // acknowledgement on, the reader must not serve the old value.
-        assert!(writer.invalidate(vec![key.clone()]).await);
+        assert!(writer.invalidate(epoch, vec![key.in_epoch(epoch)]).await);
         assert_eq!(
-            reader.get_json(&key).await,
+            reader.get_json(key).await,
             None,
             "round {round}: the value removed by an acknowledged delete was served"
         );
@@ -105,12 +94,13 @@ async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes()
     let redis = OwnRedis::start(free_port()).await;
     let mut settings = test_settings(1).redis;
     settings.url = redis.url();
-    let (reader, metrics) = instance(&settings).await;
-    let (writer, _) = instance(&settings).await;
-    let key = cache::movement_key(Uuid::new_v4());
+    let epoch = Epoch::random();
+    let (writer, _) = instance(&settings, epoch).await;
+    let (reader, metrics) = instance(&settings, epoch).await;
+    let key = Key::Movement(Uuid::new_v4());
 
-    store(&writer, &key, 1, "\"one\"").await;
-    assert_eq!(reader.get_json(&key).await.as_deref(), Some("\"one\""));
+    store(&writer, epoch, key, 1, "\"one\"").await;
+    assert_eq!(reader.get_json(key).await.as_deref(), Some("\"one\""));
     assert_eq!(reader.near_entries(), 1);
 
     // Cut the reader's tracking connection (the writer's is killed too:
@@ -125,16 +115,24 @@ async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes()
             .args(["-p", &redis.port.to_string(), "CLIENT", "KILL", "ID", &id])
             .output();
     }
-    store(&writer, &key, 2, "\"two\"").await;
+    store(&writer, epoch, key, 2, "\"two\"").await;
     assert_eq!(
-        reader.get_json(&key).await.as_deref().unwrap_or("\"two\""),
+        reader.get_json(key).await.as_deref().unwrap_or("\"two\""),
         "\"two\"",
         "the entry of the cut connection was served"
     );
     let patience = crate::helpers::Patience::secs(5).every(Duration::from_millis(20));
+    let hits = near_hits(&metrics);
     eventually(patience, || async {
-        assert_eq!(reader.get_json(&key).await.as_deref(), Some("\"two\""));
-        (reader.near_is_up() && near_hits(&metrics) > 0.0)
+        // Until the new connection believes the epoch, reads answer from
+        // PostgreSQL (`None` here); never from the old entry.
+        let seen = reader.get_json(key).await;
+        assert_ne!(
+            seen.as_deref(),
+            Some("\"one\""),
+            "the entry of the cut connection was served"
+        );
+        (seen.as_deref() == Some("\"two\"") && reader.near_is_up() && near_hits(&metrics) > hits)
             .then_some(())
             .ok_or("near hits resume on a new tracking connection")
     })

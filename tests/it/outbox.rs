@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warehouse_monitor::{
     app::startup,
-    cache::{self, Cache},
+    cache::{Cache, Epoch, Key},
     config::{Role, Settings},
     kafka,
     metrics::Metrics,
@@ -27,8 +27,8 @@ use warehouse_monitor::{
 use crate::{
     cache::OwnRedis,
     helpers::{
-        Ev, Producer, TestApp, committed_offsets, eventually, free_port, start_service_with,
-        test_settings, wait_consumed,
+        Ev, Producer, TestApp, cache_epoch, committed_offsets, eventually, free_port,
+        start_service_with, test_settings, wait_consumed,
     },
     monitoring::scrape,
 };
@@ -90,9 +90,12 @@ impl Keys {
         stock.chain(movements).collect()
     }
 
-    fn cache_keys(&self) -> Vec<String> {
-        let stock = self.pairs.iter().map(|(w, p)| cache::stock_key(*w, *p));
-        let movements = self.movements.iter().map(|(m, ..)| cache::movement_key(*m));
+    fn cache_keys(&self) -> Vec<Key> {
+        let stock = self.pairs.iter().map(|(w, p)| Key::Stock {
+            warehouse_id: *w,
+            product_id: *p,
+        });
+        let movements = self.movements.iter().map(|(m, ..)| Key::Movement(*m));
         stock.chain(movements).collect()
     }
 
@@ -132,13 +135,15 @@ async fn read_all(http: &reqwest::Client, base: &str, keys: &Keys) -> Vec<String
     answers
 }
 
-/// The answers the entries in Redis hold (`None`: no entry, or a lease),
-/// read without a permit.
-async fn cached(cache: &Cache, keys: &Keys) -> Vec<Option<String>> {
+/// The answers the entries of `epoch` in Redis hold (`None`: no entry, or a
+/// lease), read without a permit.
+async fn cached(cache: &Cache, keys: &Keys, epoch: Epoch) -> Vec<Option<String>> {
     let mut answers = Vec::new();
     for key in keys.cache_keys() {
-        let payload = cache.peek(&key).await.and_then(|e| e.payload);
-        answers.push(payload.map(|p| answer(&serde_json::from_str(&p).unwrap())));
+        let raw = cache.peek(key, epoch).await;
+        let payload = raw.as_deref().and_then(|raw| raw.split_once(':'));
+        let payload = payload.filter(|(version, _)| version.parse::<i64>().is_ok());
+        answers.push(payload.map(|(_, p)| answer(&serde_json::from_str(p).unwrap())));
     }
     answers
 }
@@ -152,11 +157,17 @@ async fn redis_client(settings: &Settings, redis_url: &str) -> Cache {
         .unwrap()
 }
 
-/// Outbox rows: every one, or only those with keys (not announcements).
-async fn outbox_rows(pool: &Pool, with_keys: bool) -> i64 {
+/// Outbox rows: every one, or only the invalidations (keys and the mark,
+/// not announcements).
+async fn outbox_rows(pool: &Pool, invalidations: bool) -> i64 {
     let client = pool.get().await.unwrap();
-    let sql = "SELECT count(*) FROM cache_outbox WHERE cardinality(keys) > 0 OR NOT $1";
-    client.query_one(sql, &[&with_keys]).await.unwrap().get(0)
+    let sql = "SELECT (SELECT count(*) FROM cache_outbox WHERE mark OR NOT $1)
+                    + (SELECT count(*) FROM cache_outbox_keys)";
+    client
+        .query_one(sql, &[&invalidations])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Cache hits counted on a service's /metrics.
@@ -177,12 +188,16 @@ async fn hits(http: &reqwest::Client, base: &str) -> f64 {
 
 /// Reads through `base` twice and checks that the entries in Redis now hold
 /// the old answers.
-async fn warm(http: &reqwest::Client, base: &str, keys: &Keys, redis: &Cache) {
+async fn warm(http: &reqwest::Client, base: &str, keys: &Keys, redis: &Cache, epoch: Epoch) {
     for _ in 0..2 {
         assert_eq!(read_all(http, base, keys).await, keys.old_answers());
     }
     let old: Vec<Option<String>> = keys.old_answers().into_iter().map(Some).collect();
-    assert_eq!(cached(redis, keys).await, old, "the old answers are cached");
+    assert_eq!(
+        cached(redis, keys, epoch).await,
+        old,
+        "the old answers are cached"
+    );
 }
 
 /// The service binary as a process of its own, on an HTTP port known here.
@@ -266,13 +281,13 @@ async fn an_abort_right_after_commit_leaves_no_stale_answer_on_any_instance() {
     api.produce(0, keys.old_events()).await;
     let mut consumer = Process::start(&settings, &[("WM_ROLE", "consumer"), ABORT_AT_SECOND_BATCH]);
     api.wait_consumed().await;
-    warm(&http, &api.url(""), &keys, &redis).await;
+    warm(&http, &api.url(""), &keys, &redis, api.cache_epoch().await).await;
 
     api.produce(0, keys.new_events()).await;
     assert_aborted(consumer.ended().await);
     api.wait_consumed().await; // committed before the abort
     always(&http, &api.url(""), &keys, Duration::from_secs(1)).await;
-    assert_eq!(api.count("cache_outbox").await, 0);
+    assert_eq!(outbox_rows(&api.pool, false).await, 0);
     let (_, ready) = api.get_json("/health/ready").await;
     assert_eq!(ready["cache_outbox"], 0, "{ready}");
 
@@ -319,20 +334,32 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     let mut first = Process::start(&settings, &[redis_url, ABORT_AT_SECOND_BATCH]);
     first.live(&http).await;
     wait_consumed(&pool, &settings.kafka.topic, &producer).await;
-    warm(&http, &first.base, &keys, &redis).await;
+    let epoch = cache_epoch(&pool).await;
+    warm(&http, &first.base, &keys, &redis, epoch).await;
 
     own.kill();
     producer.produce(0, keys.new_events()).await;
     assert_aborted(first.ended().await);
     wait_consumed(&pool, &settings.kafka.topic, &producer).await;
-    let waiting = outbox_rows(&pool, true).await;
-    assert_eq!(waiting, 1, "the batch's invalidations wait in the outbox");
+    let client = pool.get().await.unwrap();
+    let rows = client
+        .query("SELECT key FROM cache_outbox_keys", &[])
+        .await
+        .unwrap();
+    let waiting: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    drop(client);
+    for key in keys.cache_keys() {
+        assert!(
+            waiting.contains(&key.in_epoch(epoch)),
+            "the batch's invalidation of {key:?} waits in the outbox: {waiting:?}"
+        );
+    }
 
     // Redis comes back from its file with the old answers in it.
     let _own = OwnRedis::start_with(port, &persistent).await;
     let old: Vec<Option<String>> = keys.old_answers().into_iter().map(Some).collect();
     eventually(10, || async {
-        let found = cached(&redis, &keys).await;
+        let found = cached(&redis, &keys, epoch).await;
         (found == old)
             .then_some(())
             .ok_or(format!("the stale entries are back: {found:?}"))
@@ -355,7 +382,11 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
         ))
     })
     .await;
-    let no_old = cached(&redis, &keys).await;
+    // The restarted server's run id is not the one in the marker: a new
+    // epoch began, and the entries it brought back are unreachable.
+    let now = cache_epoch(&pool).await;
+    assert_ne!(now, epoch, "a new cache epoch began");
+    let no_old = cached(&redis, &keys, now).await;
     assert!(
         no_old
             .iter()
@@ -402,15 +433,20 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
         ],
     );
     api.wait_consumed().await;
-    // Its invalidations (of nothing cached yet) are delivered by the API instance.
+    // Its invalidations (of nothing cached yet) are delivered by the API
+    // instance, whose next look finds the outbox empty.
     eventually(20, || async {
-        let rows = api.count("cache_outbox").await;
-        (rows == 0)
+        let rows = outbox_rows(&api.pool, false).await;
+        let (_, ready) = api.get_json("/health/ready").await;
+        (rows == 0 && ready["cache_outbox"] == 0)
             .then_some(())
-            .ok_or(format!("{rows} outbox rows"))
+            .ok_or(format!(
+                "{rows} outbox rows; the API instance saw {}",
+                ready["cache_outbox"]
+            ))
     })
     .await;
-    warm(&http, &api.url(""), &keys, &redis).await;
+    warm(&http, &api.url(""), &keys, &redis, api.cache_epoch().await).await;
 
     // Readers that note whether the COMMIT was visible before each read.
     let target = api.producer.total() + i64::try_from(keys.new_events().len()).unwrap();
@@ -447,7 +483,7 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
         started.elapsed()
     );
     eventually(30, || async {
-        let rows = api.count("cache_outbox").await;
+        let rows = outbox_rows(&api.pool, false).await;
         let resumed = hits(&http, &api.url("")).await > hits_before;
         (rows == 0 && resumed).then_some(()).ok_or(format!(
             "the outbox drains ({rows} rows) and caching resumes ({resumed})"
@@ -474,7 +510,7 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
         after_commit >= 20,
         "only {after_commit} reads after the COMMIT"
     );
-    let no_old = cached(&redis, &keys).await;
+    let no_old = cached(&redis, &keys, api.cache_epoch().await).await;
     assert!(
         no_old
             .iter()

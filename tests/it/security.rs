@@ -237,7 +237,7 @@ async fn redis_over_tls_with_a_password_caches_answers() {
         vec![Ev::arrival(Uuid::new_v4(), warehouse, product, 3).bytes()],
     )
     .await;
-    app.wait_invalidated().await;
+    app.wait_consumed().await;
     let path = format!("/api/warehouses/{warehouse}/products/{product}");
     // A miss, a hit from Redis, then one from the near cache, whose own
     // connection uses the same TLS and password.
@@ -264,7 +264,7 @@ async fn redis_over_tls_with_a_password_caches_answers() {
         near >= 1.0,
         "the third read is answered from memory: {near}"
     );
-    let key = format!("wm:stock:{warehouse}:{product}");
+    let key = app.cache_epoch().await.stock_key(warehouse, product);
     let stored = redis.get(&pki, password, &key);
     assert!(
         stored.contains("\"quantity\":3"),

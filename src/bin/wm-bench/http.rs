@@ -61,6 +61,13 @@ impl Conn {
             .map_err(|_| Failure::Timeout)?
     }
 
+    /// GET `path`; returns the status and the body.
+    pub(crate) async fn get_with_body(&mut self, path: &str) -> Result<(u16, Vec<u8>), Failure> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(path, true))
+            .await
+            .map_err(|_| Failure::Timeout)?
+    }
+
     /// GET `path` and return the body as text (for `/metrics`).
     pub(crate) async fn get_text(&mut self, path: &str) -> Result<String, Failure> {
         let (status, body) = self.exchange(path, true).await?;
@@ -197,6 +204,19 @@ impl Reconnecting {
             self.conn = Some(Conn::open(self.addr).await?);
         }
         Ok(())
+    }
+
+    /// GET `path`; returns the status and the body.
+    pub(crate) async fn get_with_body(&mut self, path: &str) -> Result<(u16, Vec<u8>), Failure> {
+        self.connect().await?;
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Failure::Connect);
+        };
+        let result = conn.get_with_body(path).await;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
     }
 
     pub(crate) async fn get(&mut self, path: &str) -> Result<u16, Failure> {

@@ -1,7 +1,8 @@
 //! wm-bench: the developer tools that measure warehouse-monitor from the
 //! outside. `loadtest` loads the HTTP API in steps while events keep
 //! arriving; `ingest` times a backlog against PostgreSQL's own ceiling;
-//! `freshness` times produce → visible of single events.
+//! `freshness` times produce → visible of single events; `flood` sends
+//! random unknown ids at full speed and watches Redis' memory.
 //! Both run the release service binary as a separate process. Built only
 //! with the `devtools` feature, so the service's library and binary carry
 //! none of this.
@@ -18,6 +19,7 @@ mod chart;
 mod cpu;
 mod error;
 mod feed;
+mod flood;
 mod freshness;
 mod http;
 mod ingest;
@@ -56,6 +58,9 @@ enum Command {
     /// Produce → visible in the API, one event at a time, with and without
     /// background ingest.
     Freshness(freshness::Options),
+    /// Random unknown movement ids at full speed for N seconds: Redis'
+    /// memory before and after, and whether every answer was a right 404.
+    Flood(flood::Options),
 }
 
 /// Options of both commands.
@@ -128,6 +133,15 @@ async fn run() -> anyhow::Result<ExitCode> {
             println!("\n{table}");
             println!("outputs: {}", dir.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Flood(options) => {
+            let (report, passed) = flood::run(options).await?;
+            println!("\n{report}");
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Ingest(options) => {
             let (dir, table) = ingest::run(options).await?;

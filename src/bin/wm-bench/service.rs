@@ -22,11 +22,13 @@ use crate::{
 /// How long the service may take to answer `/health/live` after its start.
 const LIVE_WITHIN: Duration = Duration::from_secs(60);
 
-/// A fresh database URL and topic name for one run.
+/// A fresh database URL and topic name for one run, and the Redis the
+/// service uses when not the configured one.
 #[derive(Debug, Clone)]
 pub(crate) struct Fresh {
     pub(crate) database_url: String,
     pub(crate) topic: String,
+    pub(crate) redis_url: Option<String>,
 }
 
 impl Fresh {
@@ -38,6 +40,7 @@ impl Fresh {
         Self {
             database_url: format!("{server}/wm_{label}_{short}"),
             topic: format!("wm-{label}-{short}"),
+            redis_url: None,
         }
     }
 
@@ -72,6 +75,9 @@ impl Launch {
     /// Starts `serve` on `fresh` and returns once `/health/live` answers.
     pub(crate) async fn start(&self, fresh: &Fresh) -> Result<Service, BenchError> {
         let mut command = Command::new(&self.binary);
+        if let Some(url) = &fresh.redis_url {
+            command.env("WM_REDIS__URL", url);
+        }
         command
             .arg("--config-dir")
             .arg(&self.config_dir)

@@ -1,8 +1,9 @@
-//! The near cache's tracking connection: one task that connects, turns
-//! client tracking on, writes the lookups and fences, and reads replies and
-//! invalidation pushes in their wire order ([`super`] says why the order
-//! matters). After a failure it empties the near cache before it connects
-//! again.
+//! The near cache's tracking connection: one task that connects, learns
+//! the server's run id and role, turns client tracking on, writes the
+//! lookups, fences and marker reads, and reads replies and invalidation
+//! pushes in their wire order ([`super`] and [`crate::cache::trust`] say why
+//! the order matters). After a failure it empties the near cache before it
+//! connects again.
 
 use std::{
     collections::VecDeque,
@@ -19,12 +20,21 @@ use tokio::{
 
 use super::{Get, Lookup, Shared, Target};
 use crate::cache::{
-    payload_start,
+    Epoch,
+    epoch::payload_start,
     resp::{self, Frame},
+    trust::Distrust,
 };
+use handshake::{Handshake, Server, handshake};
 
 /// Longest pause between two connection attempts.
 const MAX_DELAY: Duration = Duration::from_millis(500);
+
+mod handshake;
+
+/// How often the marker is read again while nothing else asks for it: it is
+/// checked anew, and a Redis evicting the least recently used keys keeps it.
+const MARKER_EVERY: Duration = Duration::from_secs(1);
 
 /// What a `GET` reply holds: the payload of a `version:payload` value, or
 /// `None` for a lease (or any entry without a version); an error for a
@@ -158,17 +168,31 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     requests: &mut mpsc::Receiver<Get>,
 ) -> Result<Served, ConnectionError> {
     let mut input = Vec::with_capacity(64 * 1024);
-    if let Some(reason) = handshake(target, &mut stream, &mut input).await? {
-        return Ok(Served::Refused(reason));
+    let server = match handshake(target, &mut stream, &mut input).await? {
+        Handshake::Refused(reason) => return Ok(Served::Refused(reason)),
+        Handshake::Tracking(server) => server,
+    };
+    if !server.master {
+        static REPLICA: crate::throttle::Throttle = crate::throttle::Throttle::per_second();
+        if let Some(suppressed) = REPLICA.allow() {
+            tracing::warn!(
+                suppressed,
+                "redis.url leads to a replica: reads answer from PostgreSQL"
+            );
+        }
     }
     let mut connection = Connection {
         shared,
+        server,
         pending: VecDeque::new(),
         output: Vec::with_capacity(16 * 1024),
         ping_in_flight: false,
+        marker_asked: None,
     };
     shared.up.store(true, Ordering::Release);
-    tracing::debug!("near cache tracking");
+    tracing::debug!(run_id = %connection.server.run_id, "near cache tracking");
+    let mut markers = tokio::time::interval(MARKER_EVERY);
+    markers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -187,7 +211,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             () = shared.wake.notified() => {}
+            _ = markers.tick() => connection.marker_asked = None,
         }
+        connection.read_marker_if_needed();
         connection.ping_if_wanted();
         if !connection.output.is_empty() {
             within(target.timeout, async {
@@ -199,65 +225,23 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// `HELLO 3` (with the credentials), `SELECT`, `CLIENT TRACKING ON`: `Some`
-/// with the reason when Redis refuses tracking (older than 6, say).
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    target: &Target,
-    stream: &mut S,
-    input: &mut Vec<u8>,
-) -> Result<Option<String>, ConnectionError> {
-    let mut out = Vec::new();
-    let database = target.database.map(|db| db.to_string());
-    let mut hello: Vec<&[u8]> = vec![b"HELLO", b"3"];
-    if let Some(password) = &target.password {
-        let user = target.username.as_deref().unwrap_or("default");
-        hello.extend([b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()]);
-    }
-    hello.extend([b"SETNAME".as_slice(), b"wm-near-cache"]);
-    resp::command(&mut out, &hello);
-    if let Some(db) = &database {
-        resp::command(&mut out, &[b"SELECT", db.as_bytes()]);
-    }
-    resp::command(&mut out, &[b"CLIENT", b"TRACKING", b"ON"]);
-    let replies = 2 + usize::from(database.is_some());
-    within(target.timeout, async { Ok(stream.write_all(&out).await?) }).await?;
-    for _ in 0..replies {
-        let frame = within(target.timeout, next_frame(stream, input)).await?;
-        if let Frame::Error(reason) = frame {
-            return Ok(Some(reason));
-        }
-    }
-    Ok(None)
-}
-
-/// Reads until one whole frame is in `input`, and takes it out.
-async fn next_frame<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    input: &mut Vec<u8>,
-) -> Result<Frame, ConnectionError> {
-    loop {
-        if let Some((frame, used)) = resp::parse(input)? {
-            input.drain(..used);
-            return Ok(frame);
-        }
-        if stream.read_buf(input).await? == 0 {
-            return Err(ConnectionError::Closed);
-        }
-    }
-}
-
 /// The state of one tracking connection between reads.
 struct Connection<'a> {
     shared: &'a Shared,
+    server: Server,
     /// What each reply still to come answers, in order, with its number.
     pending: VecDeque<(u64, Pending)>,
     output: Vec<u8>,
     ping_in_flight: bool,
+    /// The epoch whose marker was last asked for; `None` asks again.
+    marker_asked: Option<Epoch>,
 }
 
 enum Pending {
     Get(Get),
     Ping,
+    /// The marker of an epoch.
+    Marker(Epoch),
 }
 
 impl Connection<'_> {
@@ -265,6 +249,22 @@ impl Connection<'_> {
     /// so a reader that saw the count before it knows the command follows it.
     fn next_number(&self) -> u64 {
         self.shared.sent.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Reads the marker of the wanted epoch when it changed, when a push or
+    /// a flush unverified it, or every [`MARKER_EVERY`].
+    fn read_marker_if_needed(&mut self) {
+        let Some(wanted) = self.shared.trust.wanted() else {
+            return;
+        };
+        if self.marker_asked == Some(wanted) {
+            return;
+        }
+        let number = self.next_number();
+        let key = wanted.marker_key();
+        resp::command(&mut self.output, &[b"GET", key.as_bytes()]);
+        self.pending.push_back((number, Pending::Marker(wanted)));
+        self.marker_asked = Some(wanted);
     }
 
     fn get(&mut self, get: Get) {
@@ -303,6 +303,7 @@ impl Connection<'_> {
             match pending {
                 Pending::Ping => self.ping_in_flight = false,
                 Pending::Get(get) => self.answer(get, frame),
+                Pending::Marker(epoch) => self.marker(epoch, frame),
             }
             last_done = Some(number);
         }
@@ -313,18 +314,64 @@ impl Connection<'_> {
     }
 
     /// A push: `invalidate` with the keys written, or with null when Redis
-    /// flushed its data set (or its tracking table).
-    fn push(&self, items: &[Frame]) {
+    /// flushed its data set (or reloaded it, or resynchronised as a
+    /// replica): then the epochs in use are distrusted for good.
+    fn push(&mut self, items: &[Frame]) {
         match items {
             [Frame::Bulk(kind), Frame::Array(keys)] if kind == b"invalidate" => {
                 self.shared.invalidate(keys);
+                let marker = self.marker_asked.map(Epoch::marker_key);
+                let named = |key: &Frame| matches!(key, Frame::Bulk(k) if Some(k.as_slice()) == marker.as_ref().map(|m| m.as_bytes()));
+                if keys.iter().any(named) {
+                    // Written, deleted, expired or evicted: read it again.
+                    self.shared.trust.unverify();
+                    self.marker_asked = None;
+                }
             }
-            [Frame::Bulk(kind), Frame::Null] if kind == b"invalidate" => self.shared.clear(),
+            [Frame::Bulk(kind), Frame::Null] if kind == b"invalidate" => {
+                self.shared.clear();
+                for epoch in self.shared.trust.flushed() {
+                    self.distrusted(epoch, Distrust::Flush);
+                }
+                self.marker_asked = None;
+            }
             _ => {}
         }
     }
 
+    /// The reply to a marker read.
+    fn marker(&mut self, epoch: Epoch, frame: Frame) {
+        let value = match &frame {
+            Frame::Bulk(value) => Some(value.as_slice()),
+            Frame::Null => None,
+            _ => return, // an error: read again at the next tick
+        };
+        if !self.server.master {
+            self.shared.trust.unverify();
+            return;
+        }
+        if self
+            .shared
+            .trust
+            .marker_read(epoch, value, &self.server.run_id)
+        {
+            self.distrusted(epoch, Distrust::Marker);
+        }
+    }
+
+    fn distrusted(&self, epoch: Epoch, cause: Distrust) {
+        self.shared.metrics.cache_distrusted(cause.as_str());
+        tracing::warn!(%epoch, cause = cause.as_str(), run_id = %self.server.run_id,
+            "Redis may have lost writes (restart, failover, flush or reload): its entries \
+             of this cache epoch are never read again, and a new epoch begins");
+    }
+
     fn answer(&self, get: Get, frame: Frame) {
+        if !self.shared.trust.is_verified(get.epoch) {
+            // Read after a flush, or from a server not (or no longer) believed.
+            let _ = get.reply.send(Lookup::Untrusted);
+            return;
+        }
         let lookup = match frame {
             Frame::Bulk(raw) => match value_payload(&raw) {
                 Ok(Some(payload)) => {
@@ -356,7 +403,6 @@ mod tests {
     fn only_json_values_are_kept() {
         assert_eq!(value_payload(b"3:{\"a\":1}").unwrap(), Some("{\"a\":1}"));
         assert_eq!(value_payload(b"0:null").unwrap(), Some("null"));
-        assert_eq!(value_payload(b"3:").unwrap(), None, "an old tombstone");
         let lease = b"lease:4f0c9b2a6d8e4c1fa3b5d7e9f1a2b3c4";
         assert_eq!(value_payload(lease).unwrap(), None, "a lease");
         assert_eq!(value_payload(b"x:{}").unwrap(), None, "no version");
