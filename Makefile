@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help stack stack-down stack-status build run test api-check lint bench loadtest bench-ingest freshness openapi migrate verify
+.PHONY: help stack stack-down stack-status build run test api-check lint fuzz bench loadtest bench-ingest freshness openapi migrate verify
 .PHONY: produce monitor monitor-down compose-up compose-down
 
 help: ## list targets
@@ -38,6 +38,9 @@ api-check: stack ## the API against its OpenAPI document: schemathesis --checks 
 lint: ## rustfmt check, clippy with warnings as errors, rustdoc without broken links
 	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --all-features --locked -- -D warnings
 	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" $(CARGO) doc --no-deps --all-features --locked
+
+fuzz: ## fuzz the event and RESP decoders, FUZZ_SECS (600) seconds each (tests/fuzz, cargo-fuzz)
+	scripts/fuzz.sh $(FUZZ_TARGETS)
 
 bench: stack ## criterion: decoding, batch planning, store::apply of one batch on the local PostgreSQL
 	$(CARGO) bench --locked --features devtools

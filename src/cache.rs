@@ -68,6 +68,26 @@ mod scripts;
 pub mod trust;
 use absent::AbsentFills;
 pub use epoch::{Epoch, Key};
+
+/// The near cache's RESP parser ([`resp`]), for the fuzz target under
+/// `tests/fuzz`: hostile replies, and replies fed in pieces as a socket
+/// delivers them. Not part of the API.
+#[cfg(feature = "devtools")]
+#[doc(hidden)]
+pub mod resp_parser {
+    /// One parsed frame; only compared and printed.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Frame(super::resp::Frame);
+
+    /// The frame at the start of `buf` and the bytes it took, `None` while it
+    /// is incomplete, or the protocol error as text.
+    pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
+        match super::resp::parse(buf) {
+            Ok(parsed) => Ok(parsed.map(|(frame, used)| (Frame(frame), used))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
 use near::{Lookup, Near};
 use permit::Permit;
 use scripts::{CLAIM, FILL};

@@ -52,66 +52,71 @@ fn frame(buf: &[u8], at: &mut usize, depth: usize) -> Result<Option<Frame>, Prot
     if depth > MAX_DEPTH {
         return Err(ProtocolError("nested too deeply"));
     }
-    let Some(line) = line(buf, at)? else {
-        return Ok(None);
-    };
-    let (kind, rest) = line.split_first().ok_or(ProtocolError("empty line"))?;
-    let text = || String::from_utf8_lossy(rest).into_owned();
-    Ok(Some(match kind {
-        b'+' | b':' | b'#' | b',' | b'(' => Frame::Simple(text()),
-        b'-' => Frame::Error(text()),
-        b'_' => Frame::Null,
-        b'$' | b'=' | b'!' => {
-            let Some(len) = length(rest)? else {
-                return Ok(Some(Frame::Null));
-            };
-            // A hostile length cannot overflow: past Redis's own limit on a
-            // bulk string (512 MiB) it is an error.
-            if len > MAX_BULK {
-                return Err(ProtocolError("bulk length out of range"));
-            }
-            let end = *at + len;
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
-            if &buf[end..end + 2] != b"\r\n" {
-                return Err(ProtocolError("bulk string not terminated"));
-            }
-            let body = buf[*at..end].to_vec();
-            *at = end + 2;
-            if *kind == b'!' {
-                Frame::Error(String::from_utf8_lossy(&body).into_owned())
-            } else {
-                Frame::Bulk(body)
-            }
-        }
-        b'*' | b'~' | b'>' | b'%' | b'|' => {
-            let Some(count) = length(rest)? else {
-                return Ok(Some(Frame::Null));
-            };
-            let count = if matches!(kind, b'%' | b'|') {
-                count
-                    .checked_mul(2)
-                    .ok_or(ProtocolError("map length out of range"))?
-            } else {
-                count
-            };
-            let mut items = Vec::with_capacity(count.min(1024));
-            for _ in 0..count {
-                let Some(item) = frame(buf, at, depth + 1)? else {
-                    return Ok(None);
+    // A loop, for attributes: each describes the frame that follows it and is
+    // skipped, and any number of them may come first. Skipped by a recursive
+    // call at the same depth, a reply of a few thousand of them overflowed
+    // the stack.
+    loop {
+        let Some(line) = line(buf, at)? else {
+            return Ok(None);
+        };
+        let (kind, rest) = line.split_first().ok_or(ProtocolError("empty line"))?;
+        let text = || String::from_utf8_lossy(rest).into_owned();
+        return Ok(Some(match kind {
+            b'+' | b':' | b'#' | b',' | b'(' => Frame::Simple(text()),
+            b'-' => Frame::Error(text()),
+            b'_' => Frame::Null,
+            b'$' | b'=' | b'!' => {
+                let Some(len) = length(rest)? else {
+                    return Ok(Some(Frame::Null));
                 };
-                items.push(item);
+                // A hostile length cannot overflow: past Redis's own limit on a
+                // bulk string (512 MiB) it is an error.
+                if len > MAX_BULK {
+                    return Err(ProtocolError("bulk length out of range"));
+                }
+                let end = *at + len;
+                if buf.len() < end + 2 {
+                    return Ok(None);
+                }
+                if &buf[end..end + 2] != b"\r\n" {
+                    return Err(ProtocolError("bulk string not terminated"));
+                }
+                let body = buf[*at..end].to_vec();
+                *at = end + 2;
+                if *kind == b'!' {
+                    Frame::Error(String::from_utf8_lossy(&body).into_owned())
+                } else {
+                    Frame::Bulk(body)
+                }
             }
-            match kind {
-                b'>' => Frame::Push(items),
-                // An attribute describes the frame that follows it: skip it.
-                b'|' => return frame(buf, at, depth),
-                _ => Frame::Array(items),
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                let Some(count) = length(rest)? else {
+                    return Ok(Some(Frame::Null));
+                };
+                let count = if matches!(kind, b'%' | b'|') {
+                    count
+                        .checked_mul(2)
+                        .ok_or(ProtocolError("map length out of range"))?
+                } else {
+                    count
+                };
+                let mut items = Vec::with_capacity(count.min(1024));
+                for _ in 0..count {
+                    let Some(item) = frame(buf, at, depth + 1)? else {
+                        return Ok(None);
+                    };
+                    items.push(item);
+                }
+                match kind {
+                    b'>' => Frame::Push(items),
+                    b'|' => continue,
+                    _ => Frame::Array(items),
+                }
             }
-        }
-        _ => return Err(ProtocolError("unknown frame type")),
-    }))
+            _ => return Err(ProtocolError("unknown frame type")),
+        }));
+    }
 }
 
 /// The next line of `buf` from `at`, without its CRLF; `at` moves past it.
@@ -206,6 +211,30 @@ mod tests {
             assert!(parse(&wire[..cut]).unwrap().is_none(), "cut at {cut}");
         }
         assert!(parse(wire).unwrap().is_some());
+    }
+
+    #[test]
+    fn any_number_of_attributes_before_a_frame_fits_a_small_stack() {
+        // Each attribute was skipped by a recursive call, so 800 of them
+        // (3 200 bytes) overflowed the 256 KiB stack of the fuzz target
+        // `resp`, and some thousands a tokio worker's 2 MiB: a server could
+        // abort the process with one reply.
+        let mut wire = b"|1\r\n+ttl\r\n:3\r\n".repeat(200);
+        wire.extend_from_slice(&b"|0\r\n".repeat(100_000));
+        wire.extend_from_slice(b"+OK\r\n");
+        let parsed = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let whole = parse(&wire).unwrap();
+                let cut = parse(&wire[..wire.len() - 1]).unwrap();
+                (whole, cut, wire.len())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let (whole, cut, len) = parsed;
+        assert_eq!(whole, Some((Frame::Simple("OK".into()), len)));
+        assert_eq!(cut, None);
     }
 
     #[test]

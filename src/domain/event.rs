@@ -386,3 +386,22 @@ pub mod encode;
 mod fast;
 #[cfg(test)]
 mod tests;
+
+/// The two paths of [`decode`] one at a time, for the differential fuzz
+/// target under `tests/fuzz`: it checks that the fast path accepts only what
+/// the general path accepts and builds the same event. Not part of the API.
+#[cfg(feature = "devtools")]
+#[doc(hidden)]
+pub mod paths {
+    use super::{MovementEvent, Rejection};
+
+    /// The fast path alone: `Some` only for an event it takes as it is.
+    pub fn fast(bytes: &[u8]) -> Option<MovementEvent> {
+        super::fast::decode(bytes)
+    }
+
+    /// The general path alone: every check in order, with its reason.
+    pub fn general(value: Option<&[u8]>) -> Result<MovementEvent, Rejection> {
+        super::decode_checked(value)
+    }
+}

@@ -73,6 +73,77 @@ fn bytes_that_are_not_utf8_are_no_event_even_in_an_ignored_field() {
     assert_eq!(rejection.reason, RejectReason::MalformedJson);
 }
 
+/// The example with `fields` (raw JSON text, comma-separated) inserted first
+/// in the envelope, or first in `data` when `in_data`.
+fn with_raw_fields(fields: &str, in_data: bool) -> Vec<u8> {
+    let text = arrival().to_string();
+    let at = if in_data {
+        text.find("\"data\":{").unwrap() + "\"data\":{".len()
+    } else {
+        1
+    };
+    format!("{}{fields},{}", &text[..at], &text[at..]).into_bytes()
+}
+
+/// Asserts that neither path accepts `bytes`, and that the general path calls
+/// it `malformed_json` with a detail that contains `why`.
+fn malformed_on_both_paths(bytes: &[u8], why: &str) {
+    let text = String::from_utf8_lossy(bytes);
+    assert_eq!(fast::decode(bytes), None, "{text}");
+    let rejection = decode(Some(bytes)).unwrap_err();
+    assert_eq!(rejection.reason, RejectReason::MalformedJson, "{text}");
+    assert!(
+        rejection.detail.contains(why),
+        "{text}: {}",
+        rejection.detail
+    );
+}
+
+#[test]
+fn a_number_out_of_range_in_an_ignored_field_is_malformed_on_both_paths() {
+    // Found by the fuzz target `event` (tests/fuzz): serde's derive skipped an
+    // unknown field's value without reading the number, so the fast path
+    // accepted the example with `"tim 77":31e439421623` in it.
+    let out_of_range = format!("1{}", "0".repeat(400));
+    for (fields, in_data) in [
+        (r#""tim 77":31e439421623"#, false),
+        (r#""extra":-1e309"#, false),
+        (r#""extra":{"a":[true,{"b":1E400}]}"#, false),
+        (r#""note":1e999"#, true),
+        (&format!(r#""extra":{out_of_range}"#), false),
+    ] {
+        let bytes = with_raw_fields(fields, in_data);
+        malformed_on_both_paths(&bytes, "number out of range");
+    }
+    // Numbers that do fit are no reason to leave the fast path.
+    let fits = with_raw_fields(r#""extra":[1e308,-0,18446744073709551616,0.5]"#, false);
+    assert_eq!(
+        fast::decode(&fits),
+        Some(decode_checked(Some(&fits)).unwrap())
+    );
+}
+
+#[test]
+fn a_lone_surrogate_in_an_ignored_field_is_malformed_on_both_paths() {
+    // The same gap as above, for strings: a skipped value's `\u` escapes were
+    // not decoded, so a lone surrogate, which the general path refuses, went
+    // through the fast path.
+    for (fields, in_data) in [
+        (r#""x-note":"\ud800""#, false),
+        (r#""extra":["x\udfff y"]"#, false),
+        (r#""note":{"k":"\udbff\u0041"}"#, true),
+        (r#""\ud800":1"#, false),
+    ] {
+        let bytes = with_raw_fields(fields, in_data);
+        malformed_on_both_paths(&bytes, "escape");
+    }
+    let pair = with_raw_fields(r#""extra":"\ud83d\ude00""#, false);
+    assert_eq!(
+        fast::decode(&pair),
+        Some(decode_checked(Some(&pair)).unwrap())
+    );
+}
+
 #[test]
 fn arrays_in_field_order_are_no_events_on_either_path() {
     // serde's derive would take a struct from an array of its fields.
