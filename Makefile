@@ -37,7 +37,7 @@ api-check: stack ## the API against its OpenAPI document: schemathesis --checks 
 # rustdoc: a broken intra-doc link is an error (a renamed item leaves none behind).
 lint: ## rustfmt check, clippy with warnings as errors, rustdoc without broken links
 	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --all-features --locked -- -D warnings
-	RUSTDOCFLAGS="-D rustdoc::broken_intra_doc_links" $(CARGO) doc --no-deps --all-features --locked
+	RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" $(CARGO) doc --no-deps --all-features --locked
 
 fuzz: ## fuzz the event and RESP decoders, FUZZ_SECS (600) seconds each (tests/fuzz, cargo-fuzz)
 	scripts/fuzz.sh $(FUZZ_TARGETS)

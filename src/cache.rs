@@ -4,13 +4,13 @@
 //! A reader that misses first takes a *lease* on the key, then reads
 //! PostgreSQL (after checking that no batch holds the row: [`crate::store`]'s
 //! guarded reads), then stores the value only if its lease is still there
-//! ([`scripts`]). Before a batch commits, the consumer deletes the key of
+//! (`cache/scripts.rs`). Before a batch commits, the consumer deletes the key of
 //! each row it changed, after it locked the row: a reader whose lease it
 //! deleted cannot store what it read, and a reader that takes a lease after
 //! the delete finds the row locked or already committed.
 //!
 //! Reads use the cache only while this instance holds a *permit*: a recent
-//! look at the cache outbox found it empty ([`crate::outbox`]). The outbox
+//! look at the cache outbox found it empty ([`crate::outbox_watch`]). The outbox
 //! holds the invalidations Redis did not acknowledge before their commit, so
 //! no instance serves an entry they cover, even after a crash (the argument is
 //! in docs/SPEC.md, section 8).
@@ -21,7 +21,7 @@
 //! snapshot, a failover, a flush, a reload) is never read for the entries it
 //! held before, and a new epoch makes them unreachable.
 //!
-//! Reads go through one connection that Redis tracks ([`near`]), whose
+//! Reads go through one connection that Redis tracks (`cache/near.rs`), whose
 //! wire order keeps both the near cache (hits answered from this instance's
 //! memory) and the epoch's trust exact; leases, fills and deletes go
 //! through fred. Redis is only an accelerator: every call has a short
@@ -69,7 +69,7 @@ pub mod trust;
 use absent::AbsentFills;
 pub use epoch::{Epoch, Key};
 
-/// The near cache's RESP parser ([`resp`]), for the fuzz target under
+/// The near cache's RESP parser (`cache/resp.rs`), for the fuzz target under
 /// `tests/fuzz`: hostile replies, and replies fed in pieces as a socket
 /// delivers them. Not part of the API.
 #[cfg(feature = "devtools")]
@@ -226,7 +226,7 @@ impl Cache {
     }
 
     /// Lets reads use the cache, in `epoch`, until `deadline`: the outbox was
-    /// found empty by a look that started `permit` before it ([`crate::outbox`]).
+    /// found empty by a look that started `permit` before it ([`crate::outbox_watch`]).
     pub fn permit_until(&self, deadline: Instant, epoch: Epoch) {
         self.want(epoch);
         self.permit.grant(deadline, epoch);
@@ -453,7 +453,7 @@ impl Cache {
     /// Writes the marker of a new `epoch` (the run id of the server it is
     /// written to), and gives `previous`'s marker the entries' TTL, after
     /// which no entry of that epoch is left. The epoch may be committed in
-    /// PostgreSQL only once this succeeded ([`crate::outbox`]).
+    /// PostgreSQL only once this succeeded ([`crate::outbox_watch`]).
     pub async fn mark_epoch(&self, epoch: Epoch, previous: Epoch) -> Result<(), CacheError> {
         let write = async {
             let info: String = self.client.info(Some(InfoKind::Server)).await?;

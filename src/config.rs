@@ -303,7 +303,7 @@ impl std::fmt::Debug for RedisSettings {
     }
 }
 
-/// The cache outbox watch ([`crate::outbox`]).
+/// The cache outbox watch ([`crate::outbox_watch`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxSettings {

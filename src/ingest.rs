@@ -1,6 +1,6 @@
 //! Ingestion, one pipeline per partition, in the order the data goes:
 //! [`fetch`] → [`batch`] → [`decode`] → plan ([`crate::domain::plan`]) →
-//! [`apply`] (one transaction per batch, [`crate::store::apply`]; the cache
+//! [`apply`] (one transaction per batch, [`crate::store::write`]; the cache
 //! is invalidated before its COMMIT, [`invalidate`]). [`partition`] runs and
 //! restarts each pipeline while this instance holds the partition (on its
 //! ownership session, [`crate::cluster::session_watch`]), and [`status`] is what

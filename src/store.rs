@@ -3,7 +3,6 @@
 //! (migrations, the batch transaction, offsets, reads, verify; partition
 //! ownership and instances, on the dedicated [`session::Session`]).
 
-pub mod apply;
 pub mod member_locks;
 pub mod migrate;
 pub mod offsets;
@@ -13,6 +12,7 @@ pub mod read;
 pub mod session;
 pub mod sslmode;
 pub mod verify;
+pub mod write;
 
 use std::{
     sync::{Arc, atomic::AtomicUsize},
@@ -242,7 +242,7 @@ pub struct Store {
     sessions: Pool,
     /// Ownership sessions open now (0 or 1), for the pool gauges.
     open_sessions: Arc<AtomicUsize>,
-    /// The cache outbox poll ([`crate::outbox`]): one connection, so that a
+    /// The cache outbox poll ([`crate::outbox_watch`]): one connection, so that a
     /// read storm cannot delay it past the cache permit.
     outbox: Pool,
 }

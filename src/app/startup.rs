@@ -27,7 +27,7 @@ use crate::{
     },
     kafka::{self, KafkaError},
     metrics::{KnownLabels, Metrics, MetricsError, PartitionSample},
-    outbox::OutboxWatch,
+    outbox_watch::OutboxWatch,
     retry::Class,
     store::{self, Step, Store, StoreError},
 };

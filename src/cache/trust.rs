@@ -3,7 +3,7 @@
 //! Redis can lose acknowledged writes while keeping older ones: a restart
 //! from a snapshot, a failover to a lagging replica, a `DEBUG RELOAD` of an
 //! older dump. A delete lost that way brings back an entry older than a
-//! commit. The near cache's tracking connection ([`super::near`]) decides,
+//! commit. The near cache's tracking connection (`cache/near.rs`) decides,
 //! frame by frame in wire order, whether its server can be believed for the
 //! epoch of this instance's permit:
 //!
@@ -17,7 +17,7 @@
 //! - evidence of lost data (a flush, a marker missing or of another server,
 //!   an invalidation that found the marker missing) *distrusts* the epoch
 //!   for good: it is never verified again, and the outbox watch asks for a
-//!   new one ([`crate::outbox`]).
+//!   new one ([`crate::outbox_watch`]).
 //!
 //! A flush or a restart is seen by every instance connected at the time; a
 //! `DEBUG RELOAD` made while an instance's tracking connection was down is

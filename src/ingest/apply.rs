@@ -27,7 +27,7 @@ use crate::{
     retry::{self, Backoff, Class},
     store::{
         Client, StoreError,
-        apply::{self as write, BatchOutcome, PartitionBatch},
+        write::{self, BatchOutcome, PartitionBatch},
     },
 };
 
@@ -189,7 +189,7 @@ pub async fn apply_once(
 }
 
 /// Writes `plan` and moves the offset in `tx`, in the order of
-/// [`crate::store::apply`]: movements, offset, then the stock in its parts,
+/// [`crate::store::write`]: movements, offset, then the stock in its parts,
 /// whose rows batches of every partition share and which are therefore
 /// locked last. With a cache, the keys (in `epoch`) of the rows each step
 /// changed, and therefore locked, go to Redis to be deleted ([`deletes`])

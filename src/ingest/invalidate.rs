@@ -24,8 +24,8 @@ use crate::{
     metrics::Metrics,
     store::{
         Client, Store, StoreError,
-        apply::Touched,
         outbox::{self, Queued},
+        write::Touched,
     },
 };
 

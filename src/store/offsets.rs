@@ -1,6 +1,6 @@
 //! Consumer offsets stored in PostgreSQL, never in Kafka: the next offset to
 //! read per (topic, partition), written inside batch transactions by
-//! [`super::apply`], and moved past records that carry no events (the
+//! [`super::write`], and moved past records that carry no events (the
 //! transaction markers at the end of a log) by [`advance`].
 
 use super::{At, Client, Step, StoreError};

@@ -5,7 +5,7 @@
 //! a batch, and at most one *mark*: every cached entry is suspect, and its
 //! delivery begins a new epoch (`cache_epoch`). Why these rows make the cache
 //! safe is argued in docs/SPEC.md, section 8; the statements are here, the
-//! protocol in [`crate::ingest::invalidate`] and [`crate::outbox`].
+//! protocol in [`crate::ingest::invalidate`] and [`crate::outbox_watch`].
 
 use std::time::Duration;
 

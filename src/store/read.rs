@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Client, StoreError, apply::lock_key};
+use super::{Client, StoreError, write::lock_key};
 
 const READ_MOVEMENT: &str = include_str!("../../sql/queries/read_movement.sql");
 const READ_STOCK: &str = include_str!("../../sql/queries/read_stock.sql");

@@ -6,7 +6,7 @@ use warehouse_monitor::store::{self, Store};
 
 use crate::{
     helpers::{Ev, Producer, stock, test_settings, wait_consumed},
-    service::{Service, empty_dir, run},
+    process::{Service, empty_dir, run},
 };
 
 #[tokio::test]

@@ -9,8 +9,8 @@
 //! partitions up on its own, before the server could hand them to anyone
 //! else; and the offset compare-and-set fences whatever overlap is left.
 
-mod cluster;
 mod netsplit;
+mod processes;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -21,7 +21,7 @@ use std::{
 use warehouse_monitor::{
     ingest::{apply::apply_once, decode::decode_all},
     kafka::Record,
-    store::{StoreError, apply::PartitionBatch},
+    store::{StoreError, write::PartitionBatch},
 };
 
 use crate::{
@@ -32,7 +32,7 @@ use crate::{
     outage::OwnPostgres,
     stream,
 };
-use cluster::{
+use processes::{
     Feed, Service, StoppedBackend, finish, last_commits, members, owners, prepare, wait_for_commits,
 };
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use warehouse_monitor::{
     app::startup,
     domain::plan::StockDelta,
-    store::{self, apply},
+    store::{self, write},
 };
 
 use crate::helpers::test_settings;
@@ -28,14 +28,14 @@ async fn a_row_a_batch_holds_is_read_but_not_cacheable_until_the_commit() {
     let mut batch = pool.get().await.unwrap();
 
     // A pair never seen, while a batch inserts it: readable, never cacheable.
-    let (tx, _, _) = apply::begin(&mut batch, &[movement]).await.unwrap();
-    apply::write_stock_part(&tx, &[delta(5)]).await.unwrap();
+    let (tx, _, _) = write::begin(&mut batch, &[movement]).await.unwrap();
+    write::write_stock_part(&tx, &[delta(5)]).await.unwrap();
     let read = db.stock(wh, product, true).await.unwrap();
     assert_eq!((read.value, read.cacheable), ((0, 0), false));
     // The movement the batch holds (its advisory lock), not yet written.
     let read = db.movement(movement, true).await.unwrap();
     assert_eq!((read.value, read.cacheable), (None, false));
-    apply::commit(tx).await.unwrap();
+    write::commit(tx).await.unwrap();
 
     // Committed: the pair reads as written and may be cached; so may the
     // movement's absence, now that no batch holds it.
@@ -45,14 +45,14 @@ async fn a_row_a_batch_holds_is_read_but_not_cacheable_until_the_commit() {
     assert_eq!((read.value, read.cacheable), (None, true));
 
     // A batch that updates the row holds it until its COMMIT.
-    let (tx, _, _) = apply::begin(&mut batch, &[]).await.unwrap();
-    apply::write_stock_part(&tx, &[delta(2)]).await.unwrap();
+    let (tx, _, _) = write::begin(&mut batch, &[]).await.unwrap();
+    write::write_stock_part(&tx, &[delta(2)]).await.unwrap();
     let read = db.stock(wh, product, true).await.unwrap();
     assert_eq!(read.value, (5, 1), "the committed row, not the batch's");
     assert!(!read.cacheable, "the batch holds the row");
     // An unguarded read (no lease) is never cacheable.
     assert!(!db.stock(wh, product, false).await.unwrap().cacheable);
-    apply::commit(tx).await.unwrap();
+    write::commit(tx).await.unwrap();
     let read = db.stock(wh, product, true).await.unwrap();
     assert_eq!(
         (read.value, read.cacheable),

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use warehouse_monitor::cache::{Cache, Key};
 
 use crate::{
-    cache::OwnRedis,
+    cached_reads::OwnRedis,
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
     monitoring::scrape,
 };

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// A PostgreSQL cluster in a temporary directory, run as the `postgres` user
-/// (tests/it/security.rs runs it with TLS, tests/it/failover in a network
+/// (tests/it/secure_connections.rs runs it with TLS, tests/it/failover in a network
 /// namespace).
 pub(crate) struct OwnPostgres {
     bin: PathBuf,

@@ -18,7 +18,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::{
-    cache::OwnRedis,
+    cached_reads::OwnRedis,
     helpers::{TestApp, eventually, free_port, test_settings},
     monitoring::scrape,
     outage::OwnPostgres,

@@ -14,7 +14,7 @@ use std::{
 use uuid::Uuid;
 
 use crate::{
-    cache::OwnRedis,
+    cached_reads::OwnRedis,
     helpers::{Ev, TestApp, free_port, test_settings},
 };
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     error::BenchError,
     http::{Conn, Reconnecting},
-    service::{self, Fresh, Launch},
+    under_test::{self, Fresh, Launch},
     wm::Settings,
 };
 
@@ -186,7 +186,7 @@ pub(crate) async fn run(options: Options) -> Result<(String, bool), BenchError> 
         mib(LIMIT),
         if passed { "PASS" } else { "FAIL" },
     );
-    service::stop(service).await;
+    under_test::stop(service).await;
     Ok((report, passed))
 }
 

@@ -21,7 +21,7 @@ use crate::{
     feed,
     http::Conn,
     report,
-    service::{self, Fresh, Launch},
+    under_test::{self, Fresh, Launch},
     wm::{
         EventKind, KafkaError, Settings, create_topic,
         kafka::{self, Outgoing, Reporter},
@@ -133,7 +133,7 @@ pub(crate) async fn run(options: Options) -> Result<(PathBuf, String), BenchErro
         println!("{}", line(&measured, sent.get()));
         results.push(measured);
     }
-    service::stop(service).await;
+    under_test::stop(service).await;
     let table = markdown(&results);
     report::write(&dir, "freshness.md", &table)?;
     report::write(&dir, "freshness.csv", &csv(&results))?;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::{
     cpu::{Program, Usage},
-    ingest::{Config, Row, mib, percent},
+    ingest_rate::{Config, Row, mib, percent},
 };
 
 impl Row {
@@ -171,7 +171,7 @@ mod tests {
     use std::{collections::BTreeMap, time::Duration};
 
     use super::*;
-    use crate::ingest::{Ceiling, median};
+    use crate::ingest_rate::{Ceiling, median};
 
     fn round(round: u32, service_s: u64, ceiling: Result<Ceiling, String>) -> Row {
         Row {

@@ -20,8 +20,8 @@ use crate::{
     report::{self, StepRow, TimePoint},
     scrape::{Scrape, Scraper},
     seed,
-    service::{self, Fresh, Launch},
     stats::{Endpoint, Recorder},
+    under_test::{self, Fresh, Launch},
     wm::{Service, Settings, create_topic, kafka, store},
 };
 
@@ -103,7 +103,7 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
     let mut service = launch.start(&fresh).await?;
     let pool = fresh.pool(&settings, 2)?;
     let limit = Duration::from_secs(600);
-    service::wait_committed(
+    under_test::wait_committed(
         &pool,
         &fresh.topic,
         &produced.per_partition,
@@ -138,7 +138,7 @@ pub(crate) async fn run(options: Options) -> Result<Outcome, BenchError> {
     let result = drive(&options, &service, targets, &sent, &stop).await;
     stop.cancel();
     let fed = feeder.await;
-    service::stop(service).await;
+    under_test::stop(service).await;
     pool.close();
     let _ = store::drop_database(&fresh.database_url).await;
     let (rows, points, ceiling_errors, cached) = result?;

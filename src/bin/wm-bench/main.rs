@@ -22,15 +22,15 @@ mod feed;
 mod flood;
 mod freshness;
 mod http;
-mod ingest;
+mod ingest_rate;
 mod ingest_report;
 mod load;
 mod loadtest;
 mod report;
 mod scrape;
 mod seed;
-mod service;
 mod stats;
+mod under_test;
 mod wm;
 
 use std::{
@@ -54,7 +54,7 @@ enum Command {
     /// HTTP load in steps of users (or open-loop rates) during ingestion.
     Loadtest(loadtest::Options),
     /// Backlog ingest rate of the service against PostgreSQL's ceiling.
-    Ingest(ingest::Options),
+    Ingest(ingest_rate::Options),
     /// Produce → visible in the API, one event at a time, with and without
     /// background ingest.
     Freshness(freshness::Options),
@@ -70,7 +70,7 @@ pub(crate) struct Common {
     #[arg(long)]
     pub(crate) service: Option<PathBuf>,
     /// Directory of the `default.toml` read by this tool and the service.
-    #[arg(long, default_value = service::CONFIG_DIR)]
+    #[arg(long, default_value = under_test::CONFIG_DIR)]
     pub(crate) config_dir: PathBuf,
     /// TrueType font for the PNG charts.
     #[arg(long, default_value = chart::DEFAULT_FONT)]
@@ -80,7 +80,9 @@ pub(crate) struct Common {
 impl Common {
     /// The service binary to run: `--service`, or the one next to this tool.
     pub(crate) fn service_binary(&self) -> PathBuf {
-        self.service.clone().unwrap_or_else(service::default_binary)
+        self.service
+            .clone()
+            .unwrap_or_else(under_test::default_binary)
     }
 }
 
@@ -144,7 +146,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             })
         }
         Command::Ingest(options) => {
-            let (dir, table) = ingest::run(options).await?;
+            let (dir, table) = ingest_rate::run(options).await?;
             println!("\n{table}");
             println!("outputs: {}", dir.display());
             Ok(ExitCode::SUCCESS)

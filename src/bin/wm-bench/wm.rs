@@ -13,13 +13,13 @@ pub(crate) use warehouse_monitor::{
     ingest::bisect::Bisection,
     kafka::{self, Kafka, KafkaError, Record},
     retry::classify,
-    store::{self, Store, StoreError, apply::PartitionBatch},
+    store::{self, Store, StoreError, write::PartitionBatch},
 };
 
 use warehouse_monitor::{
     app::startup,
     ingest::{apply::apply_once, decode::decode_all},
-    store::apply::BatchOutcome,
+    store::write::BatchOutcome,
 };
 
 /// Decodes, plans and applies one batch in one transaction, as the service does.

@@ -14,12 +14,12 @@ use warehouse_monitor::{
 };
 
 use crate::{
-    cache::OwnRedis,
+    cached_reads::OwnRedis,
     helpers::{Ev, TestApp, free_port, test_settings},
     monitoring::scrape,
     outage::OwnPostgres,
     pki::Pki,
-    service::{Service, empty_dir, run},
+    process::{Service, empty_dir, run},
 };
 
 /// Whether the batch pool's connection to the server is encrypted, as the

@@ -12,7 +12,7 @@ use warehouse_monitor::{
 };
 
 use crate::{
-    cache::{OwnRedis, trusted_cache as instance},
+    cached_reads::{OwnRedis, trusted_cache as instance},
     helpers::{eventually, free_port, test_settings},
     monitoring::parse_exposition,
 };

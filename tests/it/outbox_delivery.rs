@@ -25,7 +25,7 @@ use warehouse_monitor::{
 };
 
 use crate::{
-    cache::OwnRedis,
+    cached_reads::OwnRedis,
     helpers::{
         Ev, Producer, TestApp, cache_epoch, committed_offsets, eventually, free_port,
         start_service_with, test_settings, wait_consumed,

@@ -1,4 +1,4 @@
-//! Cost of one batch transaction (decode, plan, `store::apply`) of 1 000 generated records
+//! Cost of one batch transaction (decode, plan, `store::write`) of 1 000 generated records
 //! (new movements, 2% duplicates, 0.1% malformed) against the local
 //! PostgreSQL, on a fresh database. Each iteration applies a new batch on a
 //! partition of its own, so every batch does the full work: locks, reads,
@@ -13,7 +13,7 @@ use warehouse_monitor::{
     devtools::produce,
     ingest::{apply::apply_once, decode::decode_all},
     kafka::Record,
-    store::{self, apply::PartitionBatch},
+    store::{self, write::PartitionBatch},
 };
 
 const BATCH: usize = 1000;

@@ -3,7 +3,7 @@
 //! size): produce N events to a fresh topic once; then, in each of a few
 //! rounds, start the service on a fresh, migrated database and time from its
 //! start to the last commit, and right after apply the same records with
-//! `store::apply`, in batches of the same size, one transaction each, one
+//! `store::write`, in batches of the same size, one transaction each, one
 //! connection per partition as the service does, on another fresh database.
 //! The ratio is the service's share of that ceiling. Rounds alternate the
 //! two so that a change in the machine's speed (other tenants of its cores)
@@ -23,7 +23,7 @@ use crate::{
     error::BenchError,
     ingest_report::{csv, markdown},
     report, seed,
-    service::{self, Fresh, Launch},
+    under_test::{self, Fresh, Launch},
     wm::{
         Bisection, Message, PartitionBatch, Record, Settings, StoreError, apply, classify,
         create_topic, kafka, migrate, produce, store,
@@ -265,11 +265,11 @@ async fn time_service(
     let start_up = started.elapsed();
     let limit = Duration::from_secs(900);
     let last =
-        service::wait_committed(&pool, &fresh.topic, per_partition, &mut running, limit).await?;
+        under_test::wait_committed(&pool, &fresh.topic, per_partition, &mut running, limit).await?;
     // Before the stop: the service's own time ends with its process.
     let cpu = Snapshot::take().since(&before);
     let peak_rss = running.peak_rss();
-    service::stop(running).await;
+    under_test::stop(running).await;
     pool.close();
     store::drop_database(&fresh.database_url).await?;
     Ok(Timed {
