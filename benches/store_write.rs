@@ -42,11 +42,11 @@ fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut settings = Settings::load(&dir, None).expect("config/default.toml loads");
-    let base = settings.postgres.url.clone();
+    let base = settings.postgres.url.expose().to_owned();
     let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);
-    settings.postgres.url = format!("{server}/wm_bench_apply_{}", std::process::id());
+    settings.postgres.url = format!("{server}/wm_bench_apply_{}", std::process::id()).into();
     settings.postgres.pool_size = 1;
-    let url = settings.postgres.url.clone();
+    let url = settings.postgres.url.expose().to_owned();
     let pool = rt.block_on(async {
         store::drop_database(&url).await.expect("drop");
         let (store, _) = startup::migrate(&settings)

@@ -46,7 +46,6 @@ use uuid::Uuid;
 use crate::{
     config::RedisSettings,
     metrics::{CacheResult, Metrics},
-    redact,
     throttle::Throttle,
     tls::{self, TlsError, Verify},
 };
@@ -145,7 +144,7 @@ impl Cache {
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
         // fred would build TLS of its own for rediss://: parse the rest, set ours.
-        let plain_url = settings.url.replacen("rediss://", "redis://", 1);
+        let plain_url = settings.url.expose().replacen("rediss://", "redis://", 1);
         let mut config = Config::from_url(&plain_url).map_err(CacheError::Url)?;
         let tls = if settings.tls() {
             let tls =
@@ -197,7 +196,7 @@ impl Cache {
             .await
             .is_err()
         {
-            tracing::warn!(url = %redact::url(&settings.url), "Redis not reachable yet; answering from PostgreSQL until it is");
+            tracing::warn!(url = %settings.url, "Redis not reachable yet; answering from PostgreSQL until it is");
         }
         Ok(Self {
             client,

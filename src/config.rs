@@ -16,7 +16,7 @@ pub use self::{
     layers::DEFAULTS,
     security::{PgSslMode, SaslMechanism},
 };
-use crate::redact::{self, Secret};
+use crate::redact::{Secret, SecretUrl};
 
 /// Prefix of the environment variables that override the files.
 pub const ENV_PREFIX: &str = "WM";
@@ -214,12 +214,11 @@ pub enum FaultStage {
     Keeper,
 }
 
-/// `Debug` and serialized with the URL's password masked.
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSettings {
-    #[serde(serialize_with = "redact::serialize_url")]
-    pub url: String,
+    /// Printed with its password masked.
+    pub url: SecretUrl,
     /// TLS, as libpq's `sslmode`: `disable`, `prefer`, `require` (encrypted,
     /// certificate not checked), `verify-ca` or `verify-full`.
     pub sslmode: PgSslMode,
@@ -241,27 +240,12 @@ impl PostgresSettings {
     }
 }
 
-impl std::fmt::Debug for PostgresSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresSettings")
-            .field("url", &redact::url(&self.url))
-            .field("sslmode", &self.sslmode)
-            .field("ca_file", &self.ca_file)
-            .field("pool_size", &self.pool_size)
-            .field("api_pool_size", &self.api_pool_size)
-            .field("read_statement_timeout_ms", &self.read_statement_timeout_ms)
-            .finish()
-    }
-}
-
-/// `Debug` and serialized with the URL's password masked.
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://` or, for TLS, `rediss://`; a password goes in the URL
-    /// (`rediss://:password@host:6380`).
-    #[serde(serialize_with = "redact::serialize_url")]
-    pub url: String,
+    /// (`rediss://:password@host:6380`), printed masked.
+    pub url: SecretUrl,
     /// PEM file of the CA certificates a `rediss://` server's certificate is
     /// checked against; empty: the system's roots.
     pub ca_file: String,
@@ -286,20 +270,7 @@ impl RedisSettings {
 
     /// True for a `rediss://` URL.
     pub fn tls(&self) -> bool {
-        self.url.starts_with("rediss://")
-    }
-}
-
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("url", &redact::url(&self.url))
-            .field("ca_file", &self.ca_file)
-            .field("cache_ttl_secs", &self.cache_ttl_secs)
-            .field("absent_ttl_secs", &self.absent_ttl_secs)
-            .field("absent_fills_per_sec", &self.absent_fills_per_sec)
-            .field("near_cache_entries", &self.near_cache_entries)
-            .finish()
+        self.url.expose().starts_with("rediss://")
     }
 }
 
@@ -461,10 +432,16 @@ impl Settings {
                 "must be above postgres.read_statement_timeout_ms",
             );
         }
-        if self.postgres.url.parse::<tokio_postgres::Config>().is_err() {
+        if self
+            .postgres
+            .url
+            .expose()
+            .parse::<tokio_postgres::Config>()
+            .is_err()
+        {
             return invalid("postgres.url", "not a valid PostgreSQL connection URL");
         }
-        if !self.redis.url.starts_with("redis://") && !self.redis.tls() {
+        if !self.redis.url.expose().starts_with("redis://") && !self.redis.tls() {
             return invalid(
                 "redis.url",
                 "expected redis://host:port or rediss://host:port",

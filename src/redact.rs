@@ -1,6 +1,7 @@
 //! Secrets kept out of everything the service prints. Connection URLs lose
 //! their password (`postgres://app:***@db:5432/wm`) before they reach a log
-//! line, an error or `warehouse-monitor config`, and a [`Secret`] setting
+//! line, an error or `warehouse-monitor config` (a [`SecretUrl`] setting
+//! prints so), and a [`Secret`] setting
 //! prints as `***` however it is printed (`Debug`, serialized), so that a new
 //! log line cannot leak it by accident.
 
@@ -100,10 +101,48 @@ fn quoted_end(text: &str, open: usize) -> usize {
     text.len()
 }
 
-/// Serializes a connection URL with its password masked (settings printed by
-/// `warehouse-monitor config`).
-pub fn serialize_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&self::url(url))
+/// A connection URL setting. It prints with its password masked (see
+/// [`url`]) however it is printed (`Debug`, `Display`, serialized); only
+/// [`SecretUrl::expose`] gives out the whole URL, to the code that connects.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL with its password, for the places that connect with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", url(&self.0))
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&url(&self.0))
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&url(&self.0))
+    }
 }
 
 /// A secret setting (a password). It prints as `***` when set and `""` when
@@ -148,6 +187,18 @@ impl Serialize for Secret {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_secret_url_prints_masked_however_it_is_printed() {
+        let url = SecretUrl::from("postgres://app:s3cret@db:5432/wm");
+        let masked = "postgres://app:***@db:5432/wm";
+        assert_eq!(format!("{url}"), masked);
+        assert_eq!(format!("{url:?}"), format!("{masked:?}"));
+        assert_eq!(serde_json::to_string(&url).unwrap(), format!("{masked:?}"));
+        assert_eq!(url.expose(), "postgres://app:s3cret@db:5432/wm");
+        let read: SecretUrl = serde_json::from_str("\"redis://:pw@cache:6379\"").unwrap();
+        assert_eq!(read.expose(), "redis://:pw@cache:6379");
+    }
 
     #[test]
     fn masks_the_password_of_urls() {

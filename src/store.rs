@@ -408,7 +408,7 @@ impl Store {
 /// Where and how to connect: the parsed URL with the TLS mode of
 /// `postgres.sslmode`, and the connector that does the TLS handshakes.
 fn target(settings: &PostgresSettings) -> Result<(tokio_postgres::Config, MakeRustls), StoreError> {
-    target_of(&settings.url, settings.sslmode, settings.ca_file())
+    target_of(settings.url.expose(), settings.sslmode, settings.ca_file())
 }
 
 fn target_of(

@@ -75,7 +75,7 @@ pub(super) fn validate(settings: &Settings) -> Result<(), ConfigError> {
         );
     }
     // tokio-postgres knows only some of libpq's modes: one place says which.
-    if postgres.url.contains("sslmode=") {
+    if postgres.url.expose().contains("sslmode=") {
         return invalid(
             "postgres.url",
             "set TLS with postgres.sslmode, not in the URL",
@@ -130,7 +130,9 @@ mod tests {
             "postgres.ca_file"
         );
         assert_eq!(
-            refused(|s| s.postgres.url.push_str("?sslmode=require")),
+            refused(
+                |s| s.postgres.url = format!("{}?sslmode=require", s.postgres.url.expose()).into()
+            ),
             "postgres.url"
         );
         assert_eq!(

@@ -16,7 +16,10 @@ async fn serves_and_ingests_from_an_empty_directory_with_only_environment_variab
     let service = Service::start(
         &dir,
         &[
-            ("WM_POSTGRES__URL", settings.postgres.url.clone()),
+            (
+                "WM_POSTGRES__URL",
+                settings.postgres.url.expose().to_owned(),
+            ),
             ("WM_KAFKA__TOPIC", settings.kafka.topic.clone()),
             ("RUST_LOG", "info".into()),
         ],
@@ -46,7 +49,9 @@ async fn serves_and_ingests_from_an_empty_directory_with_only_environment_variab
     let log = service.stop().await;
     assert!(log.contains("warehouse-monitor running"), "{log}");
     pool.close();
-    store::drop_database(&settings.postgres.url).await.unwrap();
+    store::drop_database(settings.postgres.url.expose())
+        .await
+        .unwrap();
 }
 
 #[test]

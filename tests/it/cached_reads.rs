@@ -196,7 +196,7 @@ impl Drop for OwnRedis {
 async fn answers_stay_correct_while_redis_is_paused_or_killed_and_caching_resumes() {
     let mut redis = OwnRedis::start(free_port()).await;
     let mut settings = test_settings(1);
-    settings.redis.url = redis.url();
+    settings.redis.url = redis.url().into();
     let app = TestApp::spawn_with(settings).await;
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
     let quantity = |body: serde_json::Value| body["quantity"].as_i64().unwrap();

@@ -30,7 +30,9 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
     let total = producer.total();
 
     // Crashing run: SIGKILL twice in the middle, then run to the end.
-    store::ensure_database(&crash.postgres.url).await.unwrap();
+    store::ensure_database(crash.postgres.url.expose())
+        .await
+        .unwrap();
     let (store, _) = warehouse_monitor::app::startup::migrate(&crash)
         .await
         .unwrap();
@@ -72,7 +74,9 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
         }
     }
     pool.close();
-    store::drop_database(&crash.postgres.url).await.unwrap();
+    store::drop_database(crash.postgres.url.expose())
+        .await
+        .unwrap();
     assert!(
         expected[4].starts_with("3 rows"),
         "three malformed records rejected"

@@ -206,7 +206,7 @@ async fn a_holder_whose_session_stops_answering_stops_consuming_first() {
     let pg = OwnPostgres::init(port);
     pg.start();
     let mut settings = test_settings(2);
-    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_failover");
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_failover").into();
     settings.consumer.lease_ttl_ms = 2000;
     let silence = settings.consumer.lease_ttl();
     let app = TestApp::spawn_with(settings).await;
@@ -304,9 +304,9 @@ async fn a_cut_off_holder_stops_before_the_server_frees_its_partition_for_a_stan
             network.server(i)
         )
     };
-    holder_settings.postgres.url = url(0);
+    holder_settings.postgres.url = url(0).into();
     let mut standby_settings = holder_settings.clone();
-    standby_settings.postgres.url = url(1);
+    standby_settings.postgres.url = url(1).into();
 
     let holder = TestApp::spawn_with(holder_settings).await;
     eventually(20, || async {
@@ -444,7 +444,7 @@ async fn two_holders_of_one_partition_never_both_commit_the_same_offsets() {
         "each record applied once"
     );
     pool.close();
-    warehouse_monitor::store::drop_database(&settings.postgres.url)
+    warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();
 }

@@ -62,5 +62,7 @@ async fn a_row_a_batch_holds_is_read_but_not_cacheable_until_the_commit() {
 
     drop(batch);
     pool.close();
-    store::drop_database(&settings.postgres.url).await.unwrap();
+    store::drop_database(settings.postgres.url.expose())
+        .await
+        .unwrap();
 }

@@ -34,7 +34,7 @@ pub(crate) fn test_settings(partitions: i32) -> Settings {
     settings.kafka.partitions = partitions;
     settings.kafka.fetch_max_wait_ms = 100;
     settings.batch.wait_ms = 50;
-    settings.postgres.url = format!("postgres://postgres@127.0.0.1:5432/wm_test_{id}");
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:5432/wm_test_{id}").into();
     settings.postgres.pool_size = 4;
     settings.http.addr = "127.0.0.1:0".parse().unwrap();
     settings
@@ -97,7 +97,7 @@ impl TestApp {
 
     /// Stops the application gracefully, waits for it, and drops its database.
     pub(crate) async fn stop(self) {
-        let url = self.settings.postgres.url.clone();
+        let url = self.settings.postgres.url.expose().to_owned();
         self.stop_keeping_data().await;
         warehouse_monitor::store::drop_database(&url)
             .await
@@ -423,7 +423,7 @@ pub(crate) fn start_service_with(
             concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
             "serve",
         ])
-        .env("WM_POSTGRES__URL", &settings.postgres.url)
+        .env("WM_POSTGRES__URL", settings.postgres.url.expose())
         .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
         .env("WM_BATCH__SIZE", settings.batch.size.to_string())
         .env("WM_BATCH__WAIT_MS", settings.batch.wait_ms.to_string())

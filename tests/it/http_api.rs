@@ -149,7 +149,7 @@ async fn movement_statuses_sides_times_and_totals() {
 async fn a_cached_404_gives_way_to_the_first_event_of_the_movement() {
     let app = TestApp::spawn(1).await;
     // The entry as Redis holds it, read with redis-cli.
-    let redis_url = app.settings.redis.url.clone();
+    let redis_url = app.settings.redis.url.expose().to_owned();
     let redis = |args: &[&str]| {
         let out = std::process::Command::new("redis-cli")
             .args(["-u", redis_url.as_str()])
@@ -266,6 +266,7 @@ async fn database_gone_gives_503_unavailable_and_not_ready() {
         .settings
         .postgres
         .url
+        .expose()
         .rsplit('/')
         .next()
         .unwrap()

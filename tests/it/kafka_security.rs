@@ -209,7 +209,7 @@ async fn the_service_consumes_over_tls_and_refuses_an_unknown_ca() {
     let err = connect_briefly(&stranger).await;
     println!("Kafka TLS, another CA: {err}");
     assert!(err.contains("certificate verify failed"), "{err}");
-    warehouse_monitor::store::drop_database(&settings.postgres.url)
+    warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();
 }

@@ -70,7 +70,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
     let options = ["--dir", dir_arg.as_str(), "--enable-debug-command", "yes"];
     let mut redis = OwnRedis::start_with(port, &options).await;
     let mut settings = test_settings(1);
-    settings.redis.url = redis.url();
+    settings.redis.url = redis.url().into();
     let app = Arc::new(TestApp::spawn_with(settings.clone()).await);
     let peek = Cache::start(&settings.redis, Arc::clone(&app.metrics))
         .await

@@ -93,7 +93,7 @@ fn near_connection_ids(port: u16) -> Vec<String> {
 async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes() {
     let redis = OwnRedis::start(free_port()).await;
     let mut settings = test_settings(1).redis;
-    settings.url = redis.url();
+    settings.url = redis.url().into();
     let epoch = Epoch::random();
     let (writer, _) = instance(&settings, epoch).await;
     let (reader, metrics) = instance(&settings, epoch).await;

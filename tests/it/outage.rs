@@ -213,7 +213,7 @@ async fn postgres_crash_mid_stream_loses_nothing_and_counts_nothing_twice() {
     let pg = OwnPostgres::init(port);
     pg.start();
     let mut settings = test_settings(3);
-    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_outage");
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_outage").into();
     settings.batch.size = 50;
     let app = TestApp::spawn_with(settings).await;
 
@@ -267,7 +267,7 @@ async fn a_hung_postgres_answers_503_within_the_request_timeout() {
     let pg = OwnPostgres::init(port);
     pg.start();
     let mut settings = test_settings(1);
-    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_hung");
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_hung").into();
     let limit = settings.http.request_timeout();
     let app = TestApp::spawn_with(settings).await;
     let (m, wh, product) = (
@@ -332,7 +332,7 @@ async fn a_batch_too_big_for_the_lock_table_is_split() {
     // lock slots for the whole server, plus whatever spare shared memory it borrows.
     pg.start_with("-c max_locks_per_transaction=10 -c max_connections=20");
     let mut settings = test_settings(1);
-    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_locks");
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/wm_locks").into();
     settings.postgres.pool_size = 2;
     settings.postgres.api_pool_size = 1;
     settings.batch.size = 4000;

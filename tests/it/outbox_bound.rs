@@ -80,8 +80,8 @@ async fn ingest(
 ) -> i64 {
     let mut settings = test_settings(3);
     let db = Uuid::new_v4().simple().to_string();
-    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{pg_port}/wm_{db}");
-    settings.redis.url = redis.url();
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{pg_port}/wm_{db}").into();
+    settings.redis.url = redis.url().into();
     settings.outbox.max_keys = max_keys;
     let app = TestApp::spawn_with(settings).await;
     eventually(10, || async {

@@ -151,7 +151,7 @@ async fn cached(cache: &Cache, keys: &Keys, epoch: Epoch) -> Vec<Option<String>>
 /// A client of the test's own on `redis_url`, to look at the entries.
 async fn redis_client(settings: &Settings, redis_url: &str) -> Cache {
     let mut redis = settings.redis.clone();
-    redis.url = redis_url.to_owned();
+    redis.url = redis_url.to_owned().into();
     Cache::start(&redis, Arc::new(Metrics::new().unwrap()))
         .await
         .unwrap()
@@ -276,7 +276,7 @@ async fn an_abort_right_after_commit_leaves_no_stale_answer_on_any_instance() {
     let api = TestApp::spawn_with(api).await;
     let http = reqwest::Client::new();
     let keys = Keys::new(3);
-    let redis = redis_client(&settings, &settings.redis.url).await;
+    let redis = redis_client(&settings, settings.redis.url.expose()).await;
 
     api.produce(0, keys.old_events()).await;
     let mut consumer = Process::start(&settings, &[("WM_ROLE", "consumer"), ABORT_AT_SECOND_BATCH]);
@@ -319,11 +319,11 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     ];
     let mut own = OwnRedis::start_with(port, &persistent).await;
     let mut settings = test_settings(1);
-    settings.redis.url = own.url();
-    let redis_url = ("WM_REDIS__URL", settings.redis.url.as_str());
+    settings.redis.url = own.url().into();
+    let redis_url = ("WM_REDIS__URL", settings.redis.url.expose());
     let http = reqwest::Client::new();
     let keys = Keys::new(3);
-    let redis = redis_client(&settings, &settings.redis.url).await;
+    let redis = redis_client(&settings, settings.redis.url.expose()).await;
     let (store, _) = startup::migrate(&settings).await.unwrap();
     let pool = store.pool();
     let client = kafka::connect(&settings.kafka).await.unwrap();
@@ -398,7 +398,7 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     drop(second);
     redis.quit().await;
     pool.close();
-    warehouse_monitor::store::drop_database(&settings.postgres.url)
+    warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -414,13 +414,13 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
 async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
     let own = OwnRedis::start(free_port()).await;
     let mut settings = test_settings(1);
-    settings.redis.url = own.url();
+    settings.redis.url = own.url().into();
     let mut api = settings.clone();
     api.role = Role::Api;
     let api = TestApp::spawn_with(api).await;
     let http = reqwest::Client::new();
     let keys = Arc::new(Keys::new(3));
-    let redis = redis_client(&settings, &settings.redis.url).await;
+    let redis = redis_client(&settings, settings.redis.url.expose()).await;
     let unreachable = format!("redis://127.0.0.1:{}", free_port());
 
     api.produce(0, keys.old_events()).await;

@@ -38,7 +38,7 @@ async fn server_sees_tls(pool: &deadpool_postgres::Pool) -> bool {
 
 fn on_own_postgres(port: u16, database: &str, mode: PgSslMode, ca: Option<&Pki>) -> Settings {
     let mut settings = test_settings(1);
-    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/{database}");
+    settings.postgres.url = format!("postgres://postgres@127.0.0.1:{port}/{database}").into();
     settings.postgres.sslmode = mode;
     settings.postgres.ca_file = ca.map(Pki::ca_str).unwrap_or_default();
     settings
@@ -217,7 +217,7 @@ async fn redis_over_tls_with_a_password_caches_answers() {
     // The server's certificate is checked: another CA is not trusted.
     let metrics = std::sync::Arc::new(Metrics::new().unwrap());
     let mut settings = test_settings(1);
-    settings.redis.url = url.clone();
+    settings.redis.url = url.clone().into();
     let other_ca = Pki::new(&["127.0.0.1"]);
     settings.redis.ca_file = other_ca.ca_str();
     let untrusted = Cache::start(&settings.redis, std::sync::Arc::clone(&metrics))
@@ -295,6 +295,7 @@ async fn passwords_never_appear_in_the_logs_or_health() {
     let url = settings
         .postgres
         .url
+        .expose()
         .replace("postgres@", &format!("postgres:{PG_PASSWORD}@"));
     let closed = free_port();
     let dir = empty_dir();
@@ -332,7 +333,7 @@ async fn passwords_never_appear_in_the_logs_or_health() {
     );
     assert_hidden("the log", &log);
     println!("log: {} lines, none with a password", log.lines().count());
-    warehouse_monitor::store::drop_database(&settings.postgres.url)
+    warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();
 }
@@ -342,9 +343,11 @@ async fn passwords_never_appear_in_the_logs_or_health() {
 #[tokio::test]
 async fn a_built_application_does_not_show_passwords_when_printed() {
     let mut settings = test_settings(1);
-    let plain_url = settings.postgres.url.clone();
-    settings.postgres.url = plain_url.replace("postgres@", &format!("postgres:{PG_PASSWORD}@"));
-    settings.redis.url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", free_port());
+    let plain_url = settings.postgres.url.expose().to_owned();
+    settings.postgres.url = plain_url
+        .replace("postgres@", &format!("postgres:{PG_PASSWORD}@"))
+        .into();
+    settings.redis.url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}", free_port()).into();
     let app = Application::build(settings.clone()).await.expect("builds");
     let printed = format!("{app:?} {settings:?}");
     assert!(printed.contains(":***@"), "the URLs are there, masked");
@@ -412,7 +415,10 @@ async fn a_refused_sasl_login_does_not_show_the_password() {
     let output = run(
         &dir,
         &[
-            ("WM_POSTGRES__URL", settings.postgres.url.clone()),
+            (
+                "WM_POSTGRES__URL",
+                settings.postgres.url.expose().to_owned(),
+            ),
             ("WM_KAFKA__TOPIC", settings.kafka.topic.clone()),
             ("WM_KAFKA__SASL_MECHANISM", "plain".to_owned()),
             ("WM_KAFKA__SASL_USERNAME", "wm".to_owned()),
@@ -431,7 +437,7 @@ async fn a_refused_sasl_login_does_not_show_the_password() {
     println!("SASL refused: {}", all.lines().last().unwrap_or_default());
     assert!(all.contains("password is sent unencrypted"), "{all}");
     assert_hidden("a SASL error", &all);
-    warehouse_monitor::store::drop_database(&settings.postgres.url)
+    warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();
 }

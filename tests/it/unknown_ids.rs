@@ -35,7 +35,7 @@ fn keys(port: u16) -> u64 {
 async fn a_flood_of_unknown_ids_is_answered_404_and_holds_few_redis_keys() {
     let redis = OwnRedis::start(free_port()).await;
     let mut settings = test_settings(1);
-    settings.redis.url = redis.url();
+    settings.redis.url = redis.url().into();
     settings.redis.absent_fills_per_sec = 50;
     settings.redis.absent_ttl_secs = 5;
     let app = Arc::new(TestApp::spawn_with(settings.clone()).await);

@@ -34,7 +34,7 @@ async fn ten_thousand_events_over_three_partitions_give_the_expected_stock() {
     stream.assert_stock(&app.pool).await;
     assert!(app.rejected().await.is_empty());
 
-    let (ok, out) = verify(&app.settings.postgres.url);
+    let (ok, out) = verify(app.settings.postgres.url.expose());
     assert!(ok, "{out}");
     assert!(out.contains("no mismatch"), "{out}");
 
@@ -48,7 +48,7 @@ async fn ten_thousand_events_over_three_partitions_give_the_expected_stock() {
         )
         .await
         .unwrap();
-    let (ok, out) = verify(&app.settings.postgres.url);
+    let (ok, out) = verify(app.settings.postgres.url.expose());
     assert!(!ok, "{out}");
     assert!(
         out.contains(&w.to_string()) && out.contains("1 mismatch"),

@@ -256,7 +256,7 @@ async fn time_service(
     per_partition: &BTreeMap<i32, i64>,
 ) -> Result<Timed, BenchError> {
     let mut with_url = settings.clone();
-    with_url.postgres.url = fresh.database_url.clone();
+    with_url.postgres.url = fresh.database_url.clone().into();
     migrate(&with_url).await?;
     let pool = fresh.pool(settings, 1)?;
     let before = Snapshot::take();
@@ -349,7 +349,7 @@ async fn ceiling(
 ) -> Result<Ceiling, BenchError> {
     let fresh = Fresh::new(settings, "ceiling");
     let mut with_url = settings.clone();
-    with_url.postgres.url = fresh.database_url.clone();
+    with_url.postgres.url = fresh.database_url.clone().into();
     migrate(&with_url).await?;
     let now = OffsetDateTime::now_utc();
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();

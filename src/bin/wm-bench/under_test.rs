@@ -35,7 +35,7 @@ impl Fresh {
     pub(crate) fn new(settings: &Settings, label: &str) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let short = &id[..12];
-        let base = settings.postgres.url.as_str();
+        let base = settings.postgres.url.expose();
         let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
         Self {
             database_url: format!("{server}/wm_{label}_{short}"),
@@ -47,7 +47,7 @@ impl Fresh {
     /// A pool on the fresh database, for reading offsets and ids.
     pub(crate) fn pool(&self, settings: &Settings, size: usize) -> Result<Pool, BenchError> {
         let mut pg = settings.postgres.clone();
-        pg.url = self.database_url.clone();
+        pg.url = self.database_url.clone().into();
         pg.pool_size = size;
         Ok(Store::new(&pg)?.pool())
     }

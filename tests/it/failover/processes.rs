@@ -100,7 +100,7 @@ pub(super) async fn last_commits(pool: &Pool, topic: &str, survivor: i32) -> Has
 pub(super) async fn finish(mut service: Service, pool: Pool, settings: &Settings) {
     service.kill();
     pool.close();
-    warehouse_monitor::store::drop_database(&settings.postgres.url)
+    warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();
 }
