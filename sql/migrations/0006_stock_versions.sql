@@ -1,4 +1,4 @@
--- Stock versions come from one sequence (issue 8, docs/SPEC.md section 8). A
+-- Stock versions come from one sequence (docs/SPEC.md section 8, as it stood then; 0007 replaces this design). A
 -- batch draws a number when it begins and every stock row it changes takes
 -- GREATEST(version + 1, number): the number itself, unless a batch that drew
 -- a larger one changed the row first. So the batch knows the new versions of
