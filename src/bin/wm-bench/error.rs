@@ -37,6 +37,8 @@ pub(crate) enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{binary} migrate: {detail}")]
+    Migrate { binary: PathBuf, detail: String },
     #[error("chart {path}: {detail}")]
     Chart { path: PathBuf, detail: String },
     #[error("font {path}: {detail} (pass --font with a TrueType file)")]

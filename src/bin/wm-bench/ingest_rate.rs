@@ -1,8 +1,8 @@
 //! `wm-bench ingest`: how fast the service turns a backlog into committed
 //! state, against what PostgreSQL alone can take. Per (partitions, batch
 //! size): produce N events to a fresh topic once; then, in each of a few
-//! rounds, start the service on a fresh, migrated database and time from its
-//! start to the last commit, and right after apply the same records with
+//! rounds, start the service on a fresh database (migrated by that build)
+//! and time from its start to the last commit, and right after apply the same records with
 //! `store::write`, in batches of the same size, one transaction each, one
 //! connection per partition as the service does, on another fresh database.
 //! The ratio is the service's share of that ceiling. Rounds alternate the
@@ -255,9 +255,7 @@ async fn time_service(
     launch: &Launch,
     per_partition: &BTreeMap<i32, i64>,
 ) -> Result<Timed, BenchError> {
-    let mut with_url = settings.clone();
-    with_url.postgres.url = fresh.database_url.clone().into();
-    migrate(&with_url).await?;
+    launch.migrate(fresh).await?;
     let pool = fresh.pool(settings, 1)?;
     let before = Snapshot::take();
     let started = Instant::now();

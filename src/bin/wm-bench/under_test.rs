@@ -72,6 +72,31 @@ pub(crate) fn default_binary() -> PathBuf {
 }
 
 impl Launch {
+    /// Creates and migrates `fresh`'s database with the build's own
+    /// `migrate` command, so that a baseline of an older schema runs on its
+    /// own schema.
+    pub(crate) async fn migrate(&self, fresh: &Fresh) -> Result<(), BenchError> {
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .arg("migrate")
+            .env("WM_POSTGRES__URL", &fresh.database_url)
+            .env("RUST_LOG", "warn");
+        let binary = self.binary.clone();
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .map_err(|e| BenchError::Task(e.to_string()))?
+            .map_err(BenchError::io(&binary))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(BenchError::Migrate {
+            binary,
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+
     /// Starts `serve` on `fresh` and returns once `/health/live` answers.
     pub(crate) async fn start(&self, fresh: &Fresh) -> Result<Service, BenchError> {
         let mut command = Command::new(&self.binary);
