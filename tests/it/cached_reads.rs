@@ -26,7 +26,7 @@ fn stock_path(w: Uuid, p: Uuid) -> String {
 }
 
 /// Reads the cache-hit counter of the app from its own /metrics.
-async fn cache_hits(app: &TestApp) -> f64 {
+pub(crate) async fn cache_hits(app: &TestApp) -> f64 {
     scrape(app)
         .await
         .find("wm_cache_requests_total", &[("result", "hit")])
@@ -116,6 +116,16 @@ async fn no_read_after_an_invalidation_returns_an_older_value() {
         .expect("readers done")
         .stop()
         .await;
+}
+
+/// `redis-cli -p port args…`, its answer as text.
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
 }
 
 /// A Redis server of the test's own, on a free port.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use warehouse_monitor::cache::{Cache, Key};
 
 use crate::{
-    cached_reads::OwnRedis,
+    cached_reads::{OwnRedis, cache_hits, redis_cli},
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
     monitoring::scrape,
 };
@@ -35,15 +35,6 @@ enum Loss {
     Reload,
 }
 
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
-}
-
 fn run_id(port: u16) -> String {
     let info = redis_cli(port, &["INFO", "server"]);
     info.lines()
@@ -51,14 +42,6 @@ fn run_id(port: u16) -> String {
         .expect("run_id")
         .trim()
         .to_owned()
-}
-
-async fn cache_hits(app: &TestApp) -> f64 {
-    scrape(app)
-        .await
-        .find("wm_cache_requests_total", &[("result", "hit")])
-        .map(|s| s.value)
-        .sum()
 }
 
 async fn lost_writes_are_never_served(loss: Loss) {

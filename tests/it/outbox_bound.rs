@@ -18,9 +18,8 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::{
-    cached_reads::OwnRedis,
+    cached_reads::{OwnRedis, cache_hits},
     helpers::{TestApp, eventually, free_port, test_settings},
-    monitoring::scrape,
     outage::OwnPostgres,
     stream::{self, Stream},
 };
@@ -47,14 +46,6 @@ async fn outbox_size(pool: &Pool) -> (i64, i64, i64, i64) {
         .await
         .unwrap();
     (row.get(0), row.get(1), row.get(2), row.get(3))
-}
-
-async fn cache_hits(app: &TestApp) -> f64 {
-    scrape(app)
-        .await
-        .find("wm_cache_requests_total", &[("result", "hit")])
-        .map(|s| s.value)
-        .sum()
 }
 
 /// Every stock pair of `stream` answers what the stream adds up to.

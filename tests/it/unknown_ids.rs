@@ -14,18 +14,9 @@ use std::{
 use uuid::Uuid;
 
 use crate::{
-    cached_reads::OwnRedis,
+    cached_reads::{OwnRedis, redis_cli},
     helpers::{Ev, TestApp, free_port, test_settings},
 };
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
-}
 
 fn keys(port: u16) -> u64 {
     redis_cli(port, &["DBSIZE"]).parse().unwrap()
