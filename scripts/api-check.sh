@@ -4,6 +4,7 @@
 # against the service running on the local stack with a fresh database and topic.
 #
 #   scripts/api-check.sh            build the service (debug), run it, exit 1 on any failure
+#   scripts/api-check.sh install    only install schemathesis (make test does it while it builds)
 #
 # Overrides: WM_API_CHECK_BINARY (the service binary), WM_API_CHECK_EXAMPLES
 # (schemathesis --max-examples, default 50).
@@ -25,6 +26,7 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$schemathesis_version"; the
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "schemathesis==$schemathesis_version" </dev/null
 fi
+[[ ${1:-} == install ]] && exit 0
 if [[ -z ${WM_API_CHECK_BINARY:-} ]]; then
   # Up to date with the sources (a no-op when it is), with the features make test builds with.
   cargo build --locked --features devtools --bin warehouse-monitor
