@@ -31,6 +31,8 @@ if [[ -z ${WM_API_CHECK_BINARY:-} ]]; then
   # Up to date with the sources (a no-op when it is), with the features make test builds with.
   cargo build --locked --features devtools --bin warehouse-monitor
 fi
+# The service reads every WM_* variable as a setting and refuses unknown ones.
+unset WM_API_CHECK_BINARY WM_API_CHECK_EXAMPLES
 
 id="$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
