@@ -11,7 +11,8 @@
 #   scripts/stack.sh build-deps  only install the build dependencies of librdkafka
 #
 # Overrides: WM_STACK_PG_HOST, WM_STACK_PG_PORT (where PostgreSQL is checked; the cluster's own port
-# is set in postgresql.conf), WM_STACK_REDIS_PORT, WM_STACK_KAFKA_PORT.
+# is set in postgresql.conf), WM_STACK_REDIS_PORT, WM_STACK_KAFKA_PORT, WM_STACK_TANSU_OPT_LEVEL
+# (the opt-level Tansu is built at, 1 by default).
 # Tansu keeps topics in memory: they are gone once the broker stops (the service recreates its topic).
 set -euo pipefail
 
@@ -215,7 +216,7 @@ tansu_install() {
   # At opt-level 1 the build takes markedly less time than at the release profile's 3, and
   # the broker does little work per record (WM_STACK_TANSU_OPT_LEVEL=3 for a full build).
   local opt="${WM_STACK_TANSU_OPT_LEVEL:-1}"
-  say "kafka: installing tansu $tansu_version with cargo at opt-level $opt (about 8 min on 2 cores)"
+  say "kafka: installing tansu $tansu_version with cargo at opt-level $opt (about 9 min on 2 cores)"
   CARGO_PROFILE_RELEASE_OPT_LEVEL="$opt" \
     cargo install tansu --version "$tansu_version" --locked --features dynostore "${force[@]}" </dev/null 9>&- \
     || die "kafka: cargo install tansu failed"

@@ -1,7 +1,8 @@
 //! The Kafka side, through librdkafka (rust-rdkafka): the client settings
 //! shared by every client of the service and its tools (brokers, TLS, SASL),
-//! the topic's metadata and creation, a consumer per partition assigned at
-//! the offset stored in PostgreSQL, and producers.
+//! the topic's metadata and creation, and a consumer per partition assigned
+//! at the offset stored in PostgreSQL. What librdkafka reports is kept by
+//! [`Reporter`] (`kafka/reporter.rs`); producing is in `kafka/outgoing.rs`.
 //!
 //! librdkafka reads everything a producer may legally write: headers with
 //! null values, any record timestamp, control batches (transaction markers)
@@ -9,27 +10,25 @@
 //! aborted transactions. Offsets are never committed to Kafka: the consumer
 //! has a `group.id` only because librdkafka requires one for `assign`.
 
+mod outgoing;
 pub mod partition_consumer;
 pub mod record;
+mod reporter;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use rdkafka::{
-    ClientConfig, ClientContext,
+    ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    config::RDKafkaLogLevel,
-    consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer},
+    consumer::{BaseConsumer, Consumer, StreamConsumer},
     error::{KafkaError as RdError, RDKafkaErrorCode},
-    message::OwnedHeaders,
-    producer::{DeliveryFuture, FutureProducer, FutureRecord},
-    statistics::Statistics,
+    producer::FutureProducer,
 };
 
+pub use outgoing::{Codec, Outgoing, producer, send_all};
 pub use partition_consumer::PartitionConsumer;
 pub use record::{KEPT_PREFIX_BYTES, Record};
+pub use reporter::{LogEnds, Reporter};
 
 use crate::config::{KafkaSettings, SaslMechanism};
 
@@ -68,124 +67,6 @@ impl KafkaError {
         )
     }
 }
-
-/// Compression of produced record batches: every codec Kafka defines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Codec {
-    None,
-    Gzip,
-    Snappy,
-    Lz4,
-    Zstd,
-}
-
-impl Codec {
-    /// librdkafka's name for it (`compression.codec`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Codec::None => "none",
-            Codec::Gzip => "gzip",
-            Codec::Snappy => "snappy",
-            Codec::Lz4 => "lz4",
-            Codec::Zstd => "zstd",
-        }
-    }
-}
-
-/// Routes librdkafka's logs to tracing and keeps its last error, so that a
-/// failed connection says why (a TLS or SASL failure is only ever logged).
-#[derive(Debug, Default)]
-pub struct Reporter {
-    last_error: Mutex<Option<String>>,
-    log_ends: Mutex<Option<LogEnds>>,
-}
-
-/// Where the log of a consumer's partition ends, as its last fetch said,
-/// and where the consumer was fetching then (librdkafka's statistics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogEnds {
-    /// The first offset the broker holds.
-    pub low: i64,
-    /// The high watermark.
-    pub high: i64,
-    /// The last stable offset: the end as a `read_committed` consumer sees it.
-    pub stable: i64,
-    /// The next offset librdkafka fetches.
-    pub fetching: i64,
-}
-
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Reporter {
-    /// What librdkafka last reported as an error, if anything.
-    pub fn last_error(&self) -> Option<String> {
-        locked(&self.last_error).clone()
-    }
-
-    /// The statistics' log ends not read before, if any: each snapshot is
-    /// seen once, so that one taken before a reassignment is not acted on twice.
-    pub fn log_ends(&self) -> Option<LogEnds> {
-        locked(&self.log_ends).take()
-    }
-}
-
-impl ClientContext for Reporter {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        // librdkafka retries on its own: its errors are warnings of ours.
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error
-            | RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        if matches!(error, RdError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
-        {
-            return; // the end of the log, not an error
-        }
-        tracing::warn!(target: "librdkafka", %error, "{reason}");
-        // "All brokers are down" follows the failure that took them down
-        // (a TLS or SASL refusal): keep the cause.
-        let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
-        let mut last = locked(&self.last_error);
-        if !(summary && last.is_some()) {
-            *last = Some(reason.to_owned());
-        }
-    }
-
-    /// A partition consumer's statistics: only its one partition is kept.
-    fn stats(&self, statistics: Statistics) {
-        let ends = statistics.topics.values().find_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .find(|(id, _)| **id >= 0)
-                .map(|(_, p)| LogEnds {
-                    low: p.lo_offset,
-                    high: p.hi_offset,
-                    stable: p.ls_offset,
-                    fetching: p.next_offset,
-                })
-        });
-        if ends.is_some() {
-            *locked(&self.log_ends) = ends;
-        }
-    }
-}
-
-impl ConsumerContext for Reporter {}
 
 /// The settings every client shares: brokers, client id, TLS and SASL.
 pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
@@ -440,80 +321,6 @@ impl Kafka {
     /// all in-sync replicas.
     pub fn producer(&self, codec: Codec) -> Result<FutureProducer<Reporter>, KafkaError> {
         producer(&self.settings, codec)
-    }
-}
-
-/// A producer of the configured cluster with `codec` compression.
-pub fn producer(
-    settings: &KafkaSettings,
-    codec: Codec,
-) -> Result<FutureProducer<Reporter>, KafkaError> {
-    let mut config = client_config(settings);
-    config
-        .set("compression.codec", codec.as_str())
-        // Tools and tests send records up to what the broker takes.
-        .set("message.max.bytes", (256 << 20).to_string())
-        .set("acks", "all")
-        .set("linger.ms", "5");
-    Ok(config.create_with_context(Reporter::default())?)
-}
-
-/// A record to produce.
-#[derive(Debug, Clone, Default)]
-pub struct Outgoing {
-    pub partition: i32,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    /// Epoch milliseconds; `None`: librdkafka stamps the time of sending.
-    pub timestamp: Option<i64>,
-    pub headers: Option<OwnedHeaders>,
-}
-
-/// Produces `records` to `topic`, in order per partition, waiting while
-/// librdkafka's queue is full; returns the offset of each, in the order given.
-pub async fn send_all(
-    producer: &FutureProducer<Reporter>,
-    topic: &str,
-    records: &[Outgoing],
-) -> Result<Vec<i64>, KafkaError> {
-    let mut pending: std::collections::VecDeque<DeliveryFuture> = Default::default();
-    let mut offsets = Vec::with_capacity(records.len());
-    for r in records {
-        let mut record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).partition(r.partition);
-        record.key = r.key.as_deref();
-        record.payload = r.value.as_deref();
-        record.timestamp = r.timestamp;
-        record.headers = r.headers.clone();
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push_back(delivery);
-                    break;
-                }
-                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    match pending.pop_front() {
-                        Some(oldest) => offsets.push(delivered(oldest).await?),
-                        None => tokio::time::sleep(Duration::from_millis(1)).await,
-                    }
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
-    }
-    for delivery in pending {
-        offsets.push(delivered(delivery).await?);
-    }
-    Ok(offsets)
-}
-
-/// The offset a produced record was written at.
-async fn delivered(delivery: DeliveryFuture) -> Result<i64, KafkaError> {
-    match delivery.await {
-        Ok(Ok(done)) => Ok(done.offset),
-        Ok(Err((e, _))) => Err(e.into()),
-        Err(_) => Err(KafkaError::Join("the producer went away".into())),
     }
 }
 
