@@ -2,7 +2,6 @@
 //! reads, and Redis going away (paused, or killed) never breaks answers.
 
 use std::{
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -14,11 +13,12 @@ use uuid::Uuid;
 use warehouse_monitor::{
     cache::{Cache, Epoch, Key},
     config::RedisSettings,
+    devtools::redis_server::{self, RedisServer},
 };
 
 use crate::{
     helpers::{Ev, Patience, TestApp, eventually, free_port, test_settings},
-    monitoring::scrape,
+    monitoring::{Exposition, scrape},
 };
 
 fn stock_path(w: Uuid, p: Uuid) -> String {
@@ -27,8 +27,12 @@ fn stock_path(w: Uuid, p: Uuid) -> String {
 
 /// Reads the cache-hit counter of the app from its own /metrics.
 pub(crate) async fn cache_hits(app: &TestApp) -> f64 {
-    scrape(app)
-        .await
+    hits_in(&scrape(app).await)
+}
+
+/// The cache hits a /metrics page counts.
+pub(crate) fn hits_in(metrics: &Exposition) -> f64 {
+    metrics
         .find("wm_cache_requests_total", &[("result", "hit")])
         .map(|s| s.value)
         .sum()
@@ -120,18 +124,13 @@ async fn no_read_after_an_invalidation_returns_an_older_value() {
 
 /// `redis-cli -p port args…`, its answer as text.
 pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    redis_server::cli(port, args).expect("redis-cli runs")
 }
 
 /// A Redis server of the test's own, on a free port.
 pub(crate) struct OwnRedis {
     pub(crate) port: u16,
-    child: Option<Child>,
+    server: RedisServer,
 }
 
 impl OwnRedis {
@@ -141,64 +140,22 @@ impl OwnRedis {
 
     /// Starts with more options, which override the defaults (no persistence).
     pub(crate) async fn start_with(port: u16, options: &[&str]) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(options)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs");
-        let redis = OwnRedis {
-            port,
-            child: Some(child),
-        };
-        let patience = Patience::secs(2).every(Duration::from_millis(20));
-        eventually(patience, || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .map_err(|e| format!("own redis listens on {port}: {e}"))
-        })
-        .await;
-        redis
+        let server = RedisServer::start(port, options)
+            .await
+            .unwrap_or_else(|e| panic!("own redis on {port}: {e}"));
+        OwnRedis { port, server }
     }
 
     pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     pub(crate) fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        self.server.signal(signal).unwrap();
     }
 
     pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal("-CONT");
-        }
-        self.kill();
+        self.server.kill();
     }
 }
 

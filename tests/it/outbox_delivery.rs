@@ -25,12 +25,12 @@ use warehouse_monitor::{
 };
 
 use crate::{
-    cached_reads::OwnRedis,
+    cached_reads::{OwnRedis, hits_in},
     helpers::{
         Ev, Producer, TestApp, cache_epoch, committed_offsets, eventually, free_port,
         start_service_with, test_settings, wait_consumed,
     },
-    monitoring::scrape,
+    monitoring::{parse_exposition, scrape},
 };
 
 const SIGABRT: i32 = 6;
@@ -180,10 +180,7 @@ async fn hits(http: &reqwest::Client, base: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("wm_cache_requests_total{") && l.contains("result=\"hit\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    hits_in(&parse_exposition(&text))
 }
 
 /// Reads through `base` twice and checks that the entries in Redis now hold

@@ -7,7 +7,6 @@
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -16,6 +15,7 @@ use std::{
 };
 
 use uuid::Uuid;
+use warehouse_monitor::devtools::redis_server::RedisServer;
 
 use crate::{
     error::BenchError,
@@ -44,64 +44,20 @@ pub(crate) struct Options {
     pub(crate) common: crate::Common,
 }
 
-/// A redis-server of this tool's own, stopped when dropped.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    async fn start() -> Result<Self, BenchError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(BenchError::io("127.0.0.1:0"))?
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(BenchError::io("redis-server"))?;
-        let redis = Self { port, child };
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Ok(redis);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(BenchError::Task("redis-server did not listen".into()))
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// `used_memory` (bytes) and the number of keys.
-    fn memory(&self) -> (u64, u64) {
-        let info = self.cli(&["INFO", "memory"]);
-        let used = info
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        let keys = self.cli(&["DBSIZE"]).trim().parse().unwrap_or(0);
-        (used, keys)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `used_memory` (bytes) and the number of keys of `redis`.
+fn memory(redis: &RedisServer) -> (u64, u64) {
+    let info = redis.cli(&["INFO", "memory"]).unwrap_or_default();
+    let used = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let keys = redis
+        .cli(&["DBSIZE"])
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (used, keys)
 }
 
 /// Answers counted by the flood.
@@ -116,9 +72,15 @@ struct Counts {
 pub(crate) async fn run(options: Options) -> Result<(String, bool), BenchError> {
     let settings = Settings::load(&options.common.config_dir, None)?;
     let dir = crate::run_dir(&options.out)?;
-    let redis = OwnRedis::start().await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(BenchError::io("127.0.0.1:0"))?
+        .port();
+    let redis = RedisServer::start(port, &[])
+        .await
+        .map_err(BenchError::io("redis-server"))?;
     let mut fresh = Fresh::new(&settings, "flood");
-    fresh.redis_url = Some(format!("redis://127.0.0.1:{}", redis.port));
+    fresh.redis_url = Some(redis.url());
     let launch = Launch {
         binary: options.common.service_binary(),
         config_dir: options.common.config_dir.clone(),
@@ -128,7 +90,7 @@ pub(crate) async fn run(options: Options) -> Result<(String, bool), BenchError> 
     };
     let service = launch.start(&fresh).await?;
     wait_for_cache(service.addr()).await?;
-    let before = redis.memory();
+    let before = memory(&redis);
     println!(
         "before: used_memory {:.1} MiB, {} keys",
         mib(before.0),
@@ -144,7 +106,7 @@ pub(crate) async fn run(options: Options) -> Result<(String, bool), BenchError> 
     let mut peak = before;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(10).min(deadline - Instant::now())).await;
-        let now = redis.memory();
+        let now = memory(&redis);
         peak = (peak.0.max(now.0), peak.1.max(now.1));
         let sent = counts.right.load(Ordering::Relaxed) + counts.wrong.load(Ordering::Relaxed);
         println!(
@@ -159,7 +121,7 @@ pub(crate) async fn run(options: Options) -> Result<(String, bool), BenchError> 
         let _ = user.await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let after = redis.memory();
+    let after = memory(&redis);
     let right = counts.right.load(Ordering::Relaxed);
     let wrong = counts.wrong.load(Ordering::Relaxed);
     let failed = counts.failed.load(Ordering::Relaxed);
