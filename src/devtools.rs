@@ -5,3 +5,10 @@
 pub mod child;
 pub mod produce;
 pub mod redis_server;
+
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+}

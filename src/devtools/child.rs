@@ -7,7 +7,7 @@
 
 use std::{
     io,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::Duration,
@@ -74,7 +74,10 @@ impl Service {
         log: &Path,
         patience: Duration,
     ) -> Result<Self, ServiceError> {
-        let addr = free_port()?;
+        let addr = SocketAddr::from((
+            [127, 0, 0, 1],
+            super::free_port().map_err(ServiceError::Port)?,
+        ));
         let log_error = |source| ServiceError::Log {
             path: log.to_owned(),
             source,
@@ -182,13 +185,6 @@ impl Drop for Service {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A port of 127.0.0.1 that was free a moment ago.
-fn free_port() -> Result<SocketAddr, ServiceError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map_err(ServiceError::Port)
 }
 
 /// True when `GET /health/live` on `addr` answers 200.

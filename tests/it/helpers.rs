@@ -470,8 +470,5 @@ pub(crate) async fn dump(pool: &Pool) -> Vec<String> {
 
 /// A TCP port free on 127.0.0.1 at the time of the call.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
+    warehouse_monitor::devtools::free_port().expect("a free port on 127.0.0.1")
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use uuid::Uuid;
-use warehouse_monitor::devtools::redis_server::RedisServer;
+use warehouse_monitor::devtools::{free_port, redis_server::RedisServer};
 
 use crate::{
     error::BenchError,
@@ -72,10 +72,7 @@ struct Counts {
 pub(crate) async fn run(options: Options) -> Result<(String, bool), BenchError> {
     let settings = Settings::load(&options.common.config_dir, None)?;
     let dir = crate::run_dir(&options.out)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(BenchError::io("127.0.0.1:0"))?
-        .port();
+    let port = free_port().map_err(BenchError::io("127.0.0.1:0"))?;
     let redis = RedisServer::start(port, &[])
         .await
         .map_err(BenchError::io("redis-server"))?;
