@@ -456,11 +456,7 @@ impl Cache {
     pub async fn mark_epoch(&self, epoch: Epoch, previous: Epoch) -> Result<(), CacheError> {
         let write = async {
             let info: String = self.client.info(Some(InfoKind::Server)).await?;
-            let run_id = info
-                .lines()
-                .find_map(|line| line.strip_prefix("run_id:"))
-                .map(str::trim)
-                .filter(|id| !id.is_empty())
+            let run_id = trust::info_run_id(&info)
                 .ok_or(CacheError::NoRunId)?
                 .to_owned();
             let () = self

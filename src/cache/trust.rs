@@ -165,6 +165,16 @@ impl Trust {
     }
 }
 
+/// The `run_id` line of `INFO server`'s text: what an epoch's marker holds
+/// (written by [`super::Cache::mark_epoch`]) and what the tracking connection
+/// compares it with, read the same way on both sides.
+pub(super) fn info_run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

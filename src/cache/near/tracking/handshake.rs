@@ -7,7 +7,10 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ConnectionError, Target, within};
-use crate::cache::resp::{self, Frame};
+use crate::cache::{
+    resp::{self, Frame},
+    trust,
+};
 
 /// The server a tracking connection reached.
 #[derive(Debug)]
@@ -70,14 +73,11 @@ fn role_is_master(fields: &[Frame]) -> bool {
         .any(|kv| matches!(kv, [Frame::Bulk(k), Frame::Bulk(v)] if k == b"role" && v == b"master"))
 }
 
-/// The `run_id` line of `INFO server`'s text (a verbatim string keeps its
-/// `txt:` format prefix).
+/// The run id in `INFO server`'s reply (a verbatim string keeps its `txt:`
+/// format prefix, on a line of its own).
 fn info_run_id(info: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(info).ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
-        .filter(|id| !id.is_empty())
+    trust::info_run_id(text).map(str::to_owned)
 }
 
 /// Reads until one whole frame is in `input`, and takes it out.
