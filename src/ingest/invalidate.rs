@@ -108,6 +108,11 @@ impl Announcements {
         self.rows().drain(..).map(|a| a.id).collect()
     }
 
+    /// True when this instance remembers announcements of its own.
+    pub fn any(&self) -> bool {
+        !self.rows().is_empty()
+    }
+
     /// How long until some remembered announcement is old enough; `None`
     /// when none is remembered.
     fn wait(&self) -> Option<Duration> {
@@ -176,13 +181,6 @@ pub async fn withdraw(announcements: &Announcements, client: &Client) -> u64 {
             tracing::debug!(error = %e, "announcements left to the outbox watch");
             0
         })
-}
-
-impl Announcements {
-    /// True when this instance remembers announcements of its own.
-    pub fn any(&self) -> bool {
-        !self.rows().is_empty()
-    }
 }
 
 /// Commits an announcement and waits until it is old enough to rely on, or
