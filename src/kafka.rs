@@ -1,8 +1,11 @@
 //! The Kafka side, through librdkafka (rust-rdkafka): the client settings
 //! shared by every client of the service and its tools (brokers, TLS, SASL),
-//! the topic's metadata and creation, and a consumer per partition assigned
-//! at the offset stored in PostgreSQL. What librdkafka reports is kept by
-//! [`Reporter`] (`kafka/reporter.rs`); producing is in `kafka/outgoing.rs`.
+//! the topic's metadata and creation, and the instance's one consumer
+//! (`kafka/consumer.rs`), from which each held partition is read at the
+//! offset stored in PostgreSQL (`kafka/partition_reader.rs`). What librdkafka
+//! reports is kept by [`Reporter`] (`kafka/reporter.rs`); producing is in
+//! `kafka/outgoing.rs`; the workaround for a broker that skips records is in
+//! `kafka/offset_probe.rs`.
 //!
 //! librdkafka reads everything a producer may legally write: headers with
 //! null values, any record timestamp, control batches (transaction markers)
@@ -10,8 +13,10 @@
 //! aborted transactions. Offsets are never committed to Kafka: the consumer
 //! has a `group.id` only because librdkafka requires one for `assign`.
 
+pub mod consumer;
+pub mod offset_probe;
 mod outgoing;
-pub mod partition_consumer;
+pub mod partition_reader;
 pub mod record;
 mod reporter;
 
@@ -20,13 +25,14 @@ use std::{sync::Arc, time::Duration};
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    consumer::{BaseConsumer, Consumer, StreamConsumer},
+    consumer::Consumer,
     error::{KafkaError as RdError, RDKafkaErrorCode},
     producer::FutureProducer,
 };
 
+pub use consumer::STATISTICS_INTERVAL;
 pub use outgoing::{Codec, Outgoing, producer, send_all};
-pub use partition_consumer::PartitionConsumer;
+pub use partition_reader::PartitionReader;
 pub use record::{KEPT_PREFIX_BYTES, Record};
 pub use reporter::{LogEnds, Reporter};
 
@@ -110,19 +116,16 @@ pub fn sasl_mechanism(mechanism: SaslMechanism) -> Option<&'static str> {
     }
 }
 
-/// How often a partition consumer's statistics report the end of the log
-/// (for the lag, and to notice a log that ends before the consumer).
-pub const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
-
 /// How long a metadata or offsets request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection to the cluster for metadata, log offsets and topic creation.
-/// Cheap to clone.
+/// The instance's client of the cluster: its one consumer, which also
+/// answers metadata and log-offset requests, and topic creation. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Kafka {
     settings: Arc<KafkaSettings>,
-    meta: Arc<BaseConsumer<Reporter>>,
+    shared: Arc<consumer::Shared>,
 }
 
 impl std::fmt::Debug for Kafka {
@@ -149,36 +152,32 @@ pub async fn connect_within(
             "kafka.sasl_mechanism = plain without kafka.tls: the password is sent unencrypted"
         );
     }
-    let mut config = client_config(settings);
-    config.set("group.id", "warehouse-monitor-metadata");
-    let meta: BaseConsumer<Reporter> = config.create_with_context(Reporter::default())?;
     let kafka = Kafka {
         settings: Arc::new(settings.clone()),
-        meta: Arc::new(meta),
+        shared: consumer::Shared::create(settings)?,
     };
     let probe = kafka.clone();
     let answer = blocking(move || {
-        let answer = probe.meta.fetch_metadata(None, patience);
-        if answer.is_err() {
-            // A TLS or SASL failure arrives only as an error event: serve the
-            // queued events so that the reporter sees it (bounded: a refused
-            // handshake is retried, and each retry queues another).
-            for _ in 0..50 {
-                if probe.meta.poll(Duration::from_millis(10)).is_none() {
-                    break;
-                }
-            }
-        }
+        let answer = probe.shared.client.fetch_metadata(None, patience);
         answer.map(|_| ()).map_err(KafkaError::from)
     })
     .await;
-    match answer {
-        Ok(()) => Ok(kafka),
-        Err(e) => Err(KafkaError::Unreachable {
-            brokers: settings.brokers.join(","),
-            reason: kafka.meta.context().last_error().unwrap_or(e.to_string()),
-        }),
+    let Err(e) = answer else {
+        return Ok(kafka);
+    };
+    // A TLS or SASL failure arrives only as an error event, which the
+    // consumer's event task hands to the reporter: give it a moment.
+    let reporter = kafka.shared.client.context();
+    for _ in 0..50 {
+        if reporter.last_error().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Err(KafkaError::Unreachable {
+        brokers: settings.brokers.join(","),
+        reason: reporter.last_error().unwrap_or(e.to_string()),
+    })
 }
 
 /// Connects and makes sure the configured topic exists; returns the client and
@@ -189,10 +188,21 @@ pub async fn connect_topic(settings: &KafkaSettings) -> Result<(Kafka, Vec<i32>)
     Ok((kafka, partitions))
 }
 
-/// Runs a blocking librdkafka call off the async threads.
+/// Blocking librdkafka calls (metadata, log offsets, seeks) running at
+/// once: each takes a thread of tokio's blocking pool, and an instance
+/// starting many partitions at once would otherwise start a thread for each.
+const BLOCKING_CALLS: usize = 4;
+
+/// Runs a blocking librdkafka call off the async threads, at most
+/// [`BLOCKING_CALLS`] at a time.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
+    static CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BLOCKING_CALLS);
+    let _permit = CALLS
+        .acquire()
+        .await
+        .map_err(|e| KafkaError::Join(e.to_string()))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| KafkaError::Join(e.to_string()))?
@@ -201,9 +211,11 @@ async fn blocking<T: Send + 'static>(
 impl Kafka {
     /// The partitions of `topic`, or `None` when the broker does not list it.
     pub async fn partitions_of(&self, topic: &str) -> Result<Option<Vec<i32>>, KafkaError> {
-        let (meta, topic) = (Arc::clone(&self.meta), topic.to_owned());
+        let (shared, topic) = (Arc::clone(&self.shared), topic.to_owned());
         blocking(move || {
-            let metadata = meta.fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
+            let metadata = shared
+                .client
+                .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)?;
             Ok(metadata
                 .topics()
                 .iter()
@@ -220,10 +232,10 @@ impl Kafka {
     /// The first offset the broker still holds and the end of the log as a
     /// `read_committed` consumer sees it (the last stable offset).
     pub async fn log_bounds(&self, topic: &str, partition: i32) -> Result<(i64, i64), KafkaError> {
-        let (meta, topic) = (Arc::clone(&self.meta), topic.to_owned());
+        let (shared, topic) = (Arc::clone(&self.shared), topic.to_owned());
         blocking(move || {
-            Ok(meta
-                .client()
+            Ok(shared
+                .client
                 .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)?)
         })
         .await
@@ -271,50 +283,17 @@ impl Kafka {
         Ok(())
     }
 
-    /// A consumer of one partition of the configured topic, reading from
-    /// `offset` in `read_committed` mode. Its prefetch queue holds at most
-    /// half of `kafka.max_buffered_bytes`; the records handed to batches are
-    /// bounded by the other half.
-    pub fn partition_consumer(
-        &self,
-        partition: i32,
-        offset: i64,
-    ) -> Result<PartitionConsumer, KafkaError> {
-        let settings = &self.settings;
-        let queued_kbytes = (settings.buffered_half() / 1024).max(1);
-        let fetch_bytes = settings.fetch_max_bytes.max(1024);
-        let mut config = client_config(settings);
-        config
-            .set("group.id", "warehouse-monitor")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            // Our policy (`kafka.offset_out_of_range`) decides, not librdkafka's.
-            .set("auto.offset.reset", "error")
-            .set("fetch.wait.max.ms", settings.fetch_max_wait_ms.to_string())
-            .set("fetch.max.bytes", fetch_bytes.to_string())
-            .set("fetch.message.max.bytes", fetch_bytes.to_string())
-            // A record larger than a fetch still comes whole (the broker
-            // returns at least one record); a response librdkafka refused for
-            // its size would be fetched again forever, so none is refused.
-            // `kafka.max_record_bytes` then rejects the record as `too_large`.
-            .set("receive.message.max.bytes", i32::MAX.to_string())
-            .set("queued.max.messages.kbytes", queued_kbytes.to_string())
-            .set("fetch.queue.backoff.ms", "10")
-            .set("fetch.error.backoff.ms", "100")
-            .set(
-                "statistics.interval.ms",
-                STATISTICS_INTERVAL.as_millis().to_string(),
-            );
-        let consumer: StreamConsumer<Reporter> = config.create_with_context(Reporter::default())?;
-        PartitionConsumer::new(
-            consumer,
-            &settings.topic,
-            partition,
-            offset,
-            settings.max_record_bytes,
-        )
+    /// A reader of `partition` of the configured topic, through the
+    /// instance's consumer; [`PartitionReader::start_from`] starts it. One
+    /// reader per partition at a time.
+    pub fn reader(&self, partition: i32) -> Result<PartitionReader, KafkaError> {
+        self.shared.reader(partition)
+    }
+
+    /// The partitions assigned to the instance's consumer: held by a reader,
+    /// and parked (released while their assignment had not started).
+    pub fn assigned(&self) -> (Vec<i32>, Vec<i32>) {
+        self.shared.assigned()
     }
 
     /// A producer with `codec` compression, whose sends are acknowledged by

@@ -129,6 +129,12 @@ impl Application {
         self.store.pool()
     }
 
+    /// The instance's Kafka client, for tests that look at its assignment.
+    #[cfg(any(test, feature = "devtools"))]
+    pub fn kafka(&self) -> kafka::Kafka {
+        self.kafka.clone()
+    }
+
     /// Live state of each partition's consumer, as known now.
     pub fn statuses(&self) -> Vec<Arc<PartitionStatus>> {
         self.partitions.snapshot()

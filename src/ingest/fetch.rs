@@ -1,17 +1,20 @@
-//! Reading one partition from the broker: a librdkafka consumer assigned to
-//! the partition at the offset stored in PostgreSQL, whose prefetched records
-//! are handed to the batcher a chunk at a time (whatever the consumer's queue
-//! holds, up to `kafka.fetch_max_bytes`), with the end of the log when the
-//! consumer reaches it. The configured policy applies when the offset is no
-//! longer in the broker's log. Records waiting for their batch are bounded in
-//! bytes: each chunk holds a reservation of its bytes from a per-partition
+//! Reading one partition from the broker, for its batches: the partition's
+//! reader ([`PartitionReader`]) starts at the offset stored in PostgreSQL,
+//! and what librdkafka prefetched is handed to the batcher a chunk at a time
+//! (whatever the partition's queue holds, up to `kafka.fetch_max_bytes`),
+//! with the end of the log when the reader reaches it.
+//!
+//! The fetcher waits for the queue, takes what it holds, and hands it over;
+//! besides that, its position only ever moves by a seek: when the offset is
+//! no longer in the broker's log (the configured policy applies), and when
+//! the broker may have skipped records at the start ([`OffsetProbe`], a
+//! broker workaround of its own). Records waiting for their batch are bounded
+//! in bytes: each chunk holds a reservation of its bytes from a per-partition
 //! semaphore until the batch with its last record is committed.
 
 use std::{collections::VecDeque, sync::Arc};
 
-use futures_util::StreamExt;
-use rdkafka::error::KafkaError as RdError;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{ConsumerError, batch::Chunk, status::PartitionStatus};
@@ -19,8 +22,9 @@ use crate::{
     config::{FaultStage, KafkaSettings, OffsetReset},
     fault::Faults,
     kafka::{
-        Kafka, KafkaError, PartitionConsumer, Record, STATISTICS_INTERVAL,
-        partition_consumer::{DRAIN_RECORDS, Fetched},
+        Kafka, KafkaError, PartitionReader, Record, STATISTICS_INTERVAL,
+        offset_probe::{OffsetProbe, Verdict},
+        partition_reader::{DRAIN_RECORDS, Fetched},
     },
     metrics::Metrics,
 };
@@ -38,234 +42,28 @@ pub struct FetcherContext {
     pub buffer: Arc<Semaphore>,
 }
 
-/// A consumer just (re)assigned, not yet sure that the broker started at its
-/// offset. Tansu 0.6 answers a fetch whose offset lies inside a record batch
-/// with the *next* batch, silently skipping the rest of the batch; that
-/// happens whenever the committed offset of a restarted consumer falls inside
-/// a producer's batch. So when the first record is past the offset (or the
-/// end of the log is reached past it with none), the consumer is assigned
-/// again further back (growing steps) and walks forward, records before the
-/// offset being dropped. Against Apache Kafka, which returns the batch holding
-/// the offset, this only runs at gaps in the log (markers, compaction).
-#[derive(Debug, Clone, Copy)]
-struct Probe {
-    /// Where the consumer is assigned now.
-    from: i64,
-    /// How far back the next step goes.
-    step: i64,
-    /// Neither a record nor the end of the log by then: the broker answers
-    /// with nothing although the log goes on (the batch holding the offset
-    /// was the last one), so step back.
-    deadline: tokio::time::Instant,
-}
-
-impl Probe {
-    fn new(from: i64, step: i64, settings: &KafkaSettings) -> Self {
-        Self {
-            from,
-            step,
-            deadline: tokio::time::Instant::now() + probe_patience(settings),
-        }
-    }
-
-    /// The next probe, further back; `None` at the log start.
-    fn next(self, target: i64, low: i64, settings: &KafkaSettings) -> Option<Self> {
-        step_back(self, target, low)
-            .map(|from| Self::new(from, self.step.saturating_mul(4), settings))
-    }
-}
-
-/// How long a fresh assignment may stay silent: two fetches held for the
-/// whole wait, and some room.
-fn probe_patience(settings: &KafkaSettings) -> std::time::Duration {
-    let wait = u64::try_from(settings.fetch_max_wait_ms).unwrap_or(0);
-    std::time::Duration::from_millis(2 * wait + 300)
-}
-
 /// Fetches from the `committed` offset (the log's start without one) until
-/// cancelled, the batcher goes away, or an error.
+/// cancelled, the batcher goes away, or an error. The reader is locked for
+/// the whole run: a fetcher still stopping keeps the next one waiting, so
+/// that two never drain the same queue.
 pub async fn run(
-    partition: i32,
+    reader: Arc<Mutex<PartitionReader>>,
     committed: Option<i64>,
     ctx: FetcherContext,
     tx: mpsc::Sender<Chunk<Record>>,
     stop: CancellationToken,
 ) -> Result<(), ConsumerError> {
-    let settings = &ctx.settings;
-    let (low, _) = ctx.kafka.log_bounds(&settings.topic, partition).await?;
-    let mut target = match committed {
-        Some(offset) if offset < low => reset(&ctx, partition, offset, Some(low)).await?,
-        Some(offset) => offset,
-        None => low,
+    let reader = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        reader = reader.lock_owned() => reader,
     };
-    tracing::info!(partition, start = target, "partition consumer starting");
-    let consumer = ctx.kafka.partition_consumer(partition, target)?;
-    let mut probe = (target > low).then(|| Probe::new(target, 64, settings));
-    let mut sent = Sent {
-        end: target,
-        at_end: false,
-    };
-    let mut events = consumer.events();
-    let mut tick = tokio::time::interval(STATISTICS_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut queued: VecDeque<Fetched> = VecDeque::with_capacity(DRAIN_RECORDS);
-    // Whether the queue may hold more than was taken: the wake-up comes only
-    // when it goes from empty to holding something, so it is drained again
-    // before any wait.
-    let mut more = true;
+    let mut fetcher = Fetcher::start(&reader, committed, &ctx).await?;
     loop {
-        ctx.faults.maybe_panic(FaultStage::Fetcher, partition);
-        let silent_until = probe.map(|p| p.deadline);
-        tokio::select! {
+        let ready = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            () = std::future::ready(()), if more => {}
-            () = consumer.readable(), if !more => {}
-            // Serves the consumer's events; a message here is unexpected
-            // (records go to the partition's queue) but is not lost.
-            Some(item) = events.next() => {
-                queued.push_back(match item {
-                    Ok(m) => Fetched::Record(Record::from_message(&m, settings.max_record_bytes)),
-                    Err(RdError::PartitionEOF(_)) => Fetched::End(consumer.position().unwrap_or(target)),
-                    Err(e) => Fetched::Failed(e.into()),
-                });
-            }
-            _ = tick.tick() => {
-                if let Some(to) = check_log_end(&ctx, &consumer, partition, target).await? {
-                    consumer.assign(to)?;
-                    queued.clear();
-                    more = true;
-                    target = to;
-                    probe = None;
-                }
-                continue;
-            }
-            () = sleep_until(silent_until) => {
-                probe = probe.and_then(|p| p.next(target, low, settings));
-                if let Some(p) = probe {
-                    tracing::debug!(partition, offset = target, from = p.from,
-                        "nothing came from the offset; reading from further back");
-                    consumer.assign(p.from)?;
-                    queued.clear();
-                    more = true;
-                }
-                continue;
-            }
+            ready = fetcher.next() => ready?,
         };
-        if ctx.faults.fetch_fails() {
-            // Keep the lag honest while fetches fail: the end of the log that
-            // the broker lists is a lower bound of it (Tansu 0.6 lists the
-            // last batch's base offset + 1), so lag never reads 0 while
-            // records wait.
-            if let Ok((_, end)) = ctx.kafka.log_bounds(&settings.topic, partition).await {
-                ctx.status.raise_high_watermark(end);
-            }
-            return Err(KafkaError::Injected.into());
-        }
-        let mut records: Vec<Record> = Vec::new();
-        let (mut bytes, mut at_end, mut restart) = (0_usize, false, None);
-        let mut dry = false;
-        // Take what librdkafka has already fetched, without waiting.
-        loop {
-            if queued.is_empty() && !dry {
-                dry = consumer.drain(&mut queued) < DRAIN_RECORDS;
-            }
-            let Some(item) = queued.pop_front() else {
-                break;
-            };
-            match item {
-                Fetched::Record(record) => {
-                    let at = record.offset;
-                    if at < target {
-                        // A step back's walk forward: the broker started at or
-                        // before the offset, so nothing was skipped.
-                        probe = None;
-                        continue;
-                    }
-                    if let Some(p) = probe.take().filter(|_| at > target) {
-                        probe = p.next(target, low, settings);
-                        if let Some(p) = probe {
-                            restart = Some(p.from);
-                            break;
-                        }
-                    }
-                    bytes += record.size().max(1);
-                    records.push(record);
-                    target = at + 1;
-                }
-                Fetched::End(position) => {
-                    at_end = true;
-                    if position < target {
-                        // The whole log lies before the offset: the broker
-                        // lost records, or the topic was created again.
-                        tracing::warn!(
-                            partition,
-                            offset = target,
-                            end = position,
-                            "the broker's log ends before this consumer's offset"
-                        );
-                        restart = Some(reset(&ctx, partition, target, None).await?);
-                        probe = None;
-                        break;
-                    }
-                    if let Some(p) = probe.take().filter(|_| position > target) {
-                        // The log goes on past the offset, and nothing came.
-                        probe = p.next(target, low, settings);
-                        if let Some(p) = probe {
-                            restart = Some(p.from);
-                            break;
-                        }
-                    }
-                    // Past transaction markers (or aborted records) at the end.
-                    target = target.max(position);
-                    ctx.status.set_high_watermark(target);
-                    break;
-                }
-                Fetched::Failed(e) => {
-                    if e.is_offset_out_of_range() {
-                        restart = Some(reset(&ctx, partition, target, None).await?);
-                        probe = None;
-                        break;
-                    }
-                    // librdkafka retries on its own; the partition shows the error.
-                    tracing::warn!(partition, error = %e, "fetch failed; librdkafka retries");
-                    ctx.status.set_error(e.to_string());
-                    break;
-                }
-            }
-            if bytes >= chunk_bytes(settings) {
-                break;
-            }
-        }
-        more = !queued.is_empty() || !dry;
-        if let Some(from) = restart {
-            consumer.assign(from)?;
-            queued.clear();
-            more = true;
-            if probe.is_none() {
-                target = from; // a reset: the new offset is the start
-            }
-            continue;
-        }
-        if !records.is_empty() && !at_end {
-            // Caught up when the last fetch's high watermark is no further
-            // than this chunk: the batch need not wait for more.
-            if let Some(high) = consumer.fetched_high_watermark() {
-                ctx.status.raise_high_watermark(high);
-                at_end = target >= high;
-            }
-        }
-        // An empty chunk tells the batcher only what it does not know yet:
-        // that the log ends here, or ends past markers.
-        if records.is_empty() && (!at_end || (target <= sent.end && sent.at_end)) {
-            continue;
-        }
-        sent = Sent {
-            end: target,
-            at_end,
-        };
-        ctx.status.clear_error();
-        ctx.status.raise_high_watermark(target);
-        let weight = weight(&records, settings);
+        let weight = weight(&ready.records, &ctx.settings);
         let reservation = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             reservation = Arc::clone(&ctx.buffer).acquire_many_owned(weight) => reservation,
@@ -274,14 +72,303 @@ pub async fn run(
             return Ok(()); // the semaphore is never closed; treat it as a stop
         };
         let chunk = Chunk {
-            records,
+            records: ready.records,
             reservation,
-            last_in_log: at_end,
-            end: target,
+            last_in_log: ready.at_end,
+            end: ready.end,
         };
         if tx.send(chunk).await.is_err() {
             return Ok(());
         }
+    }
+}
+
+/// Records ready for the batcher.
+#[derive(Debug)]
+struct Ready {
+    records: Vec<Record>,
+    /// The log ended after them.
+    at_end: bool,
+    /// The offset after them (and after the markers that end the log).
+    end: i64,
+}
+
+/// One partition's fetching: where it is, and what it took from the queue
+/// and has not handed over yet.
+struct Fetcher<'a> {
+    reader: &'a PartitionReader,
+    ctx: &'a FetcherContext,
+    partition: i32,
+    /// The next offset wanted.
+    position: i64,
+    /// The broker's first first answer after a start, not judged yet.
+    probe: Option<OffsetProbe>,
+    /// Drained from librdkafka and not taken yet.
+    queued: VecDeque<Fetched>,
+    /// Whether the queue may hold more than was drained: the wake-up comes
+    /// only when it goes from empty to holding something, so it is drained
+    /// again before any wait.
+    more: bool,
+    sent: Sent,
+    tick: tokio::time::Interval,
+}
+
+/// What ended a wait.
+enum Wake {
+    Readable,
+    Tick,
+    Silence,
+}
+
+/// What one look at the queue gave.
+enum Taken {
+    /// Records from the position on (maybe none), and whether the log ended
+    /// after them.
+    Records { records: Vec<Record>, at_end: bool },
+    /// Reading must go on from elsewhere first.
+    Move(Move),
+}
+
+/// Where the position goes.
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    /// The probe's step back: read from here, still wanting the same offset.
+    Back(i64),
+    /// Resume from this offset (the out-of-range policy).
+    To(i64),
+}
+
+impl<'a> Fetcher<'a> {
+    /// Starts reading at the `committed` offset, or where the policy says
+    /// when the broker no longer has it.
+    async fn start(
+        reader: &'a PartitionReader,
+        committed: Option<i64>,
+        ctx: &'a FetcherContext,
+    ) -> Result<Self, ConsumerError> {
+        let partition = reader.partition();
+        let (low, _) = ctx.kafka.log_bounds(&ctx.settings.topic, partition).await?;
+        let position = match committed {
+            Some(offset) if offset < low => reset(ctx, partition, offset, Some(low)).await?,
+            Some(offset) => offset,
+            None => low,
+        };
+        tracing::info!(partition, start = position, "partition consumer starting");
+        reader.start_from(position).await?;
+        let mut tick = tokio::time::interval(STATISTICS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let patience = OffsetProbe::patience(ctx.settings.fetch_max_wait_ms);
+        Ok(Self {
+            reader,
+            ctx,
+            partition,
+            position,
+            probe: OffsetProbe::new(position, low, patience),
+            queued: VecDeque::with_capacity(DRAIN_RECORDS),
+            more: true,
+            sent: Sent {
+                end: position,
+                at_end: false,
+            },
+            tick,
+        })
+    }
+
+    /// The next records for the batcher, or the news that the log ends.
+    async fn next(&mut self) -> Result<Ready, ConsumerError> {
+        loop {
+            match self.wait().await {
+                Wake::Readable => {}
+                Wake::Tick => {
+                    let to = check_log_end(self.ctx, self.reader, self.partition, self.position);
+                    if let Some(to) = to.await? {
+                        self.move_to(Move::To(to)).await?;
+                    }
+                    continue;
+                }
+                Wake::Silence => {
+                    if let Some(from) = self.judge(OffsetProbe::silence) {
+                        self.move_to(Move::Back(from)).await?;
+                    }
+                    continue;
+                }
+            }
+            if self.ctx.faults.fetch_fails() {
+                return Err(self.injected_failure().await);
+            }
+            let (records, at_end) = match self.take().await? {
+                Taken::Records { records, at_end } => (records, at_end),
+                Taken::Move(to) => {
+                    self.move_to(to).await?;
+                    continue;
+                }
+            };
+            if let Some(ready) = self.ready(records, at_end) {
+                return Ok(ready);
+            }
+        }
+    }
+
+    /// Waits for the queue, the statistics' tick, or the probe's deadline.
+    async fn wait(&mut self) -> Wake {
+        self.ctx
+            .faults
+            .maybe_panic(FaultStage::Fetcher, self.partition);
+        let silent_until = self.probe.map(|p| p.deadline());
+        let (reader, more, tick) = (self.reader, self.more, &mut self.tick);
+        tokio::select! {
+            () = std::future::ready(()), if more => Wake::Readable,
+            () = reader.readable(), if !more => Wake::Readable,
+            _ = tick.tick() => Wake::Tick,
+            () = sleep_until(silent_until) => Wake::Silence,
+        }
+    }
+
+    /// Takes what librdkafka has fetched already, without waiting: records
+    /// up to one chunk's worth, and the end of the log when it comes.
+    async fn take(&mut self) -> Result<Taken, ConsumerError> {
+        let mut records: Vec<Record> = Vec::new();
+        let (mut bytes, mut at_end, mut dry) = (0_usize, false, false);
+        loop {
+            if self.queued.is_empty() && !dry {
+                dry = self.reader.drain(&mut self.queued) < DRAIN_RECORDS;
+            }
+            let Some(item) = self.queued.pop_front() else {
+                break;
+            };
+            match item {
+                Fetched::Record(record) => {
+                    let at = record.offset;
+                    if at < self.position {
+                        // A step back's walk forward.
+                        self.judge(|p| p.before_target());
+                        continue;
+                    }
+                    if let Some(from) = self.judge(|p| p.record(at)) {
+                        return Ok(Taken::Move(Move::Back(from)));
+                    }
+                    bytes += record.size().max(1);
+                    records.push(record);
+                    self.position = at + 1;
+                }
+                Fetched::End(end) => {
+                    at_end = true;
+                    if end < self.position {
+                        // The whole log lies before the position: the broker
+                        // lost records, or the topic was created again.
+                        tracing::warn!(
+                            partition = self.partition,
+                            offset = self.position,
+                            end,
+                            "the broker's log ends before this consumer's offset"
+                        );
+                        let to = reset(self.ctx, self.partition, self.position, None).await?;
+                        return Ok(Taken::Move(Move::To(to)));
+                    }
+                    if let Some(from) = self.judge(|p| p.end(end)) {
+                        return Ok(Taken::Move(Move::Back(from)));
+                    }
+                    // Past transaction markers (or aborted records) at the end.
+                    self.position = self.position.max(end);
+                    self.ctx.status.set_high_watermark(self.position);
+                    break;
+                }
+                Fetched::Failed(e) => {
+                    if e.is_offset_out_of_range() {
+                        let to = reset(self.ctx, self.partition, self.position, None).await?;
+                        return Ok(Taken::Move(Move::To(to)));
+                    }
+                    // librdkafka retries on its own; the partition shows the error.
+                    tracing::warn!(partition = self.partition, error = %e, "fetch failed; librdkafka retries");
+                    self.ctx.status.set_error(e.to_string());
+                    break;
+                }
+            }
+            if bytes >= chunk_bytes(&self.ctx.settings) {
+                break;
+            }
+        }
+        self.more = !self.queued.is_empty() || !dry;
+        Ok(Taken::Records { records, at_end })
+    }
+
+    /// What of `records` to hand over: an empty chunk tells the batcher only
+    /// what it does not know yet, that the log ends here, or ends past markers.
+    fn ready(&mut self, records: Vec<Record>, mut at_end: bool) -> Option<Ready> {
+        if !records.is_empty() && !at_end {
+            // Caught up when the last fetch's high watermark is no further
+            // than this chunk: the batch need not wait for more.
+            if let Some(high) = self.reader.fetched_high_watermark() {
+                self.ctx.status.raise_high_watermark(high);
+                at_end = self.position >= high;
+            }
+        }
+        let known = self.position <= self.sent.end && self.sent.at_end;
+        if records.is_empty() && (!at_end || known) {
+            return None;
+        }
+        self.sent = Sent {
+            end: self.position,
+            at_end,
+        };
+        self.ctx.status.clear_error();
+        self.ctx.status.raise_high_watermark(self.position);
+        Some(Ready {
+            records,
+            at_end,
+            end: self.position,
+        })
+    }
+
+    /// Applies the probe's verdict; returns where to step back to, if it
+    /// says so. Without a probe, nothing.
+    fn judge(&mut self, verdict: impl FnOnce(&mut OffsetProbe) -> Verdict) -> Option<i64> {
+        match verdict(self.probe.as_mut()?) {
+            Verdict::Settled => {
+                self.probe = None;
+                None
+            }
+            Verdict::SeekBack(from) => Some(from),
+        }
+    }
+
+    /// Seeks, dropping what was drained for the old position.
+    async fn move_to(&mut self, to: Move) -> Result<(), ConsumerError> {
+        let from = match to {
+            Move::Back(from) => {
+                tracing::debug!(
+                    partition = self.partition,
+                    offset = self.position,
+                    from,
+                    "the broker may have skipped records; reading from further back"
+                );
+                from
+            }
+            Move::To(to) => {
+                self.position = to;
+                self.probe = None;
+                to
+            }
+        };
+        self.reader.seek(from).await?;
+        self.queued.clear();
+        self.more = true;
+        Ok(())
+    }
+
+    /// The injected fetch failure (`fault.fail_fetch`). The lag stays honest
+    /// while fetches fail: the end of the log that the broker lists is a
+    /// lower bound of it (Tansu 0.6 lists the last batch's base offset + 1),
+    /// so lag never reads 0 while records wait.
+    async fn injected_failure(&self) -> ConsumerError {
+        let bounds = self
+            .ctx
+            .kafka
+            .log_bounds(&self.ctx.settings.topic, self.partition);
+        if let Ok((_, end)) = bounds.await {
+            self.ctx.status.raise_high_watermark(end);
+        }
+        KafkaError::Injected.into()
     }
 }
 
@@ -309,12 +396,6 @@ fn chunk_bytes(settings: &KafkaSettings) -> usize {
         .max(1)
 }
 
-/// Where a probe goes next: further back from `target`, never before the log
-/// start; `None` once it started there already (the gap is real).
-fn step_back(probe: Probe, target: i64, low: i64) -> Option<i64> {
-    (probe.from > low).then(|| target.saturating_sub(probe.step).max(low))
-}
-
 /// Reads the end of the log that the consumer's last fetch reported, from
 /// librdkafka's statistics: it keeps the lag current while a backlog is read,
 /// and a log that ends before the consumer's position (the broker lost it, or
@@ -322,11 +403,11 @@ fn step_back(probe: Probe, target: i64, low: i64) -> Option<i64> {
 /// resume in that case.
 async fn check_log_end(
     ctx: &FetcherContext,
-    consumer: &PartitionConsumer,
+    reader: &PartitionReader,
     partition: i32,
     target: i64,
 ) -> Result<Option<i64>, ConsumerError> {
-    let Some(ends) = consumer.log_ends() else {
+    let Some(ends) = reader.log_ends() else {
         return Ok(None);
     };
     ctx.status.raise_high_watermark(ends.stable.max(target));
@@ -382,24 +463,5 @@ async fn reset(
             );
             Ok(earliest)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_probe_steps_back_in_growing_steps_down_to_the_log_start() {
-        let settings = crate::config::Settings::built_in().unwrap().kafka;
-        let p = Probe::new(1000, 64, &settings);
-        let p = p.next(1000, 0, &settings).unwrap();
-        assert_eq!((p.from, p.step), (936, 256));
-        let p = p.next(1000, 900, &settings).unwrap();
-        assert_eq!((p.from, p.step), (900, 1024));
-        assert!(
-            p.next(1000, 900, &settings).is_none(),
-            "at the log start: a real gap"
-        );
     }
 }

@@ -4,11 +4,13 @@
 //! in PostgreSQL, which is what makes a crash at any instant harmless. The
 //! partition is only consumed while this instance holds its lock on a live
 //! ownership session, and the lock is only kept while the pipeline runs.
+//! While held, the partition stays in the instance's consumer (its reader);
+//! a restart moves the reader's position, it does not assign it again.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::{
-    sync::{Semaphore, mpsc},
+    sync::{Mutex, Semaphore, mpsc},
     task::JoinError,
 };
 use tokio_util::sync::CancellationToken;
@@ -24,6 +26,7 @@ use crate::{
         hold::{self, Held},
     },
     config::FaultStage,
+    kafka::PartitionReader,
     retry::Backoff,
 };
 
@@ -153,11 +156,37 @@ enum Stopped {
     Fatal,
 }
 
-/// Runs the pipeline, restarting it after errors and panics, until `stop` or
-/// a fatal error.
+/// Reads the partition through the instance's consumer until `stop` or a
+/// fatal error, then takes it out of the consumer.
 async fn consume(
     ctx: &Arc<ConsumerContext>,
     status: &Arc<PartitionStatus>,
+    stop: &CancellationToken,
+) -> Stopped {
+    let reader = match ctx.kafka.reader(status.partition) {
+        Ok(reader) => Arc::new(Mutex::new(reader)),
+        Err(e) => {
+            tracing::error!(partition = status.partition, error = %e, "cannot read the partition");
+            status.set_error(e.to_string());
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(MAX_RESTART_DELAY) => {}
+            }
+            return Stopped::Asked;
+        }
+    };
+    let stopped = run_pipelines(ctx, status, &reader, stop).await;
+    // Waits for a fetcher still stopping (it holds the reader while it runs).
+    reader.lock().await.release().await;
+    stopped
+}
+
+/// Runs the pipeline, restarting it after errors and panics, until `stop` or
+/// a fatal error.
+async fn run_pipelines(
+    ctx: &Arc<ConsumerContext>,
+    status: &Arc<PartitionStatus>,
+    reader: &Arc<Mutex<PartitionReader>>,
     stop: &CancellationToken,
 ) -> Stopped {
     let partition = status.partition;
@@ -165,7 +194,12 @@ async fn consume(
     loop {
         let before = status.committed();
         // Its own task, so that a panic ends this run of the pipeline, not the partition.
-        let run = tokio::spawn(pipeline(Arc::clone(ctx), Arc::clone(status), stop.clone()));
+        let run = tokio::spawn(pipeline(
+            Arc::clone(ctx),
+            Arc::clone(status),
+            Arc::clone(reader),
+            stop.clone(),
+        ));
         let result = run.await.unwrap_or_else(|join| {
             Err(ConsumerError::Panicked {
                 task: "pipeline",
@@ -202,6 +236,7 @@ async fn consume(
 async fn pipeline(
     ctx: Arc<ConsumerContext>,
     status: Arc<PartitionStatus>,
+    reader: Arc<Mutex<PartitionReader>>,
     shutdown: CancellationToken,
 ) -> Result<(), ConsumerError> {
     let partition = status.partition;
@@ -226,13 +261,7 @@ async fn pipeline(
         faults: Arc::clone(&ctx.faults),
         buffer: Arc::new(Semaphore::new(ctx.kafka_settings.buffered_half())),
     };
-    let mut fetch = tokio::spawn(fetch::run(
-        partition,
-        committed,
-        fetcher_ctx,
-        tx,
-        stop_fetcher,
-    ));
+    let mut fetch = tokio::spawn(fetch::run(reader, committed, fetcher_ctx, tx, stop_fetcher));
     status.set_running(true);
     let mut batches = batch::Batcher::new(rx, batch::Limits::from(&ctx.batch_settings));
 

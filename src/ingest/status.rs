@@ -100,12 +100,12 @@ impl PartitionStatus {
         }
     }
 
-    /// Marks the pipeline as running (clearing the last error) or not.
+    /// Marks the pipeline as running or not. A restarted pipeline keeps the
+    /// error that stopped the last one until its fetcher hands records (or
+    /// the end of the log) over, so that an error that recurs at every
+    /// restart never reads as gone between two of them.
     pub fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Relaxed);
-        if running {
-            *lock(&self.last_error) = None;
-        }
     }
 
     /// Marks whether this instance holds the partition; taking it

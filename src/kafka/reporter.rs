@@ -1,10 +1,10 @@
 //! What librdkafka reports on its own threads, kept for the service: its
 //! logs routed to tracing, its last error (a TLS or SASL refusal is only ever
-//! logged, so a failed connection says why with it), and the log ends of a
-//! partition consumer's statistics (lag, and a log that ends before the
-//! consumer).
+//! logged, so a failed connection says why with it), and the log ends of
+//! each partition in the consumer's statistics (lag, and a log that ends
+//! before the consumer).
 
-use std::sync::Mutex;
+use std::{collections::HashMap, sync::Mutex};
 
 use rdkafka::{
     ClientContext,
@@ -19,7 +19,10 @@ use rdkafka::{
 #[derive(Debug, Default)]
 pub struct Reporter {
     last_error: Mutex<Option<String>>,
-    log_ends: Mutex<Option<LogEnds>>,
+    /// Per partition of the consumed topic, the statistics not read yet.
+    log_ends: Mutex<HashMap<i32, LogEnds>>,
+    /// The topic whose partitions' statistics are kept; empty: none.
+    topic: String,
 }
 
 /// Where the log of a consumer's partition ends, as its last fetch said,
@@ -46,10 +49,19 @@ impl Reporter {
         locked(&self.last_error).clone()
     }
 
-    /// The statistics' log ends not read before, if any: each snapshot is
-    /// seen once, so that one taken before a reassignment is not acted on twice.
-    pub fn log_ends(&self) -> Option<LogEnds> {
-        locked(&self.log_ends).take()
+    /// A reporter that also keeps the statistics of `topic`'s partitions.
+    pub fn for_topic(topic: &str) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// The statistics' log ends of `partition` not read before, if any: each
+    /// snapshot is seen once, so that one taken before the position moved is
+    /// not acted on twice.
+    pub fn log_ends(&self, partition: i32) -> Option<LogEnds> {
+        locked(&self.log_ends).remove(&partition)
     }
 }
 
@@ -87,22 +99,28 @@ impl ClientContext for Reporter {
         }
     }
 
-    /// A partition consumer's statistics: only its one partition is kept.
+    /// The consumer's statistics: the log ends of each partition of the
+    /// consumed topic that is being fetched.
     fn stats(&self, statistics: Statistics) {
-        let ends = statistics.topics.values().find_map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .find(|(id, _)| **id >= 0)
-                .map(|(_, p)| LogEnds {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut kept = locked(&self.log_ends);
+        for (&id, p) in &topic.partitions {
+            // -1 is librdkafka's internal "unassigned" partition; one that is
+            // not being fetched (released, being moved) reports nothing of use.
+            if id < 0 || p.fetch_state != "active" {
+                continue;
+            }
+            kept.insert(
+                id,
+                LogEnds {
                     low: p.lo_offset,
                     high: p.hi_offset,
                     stable: p.ls_offset,
                     fetching: p.next_offset,
-                })
-        });
-        if ends.is_some() {
-            *locked(&self.log_ends) = ends;
+                },
+            );
         }
     }
 }

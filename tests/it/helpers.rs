@@ -56,6 +56,8 @@ pub(crate) struct TestApp {
     pub(crate) pool: Pool,
     pub(crate) metrics: Arc<warehouse_monitor::metrics::Metrics>,
     pub(crate) statuses: Partitions,
+    /// The instance's Kafka client (its one consumer).
+    pub(crate) kafka: kafka::Kafka,
     pub(crate) producer: Producer,
     pub(crate) http: reqwest::Client,
     shutdown: CancellationToken,
@@ -76,6 +78,7 @@ impl TestApp {
         let pool = app.pool();
         let metrics = app.metrics();
         let statuses = app.partitions();
+        let kafka = app.kafka();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -88,6 +91,7 @@ impl TestApp {
             pool,
             metrics,
             statuses,
+            kafka,
             producer,
             http: reqwest::Client::new(),
             shutdown,

@@ -93,12 +93,14 @@ async fn lost_writes_are_never_served(loss: Loss) {
     // From here on every read must answer 12.
     let stop = tokio_util::sync::CancellationToken::new();
     let (reads, stale) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let wrong = Arc::new(std::sync::Mutex::new(Vec::new()));
     let reader = {
-        let (app, stop, reads, stale, path) = (
+        let (app, stop, reads, stale, wrong, path) = (
             Arc::clone(&app),
             stop.clone(),
             Arc::clone(&reads),
             Arc::clone(&stale),
+            Arc::clone(&wrong),
             path.clone(),
         );
         tokio::spawn(async move {
@@ -106,6 +108,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
                 let (status, body) = app.get_json(&path).await;
                 if status != 200 || body["quantity"] != 12 {
                     stale.fetch_add(1, Ordering::Relaxed);
+                    wrong.lock().unwrap().push(format!("{status} {body}"));
                 }
                 reads.fetch_add(1, Ordering::Relaxed);
             }
@@ -144,7 +147,11 @@ async fn lost_writes_are_never_served(loss: Loss) {
         "{loss:?}: {reads} reads, {stale} not 12; cache hits again {resumed:?} after the loss; \
          epoch {epoch} -> {now}"
     );
-    assert_eq!(stale, 0, "{stale} of {reads} reads answered an older value");
+    let wrong = wrong.lock().unwrap().clone();
+    assert_eq!(
+        stale, 0,
+        "{stale} of {reads} reads did not answer 12: {wrong:?}"
+    );
     assert!(reads > 20, "only {reads} reads");
     assert_ne!(now, epoch, "a new cache epoch began");
     if let Some(entry) = peek.peek(key, now).await {

@@ -1,14 +1,15 @@
-//! The consumer of one partition: a librdkafka consumer assigned to it, whose
-//! partition has a fetch queue of its own, drained many records per call.
+//! One partition as read through the instance's consumer
+//! ([`super::consumer`]): its own fetch queue, drained many records per call,
+//! and its position, moved by seeking.
 //!
 //! rust-rdkafka's message stream hands over one record per poll, and each
 //! poll reads the clock, allocates an event handle and takes the queue's
 //! lock: about 7 % of the service's CPU samples (perf) while it read a
 //! backlog. librdkafka's `rd_kafka_consume_batch_queue` takes up to
 //! [`DRAIN_RECORDS`] records under one lock instead. The partition's queue is
-//! split off the consumer's own queue before the first assignment, so records
-//! only ever arrive there; the consumer's queue carries the events
-//! (statistics, logs, errors), which [`PartitionConsumer::events`] serves.
+//! split off the consumer's own queue before its first assignment, so
+//! records only ever arrive there; the consumer's queue carries the events
+//! (statistics, logs, errors).
 
 use std::{
     collections::VecDeque,
@@ -18,13 +19,13 @@ use std::{
 };
 
 use rdkafka::{
-    Offset, TopicPartitionList, bindings as rd,
-    consumer::{Consumer, MessageStream, StreamConsumer},
+    bindings as rd,
+    consumer::{Consumer, StreamConsumer},
     error::KafkaError as RdError,
 };
 use tokio::sync::Notify;
 
-use super::{KafkaError, LogEnds, Record, Reporter, record::record_time_ms};
+use super::{KafkaError, LogEnds, Record, Reporter, consumer::Shared, record::record_time_ms};
 
 /// The most records one drain takes off the queue.
 pub const DRAIN_RECORDS: usize = 512;
@@ -40,55 +41,56 @@ pub enum Fetched {
     Failed(KafkaError),
 }
 
-/// One partition's consumer. Dropped, it closes its queue before the
-/// consumer (fields drop in order).
-pub struct PartitionConsumer {
-    queue: FetchQueue,
-    consumer: StreamConsumer<Reporter>,
-    topic: String,
+/// This instance's hold on one partition of the consumer. Released (or
+/// dropped), the partition leaves the consumer's fetching.
+pub struct PartitionReader {
+    shared: Arc<Shared>,
     partition: i32,
-    max_record_bytes: usize,
+    queue: Arc<FetchQueue>,
+    /// Where reading was last (re)started, for a release's confirmation.
+    started_at: std::sync::Mutex<Option<i64>>,
+    released: bool,
 }
 
-impl std::fmt::Debug for PartitionConsumer {
+impl std::fmt::Debug for PartitionReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionConsumer")
-            .field("topic", &self.topic)
+        f.debug_struct("PartitionReader")
+            .field("topic", &self.shared.topic)
             .field("partition", &self.partition)
             .finish_non_exhaustive()
     }
 }
 
-impl PartitionConsumer {
-    /// Splits the partition's queue off `consumer`, then assigns the
-    /// partition at `offset`. Values over `max_record_bytes` are cut (see
-    /// [`Record::from_parts`]).
-    pub fn new(
-        consumer: StreamConsumer<Reporter>,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        max_record_bytes: usize,
-    ) -> Result<Self, KafkaError> {
-        let queue = FetchQueue::split(&consumer, topic, partition)?;
-        let this = Self {
-            queue,
-            consumer,
-            topic: topic.to_owned(),
+impl PartitionReader {
+    pub(super) fn new(shared: Arc<Shared>, partition: i32, queue: Arc<FetchQueue>) -> Self {
+        Self {
+            shared,
             partition,
-            max_record_bytes,
-        };
-        this.assign(offset)?;
-        Ok(this)
+            queue,
+            started_at: std::sync::Mutex::new(None),
+            released: false,
+        }
     }
 
-    /// (Re)assigns the partition, from `offset`. Records fetched for the
-    /// earlier assignment and not drained yet are dropped by librdkafka.
-    pub fn assign(&self, offset: i64) -> Result<(), KafkaError> {
-        let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.topic, self.partition, Offset::Offset(offset))?;
-        self.consumer.assign(&list)?;
-        Ok(())
+    /// The partition read.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Reads from `offset` on: the partition is assigned there, or, when it
+    /// is assigned already, sought there. Records fetched for the earlier
+    /// position and not drained yet are dropped by librdkafka.
+    pub async fn start_from(&self, offset: i64) -> Result<(), KafkaError> {
+        *self
+            .started_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(offset);
+        self.shared.start_from(self.partition, offset).await
+    }
+
+    /// Moves the position to `offset` (a seek on the assigned partition).
+    pub async fn seek(&self, offset: i64) -> Result<(), KafkaError> {
+        self.shared.seek(self.partition, offset).await
     }
 
     /// Waits until records (or an end of log, or an error) may be waiting.
@@ -102,29 +104,27 @@ impl PartitionConsumer {
     /// returns how many were moved (fewer than [`DRAIN_RECORDS`]: the queue
     /// was empty at the end).
     pub fn drain(&self, out: &mut VecDeque<Fetched>) -> usize {
-        self.queue.drain(self.max_record_bytes, out)
+        let taken = self.queue.drain(self.shared.max_record_bytes, out);
+        if taken > 0 {
+            self.shared.read_from(self.partition);
+        }
+        taken
     }
 
-    /// The consumer's own queue: serves its events (statistics, logs) when
-    /// polled, and yields the errors that concern no partition.
-    pub fn events(&self) -> MessageStream<'_, Reporter> {
-        self.consumer.stream()
-    }
-
-    /// The consumer's position: the offset after the last record or
-    /// transaction marker it passed.
+    /// The consumer's position in the partition: the offset after the last
+    /// record or transaction marker it passed.
     pub fn position(&self) -> Option<i64> {
-        let list = self.consumer.position().ok()?;
+        let list = self.shared.client.position().ok()?;
         list.elements()
             .iter()
-            .find(|e| e.partition() == self.partition)
+            .find(|e| e.topic() == self.shared.topic && e.partition() == self.partition)
             .and_then(|e| e.offset().to_raw())
             .filter(|o| *o >= 0)
     }
 
     /// The statistics' log ends not read before (see [`Reporter::log_ends`]).
     pub fn log_ends(&self) -> Option<LogEnds> {
-        self.consumer.context().log_ends()
+        self.shared.client.context().log_ends(self.partition)
     }
 
     /// The high watermark of the partition as the last fetch reported it,
@@ -133,14 +133,14 @@ impl PartitionConsumer {
     /// Tansu 0.6 answers wrongly, and which a fetcher cannot afford per fetch.
     #[allow(unsafe_code)]
     pub fn fetched_high_watermark(&self) -> Option<i64> {
-        let topic = CString::new(self.topic.as_str()).ok()?;
+        let topic = CString::new(self.shared.topic.as_str()).ok()?;
         let (mut low, mut high) = (-1_i64, -1_i64);
-        // SAFETY: the client handle lives as long as `self.consumer`;
+        // SAFETY: the client handle lives as long as `self.shared`;
         // librdkafka reads the NUL-terminated topic name and writes the two
         // offsets, under its own lock, and keeps no pointer to any of them.
         let error = unsafe {
             rd::rd_kafka_get_watermark_offsets(
-                self.consumer.client().native_ptr(),
+                self.shared.client.client().native_ptr(),
                 topic.as_ptr(),
                 self.partition,
                 &mut low,
@@ -149,12 +149,36 @@ impl PartitionConsumer {
         };
         (error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
+
+    /// Gives the partition up: it leaves the consumer's assignment (or, when
+    /// that could abort librdkafka, is paused; see [`super::consumer`]).
+    pub async fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        let at = *self
+            .started_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.shared.release(self.partition, at).await;
+        self.released = true;
+    }
+}
+
+impl Drop for PartitionReader {
+    /// A reader dropped without [`PartitionReader::release`] (its task
+    /// panicked or was cancelled) pauses the partition, which needs no wait.
+    fn drop(&mut self) {
+        if !self.released {
+            self.shared.park(self.partition);
+        }
+    }
 }
 
 /// librdkafka's fetch queue of one partition, no longer forwarded to the
-/// consumer's queue, with a callback that wakes [`PartitionConsumer::readable`]
+/// consumer's queue, with a callback that wakes [`PartitionReader::readable`]
 /// whenever it goes from empty to holding something.
-struct FetchQueue {
+pub(super) struct FetchQueue {
     queue: NonNull<rd::rd_kafka_queue_t>,
     readable: Arc<Notify>,
     /// The callback's reference to `readable`, given back on drop.
@@ -182,14 +206,14 @@ unsafe extern "C" fn on_nonempty(_: *mut rd::rd_kafka_t, opaque: *mut c_void) {
 
 impl FetchQueue {
     #[allow(unsafe_code)]
-    fn split(
+    pub(super) fn split(
         consumer: &StreamConsumer<Reporter>,
         topic: &str,
         partition: i32,
     ) -> Result<Self, KafkaError> {
         let name = CString::new(topic).map_err(|_| KafkaError::NoTopic(topic.to_owned()))?;
         // SAFETY: the client handle is valid while `consumer` lives, which
-        // outlives this queue (see `PartitionConsumer`'s field order);
+        // outlives this queue (see `Shared`'s field order);
         // librdkafka copies the name. The handle returned is ours to destroy.
         let raw = unsafe {
             rd::rd_kafka_queue_get_partition(
