@@ -219,9 +219,9 @@ impl Shared {
         };
         if paused {
             self.client.resume(&self.list(partition, None)?)?;
-            locked(&self.slots)
-                .get_mut(&partition)
-                .map(|s| s.paused = false);
+            if let Some(slot) = locked(&self.slots).get_mut(&partition) {
+                slot.paused = false;
+            }
         }
         self.seek(partition, offset).await
     }
