@@ -102,11 +102,14 @@ impl Trust {
             .map(Epoch)
     }
 
-    /// True when `epoch` must never be believed again here.
+    /// True when `epoch` must never be believed again here. Fails closed: a
+    /// thread that panicked while it held the list may have been recording
+    /// a distrust, so then no epoch is believed.
     pub(super) fn distrusts(&self, epoch: Epoch) -> bool {
-        self.distrusted
-            .lock()
-            .is_ok_and(|d| d.iter().any(|e| *e == epoch.0))
+        match self.distrusted.lock() {
+            Ok(distrusted) => distrusted.contains(&epoch.0),
+            Err(_) => true,
+        }
     }
 
     /// Distrusts `epoch` for good; true the first time.
@@ -114,9 +117,10 @@ impl Trust {
         let _ = self
             .verified
             .compare_exchange(epoch.0, NONE, Ordering::AcqRel, Ordering::Acquire);
-        let Ok(mut distrusted) = self.distrusted.lock() else {
-            return false;
-        };
+        let mut distrusted = self
+            .distrusted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if distrusted.contains(&epoch.0) {
             return false;
         }
@@ -180,6 +184,22 @@ mod tests {
     use super::*;
 
     const RUN: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn a_poisoned_list_distrusts_every_epoch_and_still_records() {
+        let trust = std::sync::Arc::new(Trust::new());
+        let holder = std::sync::Arc::clone(&trust);
+        let poisoned = std::thread::spawn(move || {
+            let _held = holder.distrusted.lock().unwrap();
+            panic!("a panic while the list is held");
+        })
+        .join();
+        assert!(poisoned.is_err());
+        assert!(trust.distrusted.is_poisoned());
+        assert!(trust.distrusts(Epoch(1)), "fails closed");
+        assert!(trust.distrust(Epoch(2)), "recorded the first time");
+        assert!(!trust.distrust(Epoch(2)), "once");
+    }
 
     #[test]
     fn an_epoch_is_verified_only_by_its_own_servers_marker() {
