@@ -1,7 +1,7 @@
 //! What an instance costs the machine and the brokers: the real binary,
-//! holding 64 partitions, runs a bounded number of threads and at most two
-//! connections per broker (librdkafka's bootstrap connection and the
-//! broker's own), however many partitions it holds.
+//! holding 64 or 256 partitions and reading each, runs a bounded number of
+//! threads and at most two connections per broker (librdkafka's bootstrap
+//! connection and the broker's own), however many partitions it holds.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -72,13 +72,24 @@ impl Drop for Child {
 
 #[tokio::test]
 async fn sixty_four_partitions_take_few_threads_and_two_connections_per_broker() {
-    const PARTITIONS: i32 = 64;
-    let settings = test_settings(PARTITIONS);
+    holding(64).await;
+}
+
+#[tokio::test]
+async fn two_hundred_fifty_six_partitions_are_each_read_on_the_same_bounds() {
+    holding(256).await;
+}
+
+/// Starts the binary on a fresh topic of `partitions` partitions, waits
+/// until it holds them all, reads a record from each, then counts its
+/// threads and broker connections.
+async fn holding(partitions: i32) {
+    let settings = test_settings(partitions);
     let port = free_port();
     let child = Child(start_service_with(
         &settings,
         &[
-            ("WM_KAFKA__PARTITIONS", PARTITIONS.to_string()),
+            ("WM_KAFKA__PARTITIONS", partitions.to_string()),
             ("WM_HTTP__ADDR", format!("127.0.0.1:{port}")),
         ],
     ));
@@ -99,15 +110,15 @@ async fn sixty_four_partitions_take_few_threads_and_two_connections_per_broker()
                 .find("wm_consumer_partitions_owned", &[])
                 .map(|s| s.value)
                 .sum::<f64>();
-            (owned == f64::from(PARTITIONS))
+            (owned == f64::from(partitions))
                 .then_some(())
-                .ok_or_else(|| format!("{owned} of {PARTITIONS} partitions held"))
+                .ok_or_else(|| format!("{owned} of {partitions} partitions held"))
         },
     )
     .await;
-    // A record on every partition, each read and committed: all 64 work.
+    // A record on every partition, each read and committed: they all work.
     let producer = Producer::connect(&settings).await;
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         let ev = Ev::arrival(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 1);
         producer.produce(p, vec![ev.bytes()]).await;
     }
@@ -124,11 +135,11 @@ async fn sixty_four_partitions_take_few_threads_and_two_connections_per_broker()
     let (threads, connections) = (threads(pid), connections_to(pid, broker_port));
     assert!(
         threads <= 40,
-        "{threads} threads for {PARTITIONS} partitions"
+        "{threads} threads for {partitions} partitions"
     );
     assert!(
         connections <= 2,
-        "{connections} connections to the one broker for {PARTITIONS} partitions"
+        "{connections} connections to the one broker for {partitions} partitions"
     );
     assert!(connections >= 1, "the service is connected to the broker");
     drop(child);
