@@ -25,7 +25,7 @@ scripts/api-check.sh install >"$venv_log" 2>&1 &
 venv=$!
 phase "building the tests"
 built=0
-cargo test --locked --features devtools --no-run || built=$?
+cargo test --locked --features devtools,faults --no-run || built=$?
 phase "tests built (status $built); waiting for the stack"
 stack_ok=0
 wait "$stack" || stack_ok=$?
@@ -46,5 +46,5 @@ fi
 service="$repo/target/debug/warehouse-monitor"
 if [[ -x $service ]]; then WM_API_CHECK_BINARY="$service" scripts/api-check.sh; else scripts/api-check.sh; fi
 phase "API contract checked"
-cargo test --locked --features devtools
+cargo test --locked --features devtools,faults
 phase "tests passed"

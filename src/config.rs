@@ -36,7 +36,10 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
-    /// Test-only fault injection; absent in `config/default.toml`.
+    /// Test-only fault injection; absent in `config/default.toml`, and from
+    /// every build without the `faults` feature (a `[fault]` section is then
+    /// refused as unknown).
+    #[cfg(feature = "faults")]
     #[serde(default, skip_serializing_if = "FaultSettings::is_off")]
     pub fault: FaultSettings,
 }
@@ -176,6 +179,7 @@ impl ConsumerSettings {
 
 /// Faults injected on purpose, for tests only: the stage that panics and how
 /// many times, and fetches that fail.
+#[cfg(feature = "faults")]
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSettings {
@@ -194,6 +198,7 @@ pub struct FaultSettings {
     pub abort_after_commit_at_batch: Option<u64>,
 }
 
+#[cfg(feature = "faults")]
 impl FaultSettings {
     /// True when no fault is injected (the section is then not printed).
     fn is_off(&self) -> bool {
@@ -201,7 +206,8 @@ impl FaultSettings {
     }
 }
 
-/// A task of a partition's pipeline that a test can make panic.
+/// A task of a partition's pipeline that a test can make panic (with the
+/// `faults` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultStage {
@@ -485,6 +491,7 @@ mod tests {
         assert!(settings.batch.size >= 1);
     }
 
+    #[cfg(feature = "faults")]
     #[test]
     fn the_printed_settings_show_every_active_fault() {
         let mut settings = Settings::load(&config_dir(), None).expect("default config");

@@ -2,10 +2,44 @@
 //! one task of a partition's pipeline, fetches that fail, or a process abort
 //! right after a COMMIT, so that tests can show the service recovers from what
 //! it cannot otherwise provoke.
+//!
+//! Only builds with the `faults` cargo feature (the tests') can inject them;
+//! in every other build (the release binary, the Docker image, the
+//! benchmarks) [`Faults`] is empty and each of its checks does nothing.
 
+pub use injected::Faults;
+
+#[cfg(not(feature = "faults"))]
+mod injected {
+    use crate::config::{FaultStage, Settings};
+
+    /// No fault can be injected into this build.
+    #[derive(Debug, Default)]
+    pub struct Faults;
+
+    impl Faults {
+        pub fn from_settings(_: &Settings) -> Self {
+            Self
+        }
+
+        #[inline(always)]
+        pub fn maybe_panic(&self, _: FaultStage, _: i32) {}
+
+        #[inline(always)]
+        pub fn after_commit(&self) {}
+
+        #[inline(always)]
+        pub fn fetch_fails(&self) -> bool {
+            false
+        }
+    }
+}
+
+#[cfg(feature = "faults")]
+mod injected {
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::config::{FaultSettings, FaultStage};
+use crate::config::{FaultSettings, FaultStage, Settings};
 
 /// The faults to inject, and how many panics were injected so far.
 #[derive(Debug, Default)]
@@ -16,6 +50,11 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// The faults `settings` asks for.
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self::new(settings.fault.clone())
+    }
+
     pub fn new(settings: FaultSettings) -> Self {
         Self {
             settings,
@@ -82,4 +121,5 @@ mod tests {
         assert!(!panicked(&faults), "budget spent");
         assert!(!Faults::default().fetch_fails());
     }
+}
 }

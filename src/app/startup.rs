@@ -175,7 +175,7 @@ impl Application {
             cache: self.cache.clone(),
             announcements: Arc::clone(&announcements),
             metrics: Arc::clone(&self.metrics),
-            faults: Arc::new(Faults::new(self.settings.fault.clone())),
+            faults: Arc::new(Faults::from_settings(&self.settings)),
         });
         let role = self.settings.role;
         tracing::info!(
