@@ -26,7 +26,7 @@ mod injected {
         pub fn maybe_panic(&self, _: FaultStage, _: i32) {}
 
         #[inline(always)]
-        pub fn after_commit(&self) {}
+        pub fn maybe_abort_after_commit(&self) {}
 
         #[inline(always)]
         pub fn fetch_fails(&self) -> bool {
@@ -78,7 +78,7 @@ impl Faults {
     /// Called right after each batch COMMIT: aborts the process at the
     /// configured batch (`abort_after_commit_at_batch`, counted over every
     /// partition of this process).
-    pub fn after_commit(&self) {
+    pub fn maybe_abort_after_commit(&self) {
         let Some(at) = self.settings.abort_after_commit_at_batch else {
             return;
         };

@@ -40,7 +40,7 @@ const BATCH_ATTEMPTS: u32 = 5;
 /// for, is split in halves, each applied on its own, down to single records; a
 /// single record it still refuses for its data is stored as rejected
 /// (`unprocessable`, with the database's message) and the partition goes on.
-pub async fn commit(
+pub async fn apply_batch(
     ctx: &ConsumerContext,
     status: &Arc<PartitionStatus>,
     records: &[Record],
@@ -75,7 +75,7 @@ pub async fn commit(
             }
         };
         committed = Some(outcome.next_offset);
-        after_commit(status, &outcome);
+        report_committed(status, &outcome);
     }
     Ok(committed)
 }
@@ -102,10 +102,10 @@ async fn apply_with_retries(
             Err(e) => Err(e),
         };
         let result = match result {
-            Ok(Some(outcome)) => Ok(outcome),
+            Ok(Attempt::Committed(outcome)) => Ok(outcome),
             // A fresh announcement that could not be held is a transient failure.
-            Ok(None) if announced => Err(StoreError::Unannounced),
-            Ok(None) => match invalidate::announce(&ctx.announcements, &ctx.store).await {
+            Ok(Attempt::NeedsAnnouncement) if announced => Err(StoreError::Unannounced),
+            Ok(Attempt::NeedsAnnouncement) => match invalidate::announce(&ctx.announcements, &ctx.store).await {
                 Ok(()) => {
                     announced = true;
                     continue;
@@ -140,20 +140,21 @@ async fn apply_with_retries(
 /// One batch transaction as the service runs it: the writes with the
 /// cache deletes beside them ([`write_all`]), then whatever
 /// Redis did not acknowledge goes to the outbox
-/// ([`invalidate::before_commit`]), commit. `None` when it was rolled back
-/// because its invalidations need an announcement first
-/// ([`invalidate::announce`]).
+/// ([`invalidate::before_commit`]), commit.
 async fn apply_invalidating(
     ctx: &ConsumerContext,
     client: &mut Client,
     batch: &PartitionBatch<'_>,
     decoded: Vec<Decoded>,
-) -> Result<Option<BatchOutcome>, StoreError> {
+) -> Result<Attempt, StoreError> {
     let started = std::time::Instant::now();
     let (tx, plan, epoch) = begin_and_plan(client, batch, decoded).await?;
-    let (mut outcome, delivered) = write_all(Some(&ctx.cache), &tx, batch, &plan, epoch).await?;
+    let Written {
+        mut outcome,
+        deletes,
+    } = write_all(Some(&ctx.cache), &tx, batch, &plan, epoch).await?;
     let written = started.elapsed();
-    let prepared = if delivered {
+    let prepared = if deletes == Deletes::Acknowledged {
         Prepared::Delivered
     } else {
         invalidate::before_commit(&ctx.announcements, &tx, epoch, &outcome.touched).await?
@@ -162,15 +163,41 @@ async fn apply_invalidating(
         if let Err(e) = tx.rollback().await {
             tracing::debug!(error = %e, "rollback failed; the connection drops the transaction");
         }
-        return Ok(None);
+        return Ok(Attempt::NeedsAnnouncement);
     }
     write::commit(tx).await?;
     outcome.invalidated_before_commit = prepared == Prepared::Delivered;
     tracing::debug!(partition = batch.partition, ?written, committed = ?started.elapsed(),
         "batch transaction");
-    ctx.faults.after_commit();
-    invalidate::after_commit(&ctx.announcements, &ctx.metrics, client, prepared).await;
-    Ok(Some(outcome))
+    ctx.faults.maybe_abort_after_commit();
+    invalidate::on_committed(&ctx.announcements, &ctx.metrics, client, prepared).await;
+    Ok(Attempt::Committed(outcome))
+}
+
+/// What one try of a batch transaction came to.
+#[derive(Debug)]
+enum Attempt {
+    Committed(BatchOutcome),
+    /// Rolled back: Redis did not acknowledge the deletes, and no
+    /// announcement was old enough to queue them with; announce, then try
+    /// again ([`invalidate::announce`]).
+    NeedsAnnouncement,
+}
+
+/// A batch's writes, not committed yet, and what Redis made of its deletes.
+#[derive(Debug)]
+struct Written {
+    outcome: BatchOutcome,
+    deletes: Deletes,
+}
+
+/// Whether Redis acknowledged a batch's deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deletes {
+    /// Every set of keys (always, without a cache).
+    Acknowledged,
+    /// Not all: the batch's keys go to the outbox.
+    Unacknowledged,
 }
 
 /// One batch transaction without the cache (benchmarks and tests): lock and
@@ -183,7 +210,7 @@ pub async fn apply_once(
     decoded: Vec<Decoded>,
 ) -> Result<BatchOutcome, StoreError> {
     let (tx, plan, epoch) = begin_and_plan(client, batch, decoded).await?;
-    let (outcome, _) = write_all(None, &tx, batch, &plan, epoch).await?;
+    let Written { outcome, .. } = write_all(None, &tx, batch, &plan, epoch).await?;
     write::commit(tx).await?;
     Ok(outcome)
 }
@@ -192,18 +219,17 @@ pub async fn apply_once(
 /// [`crate::store::write`]: movements, offset, then the stock in its parts,
 /// whose rows batches of every partition share and which are therefore
 /// locked last. With a cache, the keys (in `epoch`) of the rows each step
-/// changed, and therefore locked, go to Redis to be deleted ([`deletes`])
+/// changed, and therefore locked, go to Redis to be deleted ([`delete_keys`])
 /// while the next step runs; only the COMMIT waits for them. The rule is
 /// docs/SPEC.md section 8's: a key is deleted after its row is locked and
-/// before the COMMIT. True when Redis acknowledged every delete (always,
-/// without a cache).
+/// before the COMMIT.
 async fn write_all(
     cache: Option<&Cache>,
     tx: &Transaction<'_>,
     batch: &PartitionBatch<'_>,
     plan: &plan::Plan,
     epoch: Epoch,
-) -> Result<(BatchOutcome, bool), StoreError> {
+) -> Result<Written, StoreError> {
     let (keys, sent) = mpsc::unbounded_channel();
     let writes = async move {
         // Owned here, so that the deletes end when the writes do, even on an error.
@@ -230,28 +256,35 @@ async fn write_all(
         }
         Ok::<_, StoreError>((movements, stock))
     };
-    let (written, delivered) = tokio::join!(writes, deletes(cache, epoch, sent));
+    let (written, deletes) = tokio::join!(writes, delete_keys(cache, epoch, sent));
     let (movements, stock) = written?;
-    Ok((write::outcome(batch, plan, movements, stock), delivered))
+    Ok(Written {
+        outcome: write::outcome(batch, plan, movements, stock),
+        deletes,
+    })
 }
 
 /// Deletes each set of keys [`write_all`] hands over, in the order they
 /// come, until its writes end. After a set that Redis did not acknowledge,
 /// the rest are not sent (the batch queues all of its keys in the outbox
 /// then), so that an outage costs one timeout per batch, not one per step.
-/// True when Redis acknowledged every set, with `epoch`'s marker in place.
-async fn deletes(
+/// Acknowledged when Redis acknowledged every set, with `epoch`'s marker in
+/// place.
+async fn delete_keys(
     cache: Option<&Cache>,
     epoch: Epoch,
     mut sets: UnboundedReceiver<Vec<String>>,
-) -> bool {
-    let mut delivered = true;
+) -> Deletes {
+    let mut deletes = Deletes::Acknowledged;
     while let Some(keys) = sets.recv().await {
-        if delivered && let Some(cache) = cache {
-            delivered = cache.invalidate(epoch, keys).await;
+        if deletes == Deletes::Acknowledged
+            && let Some(cache) = cache
+            && !cache.invalidate(epoch, keys).await
+        {
+            deletes = Deletes::Unacknowledged;
         }
     }
-    delivered
+    deletes
 }
 
 /// Opens the batch transaction: reads the cache epoch under its share lock,
@@ -291,7 +324,7 @@ fn figures(partition: i32, outcome: &BatchOutcome, took: Duration) -> BatchFigur
 
 /// Everything that follows a commit: logs and status (the cache keys were
 /// invalidated, or queued in the outbox, before it).
-fn after_commit(status: &PartitionStatus, outcome: &BatchOutcome) {
+fn report_committed(status: &PartitionStatus, outcome: &BatchOutcome) {
     let partition = status.partition;
     for (offset, reason, detail) in &outcome.rejections {
         tracing::info!(partition, offset, reason = reason.as_str(), detail = %detail, "rejected event");

@@ -151,7 +151,7 @@ pub async fn before_commit(
 /// After the COMMIT: counts a queued batch; after a batch whose deletes
 /// Redis acknowledged, withdraws this instance's announcements
 /// ([`withdraw`]).
-pub async fn after_commit(
+pub async fn on_committed(
     announcements: &Announcements,
     metrics: &Metrics,
     client: &Client,

@@ -286,7 +286,7 @@ async fn pipeline(
         // The reservations stay held until the batch is committed: the byte budget
         // covers records in flight, not only those waiting.
         if !closed.records.is_empty() {
-            committed = apply::commit(&ctx, &status, &closed.records, committed).await?;
+            committed = apply::apply_batch(&ctx, &status, &closed.records, committed).await?;
         }
         if let Some(end) = closed.end.filter(|end| committed.is_none_or(|c| *end > c)) {
             // Only transaction markers (or aborted records) lie in between.

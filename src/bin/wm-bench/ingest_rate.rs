@@ -406,7 +406,7 @@ async fn apply_all(
 
 /// Applies `batch` in one transaction, or, where PostgreSQL refuses it as a
 /// whole (out of lock memory for it), in halves down to what fits, as the
-/// service does (`ingest::apply::commit`); returns the next offset and how
+/// service does (`ingest::apply::apply_batch`); returns the next offset and how
 /// many times it split.
 async fn apply_in_halves(
     client: &mut store::Client,
