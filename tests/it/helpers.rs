@@ -70,7 +70,7 @@ impl TestApp {
     }
 
     pub(crate) async fn spawn_with(settings: Settings) -> Self {
-        warehouse_monitor::app::telemetry::init(settings.log.format);
+        warehouse_monitor::app::telemetry::init_captured();
         let app = Application::build(settings.clone())
             .await
             .expect("application builds");
