@@ -427,6 +427,19 @@ impl Cache {
         false
     }
 
+    /// Whether Redis acknowledges a delete in `epoch` now, with the epoch's
+    /// marker in place: one `DEL` of a key no entry uses, and the marker.
+    pub async fn deletes_acknowledged(&self, epoch: Epoch) -> bool {
+        if !self.client.is_connected() {
+            return false;
+        }
+        let probe = vec![epoch.movement_key(Uuid::nil())];
+        matches!(
+            tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, probe)).await,
+            Ok(Ok(Some(_)))
+        )
+    }
+
     /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys, then reads
     /// `epoch`'s marker, in one pipeline: a round trip per batch, not one per
     /// key. The keys move into the commands, uncopied. Returns the marker.

@@ -129,16 +129,29 @@ impl OutboxWatch {
                 }
             }
         }
-        let client = self.store.client().await?;
-        if acknowledged && self.announcements.any() && self.cache.ping().await {
+        if acknowledged && self.announcements.any() && self.deletes_acknowledged().await? {
+            let client = self.store.client().await?;
             delivered.announcements += invalidate::withdraw(&self.announcements, &client).await;
         }
+        let client = self.store.client().await?;
         let age = self.settings.permit() * ANNOUNCEMENT_PERMITS;
         let expired = outbox::expire_announcements(&client, age).await?;
         self.metrics
             .outbox_delivered(usize::try_from(expired).unwrap_or(usize::MAX));
         delivered.announcements += expired;
         Ok(delivered)
+    }
+
+    /// Whether Redis takes deletes now, in the current epoch, with its marker
+    /// in place. An empty outbox proves nothing, nor does an answer to PING:
+    /// a read-only replica answers both, and refuses every delete.
+    async fn deletes_acknowledged(&self) -> Result<bool, StoreError> {
+        let epoch = {
+            let mut client = self.store.client().await?;
+            let tx = client.transaction().await.at(Step::Outbox)?;
+            Epoch(outbox::epoch(&tx).await?)
+        };
+        Ok(self.cache.deletes_acknowledged(epoch).await)
     }
 
     /// Delivers the mark, if one is pending, in one transaction: waits for

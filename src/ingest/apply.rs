@@ -154,10 +154,12 @@ async fn apply_invalidating(
         deletes,
     } = write_all(Some(&ctx.cache), &tx, batch, &plan, epoch).await?;
     let written = started.elapsed();
-    let prepared = if deletes == Deletes::Acknowledged {
-        Prepared::Delivered
-    } else {
-        invalidate::before_commit(&ctx.announcements, &tx, epoch, &outcome.touched).await?
+    let prepared = match deletes {
+        Deletes::Acknowledged => Prepared::Delivered,
+        Deletes::Nothing => Prepared::NothingToDelete,
+        Deletes::Unacknowledged => {
+            invalidate::before_commit(&ctx.announcements, &tx, epoch, &outcome.touched).await?
+        }
     };
     if prepared == Prepared::Unannounced {
         if let Err(e) = tx.rollback().await {
@@ -166,7 +168,8 @@ async fn apply_invalidating(
         return Ok(Attempt::NeedsAnnouncement);
     }
     write::commit(tx).await?;
-    outcome.invalidated_before_commit = prepared == Prepared::Delivered;
+    outcome.invalidated_before_commit =
+        matches!(prepared, Prepared::Delivered | Prepared::NothingToDelete);
     tracing::debug!(partition = batch.partition, ?written, committed = ?started.elapsed(),
         "batch transaction");
     ctx.faults.maybe_abort_after_commit();
@@ -194,7 +197,9 @@ struct Written {
 /// Whether Redis acknowledged a batch's deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deletes {
-    /// Every set of keys (always, without a cache).
+    /// No key to delete (no row changed, or no cache).
+    Nothing,
+    /// Every set of keys.
     Acknowledged,
     /// Not all: the batch's keys go to the outbox.
     Unacknowledged,
@@ -269,19 +274,23 @@ async fn write_all(
 /// the rest are not sent (the batch queues all of its keys in the outbox
 /// then), so that an outage costs one timeout per batch, not one per step.
 /// Acknowledged when Redis acknowledged every set, with `epoch`'s marker in
-/// place.
+/// place; Nothing when no set came.
 async fn delete_keys(
     cache: Option<&Cache>,
     epoch: Epoch,
     mut sets: UnboundedReceiver<Vec<String>>,
 ) -> Deletes {
-    let mut deletes = Deletes::Acknowledged;
+    let mut deletes = Deletes::Nothing;
     while let Some(keys) = sets.recv().await {
-        if deletes == Deletes::Acknowledged
-            && let Some(cache) = cache
-            && !cache.invalidate(epoch, keys).await
-        {
-            deletes = Deletes::Unacknowledged;
+        if deletes == Deletes::Unacknowledged {
+            continue;
+        }
+        if let Some(cache) = cache {
+            deletes = if cache.invalidate(epoch, keys).await {
+                Deletes::Acknowledged
+            } else {
+                Deletes::Unacknowledged
+            };
         }
     }
     deletes

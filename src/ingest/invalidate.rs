@@ -55,8 +55,11 @@ struct Announced {
 /// What became of a batch's cache deletes before its COMMIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prepared {
-    /// Redis acknowledged every delete (or the batch changed no row).
+    /// Redis acknowledged every delete.
     Delivered,
+    /// The batch changed no row: nothing to delete, and nothing learnt of
+    /// whether Redis takes writes.
+    NothingToDelete,
     /// The keys wait in the outbox, or the mark stands for them; the
     /// transaction holds an announcement old enough.
     Queued(Queued),
@@ -150,7 +153,9 @@ pub async fn before_commit(
 
 /// After the COMMIT: counts a queued batch; after a batch whose deletes
 /// Redis acknowledged, withdraws this instance's announcements
-/// ([`withdraw`]).
+/// ([`withdraw`]). A batch with nothing to delete proves nothing: a Redis
+/// that refuses writes (a read-only replica) must not see the
+/// announcements the other partitions' batches commit with withdrawn.
 pub async fn on_committed(
     announcements: &Announcements,
     metrics: &Metrics,
@@ -162,7 +167,7 @@ pub async fn on_committed(
         Prepared::Delivered => {
             withdraw(announcements, client).await;
         }
-        Prepared::Unannounced => {}
+        Prepared::NothingToDelete | Prepared::Unannounced => {}
     }
 }
 
