@@ -37,89 +37,89 @@ mod injected {
 
 #[cfg(feature = "faults")]
 mod injected {
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::config::{FaultSettings, FaultStage, Settings};
+    use crate::config::{FaultSettings, FaultStage, Settings};
 
-/// The faults to inject, and how many panics were injected so far.
-#[derive(Debug, Default)]
-pub struct Faults {
-    settings: FaultSettings,
-    panics: AtomicU32,
-    commits: AtomicU64,
-}
-
-impl Faults {
-    /// The faults `settings` asks for.
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self::new(settings.fault.clone())
+    /// The faults to inject, and how many panics were injected so far.
+    #[derive(Debug, Default)]
+    pub struct Faults {
+        settings: FaultSettings,
+        panics: AtomicU32,
+        commits: AtomicU64,
     }
 
-    pub fn new(settings: FaultSettings) -> Self {
-        Self {
-            settings,
-            panics: AtomicU32::new(0),
-            commits: AtomicU64::new(0),
+    impl Faults {
+        /// The faults `settings` asks for.
+        pub fn from_settings(settings: &Settings) -> Self {
+            Self::new(settings.fault.clone())
+        }
+
+        pub fn new(settings: FaultSettings) -> Self {
+            Self {
+                settings,
+                panics: AtomicU32::new(0),
+                commits: AtomicU64::new(0),
+            }
+        }
+
+        /// Panics when `stage` is the configured one and the budget of panics
+        /// (`panic_times`, 0 = unlimited) is not spent.
+        pub fn maybe_panic(&self, stage: FaultStage, partition: i32) {
+            if self.settings.panic_in != Some(stage) {
+                return;
+            }
+            let done = self.panics.fetch_add(1, Ordering::Relaxed);
+            if self.settings.panic_times == 0 || done < self.settings.panic_times {
+                panic!("injected panic in the {stage:?} of partition {partition} (fault.panic_in)");
+            }
+        }
+
+        /// Called right after each batch COMMIT: aborts the process at the
+        /// configured batch (`abort_after_commit_at_batch`, counted over every
+        /// partition of this process).
+        pub fn maybe_abort_after_commit(&self) {
+            let Some(at) = self.settings.abort_after_commit_at_batch else {
+                return;
+            };
+            let done = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+            if done == at {
+                eprintln!(
+                    "injected abort right after the COMMIT of batch {done} (fault.abort_after_commit_at_batch)"
+                );
+                std::process::abort();
+            }
+        }
+
+        /// True when every fetch should fail.
+        pub fn fetch_fails(&self) -> bool {
+            self.settings.fail_fetch
         }
     }
 
-    /// Panics when `stage` is the configured one and the budget of panics
-    /// (`panic_times`, 0 = unlimited) is not spent.
-    pub fn maybe_panic(&self, stage: FaultStage, partition: i32) {
-        if self.settings.panic_in != Some(stage) {
-            return;
-        }
-        let done = self.panics.fetch_add(1, Ordering::Relaxed);
-        if self.settings.panic_times == 0 || done < self.settings.panic_times {
-            panic!("injected panic in the {stage:?} of partition {partition} (fault.panic_in)");
-        }
-    }
+    #[cfg(test)]
+    mod tests {
+        use super::*;
 
-    /// Called right after each batch COMMIT: aborts the process at the
-    /// configured batch (`abort_after_commit_at_batch`, counted over every
-    /// partition of this process).
-    pub fn maybe_abort_after_commit(&self) {
-        let Some(at) = self.settings.abort_after_commit_at_batch else {
-            return;
-        };
-        let done = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        if done == at {
-            eprintln!(
-                "injected abort right after the COMMIT of batch {done} (fault.abort_after_commit_at_batch)"
-            );
-            std::process::abort();
+        #[test]
+        fn panics_only_in_its_stage_and_within_its_budget() {
+            let faults = Faults::new(FaultSettings {
+                panic_in: Some(FaultStage::Pipeline),
+                panic_times: 2,
+                fail_fetch: false,
+                abort_after_commit_at_batch: None,
+            });
+            faults.maybe_panic(FaultStage::Fetcher, 0);
+            let panicked = |f: &Faults| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    f.maybe_panic(FaultStage::Pipeline, 0)
+                }))
+                .is_err()
+            };
+            assert!(panicked(&faults));
+            assert!(panicked(&faults));
+            assert!(!panicked(&faults), "budget spent");
+            assert!(!Faults::default().fetch_fails());
         }
     }
-
-    /// True when every fetch should fail.
-    pub fn fetch_fails(&self) -> bool {
-        self.settings.fail_fetch
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn panics_only_in_its_stage_and_within_its_budget() {
-        let faults = Faults::new(FaultSettings {
-            panic_in: Some(FaultStage::Pipeline),
-            panic_times: 2,
-            fail_fetch: false,
-            abort_after_commit_at_batch: None,
-        });
-        faults.maybe_panic(FaultStage::Fetcher, 0);
-        let panicked = |f: &Faults| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                f.maybe_panic(FaultStage::Pipeline, 0)
-            }))
-            .is_err()
-        };
-        assert!(panicked(&faults));
-        assert!(panicked(&faults));
-        assert!(!panicked(&faults), "budget spent");
-        assert!(!Faults::default().fetch_fails());
-    }
-}
 }

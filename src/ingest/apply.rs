@@ -105,13 +105,15 @@ async fn apply_with_retries(
             Ok(Attempt::Committed(outcome)) => Ok(outcome),
             // A fresh announcement that could not be held is a transient failure.
             Ok(Attempt::NeedsAnnouncement) if announced => Err(StoreError::Unannounced),
-            Ok(Attempt::NeedsAnnouncement) => match invalidate::announce(&ctx.announcements, &ctx.store).await {
-                Ok(()) => {
-                    announced = true;
-                    continue;
+            Ok(Attempt::NeedsAnnouncement) => {
+                match invalidate::announce(&ctx.announcements, &ctx.store).await {
+                    Ok(()) => {
+                        announced = true;
+                        continue;
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             Err(e) => Err(e),
         };
         announced = false;

@@ -35,6 +35,7 @@ mod outbox_bound;
 mod outbox_delivery;
 mod partitions;
 mod quarantine;
+mod redis_refuses;
 mod rejects;
 mod replay;
 mod roles;

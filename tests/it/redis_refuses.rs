@@ -1,0 +1,92 @@
+//! A Redis that answers but refuses writes never stops ingestion: pointed at
+//! a read-only replica (what a client still connected to an old master sees
+//! after a failover), the service ingests as it does with Redis down, and
+//! every answer is right, then and after the replica is promoted.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::{
+    cached_reads::{OwnRedis, redis_cli},
+    helpers::{Ev, TestApp, eventually, free_port, test_settings},
+    stream,
+};
+
+#[tokio::test]
+async fn a_read_only_replica_neither_stalls_ingestion_nor_serves_a_stale_answer() {
+    let master = OwnRedis::start(free_port()).await;
+    let port = free_port();
+    let master_port = master.port.to_string();
+    // The copy of the master's data it receives goes to a directory of its own.
+    let dir = std::env::temp_dir().join(format!("wm-replica-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.display().to_string();
+    let replica = OwnRedis::start_with(
+        port,
+        &["--replicaof", "127.0.0.1", &master_port, "--dir", &dir_arg],
+    )
+    .await;
+    eventually(10, || async {
+        redis_cli(port, &["INFO", "replication"])
+            .contains("master_link_status:up")
+            .then_some(())
+            .ok_or("the replica follows its master")
+    })
+    .await;
+    let mut settings = test_settings(2);
+    settings.redis.url = replica.url().into();
+    let app = TestApp::spawn_with(settings).await;
+
+    // Read a stock pair first, so that its answer is cached (reads work on a
+    // replica), then change it: the delete is refused with READONLY.
+    let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
+    let path = format!("/api/warehouses/{w}/products/{p}");
+    app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 3).bytes()])
+        .await;
+    app.wait_consumed().await;
+    assert_eq!(app.get_json(&path).await.1["quantity"], 3);
+
+    let stream = stream::generate(21, 1500, 2, false);
+    let started = Instant::now();
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values.clone()).await;
+    }
+    app.produce(1, vec![Ev::arrival(Uuid::new_v4(), w, p, 4).bytes()])
+        .await;
+    app.wait_consumed().await;
+    println!(
+        "read-only replica: {} records ingested in {:?}",
+        stream.events + 2,
+        started.elapsed()
+    );
+    assert_eq!(
+        app.get_json(&path).await.1["quantity"],
+        7,
+        "the answer cached before is never served again"
+    );
+    let errors: Vec<Option<String>> = app
+        .statuses
+        .snapshot()
+        .iter()
+        .map(|s| s.last_error())
+        .collect();
+    assert!(
+        errors.iter().all(Option::is_none),
+        "no partition failed: {errors:?}"
+    );
+
+    // Promoted, it takes writes: what is ingested from then on shows too.
+    assert_eq!(redis_cli(port, &["REPLICAOF", "NO", "ONE"]), "OK");
+    app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 5).bytes()])
+        .await;
+    app.wait_consumed().await;
+    for _ in 0..20 {
+        assert_eq!(app.get_json(&path).await.1["quantity"], 12);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+    drop(replica);
+    drop(master);
+    let _ = std::fs::remove_dir_all(&dir);
+}
