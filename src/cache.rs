@@ -61,6 +61,7 @@ const LEASE_MS: u64 = 2_000;
 mod absent;
 pub mod epoch;
 mod near;
+mod pause;
 mod permit;
 mod resp;
 mod scripts;
@@ -129,6 +130,8 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     permit: Arc<Permit>,
     trust: Arc<Trust>,
+    /// Set when Redis failed a batch's deletes (`cache/pause.rs`).
+    pause: Arc<pause::Pause>,
     /// The tracking connection reads go through; `None` for a cluster or
     /// sentinel URL, where reads always answer from PostgreSQL.
     near: Option<Near>,
@@ -207,6 +210,7 @@ impl Cache {
             metrics,
             permit: Arc::new(Permit::new()),
             trust,
+            pause: Arc::new(pause::Pause::new()),
             near,
         })
     }
@@ -398,13 +402,14 @@ impl Cache {
         if count == 0 {
             return true;
         }
-        if !self.client.is_connected() {
+        if !self.client.is_connected() || self.pause.active() {
             return false;
         }
         // Each command has its own timeout; this bounds the pipeline as a whole.
         let sent = tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, keys)).await;
         let failure = match sent {
             Ok(Ok(Some(_))) => {
+                self.pause.clear();
                 self.metrics.cache_invalidated(count);
                 return true;
             }
@@ -419,6 +424,7 @@ impl Cache {
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_owned(),
         };
+        self.pause.start(pause::AFTER_FAILURE);
         self.metrics.cache(CacheResult::Error);
         static INVALIDATE: Throttle = Throttle::per_second();
         if let Some(suppressed) = INVALIDATE.allow() {

@@ -27,11 +27,6 @@ mod injected {
 
         #[inline(always)]
         pub fn maybe_abort_after_commit(&self) {}
-
-        #[inline(always)]
-        pub fn fetch_fails(&self) -> bool {
-            false
-        }
     }
 }
 

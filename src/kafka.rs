@@ -49,6 +49,7 @@ pub enum KafkaError {
     NoTopic(String),
     #[error("topic `{0}` did not appear in the broker's metadata after creation")]
     TopicNotVisible(String),
+    #[cfg(feature = "faults")]
     #[error("fetch failed on purpose (fault.fail_fetch)")]
     Injected,
     #[error("the Kafka client task failed: {0}")]

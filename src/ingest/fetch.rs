@@ -22,7 +22,7 @@ use crate::{
     config::{FaultStage, KafkaSettings, OffsetReset},
     fault::Faults,
     kafka::{
-        Kafka, KafkaError, PartitionReader, Record, STATISTICS_INTERVAL,
+        Kafka, PartitionReader, Record, STATISTICS_INTERVAL,
         offset_probe::{OffsetProbe, Verdict},
         partition_reader::{DRAIN_RECORDS, Fetched},
     },
@@ -193,6 +193,7 @@ impl<'a> Fetcher<'a> {
                     continue;
                 }
             }
+            #[cfg(feature = "faults")]
             if self.ctx.faults.fetch_fails() {
                 return Err(self.injected_failure().await);
             }
@@ -360,7 +361,9 @@ impl<'a> Fetcher<'a> {
     /// while fetches fail: the end of the log that the broker lists is a
     /// lower bound of it (Tansu 0.6 lists the last batch's base offset + 1),
     /// so lag never reads 0 while records wait.
+    #[cfg(feature = "faults")]
     async fn injected_failure(&self) -> ConsumerError {
+        use crate::kafka::KafkaError;
         let bounds = self
             .ctx
             .kafka

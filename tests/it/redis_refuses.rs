@@ -90,3 +90,47 @@ async fn a_read_only_replica_neither_stalls_ingestion_nor_serves_a_stale_answer(
     drop(master);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_redis_that_hangs_does_not_make_every_batch_wait_for_it() {
+    let redis = OwnRedis::start_with(free_port(), &["--enable-debug-command", "yes"]).await;
+    let mut settings = test_settings(2);
+    settings.redis.url = redis.url().into();
+    // Many small batches: each would wait out the Redis timeout.
+    settings.batch.size = 20;
+    let app = TestApp::spawn_with(settings).await;
+    let stream = stream::generate(22, 600, 2, false);
+    let hang = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "DEBUG", "SLEEP", "20"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values.clone()).await;
+    }
+    app.wait_consumed().await;
+    let took = started.elapsed();
+    println!(
+        "hanging Redis: {} records in batches of 20 ingested in {took:?}",
+        stream.events
+    );
+    // Waiting out the Redis timeout in each batch, this took 8.5 s in
+    // batches of 50 (1.9 s without), and takes about 20 s in batches of 20.
+    assert!(
+        took < Duration::from_secs(8),
+        "ingestion waited for a hanging Redis: {took:?}"
+    );
+    stream.assert_stock(&app.pool).await;
+    // The API answers while Redis still hangs (stock below 0 reads as 0).
+    for ((w, p), quantity) in stream.expected_stock.iter().take(20) {
+        let path = format!("/api/warehouses/{w}/products/{p}");
+        assert_eq!(app.get_json(&path).await.1["quantity"], (*quantity).max(0));
+    }
+    app.stop().await;
+    let mut hang = hang;
+    let _ = hang.kill();
+    let _ = hang.wait();
+    drop(redis);
+}
