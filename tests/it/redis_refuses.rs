@@ -134,3 +134,116 @@ async fn a_redis_that_hangs_does_not_make_every_batch_wait_for_it() {
     let _ = hang.wait();
     drop(redis);
 }
+
+/// Six cluster-enabled servers joined as three masters with a replica each.
+struct Cluster {
+    nodes: Vec<OwnRedis>,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("wm-cluster-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = free_port();
+            let config = dir.join(format!("nodes-{port}.conf"));
+            let (config, dir_arg) = (config.display().to_string(), dir.display().to_string());
+            nodes.push(
+                OwnRedis::start_with(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &config,
+                        "--dir",
+                        &dir_arg,
+                    ],
+                )
+                .await,
+            );
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{created:?}");
+        let first = nodes[0].port;
+        eventually(20, || async {
+            redis_cli(first, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+                .then_some(())
+                .ok_or("the cluster is up")
+        })
+        .await;
+        Self { nodes, dir }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_node_behind_a_plain_url_never_serves_a_stale_answer() {
+    let cluster = Cluster::start().await;
+    let mut settings = test_settings(2);
+    settings.redis.url = cluster.nodes[0].url().into();
+    let app = TestApp::spawn_with(settings).await;
+    let stream = stream::generate(23, 400, 2, false);
+    // Half the stream, every pair read (and cached where the node can), then
+    // the other half: every answer must be the new total.
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[..values.len() / 2].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    for (w, p) in stream.expected_stock.keys() {
+        app.get_json(&format!("/api/warehouses/{w}/products/{p}"))
+            .await;
+        app.get_json(&format!("/api/warehouses/{w}/products/{p}"))
+            .await;
+    }
+    let started = Instant::now();
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[values.len() / 2..].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    println!(
+        "cluster node behind a plain URL: second half ingested in {:?}",
+        started.elapsed()
+    );
+    stream.assert_stock(&app.pool).await;
+    let mut wrong = Vec::new();
+    for ((w, p), quantity) in &stream.expected_stock {
+        let answer = app
+            .get_json(&format!("/api/warehouses/{w}/products/{p}"))
+            .await
+            .1;
+        if answer["quantity"] != (*quantity).max(0) {
+            wrong.push((quantity, answer));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers wrong: {:?}",
+        wrong.len(),
+        stream.expected_stock.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    app.stop().await;
+    drop(cluster);
+}
