@@ -1,7 +1,9 @@
-//! A Redis that answers but refuses writes never stops ingestion: pointed at
-//! a read-only replica (what a client still connected to an old master sees
-//! after a failover), the service ingests as it does with Redis down, and
-//! every answer is right, then and after the replica is promoted.
+//! A Redis that answers but refuses, or does not answer at all, never stops
+//! ingestion, and never makes an answer wrong: a read-only replica (what a
+//! client still connected to an old master sees after a failover), a server
+//! that hangs, one out of memory under `noeviction`, and one node of a
+//! Redis Cluster behind a plain URL (`MOVED`, `CROSSSLOT`). The service
+//! ingests as it does with Redis down.
 
 use std::time::{Duration, Instant};
 
@@ -246,4 +248,46 @@ async fn a_cluster_node_behind_a_plain_url_never_serves_a_stale_answer() {
     );
     app.stop().await;
     drop(cluster);
+}
+
+#[tokio::test]
+async fn a_redis_out_of_memory_under_noeviction_neither_stalls_ingestion_nor_serves_a_stale_answer()
+{
+    // Any write that needs memory is refused with OOM; deletes still pass.
+    let redis = OwnRedis::start_with(
+        free_port(),
+        &["--maxmemory", "1", "--maxmemory-policy", "noeviction"],
+    )
+    .await;
+    let mut settings = test_settings(2);
+    settings.redis.url = redis.url().into();
+    let app = TestApp::spawn_with(settings).await;
+    let stream = stream::generate(24, 400, 2, false);
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[..values.len() / 2].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    for (w, p) in stream.expected_stock.keys() {
+        app.get_json(&format!("/api/warehouses/{w}/products/{p}"))
+            .await;
+    }
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[values.len() / 2..].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    stream.assert_stock(&app.pool).await;
+    for ((w, p), quantity) in &stream.expected_stock {
+        let answer = app
+            .get_json(&format!("/api/warehouses/{w}/products/{p}"))
+            .await
+            .1;
+        assert_eq!(answer["quantity"], (*quantity).max(0), "{w}/{p}");
+    }
+    assert!(
+        redis_cli(redis.port, &["SET", "probe", "1"]).contains("OOM"),
+        "Redis refused writes all along"
+    );
+    app.stop().await;
 }
