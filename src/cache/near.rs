@@ -31,12 +31,11 @@
 //! the epoch of the read was verified on this connection.
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -46,7 +45,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Epoch, resp::Frame, trust::Trust};
 use crate::metrics::Metrics;
 
+mod entries;
 mod tracking;
+
+use entries::Entries;
 
 /// Lookups queued for the connection at most; a full queue waits.
 const QUEUE: usize = 4096;
@@ -101,9 +103,7 @@ pub(super) struct Near {
 struct Shared {
     trust: Arc<Trust>,
     metrics: Arc<Metrics>,
-    entries: RwLock<HashMap<Box<str>, Slot>>,
-    max_entries: usize,
-    ttl: Duration,
+    entries: Entries,
     /// A connection is up and tracking.
     up: AtomicBool,
     /// Commands written so far (numbered from 1), on any connection.
@@ -114,12 +114,6 @@ struct Shared {
     wanted: AtomicU64,
     wake: Notify,
     closed: CancellationToken,
-}
-
-#[derive(Debug)]
-struct Slot {
-    payload: Arc<str>,
-    stored: Instant,
 }
 
 #[derive(Debug)]
@@ -158,7 +152,7 @@ impl Near {
 
     /// Entries held now.
     pub(super) fn len(&self) -> usize {
-        self.shared.entries.read().map_or(0, |e| e.len())
+        self.shared.entries.len()
     }
 
     /// Looks `key` (of `epoch`) up: in memory after a fence, or else on the
@@ -226,9 +220,7 @@ impl Shared {
         Self {
             trust,
             metrics,
-            entries: RwLock::new(HashMap::new()),
-            max_entries,
-            ttl,
+            entries: Entries::new(max_entries, ttl),
             up: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             done: watch::Sender::new(0),
@@ -239,49 +231,32 @@ impl Shared {
     }
 
     fn holds(&self, key: &str) -> bool {
-        self.entries.read().is_ok_and(|e| e.contains_key(key))
+        self.entries.holds(key)
     }
 
     fn lookup(&self, key: &str) -> Option<Arc<str>> {
-        let entries = self.entries.read().ok()?;
-        let slot = entries.get(key)?;
-        (slot.stored.elapsed() < self.ttl).then(|| Arc::clone(&slot.payload))
+        self.entries.lookup(key)
     }
 
+    /// Keeps `payload` for `key`; when full, the eviction policy drops an
+    /// entry read less (Redis goes on tracking its key; the push then finds
+    /// nothing to drop).
     fn insert(&self, key: Box<str>, payload: Arc<str>) {
-        if self.max_entries == 0 {
-            return;
-        }
-        let Ok(mut entries) = self.entries.write() else {
-            return;
-        };
-        if entries.len() >= self.max_entries {
-            // Full: start again empty, rather than scan for the oldest on
-            // every insert (Redis goes on tracking the keys; their pushes
-            // then find nothing to drop).
-            entries.clear();
-        }
-        let stored = Instant::now();
-        entries.insert(key, Slot { payload, stored });
+        self.entries.insert(key, payload);
     }
 
     fn invalidate(&self, keys: &[Frame]) {
-        let Ok(mut entries) = self.entries.write() else {
-            return;
-        };
         let names = keys.iter().filter_map(|key| match key {
             Frame::Bulk(key) => std::str::from_utf8(key).ok(),
             _ => None,
         });
         for key in names {
-            entries.remove(key);
+            self.entries.remove(key);
         }
     }
 
     fn clear(&self) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+        self.entries.clear();
     }
 }
 
@@ -318,18 +293,26 @@ mod tests {
     }
 
     #[test]
-    fn a_full_near_cache_starts_again_and_old_entries_are_not_served() {
+    fn a_full_near_cache_keeps_the_keys_read_again_and_old_entries_are_not_served() {
         let near = Shared::new(
             Arc::new(Trust::new()),
             metrics(),
-            2,
+            100,
             Duration::from_secs(60),
         );
-        near.insert("a".into(), Arc::from("1"));
-        near.insert("b".into(), Arc::from("2"));
-        near.insert("c".into(), Arc::from("3"));
-        assert_eq!(near.entries.read().unwrap().len(), 1);
-        assert_eq!(near.lookup("c").as_deref(), Some("3"));
+        near.insert("hot".into(), Arc::from("1"));
+        for round in 0..50 {
+            assert_eq!(near.lookup("hot").as_deref(), Some("1"), "round {round}");
+            for cold in 0..20 {
+                near.insert(format!("cold-{round}-{cold}").into(), Arc::from("2"));
+            }
+        }
+        assert!(near.entries.len() <= 110, "bounded: {}", near.entries.len());
+        assert_eq!(
+            near.lookup("hot").as_deref(),
+            Some("1"),
+            "the hot key stays"
+        );
 
         let expired = Shared::new(Arc::new(Trust::new()), metrics(), 2, Duration::ZERO);
         expired.insert("a".into(), Arc::from("1"));
