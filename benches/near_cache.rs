@@ -7,6 +7,9 @@
 //! `cargo bench --bench near_cache` prints both ratios and the time per
 //! lookup of each.
 
+// Counts and ranks up to a few million: exact in an f64.
+#![allow(clippy::cast_precision_loss)]
+
 use std::{collections::HashMap, time::Instant};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
