@@ -138,6 +138,12 @@ impl<R: Draw> Backoff<R> {
         }
     }
 
+    /// Starts from `first` instead of 100 ms (at most `max`).
+    pub fn starting_at(mut self, first: Duration) -> Self {
+        self.step = first.min(self.max);
+        self
+    }
+
     /// The delay to wait now, in `step / 2 ..= step`; doubles the next step.
     pub fn next_delay(&mut self) -> Duration {
         let step = u64::try_from(self.step.as_nanos()).unwrap_or(u64::MAX);
@@ -175,6 +181,14 @@ mod tests {
         let mut b = Backoff::with_rng(Duration::from_millis(500), Highest);
         let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn a_backoff_may_start_below_its_usual_first_step() {
+        let mut b = Backoff::with_rng(Duration::from_millis(500), Highest)
+            .starting_at(Duration::from_millis(20));
+        let delays: Vec<_> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, vec![20, 40, 80, 160, 320, 500]);
     }
 
     #[test]

@@ -19,16 +19,22 @@ use tokio::{
 };
 
 use super::{Get, Lookup, Shared, Target};
-use crate::cache::{
-    Epoch,
-    epoch::payload_start,
-    resp::{self, Frame},
-    trust::Distrust,
+use crate::{
+    cache::{
+        Epoch,
+        epoch::payload_start,
+        resp::{self, Frame},
+        trust::Distrust,
+    },
+    retry::Backoff,
 };
 use handshake::{Handshake, Server, handshake};
 
 /// Longest pause between two connection attempts.
 const MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// The first pause: a connection that tracked is tried again at once.
+const FIRST_DELAY: Duration = Duration::from_millis(20);
 
 mod handshake;
 
@@ -51,11 +57,13 @@ fn value_payload(raw: &[u8]) -> Result<Option<&str>, serde_json::Error> {
 }
 
 /// Connects, tracks and serves until the cache is closed, reconnecting with
-/// a growing delay (10 ms to 500 ms) after a failure. A refusal is retried
+/// a growing, jittered delay (10-20 ms to 250-500 ms, `retry::Backoff`)
+/// after a failure. A refusal is retried
 /// too: it may pass (Redis still loading its data, say), and a Redis that
 /// cannot track only costs a refused `HELLO` every half second.
 pub(super) async fn run(shared: Arc<Shared>, target: Target, mut requests: mpsc::Receiver<Get>) {
-    let mut delay = Duration::from_millis(10);
+    let reconnect = || Backoff::new(MAX_DELAY).starting_at(FIRST_DELAY);
+    let mut backoff = reconnect();
     let mut refusals = 0_u64;
     loop {
         let outcome = tokio::select! {
@@ -66,7 +74,7 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, mut requests: mpsc:
         shared.clear();
         if was_up {
             // A connection that tracked: try again at once, and warn again.
-            delay = Duration::from_millis(10);
+            backoff = reconnect();
             refusals = 0;
         }
         match outcome {
@@ -81,10 +89,9 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, mut requests: mpsc:
             }
             Err(e) => tracing::debug!(error = %e, "near cache connection lost"),
         }
-        if !pause(delay, &shared, &mut requests).await {
+        if !pause(backoff.next_delay(), &shared, &mut requests).await {
             break;
         }
-        delay = (delay * 2).min(MAX_DELAY);
     }
     shared.up.store(false, Ordering::Release);
     shared.clear();
