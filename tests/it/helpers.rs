@@ -409,37 +409,34 @@ impl std::ops::Deref for Ev {
     }
 }
 
-/// Starts the real binary (`serve`) as a separate process on `settings`'
-/// database and topic, so that a test can SIGKILL it.
+/// Starts the real binary (`serve`) as a separate process on `settings`,
+/// so that a test can SIGKILL it.
 pub(crate) fn start_service(settings: &Settings) -> std::process::Child {
     start_service_with(settings, &[])
 }
 
 /// [`start_service`] with more environment variables (`WM_...`), which
-/// override the ones it sets.
+/// override the settings. The settings reach the child whole: every one of
+/// them is written to a configuration file it reads (`--config`), the
+/// secrets, which that file masks, as variables.
 pub(crate) fn start_service_with(
     settings: &Settings,
     env: &[(&str, String)],
 ) -> std::process::Child {
+    let file = std::env::temp_dir().join(format!("wm-settings-{}.toml", Uuid::new_v4()));
+    std::fs::write(&file, settings.to_toml().expect("settings print")).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
-        .args([
-            "--config-dir",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-            "serve",
-        ])
+        .arg("--config-dir")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
         .env("WM_POSTGRES__URL", settings.postgres.url.expose())
-        .env("WM_KAFKA__TOPIC", &settings.kafka.topic)
-        .env("WM_BATCH__SIZE", settings.batch.size.to_string())
-        .env("WM_BATCH__WAIT_MS", settings.batch.wait_ms.to_string())
+        .env("WM_REDIS__URL", settings.redis.url.expose())
         .env(
-            "WM_CONSUMER__LEASE_TTL_MS",
-            settings.consumer.lease_ttl_ms.to_string(),
+            "WM_KAFKA__SASL_PASSWORD",
+            settings.kafka.sasl_password.expose(),
         )
-        .env(
-            "WM_CONSUMER__TAKEOVER_POLL_MS",
-            settings.consumer.takeover_poll_ms.to_string(),
-        )
-        .env("WM_HTTP__ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
