@@ -38,19 +38,17 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
         .unwrap();
     let pool = store.pool();
     for round in 1..=2 {
-        let mut child = helpers::start_service(&crash);
+        let mut child = helpers::ServiceProcess::start(&crash);
         let progress = wait_for_progress(&pool, &crash.kafka.topic, round * total / 4).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
+        child.kill();
         assert!(
             progress < total,
             "round {round}: the whole stream was consumed before the kill"
         );
     }
-    let mut child = helpers::start_service(&crash);
+    let mut child = helpers::ServiceProcess::start(&crash);
     helpers::wait_consumed(&pool, &crash.kafka.topic, &producer).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
     // Reference run: the same topic, its own database, never interrupted.
     let mut reference = test_settings(3);

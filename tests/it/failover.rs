@@ -26,14 +26,14 @@ use warehouse_monitor::{
 
 use crate::{
     helpers::{
-        self, Ev, Patience, Producer, TestApp, committed_offsets, eventually, free_port,
-        test_settings,
+        self, Ev, Patience, Producer, ServiceProcess, TestApp, committed_offsets, eventually,
+        free_port, test_settings,
     },
     outage::OwnPostgres,
     stream,
 };
 use processes::{
-    Feed, Service, StoppedBackend, finish, last_commits, members, owners, prepare, wait_for_commits,
+    Feed, StoppedBackend, finish, last_commits, members, owners, prepare, wait_for_commits,
 };
 
 /// The bound, from the SIGKILL to the standby's first commit.
@@ -43,7 +43,7 @@ const REQUIRED: Duration = Duration::from_secs(2);
 async fn a_standby_resumes_a_killed_instances_partition_within_two_seconds() {
     let (settings, pool) = prepare(1).await;
     let topic = settings.kafka.topic.clone();
-    let mut first = Service::start(&settings);
+    let mut first = ServiceProcess::start(&settings);
     let first_pid = eventually(20, || async {
         let owners = owners(&pool, &topic).await;
         owners
@@ -53,7 +53,7 @@ async fn a_standby_resumes_a_killed_instances_partition_within_two_seconds() {
             .ok_or("the first instance takes the partition")
     })
     .await;
-    let standby = Service::start(&settings);
+    let standby = ServiceProcess::start(&settings);
     let standby_pid = eventually(20, || async {
         let members = members(&pool, &topic).await;
         members
@@ -118,7 +118,7 @@ async fn a_standby_resumes_a_killed_instances_partition_within_two_seconds() {
 async fn the_survivor_takes_every_partition_of_a_killed_instance() {
     let (settings, pool) = prepare(3).await;
     let topic = settings.kafka.topic.clone();
-    let mut first = Service::start(&settings);
+    let mut first = ServiceProcess::start(&settings);
     let first_pid = eventually(20, || async {
         let owners = owners(&pool, &topic).await;
         owners
@@ -128,7 +128,7 @@ async fn the_survivor_takes_every_partition_of_a_killed_instance() {
             .ok_or_else(|| format!("the first instance takes all 3 partitions: {owners:?}"))
     })
     .await;
-    let second = Service::start(&settings);
+    let second = ServiceProcess::start(&settings);
     // ceil(3 / 2) = 2: the first hands one partition back, the second takes it.
     let second_pid = eventually(20, || async {
         let owners = owners(&pool, &topic).await;

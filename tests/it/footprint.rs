@@ -9,9 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     eventually::Patience,
-    helpers::{
-        Ev, Producer, eventually, free_port, start_service_with, test_settings, wait_consumed,
-    },
+    helpers::{Ev, Producer, ServiceProcess, eventually, test_settings, wait_consumed},
     monitoring::parse_exposition,
 };
 
@@ -60,16 +58,6 @@ fn connections_to(pid: u32, port: u16) -> usize {
         .count()
 }
 
-/// Kills the child when the test ends, passed or not.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn sixty_four_partitions_take_few_threads_and_two_connections_per_broker() {
     holding(64).await;
@@ -85,21 +73,14 @@ async fn two_hundred_fifty_six_partitions_are_each_read_on_the_same_bounds() {
 /// threads and broker connections.
 async fn holding(partitions: i32) {
     let settings = test_settings(partitions);
-    let port = free_port();
-    let child = Child(start_service_with(
-        &settings,
-        &[
-            ("WM_KAFKA__PARTITIONS", partitions.to_string()),
-            ("WM_HTTP__ADDR", format!("127.0.0.1:{port}")),
-        ],
-    ));
-    let pid = child.0.id();
+    let child = ServiceProcess::start(&settings);
+    let pid = child.pid();
     let http = reqwest::Client::new();
     eventually(
         Patience::secs(60).every(Duration::from_millis(250)),
         || async {
             let text = http
-                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .get(format!("{}/metrics", child.base()))
                 .send()
                 .await
                 .map_err(|e| e.to_string())?

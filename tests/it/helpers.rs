@@ -6,6 +6,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 pub(crate) use crate::eventually::{Patience, eventually};
@@ -409,39 +410,110 @@ impl std::ops::Deref for Ev {
     }
 }
 
-/// Starts the real binary (`serve`) as a separate process on `settings`,
-/// so that a test can SIGKILL it.
-pub(crate) fn start_service(settings: &Settings) -> std::process::Child {
-    start_service_with(settings, &[])
+/// The real binary (`serve`) as a process of its own, so that a test can
+/// SIGKILL it, on an HTTP port known here. It gets the test's settings
+/// whole: every one of them in a configuration file it reads (`--config`),
+/// the secrets, which that file masks, as variables. What it logs goes to a
+/// file, printed when the test fails; it is killed when dropped, so a failed
+/// test leaves no consumer behind.
+pub(crate) struct ServiceProcess {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
 }
 
-/// [`start_service`] with more environment variables (`WM_...`), which
-/// override the settings. The settings reach the child whole: every one of
-/// them is written to a configuration file it reads (`--config`), the
-/// secrets, which that file masks, as variables.
-pub(crate) fn start_service_with(
-    settings: &Settings,
-    env: &[(&str, String)],
-) -> std::process::Child {
-    let file = std::env::temp_dir().join(format!("wm-settings-{}.toml", Uuid::new_v4()));
-    std::fs::write(&file, settings.to_toml().expect("settings print")).unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
-        .arg("--config-dir")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
-        .arg("--config")
-        .arg(&file)
-        .arg("serve")
-        .env("WM_POSTGRES__URL", settings.postgres.url.expose())
-        .env("WM_REDIS__URL", settings.redis.url.expose())
-        .env(
-            "WM_KAFKA__SASL_PASSWORD",
-            settings.kafka.sasl_password.expose(),
-        )
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("service starts")
+impl ServiceProcess {
+    pub(crate) fn start(settings: &Settings) -> Self {
+        Self::start_with(settings, &[])
+    }
+
+    /// [`Self::start`] with more variables (`WM_...`), which override the settings.
+    pub(crate) fn start_with(settings: &Settings, env: &[(&str, String)]) -> Self {
+        let id = Uuid::new_v4();
+        let file = std::env::temp_dir().join(format!("wm-settings-{id}.toml"));
+        std::fs::write(&file, settings.to_toml().expect("settings print")).unwrap();
+        let log = std::env::temp_dir().join(format!("wm-service-{id}.log"));
+        let port = free_port();
+        let output = std::fs::File::create(&log).unwrap();
+        let errors = output.try_clone().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
+            .arg("--config-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
+            .arg("--config")
+            .arg(&file)
+            .arg("serve")
+            .env("WM_POSTGRES__URL", settings.postgres.url.expose())
+            .env("WM_REDIS__URL", settings.redis.url.expose())
+            .env(
+                "WM_KAFKA__SASL_PASSWORD",
+                settings.kafka.sasl_password.expose(),
+            )
+            .env("WM_HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(output)
+            .stderr(errors)
+            .spawn()
+            .expect("service starts");
+        Self { child, port, log }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `http://127.0.0.1:<its port>`.
+    pub(crate) fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until it answers `/health/live` (30 s at most).
+    pub(crate) async fn live(&self, http: &reqwest::Client) {
+        let url = format!("{}/health/live", self.base());
+        eventually(30, || async {
+            let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
+            (response.status() == 200)
+                .then_some(())
+                .ok_or_else(|| "the service answers /health/live".to_owned())
+        })
+        .await;
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
+    /// Waits for the process to end by itself (60 s at most).
+    pub(crate) async fn ended(&mut self) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the service is still running"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            println!(
+                "--- the log of service process {} ---\n{log}",
+                self.child.id()
+            );
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 /// Deterministic content of every table (wall-clock columns and row

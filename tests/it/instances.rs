@@ -89,7 +89,7 @@ async fn a_killed_instances_partitions_are_taken_over() {
     let pool = store.pool();
 
     // The first instance is a separate process, so that it can be SIGKILLed.
-    let mut first = helpers::start_service(&settings);
+    let mut first = helpers::ServiceProcess::start(&settings);
     let topic = settings.kafka.topic.clone();
     let held = || async {
         let c = pool.get().await.unwrap();
@@ -121,8 +121,7 @@ async fn a_killed_instances_partitions_are_taken_over() {
     produce_half(&second, &stream, 0).await;
     second.wait_consumed().await;
 
-    first.kill().expect("SIGKILL");
-    first.wait().unwrap();
+    first.kill();
     produce_half(&second, &stream, 1).await;
     second.wait_consumed().await;
     assert_eq!(

@@ -7,7 +7,7 @@
 
 use std::{
     os::unix::process::ExitStatusExt,
-    process::{Child, ExitStatus},
+    process::ExitStatus,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -27,8 +27,8 @@ use warehouse_monitor::{
 use crate::{
     cached_reads::{OwnRedis, hits_in},
     helpers::{
-        Ev, Producer, TestApp, cache_epoch, committed_offsets, eventually, free_port,
-        start_service_with, test_settings, wait_consumed,
+        Ev, Producer, ServiceProcess, TestApp, cache_epoch, committed_offsets, eventually,
+        free_port, test_settings, wait_consumed,
     },
     monitoring::{parse_exposition, scrape},
 };
@@ -197,52 +197,10 @@ async fn warm(http: &reqwest::Client, base: &str, keys: &Keys, redis: &Cache, ep
     );
 }
 
-/// The service binary as a process of its own, on an HTTP port known here.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    fn start(settings: &Settings, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        env.push(("WM_HTTP__ADDR", format!("127.0.0.1:{port}")));
-        Self {
-            child: start_service_with(settings, &env),
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn live(&self, http: &reqwest::Client) {
-        let url = format!("{}/health/live", self.base);
-        eventually(30, || async {
-            let response = http.get(&url).send().await.map_err(|e| e.to_string())?;
-            (response.status() == 200)
-                .then_some(())
-                .ok_or_else(|| "the service answers /health/live".to_owned())
-        })
-        .await;
-    }
-
-    /// Waits for the process to end by itself (60 s at most).
-    async fn ended(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the service is still running");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The service binary as a process of its own, with `env` over the settings.
+fn start(settings: &Settings, env: &[(&str, &str)]) -> ServiceProcess {
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    ServiceProcess::start_with(settings, &env)
 }
 
 fn assert_aborted(status: ExitStatus) {
@@ -276,7 +234,7 @@ async fn an_abort_right_after_commit_leaves_no_stale_answer_on_any_instance() {
     let redis = redis_client(&settings, settings.redis.url.expose()).await;
 
     api.produce(0, keys.old_events()).await;
-    let mut consumer = Process::start(&settings, &[("WM_ROLE", "consumer"), ABORT_AT_SECOND_BATCH]);
+    let mut consumer = start(&settings, &[("WM_ROLE", "consumer"), ABORT_AT_SECOND_BATCH]);
     api.wait_consumed().await;
     warm(&http, &api.url(""), &keys, &redis, api.cache_epoch().await).await;
 
@@ -288,9 +246,9 @@ async fn an_abort_right_after_commit_leaves_no_stale_answer_on_any_instance() {
     let (_, ready) = api.get_json("/health/ready").await;
     assert_eq!(ready["cache_outbox"], 0, "{ready}");
 
-    let fresh = Process::start(&settings, &[]);
+    let fresh = start(&settings, &[]);
     fresh.live(&http).await;
-    always(&http, &fresh.base, &keys, Duration::from_millis(500)).await;
+    always(&http, &fresh.base(), &keys, Duration::from_millis(500)).await;
     drop(fresh);
     redis.quit().await;
     api.stop().await;
@@ -328,11 +286,11 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     let producer = Producer::connect(&settings).await;
 
     producer.produce(0, keys.old_events()).await;
-    let mut first = Process::start(&settings, &[redis_url, ABORT_AT_SECOND_BATCH]);
+    let mut first = start(&settings, &[redis_url, ABORT_AT_SECOND_BATCH]);
     first.live(&http).await;
     wait_consumed(&pool, &settings.kafka.topic, &producer).await;
     let epoch = cache_epoch(&pool).await;
-    warm(&http, &first.base, &keys, &redis, epoch).await;
+    warm(&http, &first.base(), &keys, &redis, epoch).await;
 
     own.kill();
     producer.produce(0, keys.new_events()).await;
@@ -363,17 +321,17 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     })
     .await;
 
-    let second = Process::start(&settings, &[redis_url]);
+    let second = start(&settings, &[redis_url]);
     second.live(&http).await;
-    let hits_before = hits(&http, &second.base).await;
-    always(&http, &second.base, &keys, Duration::from_secs(1)).await;
+    let hits_before = hits(&http, &second.base()).await;
+    always(&http, &second.base(), &keys, Duration::from_secs(1)).await;
     eventually(20, || async {
         assert_eq!(
-            read_all(&http, &second.base, &keys).await,
+            read_all(&http, &second.base(), &keys).await,
             keys.new_answers()
         );
         let rows = outbox_rows(&pool, false).await;
-        let resumed = hits(&http, &second.base).await > hits_before;
+        let resumed = hits(&http, &second.base()).await > hits_before;
         (rows == 0 && resumed).then_some(()).ok_or(format!(
             "the outbox drains ({rows} rows) and caching resumes ({resumed})"
         ))
@@ -421,7 +379,7 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
     let unreachable = format!("redis://127.0.0.1:{}", free_port());
 
     api.produce(0, keys.old_events()).await;
-    let mut consumer = Process::start(
+    let mut consumer = start(
         &settings,
         &[
             ("WM_ROLE", "consumer"),

@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    process::{Child, Command},
+    process::Command,
     sync::Arc,
     time::Duration,
 };
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use warehouse_monitor::{config::Settings, kafka};
 
 use crate::{
-    helpers::{self, Patience, Producer, committed_offsets, eventually, test_settings},
+    helpers::{Patience, Producer, ServiceProcess, committed_offsets, eventually, test_settings},
     stream::Stream,
 };
 
@@ -97,35 +97,12 @@ pub(super) async fn last_commits(pool: &Pool, topic: &str, survivor: i32) -> Has
 }
 
 /// Stops the feed-free survivor and drops the test's database.
-pub(super) async fn finish(mut service: Service, pool: Pool, settings: &Settings) {
+pub(super) async fn finish(mut service: ServiceProcess, pool: Pool, settings: &Settings) {
     service.kill();
     pool.close();
     warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();
-}
-
-/// The service binary as a process of its own, killed when dropped (a
-/// failed test leaves no consumer behind).
-pub(super) struct Service(Child);
-
-impl Service {
-    pub(super) fn start(settings: &Settings) -> Self {
-        Self(helpers::start_service(settings))
-    }
-
-    /// SIGKILL, and wait until the process is gone.
-    pub(super) fn kill(&mut self) {
-        self.0.kill().expect("SIGKILL");
-        self.0.wait().expect("the killed process is reaped");
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Produces a stream in the background, as warehouses would: three records
