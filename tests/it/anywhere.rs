@@ -4,7 +4,7 @@
 use uuid::Uuid;
 use warehouse_monitor::store::{self, Store};
 
-use crate::{
+use crate::support::{
     helpers::{Ev, Producer, stock, test_settings, wait_consumed},
     process::{Service, empty_dir, run},
 };

@@ -4,7 +4,7 @@
 
 use warehouse_monitor::kafka::Codec;
 
-use crate::{helpers::TestApp, stream};
+use crate::support::{helpers::TestApp, stream};
 
 async fn stream_with(codec: Codec, seed: u64) {
     let app = TestApp::spawn(2).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use warehouse_monitor::{kafka, store};
 
-use crate::{
+use crate::support::{
     helpers::{self, Patience, Producer, TestApp, committed_offsets, eventually, test_settings},
     stream,
 };

@@ -24,12 +24,12 @@ use warehouse_monitor::{
     store::{StoreError, write::PartitionBatch},
 };
 
-use crate::{
+use crate::support::{
     helpers::{
         self, Ev, Patience, Producer, ServiceProcess, TestApp, committed_offsets, eventually,
         free_port, test_settings,
     },
-    outage::OwnPostgres,
+    postgres::OwnPostgres,
     stream,
 };
 use processes::{

@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use uuid::Uuid;
 use warehouse_monitor::config::{FaultStage, Settings};
 
-use crate::{
+use crate::support::{
     helpers::{Ev, Producer, TestApp, eventually, test_settings, wait_committed},
-    monitoring::scrape,
+    metrics::scrape,
     stream,
 };
 

@@ -7,10 +7,10 @@ use std::{collections::HashSet, time::Duration};
 
 use uuid::Uuid;
 
-use crate::{
+use crate::support::{
     eventually::Patience,
     helpers::{Ev, Producer, ServiceProcess, eventually, test_settings, wait_consumed},
-    monitoring::parse_exposition,
+    metrics::parse_exposition,
 };
 
 /// Threads of process `pid`.

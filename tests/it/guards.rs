@@ -12,7 +12,7 @@ use warehouse_monitor::{
     store::{self, write},
 };
 
-use crate::helpers::test_settings;
+use crate::support::helpers::test_settings;
 
 #[tokio::test]
 async fn a_row_a_batch_holds_is_read_but_not_cacheable_until_the_commit() {

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Ev, TestApp, eventually};
+use crate::support::helpers::{Ev, TestApp, eventually};
 
 fn movement_path(id: Uuid) -> String {
     format!("/api/movements/{id}")

@@ -5,7 +5,7 @@
 
 use warehouse_monitor::kafka;
 
-use crate::{
+use crate::support::{
     helpers::{self, TestApp, eventually, test_settings},
     stream::{self, Stream},
 };

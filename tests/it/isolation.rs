@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::helpers::{Ev, TestApp, test_settings};
+use crate::support::helpers::{Ev, TestApp, test_settings};
 
 #[tokio::test]
 async fn a_read_storm_that_saturates_the_api_pool_does_not_cost_the_partition() {

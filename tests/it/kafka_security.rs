@@ -36,7 +36,7 @@ use warehouse_monitor::{
     redact::Secret,
 };
 
-use crate::{
+use crate::support::{
     helpers::{Ev, Patience, eventually, free_port, stock, test_settings, wait_committed},
     pki::Pki,
 };

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use warehouse_monitor::kafka::{self, Codec, Outgoing};
 
 use crate::{
-    helpers::{Ev, TestApp, wait_committed},
+    support::helpers::{Ev, TestApp, wait_committed},
     wire,
 };
 

@@ -10,7 +10,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::{
+use crate::support::{
     helpers::{TestApp, wait_committed},
     stream::{self, Stream},
 };

@@ -4,9 +4,9 @@
 
 use uuid::Uuid;
 
-use crate::{
+use crate::support::{
     helpers::{Ev, Rejected, TestApp, test_settings},
-    monitoring::scrape,
+    metrics::scrape,
 };
 
 #[tokio::test]

@@ -19,10 +19,10 @@ use std::{
 use uuid::Uuid;
 use warehouse_monitor::cache::{Cache, Key};
 
-use crate::{
-    cached_reads::{OwnRedis, cache_hits, redis_cli},
+use crate::support::{
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
-    monitoring::scrape,
+    metrics::scrape,
+    redis::{OwnRedis, cache_hits, redis_cli},
 };
 
 /// How Redis comes back from the snapshot.

@@ -3,11 +3,7 @@
 //! binary, one module per capability; every test has its own database, topic
 //! and port.
 
-mod eventually;
-mod helpers;
-mod pki;
-mod process;
-mod stream;
+mod support;
 
 mod anywhere;
 mod cached_reads;

@@ -11,7 +11,7 @@ use std::{collections::HashMap, time::Duration};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Ev, TestApp, eventually, wait_committed},
+    support::helpers::{Ev, TestApp, eventually, wait_committed},
     wire::{Marker, append, control_batch},
 };
 

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use crate::helpers::{Ev, Rejected, TestApp};
+use crate::support::helpers::{Ev, Rejected, TestApp};
 
 struct Movement {
     id: Uuid,

@@ -11,10 +11,10 @@ use warehouse_monitor::{
     metrics::Metrics,
 };
 
-use crate::{
-    cached_reads::{OwnRedis, trusted_cache as instance},
+use crate::support::{
     helpers::{eventually, free_port, test_settings},
-    monitoring::parse_exposition,
+    metrics::parse_exposition,
+    redis::{OwnRedis, trusted_cache as instance},
 };
 
 /// `wm_cache_near_hits_total` as the instance's metrics render it.
@@ -31,7 +31,7 @@ fn near_hits(metrics: &Metrics) -> f64 {
 /// believes the epoch again: the lease is waited for.)
 async fn store(cache: &Cache, epoch: Epoch, key: Key, version: i64, payload: &str) {
     assert!(cache.invalidate(epoch, vec![key.in_epoch(epoch)]).await);
-    let patience = crate::helpers::Patience::secs(5).every(Duration::from_millis(5));
+    let patience = crate::support::helpers::Patience::secs(5).every(Duration::from_millis(5));
     let lease = eventually(patience, || cache.claim(key)).await;
     cache.fill(lease, version, payload).await;
 }
@@ -121,7 +121,7 @@ async fn a_cut_tracking_connection_empties_the_near_cache_and_tracking_resumes()
         "\"two\"",
         "the entry of the cut connection was served"
     );
-    let patience = crate::helpers::Patience::secs(5).every(Duration::from_millis(20));
+    let patience = crate::support::helpers::Patience::secs(5).every(Duration::from_millis(20));
     let hits = near_hits(&metrics);
     eventually(patience, || async {
         // Until the new connection believes the epoch, reads answer from

@@ -26,7 +26,7 @@ use warehouse_monitor::{
     },
 };
 
-use crate::{
+use crate::support::{
     helpers::{Producer, TestApp, eventually, test_settings},
     stream,
 };

@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
-use crate::{
-    cached_reads::{OwnRedis, cache_hits},
+use crate::support::{
     helpers::{TestApp, eventually, free_port, test_settings},
-    outage::OwnPostgres,
+    postgres::OwnPostgres,
+    redis::{OwnRedis, cache_hits},
     stream::{self, Stream},
 };
 

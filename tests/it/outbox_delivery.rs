@@ -24,13 +24,13 @@ use warehouse_monitor::{
     metrics::Metrics,
 };
 
-use crate::{
-    cached_reads::{OwnRedis, hits_in},
+use crate::support::{
     helpers::{
         Ev, Producer, ServiceProcess, TestApp, cache_epoch, committed_offsets, eventually,
         free_port, test_settings, wait_consumed,
     },
-    monitoring::{parse_exposition, scrape},
+    metrics::{parse_exposition, scrape},
+    redis::{OwnRedis, hits_in},
 };
 
 const SIGABRT: i32 = 6;

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::{
+use crate::support::{
     helpers::{Producer, TestApp, eventually, test_settings, wait_consumed},
     stream,
 };

@@ -5,9 +5,9 @@
 
 use uuid::Uuid;
 
-use crate::{
+use crate::support::{
     helpers::{Ev, Rejected, TestApp, test_settings},
-    monitoring::scrape,
+    metrics::scrape,
 };
 
 #[tokio::test]
@@ -101,7 +101,7 @@ async fn a_broken_schema_is_reported_with_step_sqlstate_and_message_then_recover
         .await;
 
     let expected = "stock failed: SQLSTATE 42P01: relation \"stock\" does not exist";
-    let body = crate::helpers::eventually(20, || async {
+    let body = crate::support::helpers::eventually(20, || async {
         let (status, body) = app.get_json("/health/ready").await;
         let partition = &body["partitions"][0];
         let stalled = partition["stalled"] == true;
@@ -140,7 +140,7 @@ async fn a_broken_schema_is_reported_with_step_sqlstate_and_message_then_recover
         .unwrap();
     app.wait_consumed().await;
     assert_eq!(app.stock(wh, product).await, Some(12));
-    crate::helpers::eventually(20, || async {
+    crate::support::helpers::eventually(20, || async {
         let (status, _) = app.get_json("/health/ready").await;
         (status == 200).then_some(())
     })

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::{
-    cached_reads::{OwnRedis, redis_cli},
+use crate::support::{
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
+    redis::{OwnRedis, redis_cli},
     stream,
 };
 

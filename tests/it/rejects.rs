@@ -4,7 +4,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{Ev, TestApp};
+use crate::support::helpers::{Ev, TestApp};
 
 #[tokio::test]
 async fn each_reason_code_is_stored_and_later_good_records_apply() {

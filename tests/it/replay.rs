@@ -2,7 +2,7 @@
 //! (SPEC section 4): an operator deletes the stored offsets and restarts, and
 //! the whole topic is read again.
 
-use crate::{
+use crate::support::{
     helpers::{self, TestApp, test_settings},
     stream,
 };
@@ -66,7 +66,7 @@ async fn replaying_the_whole_topic_changes_nothing() {
         versions_once,
         "no row was even rewritten"
     );
-    let metrics = crate::monitoring::parse_exposition(&again.metrics.render());
+    let metrics = crate::support::metrics::parse_exposition(&again.metrics.render());
     let total = |name: &str| -> f64 { metrics.find(name, &[]).map(|s| s.value).sum() };
     assert_eq!(
         total("wm_events_applied_total"),

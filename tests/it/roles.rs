@@ -6,7 +6,7 @@
 use uuid::Uuid;
 use warehouse_monitor::config::Role;
 
-use crate::helpers::{Ev, TestApp, test_settings};
+use crate::support::helpers::{Ev, TestApp, test_settings};
 
 #[tokio::test]
 async fn a_consumer_instance_and_an_api_instance_split_the_work() {

@@ -13,13 +13,13 @@ use warehouse_monitor::{
     metrics::Metrics,
 };
 
-use crate::{
-    cached_reads::OwnRedis,
+use crate::support::{
     helpers::{Ev, TestApp, free_port, test_settings},
-    monitoring::scrape,
-    outage::OwnPostgres,
+    metrics::scrape,
     pki::Pki,
+    postgres::OwnPostgres,
     process::{Service, empty_dir, run},
+    redis::OwnRedis,
 };
 
 /// Whether the batch pool's connection to the server is encrypted, as the

@@ -5,14 +5,14 @@
 use uuid::Uuid;
 use warehouse_monitor::{config::OffsetReset, kafka};
 
-use crate::helpers::{Ev, TestApp, eventually, test_settings};
+use crate::support::helpers::{Ev, TestApp, eventually, test_settings};
 
 /// Creates the topic, produces `n` arrivals in one producer batch, and stores
 /// `offset` as partition 0's committed offset, before any consumer runs.
 async fn prepare(settings: &warehouse_monitor::config::Settings, n: usize, offset: i64) -> Vec<Ev> {
     let client = kafka::connect(&settings.kafka).await.unwrap();
     kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
-    let producer = crate::helpers::Producer::connect(settings).await;
+    let producer = crate::support::helpers::Producer::connect(settings).await;
     let events: Vec<Ev> = (0..n)
         .map(|_| Ev::arrival(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 1))
         .collect();

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warehouse_monitor::{api::model::Sender, domain::event};
 
-use crate::helpers::{Ev, TestApp};
+use crate::support::helpers::{Ev, TestApp};
 
 /// An envelope with any epoch-millisecond `time` and any RFC 3339-shaped
 /// `data.timestamp` (years 0000..=9999, any offset).

@@ -16,7 +16,7 @@ use std::{
 use rdkafka::{mocking::MockCluster, producer::Producer as _};
 use warehouse_monitor::kafka::{self, Codec, Outgoing};
 
-use crate::{
+use crate::support::{
     helpers::{TestApp, committed_offsets, eventually, test_settings, wait_committed},
     stream,
 };

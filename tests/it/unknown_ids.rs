@@ -13,9 +13,9 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{
-    cached_reads::{OwnRedis, redis_cli},
+use crate::support::{
     helpers::{Ev, TestApp, free_port, test_settings},
+    redis::{OwnRedis, redis_cli},
 };
 
 fn keys(port: u16) -> u64 {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::{helpers::TestApp, stream};
+use crate::support::{helpers::TestApp, stream};
 
 fn verify(database_url: &str) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warehouse_monitor::{config::Settings, kafka};
 
-use crate::{
+use crate::support::{
     helpers::{Patience, Producer, ServiceProcess, committed_offsets, eventually, test_settings},
     stream::Stream,
 };

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-pub(crate) use crate::eventually::{Patience, eventually};
+pub(crate) use super::eventually::{Patience, eventually};
 use deadpool_postgres::Pool;
 use rdkafka::producer::FutureProducer;
 use serde_json::Value;

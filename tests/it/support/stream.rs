@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use uuid::Uuid;
 
-use crate::helpers::Ev;
+use super::helpers::Ev;
 
 /// Records per partition, and the stock they must leave.
 pub(crate) struct Stream {
