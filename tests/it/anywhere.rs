@@ -5,15 +5,15 @@ use uuid::Uuid;
 use warehouse_monitor::store::{self, Store};
 
 use crate::support::{
-    helpers::{Ev, Producer, stock, test_settings, wait_consumed},
-    process::{Service, empty_dir, run},
+    helpers::{Ev, Producer, ServiceProcess, stock, test_settings, wait_consumed},
+    process::{empty_dir, run},
 };
 
 #[tokio::test]
 async fn serves_and_ingests_from_an_empty_directory_with_only_environment_variables() {
     let settings = test_settings(1);
     let dir = empty_dir();
-    let service = Service::start(
+    let service = ServiceProcess::start_bare(
         &dir,
         &[
             (

@@ -14,11 +14,11 @@ use warehouse_monitor::{
 };
 
 use crate::support::{
-    helpers::{Ev, TestApp, free_port, test_settings},
+    helpers::{Ev, ServiceProcess, TestApp, free_port, test_settings},
     metrics::scrape,
     pki::Pki,
     postgres::OwnPostgres,
-    process::{Service, empty_dir, run},
+    process::{empty_dir, run},
     redis::OwnRedis,
 };
 
@@ -299,7 +299,7 @@ async fn passwords_never_appear_in_the_logs_or_health() {
         .replace("postgres@", &format!("postgres:{PG_PASSWORD}@"));
     let closed = free_port();
     let dir = empty_dir();
-    let service = Service::start(
+    let service = ServiceProcess::start_bare(
         &dir,
         &[
             ("WM_POSTGRES__URL", url),

@@ -432,11 +432,8 @@ impl ServiceProcess {
         let id = Uuid::new_v4();
         let file = std::env::temp_dir().join(format!("wm-settings-{id}.toml"));
         std::fs::write(&file, settings.to_toml().expect("settings print")).unwrap();
-        let log = std::env::temp_dir().join(format!("wm-service-{id}.log"));
-        let port = free_port();
-        let output = std::fs::File::create(&log).unwrap();
-        let errors = output.try_clone().unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_warehouse-monitor"));
+        command
             .arg("--config-dir")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config"))
             .arg("--config")
@@ -448,14 +445,73 @@ impl ServiceProcess {
                 "WM_KAFKA__SASL_PASSWORD",
                 settings.kafka.sasl_password.expose(),
             )
-            .env("WM_HTTP__ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        Self::spawn(
+            command,
+            std::env::temp_dir().join(format!("wm-service-{id}.log")),
+        )
+    }
+
+    /// `serve` as an operator runs it: in `dir`, configured only by `vars`
+    /// (an empty environment otherwise), its log in `dir`; returns once it
+    /// answers `/health/live`.
+    pub(crate) async fn start_bare(dir: &Path, vars: &[(&str, String)]) -> Self {
+        let mut command = super::process::command(dir, vars);
+        command.arg("serve");
+        let log = dir.join(format!("service-{}.log", Uuid::new_v4()));
+        let mut service = Self::spawn(command, log);
+        let http = reqwest::Client::new();
+        let url = format!("{}/health/live", service.base());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = service.child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(&service.log).unwrap_or_default();
+                panic!("the service exited with {status} before it answered:\n{log}");
+            }
+            if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+                return service;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the service does not answer /health/live"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts `command` on a port of its own, its output going to `log`.
+    fn spawn(mut command: std::process::Command, log: std::path::PathBuf) -> Self {
+        let port = free_port();
+        let output = std::fs::File::create(&log).unwrap();
+        let errors = output.try_clone().unwrap();
+        let child = command
+            .env("WM_HTTP__ADDR", format!("127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
             .stdout(output)
             .stderr(errors)
             .spawn()
             .expect("service starts");
         Self { child, port, log }
+    }
+
+    /// `base` followed by `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// Stops it as an orchestrator would (SIGTERM) and waits for it, which
+    /// must end well; returns everything it printed.
+    pub(crate) async fn stop(mut self) -> String {
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success(), "SIGTERM sent");
+        let status = self.ended().await;
+        let output = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "stopped with {status}:\n{output}");
+        output
     }
 
     pub(crate) fn pid(&self) -> u32 {
