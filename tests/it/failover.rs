@@ -232,13 +232,7 @@ async fn a_holder_whose_session_stops_answering_stops_consuming_first() {
     eventually(
         Patience::secs(10).every(Duration::from_millis(5)),
         || async {
-            let held: Vec<i32> = app
-                .statuses
-                .snapshot()
-                .iter()
-                .filter(|s| s.is_owned())
-                .map(|s| s.partition)
-                .collect();
+            let held = app.owned();
             held.is_empty()
                 .then_some(())
                 .ok_or_else(|| format!("the holder gives up; it still holds {held:?}"))

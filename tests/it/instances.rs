@@ -10,15 +10,6 @@ use crate::support::{
     stream::{self, Stream},
 };
 
-fn owned(app: &TestApp) -> Vec<i32> {
-    app.statuses
-        .snapshot()
-        .iter()
-        .filter(|s| s.is_owned())
-        .map(|s| s.partition)
-        .collect()
-}
-
 /// Produces one half (`part` 0 or 1) of every partition's records.
 async fn produce_half(app: &TestApp, stream: &Stream, part: usize) {
     for (p, values) in (0..).zip(&stream.partitions) {
@@ -37,7 +28,7 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
     let settings = test_settings(3);
     let first = TestApp::spawn_with(settings.clone()).await;
     eventually(5, || async {
-        (owned(&first).len() == 3)
+        (first.owned().len() == 3)
             .then_some(())
             .ok_or("the first instance holds every partition")
     })
@@ -45,13 +36,13 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
     let second = TestApp::spawn_with(settings).await;
     // ceil(3 / 2) = 2 for the first; the one it hands back goes to the newcomer.
     eventually(5, || async {
-        let (a, b) = (owned(&first), owned(&second));
+        let (a, b) = (first.owned(), second.owned());
         (a.len() == 2 && b.len() == 1)
             .then_some(())
             .ok_or_else(|| format!("the partitions are shared 2 + 1: {a:?} and {b:?}"))
     })
     .await;
-    let (a, b) = (owned(&first), owned(&second));
+    let (a, b) = (first.owned(), second.owned());
     assert!(a.iter().all(|p| !b.contains(p)), "{a:?} and {b:?} overlap");
 
     let stream = stream::generate(5, 600, 3, false);
@@ -67,7 +58,7 @@ async fn a_joining_instance_gets_a_fair_share_and_a_stopped_ones_partitions_are_
 
     first.stop_keeping_data().await; // releases its partitions and closes its session
     eventually(5, || async {
-        (owned(&second).len() == 3)
+        (second.owned().len() == 3)
             .then_some(())
             .ok_or("the second instance holds every partition")
     })
@@ -111,7 +102,7 @@ async fn a_killed_instances_partitions_are_taken_over() {
     let second = TestApp::spawn_with(settings).await;
 
     eventually(5, || async {
-        (owned(&second).len() == 1)
+        (second.owned().len() == 1)
             .then_some(())
             .ok_or("the newcomer gets its share")
     })
@@ -125,7 +116,7 @@ async fn a_killed_instances_partitions_are_taken_over() {
     produce_half(&second, &stream, 1).await;
     second.wait_consumed().await;
     assert_eq!(
-        owned(&second).len(),
+        second.owned().len(),
         3,
         "the second instance took every partition over"
     );

@@ -169,24 +169,11 @@ async fn a_partition_taken_and_released_again_and_again_is_read_from_where_it_wa
     reader.release().await;
 }
 
-/// The partitions `app` holds, by its statuses.
-fn owned(app: &TestApp) -> Vec<i32> {
-    let mut owned: Vec<i32> = app
-        .statuses
-        .snapshot()
-        .iter()
-        .filter(|s| s.is_owned())
-        .map(|s| s.partition)
-        .collect();
-    owned.sort_unstable();
-    owned
-}
-
 /// Waits until `app`'s consumer has exactly the partitions it holds
 /// assigned, and none parked.
 async fn assignment_follows_ownership(app: &TestApp) {
     eventually(10, || async {
-        let owned = owned(app);
+        let owned = app.owned();
         let (held, parked) = app.kafka.assigned();
         (held == owned && parked.is_empty())
             .then_some(())
@@ -200,7 +187,7 @@ async fn an_instance_takes_and_releases_partitions_while_another_holds_the_rest(
     let settings = test_settings(4);
     let first = TestApp::spawn_with(settings.clone()).await;
     eventually(10, || async {
-        (owned(&first).len() == 4)
+        (first.owned().len() == 4)
             .then_some(())
             .ok_or("the first instance holds every partition")
     })
@@ -222,7 +209,7 @@ async fn an_instance_takes_and_releases_partitions_while_another_holds_the_rest(
         // Another instance joins: the first hands two partitions back.
         let second = TestApp::spawn_with(settings.clone()).await;
         eventually(10, || async {
-            let (a, b) = (owned(&first), owned(&second));
+            let (a, b) = (first.owned(), second.owned());
             (a.len() == 2 && b.len() == 2)
                 .then_some(())
                 .ok_or_else(|| format!("shared 2 + 2 in round {round}: {a:?} and {b:?}"))
@@ -235,7 +222,7 @@ async fn an_instance_takes_and_releases_partitions_while_another_holds_the_rest(
         // It leaves: the first takes the two partitions again.
         second.stop_keeping_data().await;
         eventually(10, || async {
-            (owned(&first).len() == 4)
+            (first.owned().len() == 4)
                 .then_some(())
                 .ok_or("the first instance holds every partition again")
         })

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::support::{
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
     redis::{OwnRedis, redis_cli},
-    stream,
+    stream::{self, Stream},
 };
 
 #[tokio::test]
@@ -205,47 +205,8 @@ async fn a_cluster_node_behind_a_plain_url_never_serves_a_stale_answer() {
     settings.redis.url = cluster.nodes[0].url().into();
     let app = TestApp::spawn_with(settings).await;
     let stream = stream::generate(23, 400, 2, false);
-    // Half the stream, every pair read (and cached where the node can), then
-    // the other half: every answer must be the new total.
-    for (partition, values) in (0..).zip(&stream.partitions) {
-        app.produce(partition, values[..values.len() / 2].to_vec())
-            .await;
-    }
-    app.wait_consumed().await;
-    for (w, p) in stream.expected_stock.keys() {
-        app.get_json(&format!("/api/warehouses/{w}/products/{p}"))
-            .await;
-        app.get_json(&format!("/api/warehouses/{w}/products/{p}"))
-            .await;
-    }
-    let started = Instant::now();
-    for (partition, values) in (0..).zip(&stream.partitions) {
-        app.produce(partition, values[values.len() / 2..].to_vec())
-            .await;
-    }
-    app.wait_consumed().await;
-    println!(
-        "cluster node behind a plain URL: second half ingested in {:?}",
-        started.elapsed()
-    );
-    stream.assert_stock(&app.pool).await;
-    let mut wrong = Vec::new();
-    for ((w, p), quantity) in &stream.expected_stock {
-        let answer = app
-            .get_json(&format!("/api/warehouses/{w}/products/{p}"))
-            .await
-            .1;
-        if answer["quantity"] != (*quantity).max(0) {
-            wrong.push((quantity, answer));
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} answers wrong: {:?}",
-        wrong.len(),
-        stream.expected_stock.len(),
-        &wrong[..wrong.len().min(5)]
-    );
+    let took = read_between_two_halves_then_check_every_answer(&app, &stream, 2).await;
+    println!("cluster node behind a plain URL: second half ingested in {took:?}");
     app.stop().await;
     drop(cluster);
 }
@@ -263,31 +224,55 @@ async fn a_redis_out_of_memory_under_noeviction_neither_stalls_ingestion_nor_ser
     settings.redis.url = redis.url().into();
     let app = TestApp::spawn_with(settings).await;
     let stream = stream::generate(24, 400, 2, false);
-    for (partition, values) in (0..).zip(&stream.partitions) {
-        app.produce(partition, values[..values.len() / 2].to_vec())
-            .await;
-    }
-    app.wait_consumed().await;
-    for (w, p) in stream.expected_stock.keys() {
-        app.get_json(&format!("/api/warehouses/{w}/products/{p}"))
-            .await;
-    }
-    for (partition, values) in (0..).zip(&stream.partitions) {
-        app.produce(partition, values[values.len() / 2..].to_vec())
-            .await;
-    }
-    app.wait_consumed().await;
-    stream.assert_stock(&app.pool).await;
-    for ((w, p), quantity) in &stream.expected_stock {
-        let answer = app
-            .get_json(&format!("/api/warehouses/{w}/products/{p}"))
-            .await
-            .1;
-        assert_eq!(answer["quantity"], (*quantity).max(0), "{w}/{p}");
-    }
+    read_between_two_halves_then_check_every_answer(&app, &stream, 1).await;
     assert!(
         redis_cli(redis.port, &["SET", "probe", "1"]).contains("OOM"),
         "Redis refused writes all along"
     );
     app.stop().await;
+}
+
+/// Produces the first half of `stream`, reads every stock pair `reads`
+/// times (cached where Redis lets it), produces the second half, then checks
+/// the stock table and every answer of the API (stock below 0 reads as 0).
+/// Returns how long the second half took to ingest.
+async fn read_between_two_halves_then_check_every_answer(
+    app: &TestApp,
+    stream: &Stream,
+    reads: usize,
+) -> Duration {
+    let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[..values.len() / 2].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    for pair in stream.expected_stock.keys() {
+        for _ in 0..reads {
+            app.get_json(&path(pair)).await;
+        }
+    }
+    let started = Instant::now();
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[values.len() / 2..].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    let took = started.elapsed();
+    stream.assert_stock(&app.pool).await;
+    let mut wrong = Vec::new();
+    for (pair, quantity) in &stream.expected_stock {
+        let answer = app.get_json(&path(pair)).await.1;
+        if answer["quantity"] != (*quantity).max(0) {
+            wrong.push((pair, quantity, answer));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} answers wrong: {:?}",
+        wrong.len(),
+        stream.expected_stock.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    took
 }

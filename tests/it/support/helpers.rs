@@ -125,6 +125,19 @@ impl TestApp {
     }
 
     /// Waits until every produced record is committed.
+    /// The partitions this instance holds, by its statuses, in order.
+    pub(crate) fn owned(&self) -> Vec<i32> {
+        let mut owned: Vec<i32> = self
+            .statuses
+            .snapshot()
+            .iter()
+            .filter(|s| s.is_owned())
+            .map(|s| s.partition)
+            .collect();
+        owned.sort_unstable();
+        owned
+    }
+
     pub(crate) async fn wait_consumed(&self) {
         wait_consumed(&self.pool, &self.settings.kafka.topic, &self.producer).await;
     }
