@@ -101,7 +101,7 @@ struct Fetcher<'a> {
     partition: i32,
     /// The next offset wanted.
     position: i64,
-    /// The broker's first first answer after a start, not judged yet.
+    /// The broker's first answer after a start, not judged yet.
     probe: Option<OffsetProbe>,
     /// Drained from librdkafka and not taken yet.
     queued: VecDeque<Fetched>,
@@ -241,8 +241,9 @@ impl<'a> Fetcher<'a> {
                 Fetched::Record(record) => {
                     let at = record.offset;
                     if at < self.position {
-                        // A step back's walk forward.
-                        self.judge(|p| p.before_target());
+                        // A step back's walk forward: skipped, and proof
+                        // that the broker started at or before the offset.
+                        self.judge(|p| p.record(at));
                         continue;
                     }
                     if let Some(from) = self.judge(|p| p.record(at)) {

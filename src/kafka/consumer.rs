@@ -291,11 +291,10 @@ impl Shared {
         if !slot.assigned {
             return;
         }
-        if slot.stop_may_pend {
-            drop(slots);
-            self.park(partition);
-            return;
-        }
+        // Here no earlier stop can pend: it was never unassigned before, or
+        // the seek above confirmed its assignment started (only this reader
+        // changes the slot meanwhile).
+        debug_assert!(!slot.stop_may_pend);
         let unassigned = self
             .list(partition, None)
             .and_then(|list| Ok(self.client.incremental_unassign(&list)?));

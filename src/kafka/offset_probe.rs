@@ -77,21 +77,16 @@ impl OffsetProbe {
         self.deadline
     }
 
-    /// The first record at or past the wanted offset came, at `offset`.
-    /// (Records before it are the walk forward of a step back: the reader
-    /// skips them, and they settle the probe, see [`Self::before_target`].)
+    /// A record came, at `offset`. At or before the wanted offset, the
+    /// broker started there or earlier (records before it are the walk
+    /// forward of a step back, which the reader skips): nothing was skipped.
+    /// Past it, records may have been.
     pub fn record(&mut self, offset: i64) -> Verdict {
         if offset > self.target {
             self.step_back()
         } else {
             Verdict::Settled
         }
-    }
-
-    /// A record before the wanted offset came: the broker started at or
-    /// before it, so nothing was skipped.
-    pub fn before_target(&self) -> Verdict {
-        Verdict::Settled
     }
 
     /// The end of the log came, at `end`, with no record at or past the
@@ -137,7 +132,7 @@ mod tests {
     #[test]
     fn the_wanted_record_settles_it() {
         assert_eq!(probe(1000, 0).record(1000), Verdict::Settled);
-        assert_eq!(probe(1000, 0).before_target(), Verdict::Settled);
+        assert_eq!(probe(1000, 0).record(990), Verdict::Settled);
         assert_eq!(probe(1000, 0).end(1000), Verdict::Settled);
     }
 
