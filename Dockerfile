@@ -9,13 +9,14 @@ FROM rust:1-bookworm AS builder
 # librdkafka is built from its crate: the image already has a C compiler,
 # make, perl, pkg-config and the headers of OpenSSL and zlib it needs.
 WORKDIR /src
-# The whole context (see .dockerignore): the crate embeds sql/ and
-# config/default.toml, and Cargo
-# discovers targets from the tree. Cache mounts keep rebuilds incremental.
+# The whole context (see .dockerignore): the workspace names crates/, the
+# service embeds sql/ and config/default.toml, and Cargo discovers targets
+# from the tree. Only the service is built, without the test-only `faults`
+# feature. Cache mounts keep rebuilds incremental.
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked -p warehouse-monitor \
     && install -m 0755 target/release/warehouse-monitor /usr/local/bin/warehouse-monitor
 
 FROM debian:bookworm-slim

@@ -36,19 +36,19 @@ api-check: stack ## the API against its OpenAPI document: schemathesis --checks 
 
 # rustdoc: a broken intra-doc link is an error (a renamed item leaves none behind).
 lint: ## rustfmt check, clippy with warnings as errors, rustdoc without broken links
-	$(CARGO) fmt --check && $(CARGO) clippy --all-targets --all-features --locked -- -D warnings
-	RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" $(CARGO) doc --no-deps --all-features --locked
+	$(CARGO) fmt --all --check && $(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" $(CARGO) doc --workspace --no-deps --all-features --locked
 
 fuzz: ## fuzz the event and RESP decoders, FUZZ_SECS (600) seconds each (tests/fuzz, cargo-fuzz)
 	scripts/fuzz.sh $(FUZZ_TARGETS)
 
 bench: stack ## criterion: decoding, batch planning, store::apply of one batch on the local PostgreSQL
-	$(CARGO) bench --locked --features devtools
+	$(CARGO) bench --locked --workspace
 
-# The developer tools live in the wm-bench binary (feature devtools); the
-# service runs as its own release process beside it. Extra options: ARGS=...
-WM_BENCH = $(CARGO) build --release --locked --features devtools --bin warehouse-monitor --bin wm-bench && \
-	RUST_LOG=warn $(CARGO) run --release --locked --features devtools --bin wm-bench --
+# The developer tools are the wm-bench crate (crates/wm-bench); the service
+# runs as its own release process beside it. Extra options: ARGS=...
+WM_BENCH = $(CARGO) build --release --locked -p warehouse-monitor -p wm-bench && \
+	RUST_LOG=warn $(CARGO) run --release --locked -p wm-bench --
 
 loadtest: stack ## HTTP load in steps of 10..1000 users while ingesting; CSV, table, charts in target/loadtest/
 	$(WM_BENCH) loadtest $(ARGS)
@@ -69,7 +69,7 @@ verify: stack ## start the stack, then run the verify command
 	$(CARGO) run --release --locked -- verify
 
 produce: stack ## start the stack, then generate demo events into the topic (ARGS="--compression lz4" ...)
-	$(CARGO) run --release --locked --features devtools -- produce $(ARGS)
+	$(CARGO) run --release --locked -p wm-bench -- produce $(ARGS)
 
 monitor: ## start a local Prometheus (Debian package) on 127.0.0.1:9090 scraping 127.0.0.1:8080
 	scripts/monitor.sh up

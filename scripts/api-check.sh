@@ -29,7 +29,7 @@ fi
 [[ ${1:-} == install ]] && exit 0
 if [[ -z ${WM_API_CHECK_BINARY:-} ]]; then
   # Up to date with the sources (a no-op when it is), with the features make test builds with.
-  cargo build --locked --features devtools --bin warehouse-monitor
+  cargo build --locked --features faults --bin warehouse-monitor
 fi
 # The service reads every WM_* variable as a setting and refuses unknown ones.
 unset WM_API_CHECK_BINARY WM_API_CHECK_EXAMPLES

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: brings up the local stack while the tests build, then runs the API contract check
-# and every test (the devtools' own unit tests too).
+# and every test of the workspace (the developer tools' own unit tests too).
 #
 # On a fresh machine `scripts/stack.sh up` builds the broker (Tansu) from source, and the tests'
 # first build takes a few minutes more; each leaves cores idle at times (a crate that compiles
@@ -25,7 +25,7 @@ scripts/api-check.sh install >"$venv_log" 2>&1 &
 venv=$!
 phase "building the tests"
 built=0
-cargo test --locked --features devtools,faults --no-run || built=$?
+cargo test --locked --workspace --features warehouse-monitor/faults --no-run || built=$?
 phase "tests built (status $built); waiting for the stack"
 stack_ok=0
 wait "$stack" || stack_ok=$?
@@ -46,5 +46,5 @@ fi
 service="$repo/target/debug/warehouse-monitor"
 if [[ -x $service ]]; then WM_API_CHECK_BINARY="$service" scripts/api-check.sh; else scripts/api-check.sh; fi
 phase "API contract checked"
-cargo test --locked --features devtools,faults
+cargo test --locked --workspace --features warehouse-monitor/faults
 phase "tests passed"

@@ -72,7 +72,7 @@ pub use epoch::{Epoch, Key};
 /// The near cache's RESP parser (`cache/resp.rs`), for the fuzz target under
 /// `tests/fuzz`: hostile replies, and replies fed in pieces as a socket
 /// delivers them. Not part of the API.
-#[cfg(feature = "devtools")]
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod resp_parser {
     /// One parsed frame; only compared and printed.
@@ -489,13 +489,6 @@ impl Cache {
         tokio::time::timeout(self.timeout * 4, write)
             .await
             .map_err(|_| CacheError::Timeout)?
-    }
-
-    /// The raw entry under `key` in the epoch of the permit, permit or not
-    /// (for tests and tools).
-    #[cfg(feature = "devtools")]
-    pub async fn peek(&self, key: Key, epoch: Epoch) -> Option<String> {
-        self.client.get(key.in_epoch(epoch)).await.ok()?
     }
 
     /// Entries in the near cache now (0 without one).

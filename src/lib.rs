@@ -32,8 +32,3 @@ pub mod retry;
 pub mod store;
 pub mod throttle;
 pub mod tls;
-
-/// Developer tools (demo traffic), behind the `devtools` feature so that
-/// their dependencies are not the service's.
-#[cfg(feature = "devtools")]
-pub mod devtools;

@@ -64,11 +64,6 @@ async fn run() -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        #[cfg(feature = "devtools")]
-        Command::Produce(args) => {
-            let summary = warehouse_monitor::devtools::produce::run(&settings.kafka, args).await?;
-            println!("{summary}");
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,11 @@ pub type PartitionSource = Arc<dyn Fn() -> Vec<PartitionSample> + Send + Sync>;
 /// Reads the connection pools at scrape time: (pool name, connections open, idle).
 pub type PoolSource = Arc<dyn Fn() -> Vec<(&'static str, usize, usize)> + Send + Sync>;
 
+/// The partitions in the Kafka consumer's assignment now: held by a reader,
+/// and parked (released before their assignment had started; see
+/// `kafka::consumer`).
+pub type AssignmentSource = Arc<dyn Fn() -> (usize, usize) + Send + Sync>;
+
 /// What one committed batch did, in plain numbers.
 /// The values a label may take, for the series that appear at 0 before
 /// their first event. The wiring gives them, from the types that own them,
@@ -268,8 +273,14 @@ impl Metrics {
 
     /// Registers the gauges read at scrape time: lag, committed offset, time
     /// since the last commit and the stalled flag per partition, and pool
-    /// connections. Only the first call has an effect.
-    pub fn observe(&self, partitions: PartitionSource, pool: PoolSource) {
+    /// connections, the consumer's assignment. Only the first call has an
+    /// effect.
+    pub fn observe(
+        &self,
+        partitions: PartitionSource,
+        pool: PoolSource,
+        assignment: AssignmentSource,
+    ) {
         if self.observed.set(()).is_err() {
             return;
         }
@@ -292,6 +303,20 @@ impl Metrics {
             .with_callback(move |o| {
                 let owned = p().iter().filter(|s| s.owned).count();
                 o.observe(i64::try_from(owned).unwrap_or(i64::MAX), &[]);
+            })
+            .build();
+        self.meter
+            .i64_observable_gauge("wm_consumer_partitions_assigned")
+            .with_description(
+                "Partitions in the Kafka consumer's assignment, by state: held (read by this \
+                 instance) or parked (released, paused until its stop is known to be served)",
+            )
+            .with_callback(move |o| {
+                let (held, parked) = assignment();
+                for (state, n) in [("held", held), ("parked", parked)] {
+                    let n = i64::try_from(n).unwrap_or(i64::MAX);
+                    o.observe(n, &[KeyValue::new("state", state)]);
+                }
             })
             .build();
         let p = Arc::clone(&partitions);

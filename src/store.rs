@@ -285,12 +285,6 @@ impl Store {
         Ok(self.reads.get().await?)
     }
 
-    /// The batch pool, for tests and tools that run their own statements.
-    #[cfg(any(test, feature = "devtools"))]
-    pub fn pool(&self) -> Pool {
-        self.batches.clone()
-    }
-
     /// Per pool: its name, connections open and connections idle; the
     /// ownership session counts as a pool of its own (`ownership`, 1 in use
     /// while it is open).
@@ -442,6 +436,14 @@ fn pool_from_config(
         .create_timeout(Some(Duration::from_secs(5)))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()?)
+}
+
+/// A pool of `settings.pool_size` plain connections to the database the
+/// settings name, with their TLS: for tools and tests that run their own
+/// statements beside a service (the service's own pools are [`Store`]'s).
+pub fn pool(settings: &PostgresSettings) -> Result<Pool, StoreError> {
+    let (pg, tls) = target(settings)?;
+    pool_from_config(pg, tls, settings.pool_size, Duration::from_secs(10))
 }
 
 /// Connects to the `postgres` maintenance database of the server `target`

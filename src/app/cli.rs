@@ -38,8 +38,4 @@ pub enum Command {
     Config,
     /// Print the OpenAPI document (the one committed as docs/openapi.json).
     Openapi,
-    /// Produce generated demo events (departures, arrivals, duplicates, a few
-    /// malformed records) to the configured topic.
-    #[cfg(feature = "devtools")]
-    Produce(crate::devtools::produce::ProduceArgs),
 }

@@ -5,8 +5,6 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-#[cfg(any(test, feature = "devtools"))]
-use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
 use super::shutdown::GRACE_PERIOD;
@@ -91,9 +89,14 @@ impl Application {
         let metrics = Arc::new(Metrics::new()?);
         let sampled = partitions.clone();
         let pool = store.clone();
+        let consumer = kafka.clone();
         metrics.observe(
             Arc::new(move || sampled.snapshot().iter().map(|s| sample(s)).collect()),
             Arc::new(move || pool.connections()),
+            Arc::new(move || {
+                let (held, parked) = consumer.assigned();
+                (held.len(), parked.len())
+            }),
         );
         metrics.touch(&KnownLabels {
             steps: Step::BATCH.iter().map(|s| s.as_str()).collect(),
@@ -121,18 +124,6 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or(self.settings.http.addr)
-    }
-
-    /// A handle on the batch pool, for tests that run their own statements.
-    #[cfg(any(test, feature = "devtools"))]
-    pub fn pool(&self) -> Pool {
-        self.store.pool()
-    }
-
-    /// The instance's Kafka client, for tests that look at its assignment.
-    #[cfg(any(test, feature = "devtools"))]
-    pub fn kafka(&self) -> kafka::Kafka {
-        self.kafka.clone()
     }
 
     /// Live state of each partition's consumer, as known now.

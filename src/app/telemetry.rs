@@ -18,16 +18,3 @@ pub fn init(format: LogFormat) {
             .try_init(),
     };
 }
-
-/// For tests that run the service in their own process: the lines go
-/// through the test harness's capture, so that each test shows the logs of
-/// the services it started only when it fails (librdkafka's own threads
-/// are not captured). A second call is a no-op.
-#[cfg(any(test, feature = "devtools"))]
-pub fn init_captured() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _already_installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt::layer().with_target(false).with_test_writer())
-        .try_init();
-}

@@ -380,8 +380,8 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
-// Only the tools and tests make events; the service never encodes one.
-#[cfg(any(test, feature = "devtools"))]
+// The service never encodes an event; producers written in Rust (the
+// developer tools among them) use the same format as the decoder.
 pub mod encode;
 mod fast;
 #[cfg(test)]
@@ -390,7 +390,7 @@ mod tests;
 /// The two paths of [`decode`] one at a time, for the differential fuzz
 /// target under `tests/fuzz`: it checks that the fast path accepts only what
 /// the general path accepts and builds the same event. Not part of the API.
-#[cfg(feature = "devtools")]
+#[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod paths {
     use super::{MovementEvent, Rejection};

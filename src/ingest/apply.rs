@@ -210,7 +210,6 @@ enum Deletes {
 /// One batch transaction without the cache (benchmarks and tests): lock and
 /// read the stored state of the batch's movements, plan the decoded records
 /// against it, write the plan and the offset, commit.
-#[cfg(any(test, feature = "devtools"))]
 pub async fn apply_once(
     client: &mut Client,
     batch: &PartitionBatch<'_>,

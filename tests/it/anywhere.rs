@@ -2,7 +2,7 @@
 //! defaults are compiled in, and environment variables are all it needs.
 
 use uuid::Uuid;
-use warehouse_monitor::store::{self, Store};
+use warehouse_monitor::store;
 
 use crate::support::{
     helpers::{Ev, Producer, ServiceProcess, stock, test_settings, wait_consumed},
@@ -39,7 +39,7 @@ async fn serves_and_ingests_from_an_empty_directory_with_only_environment_variab
             ],
         )
         .await;
-    let pool = Store::new(&settings.postgres).unwrap().pool();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
     wait_consumed(&pool, &settings.kafka.topic, &producer).await;
     assert_eq!(stock(&pool, warehouse, product).await, Some(12));
     let url = service.url(&format!("/api/warehouses/{warehouse}/products/{product}"));

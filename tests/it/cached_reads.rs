@@ -14,6 +14,7 @@ use warehouse_monitor::cache::{Epoch, Key};
 
 use crate::support::{
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
+    redis::RawRedis,
     redis::{OwnRedis, cache_hits, trusted_cache},
 };
 
@@ -201,7 +202,10 @@ async fn a_fill_lands_only_over_its_own_untouched_lease() {
     );
     cache.fill(a, 1, old).await;
     assert_eq!(
-        cache.peek(key, epoch).await,
+        RawRedis::connect(settings.redis.url.expose())
+            .await
+            .entry(key, epoch)
+            .await,
         None,
         "the delete voided A's lease"
     );
@@ -232,8 +236,9 @@ async fn a_fill_lands_only_over_its_own_untouched_lease() {
         cache.claim(key).await.is_none(),
         "no lease without a permit"
     );
-    let entry = cache
-        .peek(key, epoch)
+    let entry = RawRedis::connect(settings.redis.url.expose())
+        .await
+        .entry(key, epoch)
         .await
         .expect("the entry stays in Redis");
     assert_eq!(entry, format!("5:{new}"));

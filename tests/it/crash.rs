@@ -33,10 +33,10 @@ async fn killed_and_restarted_consumer_leaves_the_same_tables_as_one_run() {
     store::ensure_database(crash.postgres.url.expose())
         .await
         .unwrap();
-    let (store, _) = warehouse_monitor::app::startup::migrate(&crash)
+    let _migrated = warehouse_monitor::app::startup::migrate(&crash)
         .await
         .unwrap();
-    let pool = store.pool();
+    let pool = warehouse_monitor::store::pool(&crash.postgres).unwrap();
     for round in 1..=2 {
         let mut child = helpers::ServiceProcess::start(&crash);
         let progress = wait_for_progress(&pool, &crash.kafka.topic, round * total / 4).await;

@@ -389,10 +389,10 @@ async fn a_cut_off_holder_stops_before_the_server_frees_its_partition_for_a_stan
 #[tokio::test]
 async fn two_holders_of_one_partition_never_both_commit_the_same_offsets() {
     let settings = test_settings(1);
-    let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
+    let _migrated = warehouse_monitor::app::startup::migrate(&settings)
         .await
         .unwrap();
-    let pool = store.pool();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
     let topic = settings.kafka.topic.as_str();
     let (wh, product) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let mut expected = None;

@@ -106,7 +106,12 @@ async fn holding(partitions: i32) {
     let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
         .await
         .unwrap();
-    wait_consumed(&store.pool(), &settings.kafka.topic, &producer).await;
+    wait_consumed(
+        &warehouse_monitor::store::pool(&settings.postgres).unwrap(),
+        &settings.kafka.topic,
+        &producer,
+    )
+    .await;
 
     let broker_port: u16 = settings.kafka.brokers[0]
         .rsplit(':')
@@ -124,7 +129,7 @@ async fn holding(partitions: i32) {
     );
     assert!(connections >= 1, "the service is connected to the broker");
     drop(child);
-    store.pool().close();
+    store.close();
     warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
         .unwrap();

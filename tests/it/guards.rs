@@ -18,7 +18,7 @@ use crate::support::helpers::test_settings;
 async fn a_row_a_batch_holds_is_read_but_not_cacheable_until_the_commit() {
     let settings = test_settings(1);
     let (db, _) = startup::migrate(&settings).await.unwrap();
-    let pool = db.pool();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
     let (wh, product, movement) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let delta = |delta| StockDelta {
         warehouse_id: wh,

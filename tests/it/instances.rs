@@ -74,10 +74,10 @@ async fn a_killed_instances_partitions_are_taken_over() {
     let settings = test_settings(3);
     let client = kafka::connect(&settings.kafka).await.unwrap();
     kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
-    let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
+    let _migrated = warehouse_monitor::app::startup::migrate(&settings)
         .await
         .unwrap();
-    let pool = store.pool();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
 
     // The first instance is a separate process, so that it can be SIGKILLed.
     let mut first = helpers::ServiceProcess::start(&settings);

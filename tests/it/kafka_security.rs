@@ -173,7 +173,10 @@ async fn the_service_consumes_over_tls_and_refuses_an_unknown_ca() {
     let app = Application::build(settings.clone())
         .await
         .expect("builds over TLS");
-    let (addr, pool) = (app.local_addr(), app.pool());
+    let (addr, pool) = (
+        app.local_addr(),
+        warehouse_monitor::store::pool(&settings.postgres).unwrap(),
+    );
     let stop = CancellationToken::new();
     let running = tokio::spawn(app.run(stop.clone()));
 

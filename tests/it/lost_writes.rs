@@ -17,11 +17,12 @@ use std::{
 };
 
 use uuid::Uuid;
-use warehouse_monitor::cache::{Cache, Key};
+use warehouse_monitor::cache::Key;
 
 use crate::support::{
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
     metrics::scrape,
+    redis::RawRedis,
     redis::{OwnRedis, cache_hits, redis_cli},
 };
 
@@ -55,9 +56,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
     let mut settings = test_settings(1);
     settings.redis.url = redis.url().into();
     let app = Arc::new(TestApp::spawn_with(settings.clone()).await);
-    let peek = Cache::start(&settings.redis, Arc::clone(&app.metrics))
-        .await
-        .unwrap();
+    let peek = RawRedis::connect(settings.redis.url.expose()).await;
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
     let path = format!("/api/warehouses/{w}/products/{p}");
     let key = Key::Stock {
@@ -79,7 +78,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
             .ok_or("the 5 is cached")
     })
     .await;
-    let cached_five = peek.peek(key, epoch).await.expect("the 5 is in Redis");
+    let cached_five = peek.entry(key, epoch).await.expect("the 5 is in Redis");
     assert_eq!(redis_cli(port, &["SAVE"]), "OK");
 
     // The arrival of 7 commits: its delete of the cached 5 was acknowledged.
@@ -129,7 +128,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
     }
     // The test would fail without the epoch's checks: the 5 is back in
     // Redis, under the key and the epoch it had.
-    let back = eventually(10, || async { peek.peek(key, epoch).await }).await;
+    let back = eventually(10, || async { peek.entry(key, epoch).await }).await;
     assert_eq!(back, cached_five, "Redis brought the older entry back");
 
     // Caching resumes, in a new epoch, and every answer until then was 12.
@@ -154,7 +153,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
     );
     assert!(reads > 20, "only {reads} reads");
     assert_ne!(now, epoch, "a new cache epoch began");
-    if let Some(entry) = peek.peek(key, now).await {
+    if let Some(entry) = peek.entry(key, now).await {
         assert!(entry.contains("\"quantity\":12"), "{entry}");
     }
     let cause = match loss {
@@ -167,7 +166,6 @@ async fn lost_writes_are_never_served(loss: Loss) {
         "detected by the {cause}"
     );
     assert!(m.value("wm_cache_epochs_begun_total", &[]) >= 1.0);
-    peek.quit().await;
     drop(redis);
     Arc::try_unwrap(app).ok().expect("reader done").stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -28,6 +28,7 @@ use warehouse_monitor::{
 
 use crate::support::{
     helpers::{Producer, TestApp, eventually, test_settings},
+    metrics::scrape,
     stream,
 };
 
@@ -169,15 +170,20 @@ async fn a_partition_taken_and_released_again_and_again_is_read_from_where_it_wa
     reader.release().await;
 }
 
-/// Waits until `app`'s consumer has exactly the partitions it holds
-/// assigned, and none parked.
+/// Waits until `app`'s consumer has as many partitions assigned as it holds,
+/// and none parked, as its metrics say.
 async fn assignment_follows_ownership(app: &TestApp) {
     eventually(10, || async {
         let owned = app.owned();
-        let (held, parked) = app.kafka.assigned();
-        (held == owned && parked.is_empty())
+        let m = scrape(app).await;
+        let held = m.value("wm_consumer_partitions_assigned", &[("state", "held")]);
+        let parked = m.value("wm_consumer_partitions_assigned", &[("state", "parked")]);
+        let owned_gauge = m.value("wm_consumer_partitions_owned", &[]);
+        #[allow(clippy::cast_precision_loss)]
+        let counted = owned.len() as f64;
+        (held == counted && owned_gauge == counted && parked == 0.0)
             .then_some(())
-            .ok_or_else(|| format!("held {owned:?}, assigned {held:?}, parked {parked:?}"))
+            .ok_or_else(|| format!("held {owned:?}, assigned {held}, parked {parked}"))
     })
     .await;
 }

@@ -9,7 +9,7 @@
 //!
 //! `make test` ingests about 20 000 events with `outbox.max_keys` 2 000; the
 //! figures for 200 000 events with the default 10 000 come from the same test
-//! run by hand: `WM_OUTBOX_BOUND_FULL=1 cargo test --features devtools --test
+//! run by hand: `WM_OUTBOX_BOUND_FULL=1 cargo test --features faults --test
 //! it -- outbox_bound --nocapture`.
 
 use std::time::{Duration, Instant};

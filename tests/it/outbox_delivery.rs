@@ -18,10 +18,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use warehouse_monitor::{
     app::startup,
-    cache::{Cache, Epoch, Key},
+    cache::{Epoch, Key},
     config::{Role, Settings},
     kafka,
-    metrics::Metrics,
 };
 
 use crate::support::{
@@ -30,6 +29,7 @@ use crate::support::{
         free_port, test_settings, wait_consumed,
     },
     metrics::{parse_exposition, scrape},
+    redis::RawRedis,
     redis::{OwnRedis, hits_in},
 };
 
@@ -137,24 +137,15 @@ async fn read_all(http: &reqwest::Client, base: &str, keys: &Keys) -> Vec<String
 
 /// The answers the entries of `epoch` in Redis hold (`None`: no entry, or a
 /// lease), read without a permit.
-async fn cached(cache: &Cache, keys: &Keys, epoch: Epoch) -> Vec<Option<String>> {
+async fn cached(cache: &RawRedis, keys: &Keys, epoch: Epoch) -> Vec<Option<String>> {
     let mut answers = Vec::new();
     for key in keys.cache_keys() {
-        let raw = cache.peek(key, epoch).await;
+        let raw = cache.entry(key, epoch).await;
         let payload = raw.as_deref().and_then(|raw| raw.split_once(':'));
         let payload = payload.filter(|(version, _)| version.parse::<i64>().is_ok());
         answers.push(payload.map(|(_, p)| answer(&serde_json::from_str(p).unwrap())));
     }
     answers
-}
-
-/// A client of the test's own on `redis_url`, to look at the entries.
-async fn redis_client(settings: &Settings, redis_url: &str) -> Cache {
-    let mut redis = settings.redis.clone();
-    redis.url = redis_url.to_owned().into();
-    Cache::start(&redis, Arc::new(Metrics::new().unwrap()))
-        .await
-        .unwrap()
 }
 
 /// Outbox rows: every one, or only the invalidations (keys and the mark,
@@ -185,7 +176,7 @@ async fn hits(http: &reqwest::Client, base: &str) -> f64 {
 
 /// Reads through `base` twice and checks that the entries in Redis now hold
 /// the old answers.
-async fn warm(http: &reqwest::Client, base: &str, keys: &Keys, redis: &Cache, epoch: Epoch) {
+async fn warm(http: &reqwest::Client, base: &str, keys: &Keys, redis: &RawRedis, epoch: Epoch) {
     for _ in 0..2 {
         assert_eq!(read_all(http, base, keys).await, keys.old_answers());
     }
@@ -231,7 +222,7 @@ async fn an_abort_right_after_commit_leaves_no_stale_answer_on_any_instance() {
     let api = TestApp::spawn_with(api).await;
     let http = reqwest::Client::new();
     let keys = Keys::new(3);
-    let redis = redis_client(&settings, settings.redis.url.expose()).await;
+    let redis = RawRedis::connect(settings.redis.url.expose()).await;
 
     api.produce(0, keys.old_events()).await;
     let mut consumer = start(&settings, &[("WM_ROLE", "consumer"), ABORT_AT_SECOND_BATCH]);
@@ -250,7 +241,6 @@ async fn an_abort_right_after_commit_leaves_no_stale_answer_on_any_instance() {
     fresh.live(&http).await;
     always(&http, &fresh.base(), &keys, Duration::from_millis(500)).await;
     drop(fresh);
-    redis.quit().await;
     api.stop().await;
 }
 
@@ -278,9 +268,9 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     let redis_url = ("WM_REDIS__URL", settings.redis.url.expose());
     let http = reqwest::Client::new();
     let keys = Keys::new(3);
-    let redis = redis_client(&settings, settings.redis.url.expose()).await;
-    let (store, _) = startup::migrate(&settings).await.unwrap();
-    let pool = store.pool();
+    let redis = RawRedis::connect(settings.redis.url.expose()).await;
+    let _migrated = startup::migrate(&settings).await.unwrap();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
     let client = kafka::connect(&settings.kafka).await.unwrap();
     kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
     let producer = Producer::connect(&settings).await;
@@ -351,7 +341,6 @@ async fn invalidations_that_redis_missed_are_delivered_after_a_crash() {
     );
 
     drop(second);
-    redis.quit().await;
     pool.close();
     warehouse_monitor::store::drop_database(settings.postgres.url.expose())
         .await
@@ -375,7 +364,7 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
     let api = TestApp::spawn_with(api).await;
     let http = reqwest::Client::new();
     let keys = Arc::new(Keys::new(3));
-    let redis = redis_client(&settings, settings.redis.url.expose()).await;
+    let redis = RawRedis::connect(settings.redis.url.expose()).await;
     let unreachable = format!("redis://127.0.0.1:{}", free_port());
 
     api.produce(0, keys.old_events()).await;
@@ -476,6 +465,5 @@ async fn no_read_after_the_commit_is_stale_when_only_the_consumer_lost_redis() {
     let m = scrape(&api).await;
     assert!(m.value("wm_cache_outbox_delivered_total", &[]) >= 1.0);
     assert_eq!(m.value("wm_cache_outbox_rows", &[]), 0.0);
-    redis.quit().await;
     api.stop().await;
 }

@@ -27,7 +27,11 @@ async fn partitions_added_while_running_are_consumed() {
     let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
         .await
         .unwrap();
-    let holder = store.pool().get().await.unwrap();
+    let holder = warehouse_monitor::store::pool(&settings.postgres)
+        .unwrap()
+        .get()
+        .await
+        .unwrap();
     let key: i32 = holder
         .query_one(
             include_str!("../../sql/queries/register_topic.sql"),

@@ -39,9 +39,7 @@ async fn replaying_the_whole_topic_changes_nothing() {
     app.stop_keeping_data().await;
 
     // The operator resets the offsets; the next instance reads everything again.
-    let pool = warehouse_monitor::store::Store::new(&settings.postgres)
-        .unwrap()
-        .pool();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
     pool.get()
         .await
         .unwrap()

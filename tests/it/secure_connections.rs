@@ -106,7 +106,10 @@ async fn each_sslmode_accepts_and_refuses_as_libpq_does() {
     ] {
         let settings = on_own_postgres(port, "wm_modes", mode, ca);
         let (store, _) = startup::migrate(&settings).await.expect("connects");
-        assert!(server_sees_tls(&store.pool()).await, "{mode:?} uses TLS");
+        assert!(
+            server_sees_tls(&warehouse_monitor::store::pool(&settings.postgres).unwrap()).await,
+            "{mode:?} uses TLS"
+        );
         store.close();
     }
 
@@ -148,7 +151,7 @@ async fn each_sslmode_accepts_and_refuses_as_libpq_does() {
     let (store, _) = startup::migrate(&settings)
         .await
         .expect("prefer falls back");
-    assert!(!server_sees_tls(&store.pool()).await);
+    assert!(!server_sees_tls(&warehouse_monitor::store::pool(&settings.postgres).unwrap()).await);
     store.close();
 }
 

@@ -19,10 +19,10 @@ async fn prepare(settings: &warehouse_monitor::config::Settings, n: usize, offse
     producer
         .produce(0, events.iter().map(Ev::bytes).collect())
         .await;
-    let (store, _) = warehouse_monitor::app::startup::migrate(settings)
+    let _migrated = warehouse_monitor::app::startup::migrate(settings)
         .await
         .unwrap();
-    let pool = store.pool();
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
     let client = pool.get().await.unwrap();
     client
         .execute(

@@ -25,10 +25,11 @@ pub(super) async fn prepare(partitions: i32) -> (Settings, Pool) {
     let settings = test_settings(partitions);
     let client = kafka::connect(&settings.kafka).await.unwrap();
     kafka::ensure_topic(&client, &settings.kafka).await.unwrap();
-    let (store, _) = warehouse_monitor::app::startup::migrate(&settings)
+    let _migrated = warehouse_monitor::app::startup::migrate(&settings)
         .await
         .unwrap();
-    (settings, store.pool())
+    let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
+    (settings, pool)
 }
 
 /// Partitions of `topic` held now, by the server process of the session

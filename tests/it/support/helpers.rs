@@ -57,8 +57,6 @@ pub(crate) struct TestApp {
     pub(crate) pool: Pool,
     pub(crate) metrics: Arc<warehouse_monitor::metrics::Metrics>,
     pub(crate) statuses: Partitions,
-    /// The instance's Kafka client (its one consumer).
-    pub(crate) kafka: kafka::Kafka,
     pub(crate) producer: Producer,
     pub(crate) http: reqwest::Client,
     shutdown: CancellationToken,
@@ -71,15 +69,14 @@ impl TestApp {
     }
 
     pub(crate) async fn spawn_with(settings: Settings) -> Self {
-        warehouse_monitor::app::telemetry::init_captured();
+        init_captured_logs();
         let app = Application::build(settings.clone())
             .await
             .expect("application builds");
         let addr = app.local_addr();
-        let pool = app.pool();
+        let pool = warehouse_monitor::store::pool(&settings.postgres).expect("a pool");
         let metrics = app.metrics();
         let statuses = app.partitions();
-        let kafka = app.kafka();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -92,7 +89,6 @@ impl TestApp {
             pool,
             metrics,
             statuses,
-            kafka,
             producer,
             http: reqwest::Client::new(),
             shutdown,
@@ -612,5 +608,18 @@ pub(crate) async fn dump(pool: &Pool) -> Vec<String> {
 
 /// A TCP port free on 127.0.0.1 at the time of the call.
 pub(crate) fn free_port() -> u16 {
-    warehouse_monitor::devtools::free_port().expect("a free port on 127.0.0.1")
+    wm_devtools::free_port().expect("a free port on 127.0.0.1")
+}
+
+/// The service's log lines, when it runs in the test's own process, go
+/// through the test harness's capture: each test shows the logs of the
+/// services it started only when it fails (librdkafka's own threads are not
+/// captured). A second call is a no-op.
+fn init_captured_logs() {
+    use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _already_installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_target(false).with_test_writer())
+        .try_init();
 }

@@ -4,10 +4,10 @@
 use std::{sync::Arc, time::Duration};
 
 use warehouse_monitor::{
-    cache::{Cache, Epoch},
+    cache::{Cache, Epoch, Key},
     config::RedisSettings,
-    devtools::redis_server::{self, RedisServer},
 };
+use wm_devtools::redis_server::{self, RedisServer};
 
 use super::{
     helpers::{Patience, TestApp, eventually},
@@ -82,4 +82,44 @@ pub(crate) async fn trusted_cache(
     })
     .await;
     (cache, metrics)
+}
+
+/// A plain Redis client of the test's own, to look at what the server holds
+/// under a cache key, whatever the service believes about it. Each look is
+/// a connection of its own, bounded in time, so that a look across a Redis
+/// restart sees the new server.
+pub(crate) struct RawRedis {
+    url: String,
+}
+
+impl RawRedis {
+    pub(crate) async fn connect(url: &str) -> Self {
+        let raw = Self {
+            url: url.to_owned(),
+        };
+        raw.client().await.expect("Redis reachable");
+        raw
+    }
+
+    async fn client(&self) -> Option<fred::clients::Client> {
+        use fred::prelude::{Builder, ClientLike, Config};
+        let config = Config::from_url(&self.url).expect("a Redis URL");
+        let client = Builder::from_config(config).build().ok()?;
+        tokio::time::timeout(Duration::from_secs(5), client.init())
+            .await
+            .ok()?
+            .ok()?;
+        Some(client)
+    }
+
+    /// The raw entry under `key` in `epoch`, if Redis holds one (`None` too
+    /// when Redis cannot be reached).
+    pub(crate) async fn entry(&self, key: Key, epoch: Epoch) -> Option<String> {
+        use fred::prelude::{ClientLike, KeysInterface};
+        let client = self.client().await?;
+        let get = client.get::<Option<String>, _>(key.in_epoch(epoch));
+        let value = tokio::time::timeout(Duration::from_secs(5), get).await;
+        let _ = client.quit().await;
+        value.ok()?.ok()?
+    }
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use uuid::Uuid;
-use warehouse_monitor::devtools::{free_port, redis_server::RedisServer};
+use wm_devtools::{free_port, redis_server::RedisServer};
 
 use crate::{
     error::BenchError,

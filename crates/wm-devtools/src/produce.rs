@@ -9,7 +9,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{
+use rdkafka::producer::FutureProducer;
+use warehouse_monitor::{
     config::KafkaSettings,
     domain::event::{
         EventKind::{self, Arrival, Departure},
@@ -17,7 +18,6 @@ use crate::{
     },
     kafka::{self, Codec, KafkaError, Outgoing, Reporter},
 };
-use rdkafka::producer::FutureProducer;
 
 /// `produce`'s options.
 #[derive(Debug, Clone, clap::Args)]
@@ -213,7 +213,7 @@ pub fn numbered(n: u64) -> WarehouseCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::event::decode;
+    use warehouse_monitor::domain::event::decode;
 
     #[test]
     fn generated_events_decode_except_the_planned_malformed_ones() {

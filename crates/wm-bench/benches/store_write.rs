@@ -10,11 +10,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warehouse_monitor::{
     app::startup,
     config::Settings,
-    devtools::produce,
     ingest::{apply::apply_once, decode::decode_all},
     kafka::Record,
     store::{self, write::PartitionBatch},
 };
+use wm_devtools::produce;
 
 const BATCH: usize = 1000;
 
@@ -49,10 +49,10 @@ fn bench(c: &mut Criterion) {
     let url = settings.postgres.url.expose().to_owned();
     let pool = rt.block_on(async {
         store::drop_database(&url).await.expect("drop");
-        let (store, _) = startup::migrate(&settings)
+        startup::migrate(&settings)
             .await
             .expect("PostgreSQL reachable (make stack)");
-        store.pool()
+        store::pool(&settings.postgres).expect("a pool")
     });
 
     let mut group = c.benchmark_group("store");

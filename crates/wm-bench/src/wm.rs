@@ -1,19 +1,21 @@
-//! Every path of the service's library that this tool uses, in one place, so
-//! that a reorganisation of the library is one edit here.
+//! Every path of the service's library and of the developer tools that this
+//! tool uses, in one place, so that a reorganisation of either is one edit
+//! here.
 
 #[cfg(test)]
 pub(crate) use warehouse_monitor::domain::event::decode;
 pub(crate) use warehouse_monitor::{
     config::{ConfigError, KafkaSettings, Settings},
-    devtools::{
-        child::{Service, ServiceError},
-        produce::{self, Message, Plan},
-    },
     domain::event::{EventKind, MovementEvent, encode},
     ingest::bisect::Bisection,
     kafka::{self, Kafka, KafkaError, Record},
     retry::classify,
-    store::{self, Store, StoreError, write::PartitionBatch},
+    store::{self, StoreError, write::PartitionBatch},
+};
+
+pub(crate) use wm_devtools::{
+    child::{Service, ServiceError},
+    produce::{self, Message, Plan},
 };
 
 use warehouse_monitor::{

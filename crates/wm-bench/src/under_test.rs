@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     error::BenchError,
-    wm::{Service, Settings, Store},
+    wm::{Service, Settings, store},
 };
 
 /// How long the service may take to answer `/health/live` after its start.
@@ -49,7 +49,7 @@ impl Fresh {
         let mut pg = settings.postgres.clone();
         pg.url = self.database_url.clone().into();
         pg.pool_size = size;
-        Ok(Store::new(&pg)?.pool())
+        Ok(store::pool(&pg)?)
     }
 }
 

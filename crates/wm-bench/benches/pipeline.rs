@@ -5,7 +5,6 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use warehouse_monitor::{
-    devtools::produce,
     domain::{
         event,
         plan::{self, StoredState},
@@ -13,6 +12,7 @@ use warehouse_monitor::{
     ingest::decode::decode_all,
     kafka::Record,
 };
+use wm_devtools::produce;
 
 fn records(n: usize) -> Vec<Record> {
     let messages = produce::generate(&produce::Plan {

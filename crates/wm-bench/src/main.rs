@@ -2,10 +2,10 @@
 //! outside. `loadtest` loads the HTTP API in steps while events keep
 //! arriving; `ingest` times a backlog against PostgreSQL's own ceiling;
 //! `freshness` times produce → visible of single events; `flood` sends
-//! random unknown ids at full speed and watches Redis' memory.
-//! Both run the release service binary as a separate process. Built only
-//! with the `devtools` feature, so the service's library and binary carry
-//! none of this.
+//! random unknown ids at full speed and watches Redis' memory; `produce`
+//! writes demo traffic to the topic. The measurements run the release
+//! service binary as a separate process; this crate is not part of the
+//! service, so its library and binary carry none of this.
 
 // Counts and durations become `f64` for rates and milliseconds; they stay far
 // below 2^52, so the precision that lint warns about is never lost here.
@@ -61,6 +61,20 @@ enum Command {
     /// Random unknown movement ids at full speed for N seconds: Redis'
     /// memory before and after, and whether every answer was a right 404.
     Flood(flood::Options),
+    /// Produce generated demo events (departures, arrivals, duplicates, a few
+    /// malformed records) to the configured topic.
+    Produce(ProduceOptions),
+}
+
+/// `produce`'s options: the settings the service reads, and what to send.
+#[derive(Debug, clap::Args)]
+struct ProduceOptions {
+    /// Directory of the `default.toml` read by the service (and the
+    /// `WM_*` variables over it, as the service reads them).
+    #[arg(long, default_value = under_test::CONFIG_DIR)]
+    config_dir: PathBuf,
+    #[command(flatten)]
+    traffic: wm::produce::ProduceArgs,
 }
 
 /// Options of both commands.
@@ -117,6 +131,12 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
+        Command::Produce(options) => {
+            let settings = wm::Settings::load(&options.config_dir, None)?;
+            let summary = wm::produce::run(&settings.kafka, options.traffic).await?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Loadtest(options) => {
             let outcome = loadtest::run(options).await?;
             println!("\n{}", outcome.table);
