@@ -132,9 +132,11 @@ pub struct Cache {
     trust: Arc<Trust>,
     /// Set when Redis failed a batch's deletes (`cache/pause.rs`).
     pause: Arc<pause::Pause>,
-    /// The tracking connection reads go through; `None` for a cluster or
-    /// sentinel URL, where reads always answer from PostgreSQL.
+    /// The tracking connection reads go through; `None` for a cluster URL,
+    /// where reads always answer from PostgreSQL.
     near: Option<Near>,
+    /// A cluster: a `DEL` names keys of one hash slot only (`CROSSSLOT`).
+    clustered: bool,
 }
 
 impl Cache {
@@ -147,8 +149,7 @@ impl Cache {
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
         // fred would build TLS of its own for rediss://: parse the rest, set ours.
-        let plain_url = settings.url.expose().replacen("rediss://", "redis://", 1);
-        let mut config = Config::from_url(&plain_url).map_err(CacheError::Url)?;
+        let mut config = Config::from_url(&settings.plain_url()).map_err(CacheError::Url)?;
         let tls = if settings.tls() {
             let tls =
                 tls::client_config(Verify::Full, settings.ca_file()).map_err(CacheError::Tls)?;
@@ -157,6 +158,10 @@ impl Cache {
             None
         };
         config.tls = tls.clone().map(Into::into);
+        let clustered = matches!(
+            config.server,
+            fred::types::config::ServerConfig::Clustered { .. }
+        );
         let timeout = Duration::from_millis(250);
         let trust = Arc::new(Trust::new());
         let near = near_target(&config, tls, timeout).map(|target| {
@@ -172,7 +177,9 @@ impl Cache {
             )
         });
         if near.is_none() {
-            tracing::warn!("a cluster or sentinel redis.url: reads answer from PostgreSQL");
+            tracing::warn!(
+                "a cluster redis.url: reads answer from PostgreSQL (the cache is used with one server or Sentinel)"
+            );
         }
         let client = Builder::from_config(Config {
             fail_fast: false,
@@ -212,6 +219,7 @@ impl Cache {
             trust,
             pause: Arc::new(pause::Pause::new()),
             near,
+            clustered,
         })
     }
 
@@ -446,22 +454,37 @@ impl Cache {
         )
     }
 
-    /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys, then reads
-    /// `epoch`'s marker, in one pipeline: a round trip per batch, not one per
-    /// key. The keys move into the commands, uncopied. Returns the marker.
+    /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys (in a
+    /// cluster, per hash slot as well: fred sends each command of a pipeline
+    /// to the master of its slot), then reads `epoch`'s marker, in one
+    /// pipeline: a round trip per batch, not one per key. The keys move into
+    /// the commands, uncopied. Returns the marker.
     async fn send_deletes(
         &self,
         epoch: Epoch,
         keys: Vec<String>,
     ) -> Result<Option<String>, fred::error::Error> {
         let pipeline = self.client.pipeline();
-        let mut keys = keys.into_iter();
-        loop {
-            let chunk: Vec<String> = keys.by_ref().take(KEYS_PER_DEL).collect();
-            if chunk.is_empty() {
-                break;
+        if self.clustered {
+            for (_slot, keys) in fred::util::group_by_hash_slot(keys)? {
+                let mut keys = keys.into_iter();
+                loop {
+                    let chunk: Vec<fred::types::Key> = keys.by_ref().take(KEYS_PER_DEL).collect();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let () = pipeline.del(chunk).await?;
+                }
             }
-            let () = pipeline.del(chunk).await?;
+        } else {
+            let mut keys = keys.into_iter();
+            loop {
+                let chunk: Vec<String> = keys.by_ref().take(KEYS_PER_DEL).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let () = pipeline.del(chunk).await?;
+            }
         }
         let () = pipeline.get(epoch.marker_key()).await?;
         let mut replies: Vec<Value> = pipeline.all().await?;
@@ -512,19 +535,32 @@ impl Cache {
     }
 }
 
-/// Where the near cache connects: the host of a single Redis server (none
-/// for a cluster or sentinels), with the URL's credentials, database and TLS.
+/// Where the near cache connects: a single Redis server, or the master the
+/// sentinels name (none for a cluster), with the URL's credentials,
+/// database and TLS.
 fn near_target(
     config: &Config,
     tls: Option<tokio_rustls::TlsConnector>,
     timeout: Duration,
 ) -> Option<near::Target> {
-    let fred::types::config::ServerConfig::Centralized { server } = &config.server else {
-        return None;
+    use fred::types::config::ServerConfig;
+    let place = match &config.server {
+        ServerConfig::Centralized { server } => near::Place::Server {
+            host: server.host.to_string(),
+            port: server.port,
+        },
+        ServerConfig::Sentinel {
+            hosts,
+            service_name,
+            ..
+        } => near::Place::Sentinel {
+            sentinels: hosts.iter().map(|s| (s.host.to_string(), s.port)).collect(),
+            service: service_name.clone(),
+        },
+        _ => return None,
     };
     Some(near::Target {
-        host: server.host.to_string(),
-        port: server.port,
+        place,
         username: config.username.clone(),
         password: config.password.clone(),
         database: config.database,

@@ -249,8 +249,12 @@ impl PostgresSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://` or, for TLS, `rediss://`; a password goes in the URL
-    /// (`rediss://:password@host:6380`), printed masked.
+    /// One server: `redis://host:port`, or for TLS `rediss://`. A master
+    /// under Sentinel: `redis-sentinel://host:26379?node=host2:26379&sentinelServiceName=name`
+    /// (`rediss-sentinel://` for TLS to the master and the sentinels). A
+    /// cluster: `redis-cluster://host:port?node=host2:port` (`rediss-cluster://`).
+    /// A password goes in the URL (`rediss://:password@host:6380`), printed
+    /// masked.
     pub url: SecretUrl,
     /// PEM file of the CA certificates a `rediss://` server's certificate is
     /// checked against; empty: the system's roots.
@@ -274,9 +278,42 @@ impl RedisSettings {
         non_empty(&self.ca_file)
     }
 
-    /// True for a `rediss://` URL.
+    /// True for a `rediss://`, `rediss-sentinel://` or `rediss-cluster://` URL.
     pub fn tls(&self) -> bool {
-        self.url.expose().starts_with("rediss://")
+        REDIS_SCHEMES
+            .iter()
+            .any(|&(scheme, tls)| tls && self.url.expose().starts_with(scheme))
+    }
+
+    /// True when the URL's scheme is one of [`REDIS_SCHEMES`].
+    fn known_scheme(&self) -> bool {
+        REDIS_SCHEMES
+            .iter()
+            .any(|(scheme, _)| self.url.expose().starts_with(scheme))
+    }
+}
+
+/// The schemes of `redis.url` (fred's), and whether each is TLS: one
+/// server, a master found through Sentinel, a cluster.
+pub const REDIS_SCHEMES: [(&str, bool); 6] = [
+    ("redis://", false),
+    ("rediss://", true),
+    ("redis-sentinel://", false),
+    ("rediss-sentinel://", true),
+    ("redis-cluster://", false),
+    ("rediss-cluster://", true),
+];
+
+impl RedisSettings {
+    /// The URL with its TLS scheme made plain (`rediss-sentinel://` becomes
+    /// `redis-sentinel://`), for fred to parse: TLS is set up by
+    /// [`crate::tls`], against `redis.ca_file`.
+    pub fn plain_url(&self) -> String {
+        let url = self.url.expose();
+        match url.strip_prefix("rediss") {
+            Some(rest) => format!("redis{rest}"),
+            None => url.to_owned(),
+        }
     }
 }
 
@@ -447,10 +484,11 @@ impl Settings {
         {
             return invalid("postgres.url", "not a valid PostgreSQL connection URL");
         }
-        if !self.redis.url.expose().starts_with("redis://") && !self.redis.tls() {
+        if !self.redis.known_scheme() {
             return invalid(
                 "redis.url",
-                "expected redis://host:port or rediss://host:port",
+                "expected redis://, rediss://, redis-sentinel://, rediss-sentinel://, \
+                 redis-cluster:// or rediss-cluster://",
             );
         }
         security::validate(self)?;

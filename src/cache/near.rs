@@ -56,8 +56,7 @@ const QUEUE: usize = 4096;
 /// Where and how the near cache connects (taken from the Redis settings).
 #[derive(Clone)]
 pub(super) struct Target {
-    pub host: String,
-    pub port: u16,
+    pub place: Place,
     pub username: Option<String>,
     pub password: Option<String>,
     pub database: Option<u8>,
@@ -67,11 +66,23 @@ pub(super) struct Target {
     pub timeout: Duration,
 }
 
+/// The server the tracking connection reads from.
+#[derive(Debug, Clone)]
+pub(super) enum Place {
+    /// One server.
+    Server { host: String, port: u16 },
+    /// The master that the sentinels name for `service`, asked again at
+    /// every connection (`tracking/sentinel.rs`).
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        service: String,
+    },
+}
+
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("place", &self.place)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }

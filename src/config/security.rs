@@ -83,7 +83,10 @@ pub(super) fn validate(settings: &Settings) -> Result<(), ConfigError> {
     }
     let redis = &settings.redis;
     if redis.ca_file().is_some() && !redis.tls() {
-        return invalid("redis.ca_file", "set, but redis.url is not rediss://");
+        return invalid(
+            "redis.ca_file",
+            "set, but redis.url is not TLS (rediss://, rediss-sentinel://, rediss-cluster://)",
+        );
     }
     Ok(())
 }

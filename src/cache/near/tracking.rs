@@ -18,7 +18,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::{Get, Lookup, Shared, Target};
+use super::{Get, Lookup, Place, Shared, Target};
 use crate::{
     cache::{
         Epoch,
@@ -37,6 +37,7 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 const FIRST_DELAY: Duration = Duration::from_millis(20);
 
 mod handshake;
+mod sentinel;
 
 /// How often the marker is read again while nothing else asks for it: it is
 /// checked anew, and a Redis evicting the least recently used keys keeps it.
@@ -133,6 +134,10 @@ enum ConnectionError {
     Closed,
     #[error("a reply nobody asked for")]
     Unexpected,
+    #[error("no sentinel named the master")]
+    NoMaster,
+    #[error("the server the sentinels named is not a master (yet)")]
+    NotMaster,
 }
 
 async fn connect_and_serve(
@@ -140,16 +145,21 @@ async fn connect_and_serve(
     target: &Target,
     requests: &mut mpsc::Receiver<Get>,
 ) -> Result<Served, ConnectionError> {
-    let address = (target.host.as_str(), target.port);
+    let (host, port) = match &target.place {
+        Place::Server { host, port } => (host.clone(), *port),
+        Place::Sentinel { sentinels, service } => {
+            sentinel::master(target, sentinels, service).await?
+        }
+    };
     let tcp = within(target.timeout, async {
-        Ok(TcpStream::connect(address).await?)
+        Ok(TcpStream::connect((host.as_str(), port)).await?)
     })
     .await?;
     tcp.set_nodelay(true)?;
     match &target.tls {
         None => serve(shared, target, tcp, requests).await,
         Some(tls) => {
-            let name = ServerName::try_from(target.host.clone())
+            let name = ServerName::try_from(host)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let stream =
                 within(target.timeout, async { Ok(tls.connect(name, tcp).await?) }).await?;
@@ -179,6 +189,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Handshake::Refused(reason) => return Ok(Served::Refused(reason)),
         Handshake::Tracking(server) => server,
     };
+    if !server.master && matches!(target.place, Place::Sentinel { .. }) {
+        // The sentinels named it before they noticed a failover: ask again.
+        return Err(ConnectionError::NotMaster);
+    }
     if !server.master {
         static REPLICA: crate::throttle::Throttle = crate::throttle::Throttle::per_second();
         if let Some(suppressed) = REPLICA.allow() {

@@ -81,7 +81,7 @@ fn info_run_id(info: &[u8]) -> Option<String> {
 }
 
 /// Reads until one whole frame is in `input`, and takes it out.
-async fn next_frame<S: AsyncRead + Unpin>(
+pub(super) async fn next_frame<S: AsyncRead + Unpin>(
     stream: &mut S,
     input: &mut Vec<u8>,
 ) -> Result<Frame, ConnectionError> {
