@@ -36,6 +36,7 @@ mod rejects;
 mod replay;
 mod roles;
 mod secure_connections;
+mod startup_check;
 mod stored_offsets;
 mod timebounds;
 mod transactions;
