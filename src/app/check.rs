@@ -188,7 +188,7 @@ impl Report {
             tracing::warn!(finding = finding.code(), "{finding}");
         }
         for unchecked in &self.unchecked {
-            tracing::info!("{unchecked}");
+            tracing::info!(reason = %unchecked, "a start-up check could not run");
         }
     }
 
