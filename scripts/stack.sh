@@ -9,10 +9,13 @@
 #                                tools (prometheus, and a venv with confluent-kafka, the
 #                                librdkafka producer of tests/it/librdkafka.rs)
 #   scripts/stack.sh build-deps  only install the build dependencies of librdkafka
+#   scripts/stack.sh pg-defaults give the local PostgreSQL back the settings `up` changed for
+#                                sustained ingest (ALTER SYSTEM RESET; restarts it if idle)
 #
 # Overrides: WM_STACK_PG_HOST, WM_STACK_PG_PORT (where PostgreSQL is checked; the cluster's own port
 # is set in postgresql.conf), WM_STACK_REDIS_PORT, WM_STACK_KAFKA_PORT, WM_STACK_TANSU_OPT_LEVEL
-# (the opt-level Tansu is built at, 1 by default).
+# (the opt-level Tansu is built at, 1 by default), WM_STACK_PG_TUNE=0 (leave the PostgreSQL
+# settings alone).
 # Tansu keeps topics in memory: they are gone once the broker stops (the service recreates its topic).
 set -euo pipefail
 
@@ -132,6 +135,12 @@ pg_down() {
     say "postgres: not running"
   fi
 }
+
+# ---------------------------------------------------------------- PostgreSQL for sustained ingest
+
+# pg_tune, pg_defaults: the settings `up` gives the local cluster (docs/postgresql.md).
+# shellcheck source=scripts/stack-postgres-settings.sh
+source "$repo/scripts/stack-postgres-settings.sh"
 
 # ---------------------------------------------------------------- Redis
 
@@ -360,12 +369,13 @@ status() {
   return "$down"
 }
 
-usage() { sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 case "${1:-}" in
   up)
     lock
     pg_up
+    pg_tune
     redis_up
     # On a fresh machine the tools (apt, pip) install while Tansu compiles.
     tools_install &
@@ -380,6 +390,10 @@ case "${1:-}" in
   build-deps)
     lock
     build_deps_install
+    ;;
+  pg-defaults)
+    lock
+    pg_defaults
     ;;
   down)
     [[ -z ${2:-} || ${2:-} == --all ]] || { usage >&2; exit 2; }

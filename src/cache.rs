@@ -47,7 +47,7 @@ use crate::{
     config::RedisSettings,
     metrics::{CacheResult, Metrics},
     throttle::Throttle,
-    tls::{self, TlsError, Verify},
+    tls::TlsError,
 };
 
 /// Keys per `DEL`: bounds how long Redis runs one command.
@@ -59,7 +59,9 @@ const KEYS_PER_DEL: usize = 500;
 const LEASE_MS: u64 = 2_000;
 
 mod absent;
+mod connect;
 pub mod epoch;
+pub mod eviction;
 mod near;
 mod pause;
 mod permit;
@@ -67,6 +69,7 @@ mod resp;
 mod scripts;
 pub mod trust;
 use absent::AbsentFills;
+use connect::{connection, near_target};
 pub use epoch::{Epoch, Key};
 
 /// The near cache's RESP parser (`cache/resp.rs`), for the fuzz target under
@@ -109,6 +112,10 @@ pub enum CacheError {
     Timeout,
     #[error("Redis's INFO server holds no run_id")]
     NoRunId,
+    #[error("Redis refused CONFIG GET (managed services often rename or forbid it): {0}")]
+    ConfigRefused(fred::error::Error),
+    #[error("Redis' CONFIG GET did not show a usable {0}")]
+    ConfigHidden(&'static str),
 }
 
 /// A reader's right to fill one key: taken before it reads PostgreSQL, and
@@ -148,16 +155,7 @@ impl Cache {
         settings: &RedisSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, CacheError> {
-        // fred would build TLS of its own for rediss://: parse the rest, set ours.
-        let mut config = Config::from_url(&settings.plain_url()).map_err(CacheError::Url)?;
-        let tls = if settings.tls() {
-            let tls =
-                tls::client_config(Verify::Full, settings.ca_file()).map_err(CacheError::Tls)?;
-            Some(tokio_rustls::TlsConnector::from(tls))
-        } else {
-            None
-        };
-        config.tls = tls.clone().map(Into::into);
+        let (config, tls) = connection(settings)?;
         let clustered = matches!(
             config.server,
             fred::types::config::ServerConfig::Clustered { .. }
@@ -533,38 +531,4 @@ impl Cache {
             tracing::debug!(error = %e, "Redis connection did not close cleanly");
         }
     }
-}
-
-/// Where the near cache connects: a single Redis server, or the master the
-/// sentinels name (none for a cluster), with the URL's credentials,
-/// database and TLS.
-fn near_target(
-    config: &Config,
-    tls: Option<tokio_rustls::TlsConnector>,
-    timeout: Duration,
-) -> Option<near::Target> {
-    use fred::types::config::ServerConfig;
-    let place = match &config.server {
-        ServerConfig::Centralized { server } => near::Place::Server {
-            host: server.host.to_string(),
-            port: server.port,
-        },
-        ServerConfig::Sentinel {
-            hosts,
-            service_name,
-            ..
-        } => near::Place::Sentinel {
-            sentinels: hosts.iter().map(|s| (s.host.to_string(), s.port)).collect(),
-            service: service_name.clone(),
-        },
-        _ => return None,
-    };
-    Some(near::Target {
-        place,
-        username: config.username.clone(),
-        password: config.password.clone(),
-        database: config.database,
-        tls,
-        timeout: timeout * 4,
-    })
 }

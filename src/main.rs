@@ -7,6 +7,7 @@ use clap::Parser;
 use warehouse_monitor::{
     api,
     app::{
+        check,
         cli::{Cli, Command},
         shutdown, startup, telemetry,
     },
@@ -63,6 +64,11 @@ async fn run() -> anyhow::Result<ExitCode> {
             if !report.mismatches.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Check => {
+            let report = check::standalone(&settings).await?;
+            print!("{report}");
+            return Ok(ExitCode::from(report.exit_code()));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,8 @@
 //! PostgreSQL: the [`Store`] that owns the connection pool, the typed errors of
 //! the storage layer, and the modules that each own one kind of statement
-//! (migrations, the batch transaction, offsets, reads, verify; partition
-//! ownership and instances, on the dedicated [`session::Session`]).
+//! (migrations, the batch transaction, offsets, reads, verify, the server's
+//! settings; partition ownership and instances, on the dedicated
+//! [`session::Session`]).
 
 pub mod member_locks;
 pub mod migrate;
@@ -9,6 +10,7 @@ pub mod offsets;
 pub mod outbox;
 pub mod partition_locks;
 pub mod read;
+pub mod server_settings;
 pub mod session;
 pub mod sslmode;
 pub mod verify;

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `verify`, `config` and `openapi`
+//! The command line: `serve`, `migrate`, `verify`, `check`, `config` and `openapi`
 //! (and, with the `devtools` feature, `produce`), each a thin call into the
 //! library so that `main` only wires the process edge.
 
@@ -34,6 +34,10 @@ pub enum Command {
     Migrate,
     /// Recompute stock from the stored events; exit 1 on any mismatch.
     Verify,
+    /// Check the PostgreSQL, Redis and topic settings the service depends on
+    /// (what `serve` warns about at start); exit 3 on a warning, 4 when a
+    /// check could not run.
+    Check,
     /// Print the effective configuration as TOML, passwords masked.
     Config,
     /// Print the OpenAPI document (the one committed as docs/openapi.json).

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tokio_util::sync::CancellationToken;
 
-use super::shutdown::GRACE_PERIOD;
+use super::{check, shutdown::GRACE_PERIOD};
 use crate::{
     api,
     cache::{Cache, CacheError},
@@ -176,6 +176,14 @@ impl Application {
             http = %self.local_addr(),
             "warehouse-monitor running"
         );
+        // Beside the service, never before it: a server that is slow to
+        // answer must not delay serving.
+        tokio::spawn(check::at_start(
+            self.settings.clone(),
+            self.store.clone(),
+            self.kafka.clone(),
+            shutdown.clone(),
+        ));
         // Leftover invalidations first, so that reads may use the cache from the start.
         let watch = OutboxWatch::new(
             self.store.clone(),

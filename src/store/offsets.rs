@@ -7,6 +7,32 @@ use super::{At, Client, Step, StoreError};
 
 const LOAD: &str = include_str!("../../sql/queries/load_offset.sql");
 const COMMIT_OFFSET: &str = include_str!("../../sql/queries/commit_offset.sql");
+const TOPIC_OFFSETS: &str = include_str!("../../sql/queries/topic_offsets.sql");
+
+/// A partition's stored offset, as the start-up check compares it with the
+/// broker's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub partition: i32,
+    /// The next offset to consume.
+    pub next_offset: i64,
+    /// Seconds since it last moved.
+    pub age_secs: i64,
+}
+
+/// Every stored offset of `topic`, by partition.
+pub async fn of_topic(client: &Client, topic: &str) -> Result<Vec<Stored>, StoreError> {
+    let stmt = client.prepare_cached(TOPIC_OFFSETS).await?;
+    let rows = client.query(&stmt, &[&topic]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Stored {
+            partition: r.get(0),
+            next_offset: r.get(1),
+            age_secs: r.get(2),
+        })
+        .collect())
+}
 
 /// The next offset to consume on this partition, `None` when nothing was committed.
 pub async fn load(client: &Client, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {

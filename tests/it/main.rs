@@ -79,6 +79,8 @@ mod roles;
 #[cfg(feature = "faults")]
 mod secure_connections;
 #[cfg(feature = "faults")]
+mod startup_check;
+#[cfg(feature = "faults")]
 mod stored_offsets;
 #[cfg(feature = "faults")]
 mod timebounds;

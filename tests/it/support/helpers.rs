@@ -527,6 +527,11 @@ impl ServiceProcess {
         self.child.id()
     }
 
+    /// The file its output goes to, to read while it runs.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// `http://127.0.0.1:<its port>`.
     pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
