@@ -1,6 +1,6 @@
-//! The command line: `serve`, `migrate`, `verify`, `check`, `config` and `openapi`
-//! (and, with the `devtools` feature, `produce`), each a thin call into the
-//! library so that `main` only wires the process edge.
+//! The command line: `serve`, `migrate`, `verify`, `check`, `config` and
+//! `openapi`, each a thin call into the library so that `main` only wires
+//! the process edge.
 
 use std::path::PathBuf;
 

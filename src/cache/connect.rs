@@ -20,8 +20,7 @@ pub(super) fn connection(
     settings: &RedisSettings,
 ) -> Result<(Config, Option<tokio_rustls::TlsConnector>), CacheError> {
     // fred would build TLS of its own for rediss://: parse the rest, set ours.
-    let plain_url = settings.url.expose().replacen("rediss://", "redis://", 1);
-    let mut config = Config::from_url(&plain_url).map_err(CacheError::Url)?;
+    let mut config = Config::from_url(&settings.plain_url()).map_err(CacheError::Url)?;
     let tls = if settings.tls() {
         let tls = tls::client_config(Verify::Full, settings.ca_file()).map_err(CacheError::Tls)?;
         Some(tokio_rustls::TlsConnector::from(tls))
@@ -32,19 +31,32 @@ pub(super) fn connection(
     Ok((config, tls))
 }
 
-/// Where the near cache connects: the host of a single Redis server (none
-/// for a cluster or sentinels), with the URL's credentials, database and TLS.
+/// Where the near cache connects: a single Redis server, or the master the
+/// sentinels name (none for a cluster), with the URL's credentials,
+/// database and TLS.
 pub(super) fn near_target(
     config: &Config,
     tls: Option<tokio_rustls::TlsConnector>,
     timeout: Duration,
 ) -> Option<near::Target> {
-    let fred::types::config::ServerConfig::Centralized { server } = &config.server else {
-        return None;
+    use fred::types::config::ServerConfig;
+    let place = match &config.server {
+        ServerConfig::Centralized { server } => near::Place::Server {
+            host: server.host.to_string(),
+            port: server.port,
+        },
+        ServerConfig::Sentinel {
+            hosts,
+            service_name,
+            ..
+        } => near::Place::Sentinel {
+            sentinels: hosts.iter().map(|s| (s.host.to_string(), s.port)).collect(),
+            service: service_name.clone(),
+        },
+        _ => return None,
     };
     Some(near::Target {
-        host: server.host.to_string(),
-        port: server.port,
+        place,
         username: config.username.clone(),
         password: config.password.clone(),
         database: config.database,

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use crate::support::{
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
-    redis::{OwnRedis, redis_cli},
-    stream::{self, Stream},
+    redis::{Cluster, OwnRedis, read_between_two_halves_then_check_every_answer, redis_cli},
+    stream,
 };
 
 #[tokio::test]
@@ -137,67 +137,6 @@ async fn a_redis_that_hangs_does_not_make_every_batch_wait_for_it() {
     drop(redis);
 }
 
-/// Six cluster-enabled servers joined as three masters with a replica each.
-struct Cluster {
-    nodes: Vec<OwnRedis>,
-    dir: std::path::PathBuf,
-}
-
-impl Cluster {
-    async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("wm-cluster-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut nodes = Vec::new();
-        for _ in 0..6 {
-            let port = free_port();
-            let config = dir.join(format!("nodes-{port}.conf"));
-            let (config, dir_arg) = (config.display().to_string(), dir.display().to_string());
-            nodes.push(
-                OwnRedis::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &config,
-                        "--dir",
-                        &dir_arg,
-                    ],
-                )
-                .await,
-            );
-        }
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let created = std::process::Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(created.status.success(), "{created:?}");
-        let first = nodes[0].port;
-        eventually(20, || async {
-            redis_cli(first, &["CLUSTER", "INFO"])
-                .contains("cluster_state:ok")
-                .then_some(())
-                .ok_or("the cluster is up")
-        })
-        .await;
-        Self { nodes, dir }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.nodes.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test]
 async fn a_cluster_node_behind_a_plain_url_never_serves_a_stale_answer() {
     let cluster = Cluster::start().await;
@@ -230,49 +169,4 @@ async fn a_redis_out_of_memory_under_noeviction_neither_stalls_ingestion_nor_ser
         "Redis refused writes all along"
     );
     app.stop().await;
-}
-
-/// Produces the first half of `stream`, reads every stock pair `reads`
-/// times (cached where Redis lets it), produces the second half, then checks
-/// the stock table and every answer of the API (stock below 0 reads as 0).
-/// Returns how long the second half took to ingest.
-async fn read_between_two_halves_then_check_every_answer(
-    app: &TestApp,
-    stream: &Stream,
-    reads: usize,
-) -> Duration {
-    let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
-    for (partition, values) in (0..).zip(&stream.partitions) {
-        app.produce(partition, values[..values.len() / 2].to_vec())
-            .await;
-    }
-    app.wait_consumed().await;
-    for pair in stream.expected_stock.keys() {
-        for _ in 0..reads {
-            app.get_json(&path(pair)).await;
-        }
-    }
-    let started = Instant::now();
-    for (partition, values) in (0..).zip(&stream.partitions) {
-        app.produce(partition, values[values.len() / 2..].to_vec())
-            .await;
-    }
-    app.wait_consumed().await;
-    let took = started.elapsed();
-    stream.assert_stock(&app.pool).await;
-    let mut wrong = Vec::new();
-    for (pair, quantity) in &stream.expected_stock {
-        let answer = app.get_json(&path(pair)).await.1;
-        if answer["quantity"] != (*quantity).max(0) {
-            wrong.push((pair, quantity, answer));
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} of {} answers wrong: {:?}",
-        wrong.len(),
-        stream.expected_stock.len(),
-        &wrong[..wrong.len().min(5)]
-    );
-    took
 }

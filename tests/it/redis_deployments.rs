@@ -1,0 +1,215 @@
+//! The Redis deployments users run besides one server, with the cache on:
+//! a master under Sentinel, followed through a failover, and a Redis
+//! Cluster. Every answer is right, ingestion goes on, and under Sentinel
+//! the cache serves hits again after the failover.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+use uuid::Uuid;
+
+use crate::support::{
+    helpers::{TestApp, eventually, free_port, test_settings},
+    metrics::scrape,
+    redis::{
+        Cluster, OwnRedis, cache_hits, read_between_two_halves_then_check_every_answer, redis_cli,
+    },
+    stream,
+};
+
+/// The name the sentinels know the master by.
+const SERVICE: &str = "wm";
+
+/// Three `redis-server --sentinel` processes watching one master.
+struct Sentinels {
+    ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Sentinels {
+    fn start(master: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!("wm-sentinel-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut ports, mut children) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds {SERVICE} 1000\n\
+                     sentinel failover-timeout {SERVICE} 5000\n",
+                    dir = dir.display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server --sentinel");
+            ports.push(port);
+            children.push(child);
+        }
+        Self {
+            ports,
+            children,
+            dir,
+        }
+    }
+
+    /// The port of the master the first sentinel names now.
+    fn master_port(&self) -> Option<u16> {
+        let out = redis_cli(
+            self.ports[0],
+            &["SENTINEL", "get-master-addr-by-name", SERVICE],
+        );
+        out.lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// The URL the service is given.
+    fn url(&self) -> String {
+        let nodes: Vec<String> = self.ports[1..]
+            .iter()
+            .map(|p| format!("node=127.0.0.1:{p}"))
+            .collect();
+        format!(
+            "redis-sentinel://127.0.0.1:{}?{}&sentinelServiceName={SERVICE}",
+            self.ports[0],
+            nodes.join("&")
+        )
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_master_under_sentinel_is_cached_and_followed_through_a_failover() {
+    let mut master = OwnRedis::start(free_port()).await;
+    let replica_of = master.port.to_string();
+    let replica =
+        OwnRedis::start_with(free_port(), &["--replicaof", "127.0.0.1", &replica_of]).await;
+    let sentinels = Sentinels::start(master.port);
+    eventually(20, || async {
+        let seen = redis_cli(sentinels.ports[0], &["SENTINEL", "replicas", SERVICE]);
+        (sentinels.master_port() == Some(master.port) && seen.contains(&replica.port.to_string()))
+            .then_some(())
+            .ok_or("the sentinels know the master and its replica")
+    })
+    .await;
+
+    let mut settings = test_settings(2);
+    settings.redis.url = sentinels.url().into();
+    let app = TestApp::spawn_with(settings).await;
+    let stream = stream::generate(31, 300, 2, false);
+    let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
+    let pairs: Vec<_> = stream.expected_stock.keys().copied().collect();
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[..values.len() / 2].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    // Reads are cached through the master the sentinels name.
+    eventually(20, || async {
+        let before = cache_hits(&app).await;
+        for pair in &pairs[..20] {
+            app.get_json(&path(pair)).await;
+            app.get_json(&path(pair)).await;
+        }
+        (cache_hits(&app).await > before)
+            .then_some(())
+            .ok_or("cache hits through the sentinels' master")
+    })
+    .await;
+
+    // The master dies; the sentinels promote its replica.
+    master.kill();
+    eventually(30, || async {
+        (sentinels.master_port() == Some(replica.port))
+            .then_some(())
+            .ok_or("the sentinels promoted the replica")
+    })
+    .await;
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[values.len() / 2..].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    stream.assert_stock(&app.pool).await;
+    for (pair, quantity) in &stream.expected_stock {
+        let answer = app.get_json(&path(pair)).await.1;
+        assert_eq!(answer["quantity"], (*quantity).max(0), "{pair:?}");
+    }
+    // The cache comes back by itself, on the new master.
+    eventually(30, || async {
+        let before = cache_hits(&app).await;
+        for pair in &pairs[20..40] {
+            app.get_json(&path(pair)).await;
+            app.get_json(&path(pair)).await;
+        }
+        (cache_hits(&app).await > before)
+            .then_some(())
+            .ok_or("cache hits again after the failover")
+    })
+    .await;
+    for (pair, quantity) in &stream.expected_stock {
+        let answer = app.get_json(&path(pair)).await.1;
+        assert_eq!(
+            answer["quantity"],
+            (*quantity).max(0),
+            "{pair:?} after caching resumed"
+        );
+    }
+    app.stop().await;
+    drop(sentinels);
+}
+
+#[tokio::test]
+async fn a_cluster_url_ingests_and_answers_right() {
+    let cluster = Cluster::start().await;
+    let mut settings = test_settings(2);
+    let nodes: Vec<String> = cluster.nodes[1..3]
+        .iter()
+        .map(|n| format!("node=127.0.0.1:{}", n.port))
+        .collect();
+    settings.redis.url = format!(
+        "redis-cluster://127.0.0.1:{}?{}",
+        cluster.nodes[0].port,
+        nodes.join("&")
+    )
+    .into();
+    let app = TestApp::spawn_with(settings).await;
+    let stream = stream::generate(32, 400, 2, false);
+    let took = read_between_two_halves_then_check_every_answer(&app, &stream, 2).await;
+    println!("redis-cluster:// URL: second half ingested in {took:?}");
+    let m = scrape(&app).await;
+    let queued: f64 = m
+        .find("wm_cache_outbox_queued_total", &[])
+        .map(|s| s.value)
+        .sum();
+    let deleted: f64 = m
+        .find("wm_cache_invalidations_total", &[])
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(queued, 0.0, "no batch's deletes went to the outbox");
+    assert!(
+        deleted > 0.0,
+        "the batches' deletes, grouped by hash slot, were acknowledged"
+    );
+    app.stop().await;
+    drop(cluster);
+}
