@@ -2,7 +2,9 @@
 //! outside. `loadtest` loads the HTTP API in steps while events keep
 //! arriving; `ingest` times a backlog against PostgreSQL's own ceiling;
 //! `freshness` times produce → visible of single events; `flood` sends
-//! random unknown ids at full speed and watches Redis' memory; `produce`
+//! random unknown ids at full speed and watches Redis' memory; `growth`
+//! times ingest into a database prefilled with N movements against an empty
+//! one; `produce`
 //! writes demo traffic to the topic. The measurements run the release
 //! service binary as a separate process; this crate is not part of the
 //! service, so its library and binary carry none of this.
@@ -21,6 +23,7 @@ mod error;
 mod feed;
 mod flood;
 mod freshness;
+mod growth;
 mod http;
 mod ingest_rate;
 mod ingest_report;
@@ -61,6 +64,9 @@ enum Command {
     /// Random unknown movement ids at full speed for N seconds: Redis'
     /// memory before and after, and whether every answer was a right 404.
     Flood(flood::Options),
+    /// Ingest into a database prefilled with N movements against an empty
+    /// one, alternating: both rates, their ratio, WAL per event.
+    Growth(growth::Options),
     /// Produce generated demo events (departures, arrivals, duplicates, a few
     /// malformed records) to the configured topic.
     Produce(ProduceOptions),
@@ -164,6 +170,12 @@ async fn run() -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Growth(options) => {
+            let (dir, table) = growth::run(options).await?;
+            println!("\n{table}");
+            println!("outputs: {}", dir.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Ingest(options) => {
             let (dir, table) = ingest_rate::run(options).await?;
