@@ -429,6 +429,8 @@ pub(crate) struct ServiceProcess {
     child: std::process::Child,
     port: u16,
     log: std::path::PathBuf,
+    /// The settings file it was started with, removed with the process.
+    settings: Option<std::path::PathBuf>,
 }
 
 impl ServiceProcess {
@@ -456,10 +458,12 @@ impl ServiceProcess {
             )
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        Self::spawn(
+        let mut process = Self::spawn(
             command,
             std::env::temp_dir().join(format!("wm-service-{id}.log")),
-        )
+        );
+        process.settings = Some(file);
+        process
     }
 
     /// `serve` as an operator runs it: in `dir`, configured only by `vars`
@@ -501,7 +505,12 @@ impl ServiceProcess {
             .stderr(errors)
             .spawn()
             .expect("service starts");
-        Self { child, port, log }
+        Self {
+            child,
+            port,
+            log,
+            settings: None,
+        }
     }
 
     /// `base` followed by `path`.
@@ -583,6 +592,9 @@ impl Drop for ServiceProcess {
             );
         }
         let _ = std::fs::remove_file(&self.log);
+        if let Some(settings) = &self.settings {
+            let _ = std::fs::remove_file(settings);
+        }
     }
 }
 
