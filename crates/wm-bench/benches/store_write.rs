@@ -40,7 +40,7 @@ fn batch(seed: u64) -> Vec<Record> {
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     let mut settings = Settings::load(&dir, None).expect("config/default.toml loads");
     let base = settings.postgres.url.expose().to_owned();
     let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s);

@@ -184,5 +184,5 @@ fn poll_interval(committed: i64, target: i64) -> Duration {
     }
 }
 
-/// The `config/` directory of this checkout.
-pub(crate) const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+/// The repository's `config/` (this crate lives in `crates/wm-bench`).
+pub(crate) const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
