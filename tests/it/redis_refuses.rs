@@ -1,9 +1,9 @@
 //! A Redis that answers but refuses, or does not answer at all, never stops
 //! ingestion, and never makes an answer wrong: a read-only replica (what a
 //! client still connected to an old master sees after a failover), a server
-//! that hangs, one out of memory under `noeviction`, and one node of a
-//! Redis Cluster behind a plain URL (`MOVED`, `CROSSSLOT`). The service
-//! ingests as it does with Redis down.
+//! that hangs, one out of memory under `noeviction`, one still loading its
+//! data (`LOADING`), and one node of a Redis Cluster behind a plain URL
+//! (`MOVED`, `CROSSSLOT`). The service ingests as it does with Redis down.
 
 use std::time::{Duration, Instant};
 
@@ -169,4 +169,89 @@ async fn a_redis_out_of_memory_under_noeviction_neither_stalls_ingestion_nor_ser
         "Redis refused writes all along"
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_still_loading_its_data_neither_stalls_ingestion_nor_serves_a_stale_answer() {
+    // A snapshot of 200 000 keys, loaded 50 µs a key: Redis answers LOADING
+    // to every command for about 10 s after its start.
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("wm-loading-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_arg = dir.display().to_string();
+    let persisted = [
+        "--dir",
+        dir_arg.as_str(),
+        "--save",
+        "",
+        "--dbfilename",
+        "dump.rdb",
+    ];
+    let mut first = OwnRedis::start_with(
+        port,
+        &[&persisted[..], &["--enable-debug-command", "yes"]].concat(),
+    )
+    .await;
+    assert_eq!(redis_cli(port, &["DEBUG", "POPULATE", "200000"]), "OK");
+    let mut settings = test_settings(2);
+    settings.redis.url = first.url().into();
+    let app = TestApp::spawn_with(settings).await;
+    let stream = stream::generate(25, 400, 2, false);
+    let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[..values.len() / 2].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    for pair in stream.expected_stock.keys() {
+        app.get_json(&path(pair)).await;
+        app.get_json(&path(pair)).await;
+    }
+    assert_eq!(redis_cli(port, &["SAVE"]), "OK");
+    first.kill();
+    let _loading = OwnRedis::start_with(
+        port,
+        &[&persisted[..], &["--key-load-delay", "50"]].concat(),
+    )
+    .await;
+    assert!(
+        redis_cli(port, &["GET", "any"]).contains("LOADING"),
+        "Redis answers LOADING"
+    );
+
+    let started = Instant::now();
+    for (partition, values) in (0..).zip(&stream.partitions) {
+        app.produce(partition, values[values.len() / 2..].to_vec())
+            .await;
+    }
+    app.wait_consumed().await;
+    let took = started.elapsed();
+    println!("Redis loading its data: second half ingested in {took:?}");
+    assert!(
+        redis_cli(port, &["GET", "any"]).contains("LOADING"),
+        "the second half was ingested while Redis still loaded"
+    );
+    stream.assert_stock(&app.pool).await;
+    for (pair, quantity) in &stream.expected_stock {
+        assert_eq!(
+            app.get_json(&path(pair)).await.1["quantity"],
+            (*quantity).max(0)
+        );
+    }
+    // Once loaded, the older entries are never served: every answer stays right.
+    eventually(60, || async {
+        (!redis_cli(port, &["PING"]).contains("LOADING"))
+            .then_some(())
+            .ok_or("Redis loaded its data")
+    })
+    .await;
+    for (pair, quantity) in &stream.expected_stock {
+        assert_eq!(
+            app.get_json(&path(pair)).await.1["quantity"],
+            (*quantity).max(0),
+            "{pair:?} after the load"
+        );
+    }
+    app.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
