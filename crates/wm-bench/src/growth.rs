@@ -129,7 +129,8 @@ async fn timed(
     let mut fresh = Fresh::new(settings, "growth");
     fresh.topic = topic.to_owned();
     launch.migrate(&fresh).await?;
-    let pool = fresh.pool(settings, 1)?;
+    // Two connections: this one, held throughout, and the offsets' looks.
+    let pool = fresh.pool(settings, 2)?;
     let client = pool.get().await?;
     let prefill = Instant::now();
     if stored > 0 {
