@@ -14,7 +14,7 @@
 //! [`commit`] ends the transaction. The caller deletes the cache keys of
 //! the rows each step changed, in the epoch [`begin`] read, once that step
 //! has locked them and before the COMMIT ([`crate::ingest::apply`],
-//! [`crate::ingest::invalidate`]; the rule is in docs/SPEC.md section 8).
+//! [`crate::cache::announcements`]; the rule is in docs/SPEC.md section 8).
 
 use std::collections::BTreeMap;
 
@@ -23,8 +23,9 @@ use time::OffsetDateTime;
 use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
 use uuid::Uuid;
 
-use super::{At, Client, Step, StoreError, outbox};
+use super::{At, Client, Step, StoreError};
 use crate::{
+    cache::outbox,
     domain::{
         event::{EventKind, RejectReason},
         plan::{Content, EventKey, Plan, Sides, StockDelta, StoredState},

@@ -1,15 +1,11 @@
-//! The cache side of a batch transaction, before its COMMIT: the key of every
-//! row the batch changed, in the epoch the batch read, is deleted after the
-//! step that locked the row and while the next step runs ([`super::apply`];
-//! the keys come from [`movement_keys`] and [`stock_keys`]). When Redis does
-//! not acknowledge the deletes, the keys go to the cache outbox in the same
-//! transaction instead, each key once, or, past `outbox.max_keys` waiting,
-//! the mark that makes every entry suspect ([`crate::store::outbox`]). The
-//! batch commits them only while it holds an *announcement*: an outbox row
-//! this instance committed at least `outbox.permit_ms` earlier and that has
-//! existed ever since, so that every instance has stopped reading the cache
-//! before the batch becomes visible (the argument is in docs/SPEC.md,
-//! section 8).
+//! Announcements: how a batch whose deletes Redis did not acknowledge may
+//! still commit. Its keys go to the cache outbox in the same transaction
+//! ([`super::outbox`]), each key once, or, past `outbox.max_keys` waiting,
+//! the mark that makes every entry suspect. The batch commits them only
+//! while it holds an *announcement*: an outbox row this instance committed
+//! at least `outbox.permit_ms` earlier and that has existed ever since, so
+//! that every instance has stopped reading the cache before the batch
+//! becomes visible (the argument is in docs/SPEC.md, section 8).
 
 use std::{
     sync::{Mutex, MutexGuard},
@@ -19,14 +15,13 @@ use std::{
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
+use super::{
+    Epoch,
+    outbox::{self, Queued},
+};
 use crate::{
-    cache::Epoch,
     metrics::Metrics,
-    store::{
-        Client, Store, StoreError,
-        outbox::{self, Queued},
-        write::Touched,
-    },
+    store::{Client, Store, StoreError, write::Touched},
 };
 
 /// Own announcements remembered; enough for one outage.
@@ -128,12 +123,11 @@ impl Announcements {
 
 /// For a batch whose deletes Redis did not all acknowledge while it was
 /// written: holds an announcement old enough to commit with, then queues
-/// the keys of the rows `touched` in `epoch` (or the mark) in `tx`.
+/// `keys` (or the mark) in `tx`.
 pub async fn before_commit(
     announcements: &Announcements,
     tx: &Transaction<'_>,
-    epoch: Epoch,
-    touched: &Touched,
+    mut keys: Vec<String>,
 ) -> Result<Prepared, StoreError> {
     let ready = announcements.ready();
     if ready.is_empty() {
@@ -146,7 +140,6 @@ pub async fn before_commit(
     if position.is_none() {
         return Ok(Prepared::Unannounced);
     }
-    let mut keys = stale_keys(epoch, touched);
     let queued = outbox::queue(tx, &mut keys, announcements.max_keys).await?;
     Ok(Prepared::Queued(queued))
 }
@@ -211,7 +204,7 @@ pub async fn announce(announcements: &Announcements, store: &Store) -> Result<()
 }
 
 /// The cache key, in `epoch`, of each touched row.
-fn stale_keys(epoch: Epoch, touched: &Touched) -> Vec<String> {
+pub fn stale_keys(epoch: Epoch, touched: &Touched) -> Vec<String> {
     let mut keys = movement_keys(epoch, &touched.movements);
     keys.extend(stock_keys(epoch, &touched.stock));
     keys
