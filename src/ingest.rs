@@ -1,7 +1,8 @@
 //! Ingestion, one pipeline per partition, in the order the data goes:
 //! [`fetch`] → [`batch`] → [`decode`] → plan ([`crate::domain::plan`]) →
 //! [`apply`] (one transaction per batch, [`crate::store::write`]; the keys
-//! of its rows are deleted in the cache before its COMMIT, [`crate::cache`]). [`partition`] runs and
+//! of its rows, [`invalidate`], are deleted in the cache before its COMMIT,
+//! [`crate::cache`]). [`partition`] runs and
 //! restarts each pipeline while this instance holds the partition (on its
 //! ownership session, [`crate::cluster::session_watch`]), and [`status`] is what
 //! each one is doing. Offsets live in PostgreSQL, committed with each batch,
@@ -13,6 +14,7 @@ pub mod batch;
 pub mod bisect;
 pub mod decode;
 pub mod fetch;
+pub mod invalidate;
 pub mod partition;
 pub mod status;
 

@@ -6,7 +6,7 @@
 //! them ([`ingest::decode`], with the rules of [`domain::event`]), plans them
 //! against what is stored ([`domain::plan`]), writes the plan and the offset in
 //! one transaction ([`store::write`]), invalidating the cache before its
-//! COMMIT ([`cache::announcements`]; the cache's protocol, outbox included,
+//! COMMIT ([`ingest::invalidate`]; the cache's protocol, outbox included,
 //! is all in [`cache`]). [`api`] answers queries. [`cluster`]
 //! shares partitions between instances, and [`app`] wires it all together:
 //! settings, start-up, shutdown, logs and metrics ([`alloc`] tunes the

@@ -5,7 +5,9 @@
 //! while it holds an *announcement*: an outbox row this instance committed
 //! at least `outbox.permit_ms` earlier and that has existed ever since, so
 //! that every instance has stopped reading the cache before the batch
-//! becomes visible (the argument is in docs/SPEC.md, section 8).
+//! becomes visible (the argument is in docs/SPEC.md, section 8). Which keys
+//! a batch deletes is the pipeline's business ([`crate::ingest::invalidate`]);
+//! when its rows may commit without them delivered is decided here.
 
 use std::{
     sync::{Mutex, MutexGuard},
@@ -13,15 +15,11 @@ use std::{
 };
 
 use deadpool_postgres::Transaction;
-use uuid::Uuid;
 
-use super::{
-    Epoch,
-    outbox::{self, Queued},
-};
+use super::outbox::{self, Queued};
 use crate::{
     metrics::Metrics,
-    store::{Client, Store, StoreError, write::Touched},
+    store::{Client, Store, StoreError},
 };
 
 /// Own announcements remembered; enough for one outage.
@@ -203,44 +201,9 @@ pub async fn announce(announcements: &Announcements, store: &Store) -> Result<()
     Ok(())
 }
 
-/// The cache key, in `epoch`, of each touched row.
-pub fn stale_keys(epoch: Epoch, touched: &Touched) -> Vec<String> {
-    let mut keys = movement_keys(epoch, &touched.movements);
-    keys.extend(stock_keys(epoch, &touched.stock));
-    keys
-}
-
-/// The cache key, in `epoch`, of each movement row a batch changed.
-pub fn movement_keys(epoch: Epoch, movements: &[Uuid]) -> Vec<String> {
-    movements.iter().map(|id| epoch.movement_key(*id)).collect()
-}
-
-/// The cache key, in `epoch`, of each stock row a batch changed.
-pub fn stock_keys(epoch: Epoch, stock: &[(Uuid, Uuid)]) -> Vec<String> {
-    stock
-        .iter()
-        .map(|&(warehouse, product)| epoch.stock_key(warehouse, product))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_touched_row_gets_its_key_in_the_batch_epoch() {
-        let (m, w, p) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        let touched = Touched {
-            movements: vec![m],
-            stock: vec![(w, p)],
-        };
-        let epoch = Epoch(7);
-        assert_eq!(
-            stale_keys(epoch, &touched),
-            vec![epoch.movement_key(m), epoch.stock_key(w, p)]
-        );
-        assert_ne!(stale_keys(Epoch(8), &touched), stale_keys(epoch, &touched));
-    }
 
     #[test]
     fn only_announcements_older_than_the_permit_are_relied_on() {

@@ -3,9 +3,9 @@
 //! failure is transient; split in halves while PostgreSQL refuses its data,
 //! until the records it refuses are isolated and quarantined as
 //! `unprocessable` rejects, so that no record stops its partition. Before each
-//! COMMIT, the cache keys of the changed rows are deleted (or queued in the
-//! outbox, [`crate::cache::announcements`]); after it: metrics, logs and
-//! status.
+//! COMMIT, the cache keys of the changed rows ([`super::invalidate`]) are
+//! deleted (or queued in the outbox, [`crate::cache::announcements`]); after
+//! it: metrics, logs and status.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,6 +16,7 @@ use super::{
     ConsumerContext, ConsumerError,
     bisect::Bisection,
     decode::{self, Decoded},
+    invalidate,
     status::PartitionStatus,
 };
 use crate::{
@@ -165,7 +166,7 @@ async fn apply_invalidating(
         Deletes::Acknowledged => Prepared::Delivered,
         Deletes::Nothing => Prepared::NothingToDelete,
         Deletes::Unacknowledged => {
-            let keys = announcements::stale_keys(epoch, &outcome.touched);
+            let keys = invalidate::stale_keys(epoch, &outcome.touched);
             announcements::before_commit(&ctx.announcements, &tx, keys).await?
         }
     };
@@ -258,12 +259,12 @@ async fn write_all(
             }
         };
         let movements = write::write_movements(tx, batch, plan).await?;
-        hand_over(&|| announcements::movement_keys(epoch, &movements));
+        hand_over(&|| invalidate::movement_keys(epoch, &movements));
         write::write_offset(tx, batch).await?;
         let mut stock = write::StockWritten::default();
         for part in write::stock_parts(plan) {
             let written = write::write_stock_part(tx, part).await?;
-            hand_over(&|| announcements::stock_keys(epoch, &written.touched));
+            hand_over(&|| invalidate::stock_keys(epoch, &written.touched));
             stock.extend(written);
         }
         Ok::<_, StoreError>((movements, stock))

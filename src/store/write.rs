@@ -14,7 +14,7 @@
 //! [`commit`] ends the transaction. The caller deletes the cache keys of
 //! the rows each step changed, in the epoch [`begin`] read, once that step
 //! has locked them and before the COMMIT ([`crate::ingest::apply`],
-//! [`crate::cache::announcements`]; the rule is in docs/SPEC.md section 8).
+//! [`crate::ingest::invalidate`]; the rule is in docs/SPEC.md section 8).
 
 use std::collections::BTreeMap;
 
