@@ -1,32 +1,31 @@
-//! Redis in front of PostgreSQL, filled so that an old answer can never come
-//! back after a commit.
+//! Redis in front of PostgreSQL, and everything that keeps it exact: the
+//! cache's whole protocol lives under this module. Its one invariant
+//! (docs/SPEC.md, section 8): *no read that starts after a COMMIT is
+//! answered from an entry older than that commit*. Put otherwise, no entry a
+//! committed batch changed is served, no instance serves an entry an
+//! unacknowledged invalidation covers, and a Redis that lost writes is never
+//! read for the entries it held before. Each part enforces its share:
 //!
-//! A reader that misses first takes a *lease* on the key, then reads
-//! PostgreSQL (after checking that no batch holds the row: [`crate::store`]'s
-//! guarded reads), then stores the value only if its lease is still there
-//! (`cache/scripts.rs`). Before a batch commits, the consumer deletes the key of
-//! each row it changed, after it locked the row: a reader whose lease it
-//! deleted cannot store what it read, and a reader that takes a lease after
-//! the delete finds the row locked or already committed.
+//! - *leases* (`cache/scripts.rs`): a reader stores what it read from
+//!   PostgreSQL only over the lease it took before, so a delete in between
+//!   wins;
+//! - *deletes before the COMMIT* ([`Cache::invalidate`]): a batch deletes the
+//!   key of every row it changed, after locking the row;
+//! - *the outbox and permits* ([`outbox`], [`announcements`],
+//!   [`outbox_watch`], `cache/permit.rs`): deletes Redis did not acknowledge
+//!   are committed with their batch, under an announcement old enough that
+//!   every instance's permit to read the cache has lapsed, and delivered
+//!   before any permit comes back;
+//! - *epochs and trust* ([`epoch`], [`trust`]): every key carries an epoch,
+//!   believed only while its server holds the epoch's marker with its own
+//!   run id; lost writes begin a new epoch;
+//! - *near-cache fences* (`cache/near.rs`): an entry kept in this instance's
+//!   memory answers a read only after the reply to a command written after
+//!   the read began, so every invalidation Redis pushed before it is applied.
 //!
-//! Reads use the cache only while this instance holds a *permit*: a recent
-//! look at the cache outbox found it empty ([`crate::outbox_watch`]). The outbox
-//! holds the invalidations Redis did not acknowledge before their commit, so
-//! no instance serves an entry they cover, even after a crash (the argument is
-//! in docs/SPEC.md, section 8).
-//!
-//! Every key belongs to an *epoch* ([`epoch`]), and reads use the epoch of
-//! their permit only while the server they read from is believed for it
-//! ([`trust`]): a Redis that lost acknowledged writes (a restart from a
-//! snapshot, a failover, a flush, a reload) is never read for the entries it
-//! held before, and a new epoch makes them unreachable.
-//!
-//! Reads go through one connection that Redis tracks (`cache/near.rs`), whose
-//! wire order keeps both the near cache (hits answered from this instance's
-//! memory) and the epoch's trust exact; leases, fills and deletes go
-//! through fred. Redis is only an accelerator: every call has a short
-//! timeout, failures are logged and counted, and reads fall back to
-//! PostgreSQL.
+//! Redis is only an accelerator: every call has a short timeout, failures
+//! are logged and counted, and reads fall back to PostgreSQL. The read path
+//! the API takes through these calls is `api/cached.rs`.
 
 use std::{
     sync::Arc,
@@ -35,9 +34,9 @@ use std::{
 
 use fred::{
     clients::Client,
-    interfaces::{ClientLike, KeysInterface, LuaInterface},
+    interfaces::{ClientLike, LuaInterface},
     types::{
-        Builder, InfoKind, Value,
+        Builder,
         config::{Config, ReconnectPolicy},
     },
 };
@@ -50,19 +49,20 @@ use crate::{
     tls::TlsError,
 };
 
-/// Keys per `DEL`: bounds how long Redis runs one command.
-const KEYS_PER_DEL: usize = 500;
-
 /// How long a reader's lease lasts: a fill that takes longer is not stored
 /// (the lease lapsed), and a reader that dies holding one delays the key's
 /// next fill by no more than this.
 const LEASE_MS: u64 = 2_000;
 
 mod absent;
+pub mod announcements;
 mod connect;
+mod deletes;
 pub mod epoch;
 pub mod eviction;
 mod near;
+pub mod outbox;
+pub mod outbox_watch;
 mod pause;
 mod permit;
 mod resp;
@@ -94,7 +94,7 @@ pub mod resp_parser {
 use near::{Lookup, Near};
 use permit::Permit;
 use scripts::{CLAIM, FILL};
-use trust::{Distrust, Trust};
+use trust::Trust;
 
 /// Errors of the cache layer: start-up, and the writes whose failure the
 /// caller acts on (at run time the others are logged and counted).
@@ -189,9 +189,11 @@ impl Cache {
             c.max_command_attempts = 1;
         })
         .with_performance_config(|p| p.default_command_timeout = timeout)
-        // The first connection is made after the policy's first delay:
-        // 10 ms, not 500 (it cost every start 0.5 s), then doubling up to
-        // 500 ms between attempts while Redis is away.
+        // fred reconnects inside its client, so it waits by its own policy,
+        // not `retry::Backoff` (which every reconnect loop of ours uses),
+        // jittered as well. The first connection is made after the policy's
+        // first delay: 10 ms, not 500 (it cost every start 0.5 s), then
+        // doubling up to 500 ms between attempts while Redis is away.
         .set_policy({
             let mut policy = ReconnectPolicy::new_exponential(0, 10, 500, 2);
             policy.set_jitter(10);
@@ -235,7 +237,7 @@ impl Cache {
     }
 
     /// Lets reads use the cache, in `epoch`, until `deadline`: the outbox was
-    /// found empty by a look that started `permit` before it ([`crate::outbox_watch`]).
+    /// found empty by a look that started `permit` before it ([`outbox_watch`]).
     pub fn permit_until(&self, deadline: Instant, epoch: Epoch) {
         self.want(epoch);
         self.permit.grant(deadline, epoch);
@@ -394,122 +396,6 @@ impl Cache {
                 tracing::warn!(error = %e, suppressed, "cache write failed");
             }
         }
-    }
-
-    /// Deletes `keys` (of `epoch`); true when Redis acknowledged every one of
-    /// them on a server that holds `epoch`'s marker. A server without it has
-    /// lost writes (or is not the one readers believe): the epoch is
-    /// distrusted, and the keys are not acknowledged. Answers false at once
-    /// while the client is disconnected. A `DEL` that Redis did not
-    /// acknowledge in time and that lands later is harmless: it can only
-    /// remove an entry, never bring an old one back.
-    pub async fn invalidate(&self, epoch: Epoch, keys: Vec<String>) -> bool {
-        let count = keys.len();
-        if count == 0 {
-            return true;
-        }
-        if !self.client.is_connected() || self.pause.active() {
-            return false;
-        }
-        // Each command has its own timeout; this bounds the pipeline as a whole.
-        let sent = tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, keys)).await;
-        let failure = match sent {
-            Ok(Ok(Some(_))) => {
-                self.pause.clear();
-                self.metrics.cache_invalidated(count);
-                return true;
-            }
-            Ok(Ok(None)) => {
-                if self.trust.distrust(epoch) {
-                    self.metrics
-                        .cache_distrusted(Distrust::Invalidation.as_str());
-                    tracing::warn!(%epoch, "Redis lost this cache epoch's marker: a new epoch begins");
-                }
-                return false;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
-        };
-        self.pause.start(pause::AFTER_FAILURE);
-        self.metrics.cache(CacheResult::Error);
-        static INVALIDATE: Throttle = Throttle::per_second();
-        if let Some(suppressed) = INVALIDATE.allow() {
-            tracing::warn!(error = %failure, keys = count, suppressed, "cache invalidation failed");
-        }
-        false
-    }
-
-    /// Whether Redis acknowledges a delete in `epoch` now, with the epoch's
-    /// marker in place: one `DEL` of a key no entry uses, and the marker.
-    pub async fn deletes_acknowledged(&self, epoch: Epoch) -> bool {
-        if !self.client.is_connected() {
-            return false;
-        }
-        let probe = vec![epoch.movement_key(Uuid::nil())];
-        matches!(
-            tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, probe)).await,
-            Ok(Ok(Some(_)))
-        )
-    }
-
-    /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys (in a
-    /// cluster, per hash slot as well: fred sends each command of a pipeline
-    /// to the master of its slot), then reads `epoch`'s marker, in one
-    /// pipeline: a round trip per batch, not one per key. The keys move into
-    /// the commands, uncopied. Returns the marker.
-    async fn send_deletes(
-        &self,
-        epoch: Epoch,
-        keys: Vec<String>,
-    ) -> Result<Option<String>, fred::error::Error> {
-        let pipeline = self.client.pipeline();
-        if self.clustered {
-            for (_slot, keys) in fred::util::group_by_hash_slot(keys)? {
-                let mut keys = keys.into_iter();
-                loop {
-                    let chunk: Vec<fred::types::Key> = keys.by_ref().take(KEYS_PER_DEL).collect();
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    let () = pipeline.del(chunk).await?;
-                }
-            }
-        } else {
-            let mut keys = keys.into_iter();
-            loop {
-                let chunk: Vec<String> = keys.by_ref().take(KEYS_PER_DEL).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                let () = pipeline.del(chunk).await?;
-            }
-        }
-        let () = pipeline.get(epoch.marker_key()).await?;
-        let mut replies: Vec<Value> = pipeline.all().await?;
-        Ok(replies.pop().and_then(|marker| marker.convert().ok()))
-    }
-
-    /// Writes the marker of a new `epoch` (the run id of the server it is
-    /// written to), and gives `previous`'s marker the entries' TTL, after
-    /// which no entry of that epoch is left. The epoch may be committed in
-    /// PostgreSQL only once this succeeded ([`crate::outbox_watch`]).
-    pub async fn mark_epoch(&self, epoch: Epoch, previous: Epoch) -> Result<(), CacheError> {
-        let write = async {
-            let info: String = self.client.info(Some(InfoKind::Server)).await?;
-            let run_id = trust::info_run_id(&info)
-                .ok_or(CacheError::NoRunId)?
-                .to_owned();
-            let () = self
-                .client
-                .set(epoch.marker_key(), run_id, None, None, false)
-                .await?;
-            let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
-            let _: Value = self.client.expire(previous.marker_key(), ttl, None).await?;
-            Ok::<_, CacheError>(())
-        };
-        tokio::time::timeout(self.timeout * 4, write)
-            .await
-            .map_err(|_| CacheError::Timeout)?
     }
 
     /// Entries in the near cache now (0 without one).

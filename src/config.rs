@@ -317,7 +317,7 @@ impl RedisSettings {
     }
 }
 
-/// The cache outbox watch ([`crate::outbox_watch`]).
+/// The cache outbox watch ([`crate::cache::outbox_watch`]).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxSettings {

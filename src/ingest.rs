@@ -1,7 +1,8 @@
 //! Ingestion, one pipeline per partition, in the order the data goes:
 //! [`fetch`] → [`batch`] → [`decode`] → plan ([`crate::domain::plan`]) →
-//! [`apply`] (one transaction per batch, [`crate::store::write`]; the cache
-//! is invalidated before its COMMIT, [`invalidate`]). [`partition`] runs and
+//! [`apply`] (one transaction per batch, [`crate::store::write`]; the keys
+//! of its rows, [`invalidate`], are deleted in the cache before its COMMIT,
+//! [`crate::cache`]). [`partition`] runs and
 //! restarts each pipeline while this instance holds the partition (on its
 //! ownership session, [`crate::cluster::session_watch`]), and [`status`] is what
 //! each one is doing. Offsets live in PostgreSQL, committed with each batch,
@@ -23,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    cache::Cache,
+    cache::{Cache, announcements::Announcements, outbox::OutboxError},
     cluster::{
         membership::Membership,
         session_watch::{self, Keeper, Sessions, Timing},
@@ -43,6 +44,8 @@ pub enum ConsumerError {
     Kafka(#[from] KafkaError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
     #[error("offset {offset} of partition {partition} is outside the broker's log (policy: fail)")]
     OffsetOutOfRange { partition: i32, offset: i64 },
     #[error("the fetcher stopped unexpectedly")]
@@ -72,7 +75,7 @@ pub struct ConsumerContext {
     /// Where each batch's cache invalidations go before its COMMIT.
     pub cache: Cache,
     /// This instance's announcements of undelivered cache invalidations.
-    pub announcements: Arc<invalidate::Announcements>,
+    pub announcements: Arc<Announcements>,
     pub metrics: Arc<Metrics>,
     /// Faults injected by tests (none in production).
     pub faults: Arc<Faults>,

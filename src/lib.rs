@@ -6,8 +6,8 @@
 //! them ([`ingest::decode`], with the rules of [`domain::event`]), plans them
 //! against what is stored ([`domain::plan`]), writes the plan and the offset in
 //! one transaction ([`store::write`]), invalidating the cache before its
-//! COMMIT ([`ingest::invalidate`], [`cache`]; what Redis does not acknowledge
-//! waits in the outbox that [`outbox_watch`] delivers). [`api`] answers queries. [`cluster`]
+//! COMMIT ([`ingest::invalidate`]; the cache's protocol, outbox included,
+//! is all in [`cache`]). [`api`] answers queries. [`cluster`]
 //! shares partitions between instances, and [`app`] wires it all together:
 //! settings, start-up, shutdown, logs and metrics ([`alloc`] tunes the
 //! binaries' allocator).
@@ -26,7 +26,6 @@ pub mod fault;
 pub mod ingest;
 pub mod kafka;
 pub mod metrics;
-pub mod outbox_watch;
 pub mod redact;
 pub mod retry;
 pub mod store;

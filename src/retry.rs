@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
 
-use crate::store::StoreError;
+use crate::{cache::outbox::OutboxError, store::StoreError};
 
 /// What to do about a failed batch, decided here and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +65,7 @@ impl Class {
 /// Classifies a storage error.
 pub fn classify(err: &StoreError) -> Class {
     match err {
-        // Another announcement is made at the next attempt.
-        StoreError::Pool(_) | StoreError::Unannounced => Class::Transient,
+        StoreError::Pool(_) => Class::Transient,
         StoreError::Db { cause, .. } => match cause.code() {
             None => Class::Transient, // I/O or closed connection: no SQLSTATE at all
             Some(code) => classify_code(code),
@@ -75,6 +74,16 @@ pub fn classify(err: &StoreError) -> Class {
         | StoreError::Tls(_)
         | StoreError::Build(_)
         | StoreError::OffsetConflict { .. } => Class::Other,
+    }
+}
+
+/// Classifies a batch's failure: the store's, or the cache outbox's.
+pub fn classify_outbox(err: &OutboxError) -> Class {
+    match err {
+        OutboxError::Store(e) => classify(e),
+        // Another announcement is made at the next attempt; a late look is
+        // followed by the next one.
+        OutboxError::Unannounced | OutboxError::Late(_) => Class::Transient,
     }
 }
 

@@ -7,7 +7,6 @@
 pub mod member_locks;
 pub mod migrate;
 pub mod offsets;
-pub mod outbox;
 pub mod partition_locks;
 pub mod read;
 pub mod server_settings;
@@ -125,11 +124,6 @@ pub enum StoreError {
         partition: i32,
         expected: Option<i64>,
     },
-    #[error(
-        "the batch's cache invalidations were not acknowledged by Redis and no announcement \
-         of them could be held (cache outbox)"
-    )]
-    Unannounced,
 }
 
 impl StoreError {
@@ -151,7 +145,6 @@ impl StoreError {
             | StoreError::Build(_)
             | StoreError::Pool(_) => Step::Connect,
             StoreError::OffsetConflict { .. } => Step::Offset,
-            StoreError::Unannounced => Step::Outbox,
         }
     }
 }
@@ -244,8 +237,8 @@ pub struct Store {
     sessions: Pool,
     /// Ownership sessions open now (0 or 1), for the pool gauges.
     open_sessions: Arc<AtomicUsize>,
-    /// The cache outbox poll ([`crate::outbox_watch`]): one connection, so that a
-    /// read storm cannot delay it past the cache permit.
+    /// The cache outbox poll ([`crate::cache::outbox_watch`]): one
+    /// connection, so that a read storm cannot delay it past the cache permit.
     outbox: Pool,
 }
 
@@ -362,16 +355,10 @@ impl Store {
         session::Session::start(client, &self.open_sessions, topic, instance, silence).await
     }
 
-    /// The rows of the cache outbox and the cache epoch (on the outbox
-    /// watch's own connection).
-    pub async fn outbox_look(&self) -> Result<outbox::Look, StoreError> {
-        outbox::look(&self.outbox.get().await?).await
-    }
-
-    /// Inserts the mark that begins a new cache epoch at its delivery (on
-    /// the outbox watch's own connection).
-    pub async fn outbox_mark(&self) -> Result<(), StoreError> {
-        outbox::mark(&self.outbox.get().await?).await
+    /// The cache outbox watch's own connection, for its looks at the outbox
+    /// ([`crate::cache::outbox`]).
+    pub async fn outbox_client(&self) -> Result<Client, StoreError> {
+        Ok(self.outbox.get().await?)
     }
 
     /// One stored movement, `None` when unknown; guarded when `guard` (a

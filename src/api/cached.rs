@@ -5,6 +5,10 @@
 //! there, or records that the answer does not exist (a short-lived entry,
 //! [`Cache::fill_absent`]), or gives the lease back (docs/SPEC.md section
 //! 8). An endpoint says what to read; this says how the cache is used.
+//!
+//! It lives with the API, not in [`crate::cache`]: it is the API's use of
+//! the cache's public calls, joined with the store's guarded reads and the
+//! API's JSON, and the cache's invariant is kept by those calls, not here.
 
 use std::future::Future;
 

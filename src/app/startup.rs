@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{check, shutdown::GRACE_PERIOD};
 use crate::{
     api,
-    cache::{Cache, CacheError},
+    cache::{Cache, CacheError, announcements::Announcements, outbox_watch::OutboxWatch},
     cluster::{
         membership::Membership,
         session_watch::{Sessions, Timing},
@@ -20,12 +20,10 @@ use crate::{
     fault::Faults,
     ingest::{
         self, ConsumerContext, Ownership,
-        invalidate::Announcements,
         status::{PartitionStatus, Partitions},
     },
     kafka::{self, KafkaError},
     metrics::{KnownLabels, Metrics, MetricsError, PartitionSample},
-    outbox_watch::OutboxWatch,
     retry::Class,
     store::{self, Step, Store, StoreError},
 };

@@ -1,5 +1,5 @@
 //! The permit to read the cache: until when, and for which epoch. Granted by
-//! a look at the cache outbox that found it empty ([`crate::outbox_watch`]),
+//! a look at the cache outbox that found it empty ([`super::outbox_watch`]),
 //! withdrawn by one that found rows. Read on every request, so it is a few
 //! atomics and no lock.
 

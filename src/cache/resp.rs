@@ -5,6 +5,21 @@
 //! so a reply and the invalidation that follows it on the wire can be handled
 //! in either order. The near cache needs the wire's order, so it reads its
 //! connection itself, with this parser.
+//!
+//! Why ours and not `redis-protocol`'s codec (the one fred uses): on the
+//! frames this connection reads, fed whole, it parses several times faster,
+//! and it bounds nesting, where that codec recurses for every level a server
+//! sends (a reply nested 1 000 deep overflowed a 2 MiB stack in a debug
+//! build, which aborts the process). `cargo bench --bench resp_frames`
+//! (2-core development machine, both in one run, median per frame; that
+//! codec into its owned frames, and into `Bytes` frames):
+//!
+//! | frame                       | ours    | owned   | `Bytes` |
+//! |-----------------------------|---------|---------|---------|
+//! | `GET` reply, 300 bytes      | 33 ns   | 166 ns  | 158 ns  |
+//! | `invalidate` push, 1 key    | 122 ns  | 721 ns  | 664 ns  |
+//! | `invalidate` push, 50 keys  | 2.57 µs | 9.16 µs | 8.52 µs |
+//! | `+PONG`                     | 28 ns   | 142 ns  | 138 ns  |
 
 /// One RESP3 frame, with the types the near cache tells apart.
 #[derive(Debug, Clone, PartialEq, Eq)]

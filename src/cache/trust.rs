@@ -17,7 +17,7 @@
 //! - evidence of lost data (a flush, a marker missing or of another server,
 //!   an invalidation that found the marker missing) *distrusts* the epoch
 //!   for good: it is never verified again, and the outbox watch asks for a
-//!   new one ([`crate::outbox_watch`]).
+//!   new one ([`super::outbox_watch`]).
 //!
 //! A flush or a restart is seen by every instance connected at the time; a
 //! `DEBUG RELOAD` made while an instance's tracking connection was down is

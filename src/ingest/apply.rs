@@ -3,9 +3,9 @@
 //! failure is transient; split in halves while PostgreSQL refuses its data,
 //! until the records it refuses are isolated and quarantined as
 //! `unprocessable` rejects, so that no record stops its partition. Before each
-//! COMMIT, the cache keys of the changed rows are deleted (or, through
-//! [`super::invalidate`], queued in the outbox); after it: metrics, logs and
-//! status.
+//! COMMIT, the cache keys of the changed rows ([`super::invalidate`]) are
+//! deleted (or queued in the outbox, [`crate::cache::announcements`]); after
+//! it: metrics, logs and status.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,11 +16,15 @@ use super::{
     ConsumerContext, ConsumerError,
     bisect::Bisection,
     decode::{self, Decoded},
-    invalidate::{self, Prepared},
+    invalidate,
     status::PartitionStatus,
 };
 use crate::{
-    cache::{Cache, Epoch},
+    cache::{
+        Cache, Epoch,
+        announcements::{self, Prepared},
+        outbox::OutboxError,
+    },
     domain::{event::RejectReason, plan},
     kafka::Record,
     metrics::BatchFigures,
@@ -58,7 +62,7 @@ pub async fn apply_batch(
         let outcome = match apply_with_retries(ctx, &batch, None).await {
             Ok(outcome) => outcome,
             Err(error) => {
-                let class = retry::classify(&error);
+                let class = retry::classify_outbox(&error);
                 if class.splits_batch() && bisection.split(range.clone()) {
                     tracing::warn!(partition, first_offset = batch.records[0].offset,
                         records = range.len(), class = class.as_str(), error = %error,
@@ -82,11 +86,13 @@ pub async fn apply_batch(
 
 /// One batch transaction, retried with backoff while the error is transient.
 /// With `quarantine`, every record is stored as rejected with that detail.
+/// Fails with the store's error, or when the batch could hold no
+/// announcement to commit its undelivered invalidations with.
 async fn apply_with_retries(
     ctx: &ConsumerContext,
     batch: &PartitionBatch<'_>,
     quarantine: Option<&str>,
-) -> Result<BatchOutcome, StoreError> {
+) -> Result<BatchOutcome, OutboxError> {
     let mut backoff = Backoff::new(Duration::from_secs(2));
     let mut attempt = 1;
     let mut announced = false;
@@ -104,17 +110,17 @@ async fn apply_with_retries(
         let result = match result {
             Ok(Attempt::Committed(outcome)) => Ok(outcome),
             // A fresh announcement that could not be held is a transient failure.
-            Ok(Attempt::NeedsAnnouncement) if announced => Err(StoreError::Unannounced),
+            Ok(Attempt::NeedsAnnouncement) if announced => Err(OutboxError::Unannounced),
             Ok(Attempt::NeedsAnnouncement) => {
-                match invalidate::announce(&ctx.announcements, &ctx.store).await {
+                match announcements::announce(&ctx.announcements, &ctx.store).await {
                     Ok(()) => {
                         announced = true;
                         continue;
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         announced = false;
         match result {
@@ -125,7 +131,7 @@ async fn apply_with_retries(
                 return Ok(outcome);
             }
             Err(e) => {
-                let class = retry::classify(&e);
+                let class = retry::classify_outbox(&e);
                 ctx.metrics.batch_failed(e.step().as_str(), class.as_str());
                 if !class.is_retriable() || attempt >= BATCH_ATTEMPTS {
                     return Err(e);
@@ -142,7 +148,7 @@ async fn apply_with_retries(
 /// One batch transaction as the service runs it: the writes with the
 /// cache deletes beside them ([`write_all`]), then whatever
 /// Redis did not acknowledge goes to the outbox
-/// ([`invalidate::before_commit`]), commit.
+/// ([`announcements::before_commit`]), commit.
 async fn apply_invalidating(
     ctx: &ConsumerContext,
     client: &mut Client,
@@ -160,7 +166,8 @@ async fn apply_invalidating(
         Deletes::Acknowledged => Prepared::Delivered,
         Deletes::Nothing => Prepared::NothingToDelete,
         Deletes::Unacknowledged => {
-            invalidate::before_commit(&ctx.announcements, &tx, epoch, &outcome.touched).await?
+            let keys = invalidate::stale_keys(epoch, &outcome.touched);
+            announcements::before_commit(&ctx.announcements, &tx, keys).await?
         }
     };
     if prepared == Prepared::Unannounced {
@@ -175,7 +182,7 @@ async fn apply_invalidating(
     tracing::debug!(partition = batch.partition, ?written, committed = ?started.elapsed(),
         "batch transaction");
     ctx.faults.maybe_abort_after_commit();
-    invalidate::on_committed(&ctx.announcements, &ctx.metrics, client, prepared).await;
+    announcements::on_committed(&ctx.announcements, &ctx.metrics, client, prepared).await;
     Ok(Attempt::Committed(outcome))
 }
 
@@ -185,7 +192,7 @@ enum Attempt {
     Committed(BatchOutcome),
     /// Rolled back: Redis did not acknowledge the deletes, and no
     /// announcement was old enough to queue them with; announce, then try
-    /// again ([`invalidate::announce`]).
+    /// again ([`announcements::announce`]).
     NeedsAnnouncement,
 }
 

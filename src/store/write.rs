@@ -23,8 +23,9 @@ use time::OffsetDateTime;
 use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
 use uuid::Uuid;
 
-use super::{At, Client, Step, StoreError, outbox};
+use super::{At, Client, Step, StoreError};
 use crate::{
+    cache::outbox,
     domain::{
         event::{EventKind, RejectReason},
         plan::{Content, EventKey, Plan, Sides, StockDelta, StoredState},

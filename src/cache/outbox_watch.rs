@@ -19,12 +19,15 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    Cache, Epoch,
+    announcements::{self, Announcements},
+    outbox::{self, OutboxError},
+};
 use crate::{
-    cache::{Cache, Epoch},
     config::OutboxSettings,
-    ingest::invalidate::{self, Announcements},
     metrics::Metrics,
-    store::{At, Step, Store, StoreError, outbox},
+    store::{At, Step, Store, StoreError},
 };
 
 /// Keys claimed per delivery transaction (one pipeline of `DEL`s).
@@ -34,15 +37,6 @@ const CLAIM_KEYS: i64 = 5_000;
 /// once nothing else waits: the consumer that made one has long committed
 /// with it, or died.
 const ANNOUNCEMENT_PERMITS: u32 = 5;
-
-/// Why a look at the outbox, or a delivery, did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the database did not answer a look at the cache outbox within {0:?}")]
-    Late(Duration),
-}
 
 /// Looks at the outbox and delivers what it holds.
 #[derive(Debug, Clone)]
@@ -91,14 +85,15 @@ impl OutboxWatch {
     pub async fn look(&self) -> Result<i64, OutboxError> {
         let started = Instant::now();
         let permit = self.settings.permit();
-        let Ok(look) = tokio::time::timeout(permit, self.store.outbox_look()).await else {
+        let look = async { outbox::look(&self.store.outbox_client().await?).await };
+        let Ok(look) = tokio::time::timeout(permit, look).await else {
             return Err(OutboxError::Late(permit));
         };
         let look = look?;
         let epoch = Epoch(look.epoch);
         let mut rows = look.rows;
         if self.cache.distrusts(epoch) {
-            self.store.outbox_mark().await?;
+            outbox::mark(&self.store.outbox_client().await?).await?;
             rows = rows.max(1);
         }
         self.metrics.outbox_rows(rows);
@@ -131,7 +126,7 @@ impl OutboxWatch {
         }
         if acknowledged && self.announcements.any() && self.deletes_acknowledged().await? {
             let client = self.store.client().await?;
-            delivered.announcements += invalidate::withdraw(&self.announcements, &client).await;
+            delivered.announcements += announcements::withdraw(&self.announcements, &client).await;
         }
         let client = self.store.client().await?;
         let age = self.settings.permit() * ANNOUNCEMENT_PERMITS;
@@ -223,7 +218,11 @@ impl OutboxWatch {
         }
     }
 
-    /// Looks every `outbox.poll_ms` and delivers while rows exist, until `shutdown`.
+    /// Looks every `outbox.poll_ms` and delivers while rows exist, until
+    /// `shutdown`. A failed look is followed by the next one at the same
+    /// interval, not after a `retry::Backoff`: this is a poll, and waiting
+    /// longer would only keep reads off the cache longer (the outbox pool
+    /// connects again on demand).
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.poll());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

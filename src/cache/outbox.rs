@@ -4,14 +4,16 @@
 //! them. `cache_outbox` holds the announcements a consumer commits before such
 //! a batch, and at most one *mark*: every cached entry is suspect, and its
 //! delivery begins a new epoch (`cache_epoch`). Why these rows make the cache
-//! safe is argued in docs/SPEC.md, section 8; the statements are here, the
-//! protocol in [`crate::ingest::invalidate`] and [`crate::outbox_watch`].
+//! safe is argued in docs/SPEC.md, section 8; the statements are here, with
+//! the outbox's error, and the protocol in [`super::announcements`] and
+//! [`super::outbox_watch`]. They run on the store's connections and report
+//! its errors, labelled [`Step::Outbox`].
 
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 
-use super::{At, Client, Step, StoreError};
+use crate::store::{At, Client, Step, StoreError};
 
 const LOOK: &str = include_str!("../../sql/queries/outbox_look.sql");
 const ANNOUNCE: &str = include_str!("../../sql/queries/outbox_announce.sql");
@@ -31,6 +33,30 @@ const EPOCH_EXCLUSIVE: &str = include_str!("../../sql/queries/epoch_exclusive.sq
 const EPOCH_LOCK_TIMEOUT: &str = include_str!("../../sql/queries/epoch_lock_timeout.sql");
 const EPOCH_READ: &str = include_str!("../../sql/queries/epoch_read.sql");
 const EPOCH_BEGIN: &str = include_str!("../../sql/queries/epoch_begin.sql");
+
+/// Why a look at the outbox, a delivery or a batch's announcement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the database did not answer a look at the cache outbox within {0:?}")]
+    Late(Duration),
+    #[error(
+        "the batch's cache invalidations were not acknowledged by Redis and no announcement \
+         of them could be held (cache outbox)"
+    )]
+    Unannounced,
+}
+
+impl OutboxError {
+    /// The step that failed: the store's, or the outbox.
+    pub fn step(&self) -> Step {
+        match self {
+            OutboxError::Store(e) => e.step(),
+            OutboxError::Late(_) | OutboxError::Unannounced => Step::Outbox,
+        }
+    }
+}
 
 /// What an instance's look at the outbox found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,136 @@
+//! The writes that take entries away: a batch's deletes before its COMMIT,
+//! the outbox's deliveries, the probe that tells whether Redis takes deletes
+//! at all, and the marker of a new epoch. Each delete is acknowledged only
+//! together with the epoch's marker, read in the same pipeline: a server
+//! without it lost writes (or is not the one readers believe), and its
+//! acknowledgement proves nothing.
+
+use fred::{
+    interfaces::{ClientLike, KeysInterface},
+    types::{InfoKind, Value},
+};
+use uuid::Uuid;
+
+use super::{Cache, CacheError, Epoch, pause, trust};
+use crate::{metrics::CacheResult, throttle::Throttle};
+
+/// Keys per `DEL`: bounds how long Redis runs one command.
+const KEYS_PER_DEL: usize = 500;
+
+impl Cache {
+    /// Deletes `keys` (of `epoch`); true when Redis acknowledged every one of
+    /// them on a server that holds `epoch`'s marker. A server without it has
+    /// lost writes (or is not the one readers believe): the epoch is
+    /// distrusted, and the keys are not acknowledged. Answers false at once
+    /// while the client is disconnected. A `DEL` that Redis did not
+    /// acknowledge in time and that lands later is harmless: it can only
+    /// remove an entry, never bring an old one back.
+    pub async fn invalidate(&self, epoch: Epoch, keys: Vec<String>) -> bool {
+        let count = keys.len();
+        if count == 0 {
+            return true;
+        }
+        if !self.client.is_connected() || self.pause.active() {
+            return false;
+        }
+        // Each command has its own timeout; this bounds the pipeline as a whole.
+        let sent = tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, keys)).await;
+        let failure = match sent {
+            Ok(Ok(Some(_))) => {
+                self.pause.clear();
+                self.metrics.cache_invalidated(count);
+                return true;
+            }
+            Ok(Ok(None)) => {
+                if self.trust.distrust(epoch) {
+                    self.metrics
+                        .cache_distrusted(trust::Distrust::Invalidation.as_str());
+                    tracing::warn!(%epoch, "Redis lost this cache epoch's marker: a new epoch begins");
+                }
+                return false;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        self.pause.start(pause::AFTER_FAILURE);
+        self.metrics.cache(CacheResult::Error);
+        static INVALIDATE: Throttle = Throttle::per_second();
+        if let Some(suppressed) = INVALIDATE.allow() {
+            tracing::warn!(error = %failure, keys = count, suppressed, "cache invalidation failed");
+        }
+        false
+    }
+
+    /// Whether Redis acknowledges a delete in `epoch` now, with the epoch's
+    /// marker in place: one `DEL` of a key no entry uses, and the marker.
+    pub async fn deletes_acknowledged(&self, epoch: Epoch) -> bool {
+        if !self.client.is_connected() {
+            return false;
+        }
+        let probe = vec![epoch.movement_key(Uuid::nil())];
+        matches!(
+            tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, probe)).await,
+            Ok(Ok(Some(_)))
+        )
+    }
+
+    /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys (in a
+    /// cluster, per hash slot as well: fred sends each command of a pipeline
+    /// to the master of its slot), then reads `epoch`'s marker, in one
+    /// pipeline: a round trip per batch, not one per key. The keys move into
+    /// the commands, uncopied. Returns the marker.
+    async fn send_deletes(
+        &self,
+        epoch: Epoch,
+        keys: Vec<String>,
+    ) -> Result<Option<String>, fred::error::Error> {
+        let pipeline = self.client.pipeline();
+        if self.clustered {
+            for (_slot, keys) in fred::util::group_by_hash_slot(keys)? {
+                let mut keys = keys.into_iter();
+                loop {
+                    let chunk: Vec<fred::types::Key> = keys.by_ref().take(KEYS_PER_DEL).collect();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let () = pipeline.del(chunk).await?;
+                }
+            }
+        } else {
+            let mut keys = keys.into_iter();
+            loop {
+                let chunk: Vec<String> = keys.by_ref().take(KEYS_PER_DEL).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let () = pipeline.del(chunk).await?;
+            }
+        }
+        let () = pipeline.get(epoch.marker_key()).await?;
+        let mut replies: Vec<Value> = pipeline.all().await?;
+        Ok(replies.pop().and_then(|marker| marker.convert().ok()))
+    }
+
+    /// Writes the marker of a new `epoch` (the run id of the server it is
+    /// written to), and gives `previous`'s marker the entries' TTL, after
+    /// which no entry of that epoch is left. The epoch may be committed in
+    /// PostgreSQL only once this succeeded ([`super::outbox_watch`]).
+    pub async fn mark_epoch(&self, epoch: Epoch, previous: Epoch) -> Result<(), CacheError> {
+        let write = async {
+            let info: String = self.client.info(Some(InfoKind::Server)).await?;
+            let run_id = trust::info_run_id(&info)
+                .ok_or(CacheError::NoRunId)?
+                .to_owned();
+            let () = self
+                .client
+                .set(epoch.marker_key(), run_id, None, None, false)
+                .await?;
+            let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
+            let _: Value = self.client.expire(previous.marker_key(), ttl, None).await?;
+            Ok::<_, CacheError>(())
+        };
+        tokio::time::timeout(self.timeout * 4, write)
+            .await
+            .map_err(|_| CacheError::Timeout)?
+    }
+}
