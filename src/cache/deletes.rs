@@ -62,12 +62,15 @@ impl Cache {
     }
 
     /// Whether Redis acknowledges a delete in `epoch` now, with the epoch's
-    /// marker in place: one `DEL` of a key no entry uses, and the marker.
+    /// marker in place: a `DEL` of keys no entry uses, and the marker. The
+    /// keys are of two hash slots, as a batch's are: one node of a cluster
+    /// behind a plain URL acknowledges a key of its own slots, and refuses
+    /// (`CROSSSLOT`) every batch all the same.
     pub async fn deletes_acknowledged(&self, epoch: Epoch) -> bool {
         if !self.client.is_connected() {
             return false;
         }
-        let probe = vec![epoch.movement_key(Uuid::nil())];
+        let probe = probe_keys(epoch);
         matches!(
             tokio::time::timeout(self.timeout * 2, self.send_deletes(epoch, probe)).await,
             Ok(Ok(Some(_)))
@@ -132,5 +135,31 @@ impl Cache {
         tokio::time::timeout(self.timeout * 4, write)
             .await
             .map_err(|_| CacheError::Timeout)?
+    }
+}
+
+/// Two keys of `epoch` that no entry uses, in two different hash slots.
+fn probe_keys(epoch: Epoch) -> Vec<String> {
+    let first = epoch.movement_key(Uuid::nil());
+    let slot = fred::util::redis_keyslot(first.as_bytes());
+    let second = (1..=u128::from(u16::MAX))
+        .map(|n| epoch.movement_key(Uuid::from_u128(n)))
+        .find(|key| fred::util::redis_keyslot(key.as_bytes()) != slot)
+        .unwrap_or_else(|| epoch.stock_key(Uuid::nil(), Uuid::nil()));
+    vec![first, second]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_names_two_hash_slots() {
+        for _ in 0..20 {
+            let keys = probe_keys(Epoch::random());
+            let slot = |k: &String| fred::util::redis_keyslot(k.as_bytes());
+            assert_eq!(keys.len(), 2);
+            assert_ne!(slot(&keys[0]), slot(&keys[1]));
+        }
     }
 }
