@@ -7,7 +7,7 @@
 
 use fred::{
     interfaces::{ClientLike, KeysInterface},
-    types::{InfoKind, Value},
+    types::{InfoKind, Key, Value},
 };
 use uuid::Uuid;
 
@@ -88,21 +88,19 @@ impl Cache {
         keys: Vec<String>,
     ) -> Result<Option<String>, fred::error::Error> {
         let pipeline = self.client.pipeline();
-        if self.clustered {
-            for (_slot, keys) in fred::util::group_by_hash_slot(keys)? {
-                let mut keys = keys.into_iter();
-                loop {
-                    let chunk: Vec<fred::types::Key> = keys.by_ref().take(KEYS_PER_DEL).collect();
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    let () = pipeline.del(chunk).await?;
-                }
-            }
+        // One group of keys for one server; a cluster's, one group per slot.
+        let groups: Vec<Vec<Key>> = if self.clustered {
+            fred::util::group_by_hash_slot(keys)?
+                .into_values()
+                .map(Vec::from)
+                .collect()
         } else {
-            let mut keys = keys.into_iter();
+            vec![keys.into_iter().map(Key::from).collect()]
+        };
+        for group in groups {
+            let mut keys = group.into_iter();
             loop {
-                let chunk: Vec<String> = keys.by_ref().take(KEYS_PER_DEL).collect();
+                let chunk: Vec<Key> = keys.by_ref().take(KEYS_PER_DEL).collect();
                 if chunk.is_empty() {
                     break;
                 }
