@@ -17,6 +17,8 @@ use tokio::{
     net::TcpStream,
     sync::mpsc,
 };
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::{Get, Lookup, Place, Shared, Target};
 use crate::{
@@ -151,21 +153,29 @@ async fn connect_and_serve(
             sentinel::master(target, sentinels, service).await?
         }
     };
+    let stream = open(target, &host, port).await?;
+    serve(shared, target, stream, requests).await
+}
+
+/// A connection to `host:port` (a Redis server or a sentinel), over TLS when
+/// the URL asks for it, each step within the target's timeout.
+async fn open(
+    target: &Target,
+    host: &str,
+    port: u16,
+) -> Result<Either<TcpStream, TlsStream<TcpStream>>, ConnectionError> {
     let tcp = within(target.timeout, async {
-        Ok(TcpStream::connect((host.as_str(), port)).await?)
+        Ok(TcpStream::connect((host, port)).await?)
     })
     .await?;
     tcp.set_nodelay(true)?;
-    match &target.tls {
-        None => serve(shared, target, tcp, requests).await,
-        Some(tls) => {
-            let name = ServerName::try_from(host)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let stream =
-                within(target.timeout, async { Ok(tls.connect(name, tcp).await?) }).await?;
-            serve(shared, target, stream, requests).await
-        }
-    }
+    let Some(tls) = &target.tls else {
+        return Ok(Either::Left(tcp));
+    };
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let stream = within(target.timeout, async { Ok(tls.connect(name, tcp).await?) }).await?;
+    Ok(Either::Right(stream))
 }
 
 async fn within<T>(

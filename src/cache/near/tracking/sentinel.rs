@@ -7,13 +7,9 @@
 //! answers late or wrongly can make reads answer from PostgreSQL, never
 //! serve an entry a lagging replica kept.
 
-use rustls::pki_types::ServerName;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::{ConnectionError, Target, handshake::next_frame, within};
+use super::{ConnectionError, Target, handshake::next_frame, open, within};
 use crate::cache::resp::{self, Frame};
 
 /// The master's address as the first sentinel that knows it says.
@@ -39,16 +35,7 @@ async fn ask(
     port: u16,
     service: &str,
 ) -> Result<Option<(String, u16)>, ConnectionError> {
-    let tcp = TcpStream::connect((host, port)).await?;
-    tcp.set_nodelay(true)?;
-    match &target.tls {
-        None => exchange(tcp, service).await,
-        Some(tls) => {
-            let name = ServerName::try_from(host.to_owned())
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            exchange(tls.connect(name, tcp).await?, service).await
-        }
-    }
+    exchange(open(target, host, port).await?, service).await
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
