@@ -94,8 +94,8 @@ pub fn config(settings: &KafkaSettings) -> ClientConfig {
 
 /// The consumer, and what this instance assigned to it.
 pub struct Shared {
-    /// Declared first so that the fetch queues are destroyed before the
-    /// consumer they belong to.
+    /// Each fetch queue holds the consumer too, so that it is destroyed
+    /// before the consumer whatever holds it last.
     slots: Mutex<HashMap<i32, Slot>>,
     pub(super) client: Arc<StreamConsumer<Reporter>>,
     pub(super) topic: String,

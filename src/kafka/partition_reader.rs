@@ -178,11 +178,18 @@ impl Drop for PartitionReader {
 /// librdkafka's fetch queue of one partition, no longer forwarded to the
 /// consumer's queue, with a callback that wakes [`PartitionReader::readable`]
 /// whenever it goes from empty to holding something.
+///
+/// It holds the consumer: librdkafka's queue handle points into the client,
+/// so the client must outlive it. A reader dropped last, after the
+/// [`Shared`] it read through, would otherwise destroy its queue in a freed
+/// client (a segmentation fault seen when a service shut down).
 pub(super) struct FetchQueue {
     queue: NonNull<rd::rd_kafka_queue_t>,
     readable: Arc<Notify>,
     /// The callback's reference to `readable`, given back on drop.
     callback_ref: *const Notify,
+    /// Released after `drop` destroyed `queue`.
+    _client: Arc<StreamConsumer<Reporter>>,
 }
 
 // SAFETY: librdkafka's queue handles may be used from any thread (every
@@ -207,14 +214,13 @@ unsafe extern "C" fn on_nonempty(_: *mut rd::rd_kafka_t, opaque: *mut c_void) {
 impl FetchQueue {
     #[allow(unsafe_code)]
     pub(super) fn split(
-        consumer: &StreamConsumer<Reporter>,
+        consumer: &Arc<StreamConsumer<Reporter>>,
         topic: &str,
         partition: i32,
     ) -> Result<Self, KafkaError> {
         let name = CString::new(topic).map_err(|_| KafkaError::NoTopic(topic.to_owned()))?;
-        // SAFETY: the client handle is valid while `consumer` lives, which
-        // outlives this queue (see `Shared`'s field order);
-        // librdkafka copies the name. The handle returned is ours to destroy.
+        // SAFETY: the client handle is valid while `consumer` lives, and
+        // this queue holds it; librdkafka copies the name. The handle returned is ours to destroy.
         let raw = unsafe {
             rd::rd_kafka_queue_get_partition(
                 consumer.client().native_ptr(),
@@ -245,6 +251,7 @@ impl FetchQueue {
             queue,
             readable,
             callback_ref,
+            _client: Arc::clone(consumer),
         })
     }
 

@@ -241,3 +241,28 @@ async fn an_instance_takes_and_releases_partitions_while_another_holds_the_rest(
     stream.assert_stock(&first.pool).await;
     first.stop().await;
 }
+
+/// A reader may be the last to let go of the consumer: a service stopping
+/// drops its consumer handle while a partition's task still holds a reader.
+/// The partition's fetch queue then goes before the consumer it belongs to;
+/// the other way round it was destroyed inside a freed client, and the
+/// process died of a segmentation fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_outlives_its_consumer_handle_reads_and_closes_cleanly() {
+    let (_settings, kafka) = prepared().await;
+    for round in 0..20 {
+        let reader = kafka.reader(0).unwrap();
+        let at = i64::from(round) * 7;
+        reader.start_from(at).await.unwrap();
+        let handle = kafka.clone();
+        drop(handle);
+        read_from(&reader, at, 3).await;
+        drop(reader);
+    }
+    let reader = kafka.reader(0).unwrap();
+    reader.start_from(100).await.unwrap();
+    drop(kafka);
+    read_from(&reader, 100, 5).await;
+    // The last hold on the consumer: its queue, then the consumer, close.
+    drop(reader);
+}

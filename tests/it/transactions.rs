@@ -128,6 +128,8 @@ async fn committed_transactions_are_applied_once_and_their_markers_passed() {
         "no offset rewritten at the end of the log"
     );
     app.stop().await;
+    // The clients go before the cluster they are connected to.
+    drop(producer);
     drop(mock);
 }
 
