@@ -67,6 +67,7 @@ mod pause;
 mod permit;
 mod resp;
 mod scripts;
+mod shards;
 pub mod trust;
 use absent::AbsentFills;
 use connect::{connection, near_target};
@@ -91,7 +92,7 @@ pub mod resp_parser {
         }
     }
 }
-use near::{Lookup, Near};
+use near::{Lookup, NearSet};
 use permit::Permit;
 use scripts::{CLAIM, FILL};
 use trust::Trust;
@@ -139,9 +140,9 @@ pub struct Cache {
     trust: Arc<Trust>,
     /// Set when Redis failed a batch's deletes (`cache/pause.rs`).
     pause: Arc<pause::Pause>,
-    /// The tracking connection reads go through; `None` for a cluster URL,
-    /// where reads always answer from PostgreSQL.
-    near: Option<Near>,
+    /// The tracking connections reads go through (one per master of a
+    /// cluster); `None` for a kind of URL the near cache cannot follow.
+    near: Option<NearSet>,
     /// A cluster: a `DEL` names keys of one hash slot only (`CROSSSLOT`).
     clustered: bool,
 }
@@ -162,23 +163,7 @@ impl Cache {
         );
         let timeout = Duration::from_millis(250);
         let trust = Arc::new(Trust::new());
-        let near = near_target(&config, tls, timeout).map(|target| {
-            let ttl = Duration::from_secs(settings.cache_ttl_secs);
-            let (trust, metrics) = (Arc::clone(&trust), Arc::clone(&metrics));
-            Near::start(
-                target,
-                trust,
-                metrics,
-                settings.near_cache_entries,
-                ttl,
-                timeout,
-            )
-        });
-        if near.is_none() {
-            tracing::warn!(
-                "a cluster redis.url: reads answer from PostgreSQL (the cache is used with one server or Sentinel)"
-            );
-        }
+        let target = near_target(&config, tls, timeout);
         let client = Builder::from_config(Config {
             fail_fast: false,
             ..config
@@ -201,6 +186,23 @@ impl Cache {
         })
         .build()
         .map_err(CacheError::Start)?;
+        let making = near::Making {
+            trust: Arc::clone(&trust),
+            metrics: Arc::clone(&metrics),
+            max_entries: settings.near_cache_entries,
+            ttl: Duration::from_secs(settings.cache_ttl_secs),
+            lookup_timeout: timeout,
+        };
+        let near = match target {
+            Some(target) if clustered => Some(NearSet::cluster(client.clone(), target, making)),
+            Some(target) => Some(NearSet::one(target, &making)),
+            None => {
+                tracing::warn!(
+                    "this kind of redis.url cannot be followed: reads answer from PostgreSQL"
+                );
+                None
+            }
+        };
         let _connection_task = client.connect();
         if tokio::time::timeout(Duration::from_secs(2), client.wait_for_connect())
             .await
@@ -223,12 +225,13 @@ impl Cache {
         })
     }
 
-    /// The epoch reads may use now: a permit is held for it, and the
+    /// The epoch reads may use now: a permit is held for it, and every
     /// tracking connection believes its server for it.
     fn usable(&self) -> Option<Epoch> {
+        let near = self.near.as_ref()?;
         self.permit
             .epoch()
-            .filter(|epoch| self.trust.is_verified(*epoch))
+            .filter(|epoch| near.believes_everywhere(*epoch))
     }
 
     /// True while the client is connected to Redis.
@@ -254,8 +257,7 @@ impl Cache {
         if self.trust.want(epoch)
             && let Some(near) = &self.near
         {
-            self.trust.unverify();
-            near.wake();
+            near.want_again();
         }
     }
 
@@ -270,9 +272,9 @@ impl Cache {
         self.trust.distrusts(epoch)
     }
 
-    /// The epoch the tracking connection believes its server for, if any.
+    /// The epoch every tracking connection believes its server for, if any.
     pub fn trusted_epoch(&self) -> Option<Epoch> {
-        self.trust.verified()
+        self.near.as_ref().and_then(NearSet::believed)
     }
 
     /// Waits, `limit` at most, until reads may use the cache (for start-up:
@@ -400,12 +402,12 @@ impl Cache {
 
     /// Entries in the near cache now (0 without one).
     pub fn near_entries(&self) -> usize {
-        self.near.as_ref().map_or(0, Near::len)
+        self.near.as_ref().map_or(0, NearSet::len)
     }
 
-    /// True while the tracking connection is up.
+    /// True while every tracking connection is up.
     pub fn near_is_up(&self) -> bool {
-        self.near.as_ref().is_some_and(Near::is_up)
+        self.near.as_ref().is_some_and(NearSet::is_up)
     }
 
     /// Closes the connections.

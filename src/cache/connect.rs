@@ -1,7 +1,7 @@
 //! How the service's clients reach Redis, decided once: the URL's server,
 //! credentials and database, with the TLS of a `rediss://` URL checked
 //! against `redis.ca_file` (or the system's roots). The cache's fred client,
-//! the near cache's tracking connection and the start-up check of Redis'
+//! the near cache's tracking connections and the start-up check of Redis'
 //! eviction settings ([`super::eviction`]) all connect so.
 
 use std::time::Duration;
@@ -31,9 +31,9 @@ pub(super) fn connection(
     Ok((config, tls))
 }
 
-/// Where the near cache connects: a single Redis server, or the master the
-/// sentinels name (none for a cluster), with the URL's credentials,
-/// database and TLS.
+/// Where the near cache connects: a single Redis server, the master the
+/// sentinels name, or (a template each master's connection takes) a
+/// cluster's first node, with the URL's credentials, database and TLS.
 pub(super) fn near_target(
     config: &Config,
     tls: Option<tokio_rustls::TlsConnector>,
@@ -53,6 +53,14 @@ pub(super) fn near_target(
             sentinels: hosts.iter().map(|s| (s.host.to_string(), s.port)).collect(),
             service: service_name.clone(),
         },
+        ServerConfig::Clustered { hosts, .. } => {
+            let first = hosts.first()?;
+            near::Place::ClusterMaster {
+                host: first.host.to_string(),
+                port: first.port,
+            }
+        }
+        #[allow(unreachable_patterns)]
         _ => return None,
     };
     Some(near::Target {
@@ -62,5 +70,6 @@ pub(super) fn near_target(
         database: config.database,
         tls,
         timeout: timeout * 4,
+        marker_tag: None,
     })
 }

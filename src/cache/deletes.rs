@@ -6,12 +6,12 @@
 //! acknowledgement proves nothing.
 
 use fred::{
-    interfaces::{ClientLike, KeysInterface},
+    interfaces::{ClientLike, ClusterInterface, KeysInterface},
     types::{InfoKind, Key, Value},
 };
 use uuid::Uuid;
 
-use super::{Cache, CacheError, Epoch, pause, trust};
+use super::{Cache, CacheError, Epoch, pause, shards::Layout, trust};
 use crate::{metrics::CacheResult, throttle::Throttle};
 
 /// Keys per `DEL`: bounds how long Redis runs one command.
@@ -79,9 +79,10 @@ impl Cache {
 
     /// Deletes the keys with one `DEL` per [`KEYS_PER_DEL`] keys (in a
     /// cluster, per hash slot as well: fred sends each command of a pipeline
-    /// to the master of its slot), then reads `epoch`'s marker, in one
-    /// pipeline: a round trip per batch, not one per key. The keys move into
-    /// the commands, uncopied. Returns the marker.
+    /// to the master of its slot), then reads `epoch`'s marker (a cluster's,
+    /// on every master), in one pipeline: a round trip per batch, not one
+    /// per key. The keys move into the commands, uncopied. Returns the
+    /// marker, `None` if any master lacks its own.
     async fn send_deletes(
         &self,
         epoch: Epoch,
@@ -107,33 +108,87 @@ impl Cache {
                 let () = pipeline.del(chunk).await?;
             }
         }
-        let () = pipeline.get(epoch.marker_key()).await?;
+        let markers = self.marker_keys(epoch)?;
+        for marker in &markers {
+            let () = pipeline.get(marker.as_str()).await?;
+        }
         let mut replies: Vec<Value> = pipeline.all().await?;
-        Ok(replies.pop().and_then(|marker| marker.convert().ok()))
+        let read = replies.split_off(replies.len().saturating_sub(markers.len()));
+        let mut held: Vec<Option<String>> = read.into_iter().map(|m| m.convert().ok()).collect();
+        if held.len() != markers.len() || held.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        Ok(held.pop().flatten())
+    }
+
+    /// The keys of `epoch`'s markers: one, or one per master of a cluster.
+    fn marker_keys(&self, epoch: Epoch) -> Result<Vec<String>, fred::error::Error> {
+        if !self.clustered {
+            return Ok(vec![epoch.marker_key()]);
+        }
+        let layout = self.layout()?;
+        Ok(layout
+            .tags()
+            .map(|tag| epoch.marker_key_in(Some(tag)))
+            .collect())
+    }
+
+    /// The cluster's layout as fred knows it now.
+    fn layout(&self) -> Result<Layout, fred::error::Error> {
+        self.client
+            .cached_cluster_state()
+            .and_then(|routing| Layout::of(&routing))
+            .ok_or_else(|| {
+                fred::error::Error::new(
+                    fred::error::ErrorKind::Cluster,
+                    "the cluster's layout is not known yet",
+                )
+            })
     }
 
     /// Writes the marker of a new `epoch` (the run id of the server it is
-    /// written to), and gives `previous`'s marker the entries' TTL, after
-    /// which no entry of that epoch is left. The epoch may be committed in
-    /// PostgreSQL only once this succeeded ([`super::outbox_watch`]).
+    /// written to; in a cluster, one on every master, in a slot of its own),
+    /// and gives `previous`'s markers the entries' TTL, after which no entry
+    /// of that epoch is left. The epoch may be committed in PostgreSQL only
+    /// once this succeeded ([`super::outbox_watch`]).
     pub async fn mark_epoch(&self, epoch: Epoch, previous: Epoch) -> Result<(), CacheError> {
+        let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
         let write = async {
-            let info: String = self.client.info(Some(InfoKind::Server)).await?;
-            let run_id = trust::info_run_id(&info)
-                .ok_or(CacheError::NoRunId)?
-                .to_owned();
-            let () = self
-                .client
-                .set(epoch.marker_key(), run_id, None, None, false)
-                .await?;
-            let ttl = i64::try_from(self.ttl_secs).unwrap_or(i64::MAX);
-            let _: Value = self.client.expire(previous.marker_key(), ttl, None).await?;
+            if !self.clustered {
+                let info: String = self.client.info(Some(InfoKind::Server)).await?;
+                let run_id = run_id(&info)?;
+                let () = self
+                    .client
+                    .set(epoch.marker_key(), run_id, None, None, false)
+                    .await?;
+                let _: Value = self.client.expire(previous.marker_key(), ttl, None).await?;
+                return Ok(());
+            }
+            self.client.sync_cluster().await?;
+            for shard in self.layout()?.shards {
+                let master = fred::types::config::Server::new(shard.host.as_str(), shard.port);
+                let node = self.client.with_cluster_node(master);
+                let info: String = node.info(Some(InfoKind::Server)).await?;
+                let run_id = run_id(&info)?;
+                let tag = Some(shard.tag.as_str());
+                let () = node
+                    .set(epoch.marker_key_in(tag), run_id, None, None, false)
+                    .await?;
+                let _: Value = node.expire(previous.marker_key_in(tag), ttl, None).await?;
+            }
             Ok::<_, CacheError>(())
         };
         tokio::time::timeout(self.timeout * 4, write)
             .await
             .map_err(|_| CacheError::Timeout)?
     }
+}
+
+/// The run id in `INFO server`'s text.
+fn run_id(info: &str) -> Result<String, CacheError> {
+    trust::info_run_id(info)
+        .map(str::to_owned)
+        .ok_or(CacheError::NoRunId)
 }
 
 /// Two keys of `epoch` that no entry uses, in two different hash slots.

@@ -37,7 +37,17 @@ impl Epoch {
     /// The key whose value, the run id of the Redis server that holds it,
     /// says that this server's entries of the epoch can be believed.
     pub fn marker_key(self) -> String {
-        format!("{KEY_PREFIX}{self}:marker")
+        self.marker_key_in(None)
+    }
+
+    /// The marker key with a hash tag, `wm:<epoch>:marker:{<tag>}`: a
+    /// cluster's master keeps its marker in a slot of its own
+    /// (`cache/shards.rs`). Without a tag, [`Epoch::marker_key`].
+    pub fn marker_key_in(self, tag: Option<&str>) -> String {
+        match tag {
+            Some(tag) => format!("{KEY_PREFIX}{self}:marker:{{{tag}}}"),
+            None => format!("{KEY_PREFIX}{self}:marker"),
+        }
     }
 
     /// `KEY_PREFIX`, the epoch, `kind`, then the ids (hyphenated, lower
@@ -117,6 +127,10 @@ mod tests {
         assert_ne!(epoch.stock_key(a, b), epoch.stock_key(b, a));
         assert_ne!(epoch.movement_key(a), Epoch(0x2b).movement_key(a));
         assert_eq!(epoch.marker_key(), "wm:000000000000002a:marker");
+        assert_eq!(
+            epoch.marker_key_in(Some("7")),
+            "wm:000000000000002a:marker:{7}"
+        );
         assert_eq!(Key::Movement(a).in_epoch(epoch), epoch.movement_key(a));
         let big = Epoch(i64::MAX);
         assert_eq!(big.to_string(), "7fffffffffffffff");

@@ -42,13 +42,19 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::{Epoch, resp::Frame, trust::Trust};
+use super::{
+    Epoch,
+    resp::Frame,
+    trust::{Trust, Verified},
+};
 use crate::metrics::Metrics;
 
 mod entries;
+mod set;
 mod tracking;
 
 use entries::Entries;
+pub(super) use set::{Making, NearSet};
 
 /// Lookups queued for the connection at most; a full queue waits.
 const QUEUE: usize = 4096;
@@ -64,6 +70,9 @@ pub(super) struct Target {
     /// Longest wait for a connection, a handshake reply or a write (a lookup
     /// waits for the cache's own timeout).
     pub timeout: Duration,
+    /// The hash tag of the marker this connection reads: a cluster's master
+    /// keeps its own (`cache/shards.rs`); `None` for one server.
+    pub marker_tag: Option<String>,
 }
 
 /// The server the tracking connection reads from.
@@ -77,6 +86,9 @@ pub(super) enum Place {
         sentinels: Vec<(String, u16)>,
         service: String,
     },
+    /// One master of a cluster, for the keys of its slots; found a replica
+    /// (it failed over), it is left until the layout names its successor.
+    ClusterMaster { host: String, port: u16 },
 }
 
 impl std::fmt::Debug for Target {
@@ -113,6 +125,8 @@ pub(super) struct Near {
 #[derive(Debug)]
 struct Shared {
     trust: Arc<Trust>,
+    /// The epoch verified on this connection.
+    verified: Verified,
     metrics: Arc<Metrics>,
     entries: Entries,
     /// A connection is up and tracking.
@@ -178,7 +192,7 @@ impl Near {
             }
             // Every push queued before the fence's reply has been applied:
             // a flush since the entry was read has unverified the epoch.
-            if !self.shared.trust.is_verified(epoch) {
+            if !self.shared.believes(epoch) {
                 return Lookup::Untrusted;
             }
             if let Some(payload) = self.shared.lookup(key) {
@@ -220,6 +234,24 @@ impl Near {
         self.shared.wake.notify_one();
     }
 
+    /// True when reads may believe this connection's server for `epoch`.
+    pub(super) fn believes(&self, epoch: Epoch) -> bool {
+        self.shared.believes(epoch)
+    }
+
+    /// The epoch verified on this connection, if reads may believe it.
+    pub(super) fn believed(&self) -> Option<Epoch> {
+        self.shared
+            .verified
+            .get()
+            .filter(|epoch| self.shared.believes(*epoch))
+    }
+
+    /// Forgets what the connection verified: the wanted epoch changed.
+    pub(super) fn unverify(&self) {
+        self.shared.verified.clear();
+    }
+
     /// Stops the connection task and forgets every entry.
     pub(super) fn close(&self) {
         self.shared.closed.cancel();
@@ -230,6 +262,7 @@ impl Shared {
     fn new(trust: Arc<Trust>, metrics: Arc<Metrics>, max_entries: usize, ttl: Duration) -> Self {
         Self {
             trust,
+            verified: Verified::new(),
             metrics,
             entries: Entries::new(max_entries, ttl),
             up: AtomicBool::new(false),
@@ -239,6 +272,10 @@ impl Shared {
             wake: Notify::new(),
             closed: CancellationToken::new(),
         }
+    }
+
+    fn believes(&self, epoch: Epoch) -> bool {
+        self.trust.believes(&self.verified, epoch)
     }
 
     fn holds(&self, key: &str) -> bool {

@@ -19,6 +19,11 @@
 //!   for good: it is never verified again, and the outbox watch asks for a
 //!   new one ([`super::outbox_watch`]).
 //!
+//! In a Redis Cluster each master has its own marker (a key of its own
+//! slots, `cache/shards.rs`) and its own tracking connection: a shard whose
+//! master failed over to a lagging replica holds its marker with the old
+//! master's run id, or none, and the epoch ends for every shard.
+//!
 //! A flush or a restart is seen by every instance connected at the time; a
 //! `DEBUG RELOAD` made while an instance's tracking connection was down is
 //! seen only by the instances connected then (docs/SPEC.md, section 8).
@@ -60,38 +65,60 @@ impl Distrust {
 }
 
 /// The trust state of one instance, shared by its reads (lock-free) and its
-/// tracking connection.
+/// tracking connections: the epoch they should verify, and the epochs never
+/// to be believed again.
 #[derive(Debug)]
 pub(super) struct Trust {
-    /// The epoch verified on the current tracking connection (-1: none).
-    verified: AtomicI64,
     /// The epoch of this instance's last look at the outbox (-1: none yet),
-    /// whose marker the tracking connection reads.
+    /// whose marker each tracking connection reads.
     wanted: AtomicI64,
+    /// The epoch distrusted last, checked by every read without a lock: a
+    /// distrust found on one connection (or by a batch's deletes) stops the
+    /// reads of every connection at once.
+    last_distrusted: AtomicI64,
     distrusted: Mutex<VecDeque<i64>>,
+}
+
+/// The epoch verified on one tracking connection (-1: none): its server
+/// holds the epoch's marker with its own run id. A cluster has one per
+/// master, each believed only for the keys of its own slots.
+#[derive(Debug)]
+pub(super) struct Verified(AtomicI64);
+
+impl Verified {
+    pub(super) fn new() -> Self {
+        Self(AtomicI64::new(NONE))
+    }
+
+    pub(super) fn get(&self) -> Option<Epoch> {
+        Some(self.0.load(Ordering::Acquire))
+            .filter(|e| *e >= 0)
+            .map(Epoch)
+    }
+
+    /// No epoch is verified (the connection ended, or the marker changed and
+    /// is being read again).
+    pub(super) fn clear(&self) {
+        self.0.store(NONE, Ordering::Release);
+    }
 }
 
 impl Trust {
     pub(super) fn new() -> Self {
         Self {
-            verified: AtomicI64::new(NONE),
             wanted: AtomicI64::new(NONE),
+            last_distrusted: AtomicI64::new(NONE),
             distrusted: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// The epoch reads may use now, if verified.
-    pub(super) fn verified(&self) -> Option<Epoch> {
-        Some(self.verified.load(Ordering::Acquire))
-            .filter(|e| *e >= 0)
-            .map(Epoch)
+    /// True when reads may believe `verified`'s server for `epoch` now.
+    pub(super) fn believes(&self, verified: &Verified, epoch: Epoch) -> bool {
+        verified.0.load(Ordering::Acquire) == epoch.0
+            && self.last_distrusted.load(Ordering::Acquire) != epoch.0
     }
 
-    pub(super) fn is_verified(&self, epoch: Epoch) -> bool {
-        self.verified.load(Ordering::Acquire) == epoch.0
-    }
-
-    /// Sets the epoch the tracking connection should verify; true when it changed.
+    /// Sets the epoch the tracking connections should verify; true when it changed.
     pub(super) fn want(&self, epoch: Epoch) -> bool {
         self.wanted.swap(epoch.0, Ordering::AcqRel) != epoch.0
     }
@@ -114,9 +141,7 @@ impl Trust {
 
     /// Distrusts `epoch` for good; true the first time.
     pub(super) fn distrust(&self, epoch: Epoch) -> bool {
-        let _ = self
-            .verified
-            .compare_exchange(epoch.0, NONE, Ordering::AcqRel, Ordering::Acquire);
+        self.last_distrusted.store(epoch.0, Ordering::Release);
         let mut distrusted = self
             .distrusted
             .lock()
@@ -131,19 +156,13 @@ impl Trust {
         true
     }
 
-    /// No epoch is verified (the connection ended, or the marker changed and
-    /// is being read again).
-    pub(super) fn unverify(&self) {
-        self.verified.store(NONE, Ordering::Release);
-    }
-
-    /// A flush: the epochs verified or wanted now are distrusted. Returns
-    /// the epochs newly distrusted.
-    pub(super) fn flushed(&self) -> Vec<Epoch> {
-        let verified = self.verified.swap(NONE, Ordering::AcqRel);
+    /// A flush on `verified`'s connection: the epochs verified or wanted now
+    /// are distrusted. Returns the epochs newly distrusted.
+    pub(super) fn flushed(&self, verified: &Verified) -> Vec<Epoch> {
+        let on_connection = verified.0.swap(NONE, Ordering::AcqRel);
         let wanted = self.wanted.load(Ordering::Acquire);
         let mut newly = Vec::new();
-        for epoch in [verified, wanted] {
+        for epoch in [on_connection, wanted] {
             if epoch >= 0 && self.distrust(Epoch(epoch)) {
                 newly.push(Epoch(epoch));
             }
@@ -151,20 +170,26 @@ impl Trust {
         newly
     }
 
-    /// The marker of `epoch` read on a connection to the server `run_id`:
-    /// verifies the epoch when it holds that run id (and the epoch is not
-    /// distrusted), distrusts it when it is missing or holds another. Returns
-    /// true when the epoch was newly distrusted.
-    pub(super) fn marker_read(&self, epoch: Epoch, marker: Option<&[u8]>, run_id: &str) -> bool {
+    /// The marker of `epoch` read on `verified`'s connection, to the server
+    /// `run_id`: verifies the epoch there when it holds that run id (and the
+    /// epoch is not distrusted), distrusts it when it is missing or holds
+    /// another. Returns true when the epoch was newly distrusted.
+    pub(super) fn marker_read(
+        &self,
+        verified: &Verified,
+        epoch: Epoch,
+        marker: Option<&[u8]>,
+        run_id: &str,
+    ) -> bool {
         if marker == Some(run_id.as_bytes()) {
             if self.distrusts(epoch) {
-                self.unverify();
+                verified.clear();
             } else if self.wanted.load(Ordering::Acquire) == epoch.0 {
-                self.verified.store(epoch.0, Ordering::Release);
+                verified.0.store(epoch.0, Ordering::Release);
             }
             return false;
         }
-        self.unverify();
+        verified.clear();
         self.distrust(epoch)
     }
 }
@@ -199,57 +224,89 @@ mod tests {
         assert!(trust.distrusts(Epoch(1)), "fails closed");
         assert!(trust.distrust(Epoch(2)), "recorded the first time");
         assert!(!trust.distrust(Epoch(2)), "once");
+        let v = Verified::new();
+        trust.want(Epoch(3));
+        trust.marker_read(&v, Epoch(3), Some(RUN.as_bytes()), RUN);
+        assert!(
+            !trust.believes(&v, Epoch(3)),
+            "nothing verified while poisoned"
+        );
     }
 
     #[test]
     fn an_epoch_is_verified_only_by_its_own_servers_marker() {
         let trust = Trust::new();
+        let v = Verified::new();
         let e = Epoch(5);
         assert!(trust.want(e));
         assert!(!trust.want(e), "unchanged");
-        assert!(!trust.marker_read(e, Some(RUN.as_bytes()), RUN));
-        assert!(trust.is_verified(e));
-        assert_eq!(trust.verified(), Some(e));
-        trust.unverify();
-        assert_eq!(trust.verified(), None);
+        assert!(!trust.marker_read(&v, e, Some(RUN.as_bytes()), RUN));
+        assert!(trust.believes(&v, e));
+        assert_eq!(v.get(), Some(e));
+        v.clear();
+        assert_eq!(v.get(), None);
 
         // A restarted or promoted server: another run id in the marker.
-        assert!(trust.marker_read(e, Some(b"another run id"), RUN));
+        assert!(trust.marker_read(&v, e, Some(b"another run id"), RUN));
         assert!(trust.distrusts(e));
-        assert!(!trust.marker_read(e, Some(RUN.as_bytes()), RUN));
-        assert!(!trust.is_verified(e), "distrusted for good");
+        assert!(!trust.marker_read(&v, e, Some(RUN.as_bytes()), RUN));
+        assert!(!trust.believes(&v, e), "distrusted for good");
 
         // A flushed server: no marker.
         let f = Epoch(6);
         trust.want(f);
-        assert!(trust.marker_read(f, None, RUN));
-        assert!(!trust.marker_read(f, None, RUN), "once");
+        assert!(trust.marker_read(&v, f, None, RUN));
+        assert!(!trust.marker_read(&v, f, None, RUN), "once");
+    }
+
+    #[test]
+    fn a_distrust_found_on_one_connection_stops_the_reads_of_every_other() {
+        let trust = Trust::new();
+        let (a, b) = (Verified::new(), Verified::new());
+        let e = Epoch(7);
+        trust.want(e);
+        trust.marker_read(&a, e, Some(b"run a"), "run a");
+        trust.marker_read(&b, e, Some(b"run b"), "run b");
+        assert!(trust.believes(&a, e) && trust.believes(&b, e));
+        // Shard b failed over to a replica with another run id.
+        assert!(trust.marker_read(&b, e, Some(b"run b"), "run c"));
+        assert!(!trust.believes(&b, e));
+        assert!(!trust.believes(&a, e), "the epoch is over everywhere");
+        // A batch's deletes that found a marker missing do the same.
+        let next = Epoch(8);
+        trust.want(next);
+        trust.marker_read(&a, next, Some(b"run a"), "run a");
+        assert!(trust.believes(&a, next));
+        assert!(trust.distrust(next));
+        assert!(!trust.believes(&a, next));
     }
 
     #[test]
     fn a_flush_distrusts_the_epoch_in_use_even_if_its_marker_comes_back() {
         let trust = Trust::new();
+        let v = Verified::new();
         let e = Epoch(9);
         trust.want(e);
-        trust.marker_read(e, Some(RUN.as_bytes()), RUN);
-        assert_eq!(trust.flushed(), vec![e]);
-        assert_eq!(trust.verified(), None);
+        trust.marker_read(&v, e, Some(RUN.as_bytes()), RUN);
+        assert_eq!(trust.flushed(&v), vec![e]);
+        assert_eq!(v.get(), None);
         // DEBUG RELOAD of an older dump brings the same marker back.
-        trust.marker_read(e, Some(RUN.as_bytes()), RUN);
-        assert!(!trust.is_verified(e));
+        trust.marker_read(&v, e, Some(RUN.as_bytes()), RUN);
+        assert!(!trust.believes(&v, e));
         // The next epoch is believed.
         let next = Epoch(10);
         trust.want(next);
-        trust.marker_read(next, Some(RUN.as_bytes()), RUN);
-        assert!(trust.is_verified(next));
+        trust.marker_read(&v, next, Some(RUN.as_bytes()), RUN);
+        assert!(trust.believes(&v, next));
         assert!(trust.distrusts(e) && !trust.distrusts(next));
     }
 
     #[test]
     fn a_marker_of_an_epoch_no_longer_wanted_verifies_nothing() {
         let trust = Trust::new();
+        let v = Verified::new();
         trust.want(Epoch(2));
-        trust.marker_read(Epoch(1), Some(RUN.as_bytes()), RUN);
-        assert_eq!(trust.verified(), None);
+        trust.marker_read(&v, Epoch(1), Some(RUN.as_bytes()), RUN);
+        assert_eq!(v.get(), None);
     }
 }

@@ -69,6 +69,8 @@ mod partitions;
 #[cfg(feature = "faults")]
 mod quarantine;
 #[cfg(feature = "faults")]
+mod redis_cluster;
+#[cfg(feature = "faults")]
 mod redis_deployments;
 #[cfg(feature = "faults")]
 mod redis_refuses;

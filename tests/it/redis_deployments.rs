@@ -1,7 +1,6 @@
-//! The Redis deployments users run besides one server, with the cache on:
-//! a master under Sentinel, followed through a failover, and a Redis
-//! Cluster. Every answer is right, ingestion goes on, and under Sentinel
-//! the cache serves hits again after the failover.
+//! A master under Sentinel, with the cache on, followed through a
+//! failover: every answer is right, ingestion goes on, and the cache serves
+//! hits again after the failover. A Redis Cluster is `redis_cluster.rs`.
 
 use std::{
     path::PathBuf,
@@ -12,10 +11,7 @@ use uuid::Uuid;
 
 use crate::support::{
     helpers::{TestApp, eventually, free_port, test_settings},
-    metrics::scrape,
-    redis::{
-        Cluster, OwnRedis, cache_hits, read_between_two_halves_then_check_every_answer, redis_cli,
-    },
+    redis::{OwnRedis, cache_hits, redis_cli},
     stream,
 };
 
@@ -176,40 +172,4 @@ async fn a_master_under_sentinel_is_cached_and_followed_through_a_failover() {
     }
     app.stop().await;
     drop(sentinels);
-}
-
-#[tokio::test]
-async fn a_cluster_url_ingests_and_answers_right() {
-    let cluster = Cluster::start().await;
-    let mut settings = test_settings(2);
-    let nodes: Vec<String> = cluster.nodes[1..3]
-        .iter()
-        .map(|n| format!("node=127.0.0.1:{}", n.port))
-        .collect();
-    settings.redis.url = format!(
-        "redis-cluster://127.0.0.1:{}?{}",
-        cluster.nodes[0].port,
-        nodes.join("&")
-    )
-    .into();
-    let app = TestApp::spawn_with(settings).await;
-    let stream = stream::generate(32, 400, 2, false);
-    let took = read_between_two_halves_then_check_every_answer(&app, &stream, 2).await;
-    println!("redis-cluster:// URL: second half ingested in {took:?}");
-    let m = scrape(&app).await;
-    let queued: f64 = m
-        .find("wm_cache_outbox_queued_total", &[])
-        .map(|s| s.value)
-        .sum();
-    let deleted: f64 = m
-        .find("wm_cache_invalidations_total", &[])
-        .map(|s| s.value)
-        .sum();
-    assert_eq!(queued, 0.0, "no batch's deletes went to the outbox");
-    assert!(
-        deleted > 0.0,
-        "the batches' deletes, grouped by hash slot, were acknowledged"
-    );
-    app.stop().await;
-    drop(cluster);
 }

@@ -148,7 +148,7 @@ async fn connect_and_serve(
     requests: &mut mpsc::Receiver<Get>,
 ) -> Result<Served, ConnectionError> {
     let (host, port) = match &target.place {
-        Place::Server { host, port } => (host.clone(), *port),
+        Place::Server { host, port } | Place::ClusterMaster { host, port } => (host.clone(), *port),
         Place::Sentinel { sentinels, service } => {
             sentinel::master(target, sentinels, service).await?
         }
@@ -199,8 +199,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Handshake::Refused(reason) => return Ok(Served::Refused(reason)),
         Handshake::Tracking(server) => server,
     };
-    if !server.master && matches!(target.place, Place::Sentinel { .. }) {
-        // The sentinels named it before they noticed a failover: ask again.
+    if !server.master && !matches!(target.place, Place::Server { .. }) {
+        // The sentinels named it before they noticed a failover (ask
+        // again), or a cluster's master failed over (the layout will name
+        // its successor).
         return Err(ConnectionError::NotMaster);
     }
     if !server.master {
@@ -214,6 +216,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut connection = Connection {
         shared,
+        marker_tag: target.marker_tag.as_deref(),
         server,
         pending: VecDeque::new(),
         output: Vec::with_capacity(16 * 1024),
@@ -259,6 +262,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 /// The state of one tracking connection between reads.
 struct Connection<'a> {
     shared: &'a Shared,
+    /// The hash tag of the marker read (a cluster's master).
+    marker_tag: Option<&'a str>,
     server: Server,
     /// What each reply still to come answers, in order, with its number.
     pending: VecDeque<(u64, Pending)>,
@@ -292,7 +297,7 @@ impl Connection<'_> {
             return;
         }
         let number = self.next_number();
-        let key = wanted.marker_key();
+        let key = wanted.marker_key_in(self.marker_tag);
         resp::command(&mut self.output, &[b"GET", key.as_bytes()]);
         self.pending.push_back((number, Pending::Marker(wanted)));
         self.marker_asked = Some(wanted);
@@ -351,17 +356,17 @@ impl Connection<'_> {
         match items {
             [Frame::Bulk(kind), Frame::Array(keys)] if kind == b"invalidate" => {
                 self.shared.invalidate(keys);
-                let marker = self.marker_asked.map(Epoch::marker_key);
+                let marker = self.marker_asked.map(|e| e.marker_key_in(self.marker_tag));
                 let named = |key: &Frame| matches!(key, Frame::Bulk(k) if Some(k.as_slice()) == marker.as_ref().map(|m| m.as_bytes()));
                 if keys.iter().any(named) {
                     // Written, deleted, expired or evicted: read it again.
-                    self.shared.trust.unverify();
+                    self.shared.verified.clear();
                     self.marker_asked = None;
                 }
             }
             [Frame::Bulk(kind), Frame::Null] if kind == b"invalidate" => {
                 self.shared.clear();
-                for epoch in self.shared.trust.flushed() {
+                for epoch in self.shared.trust.flushed(&self.shared.verified) {
                     self.distrusted(epoch, Distrust::Flush);
                 }
                 self.marker_asked = None;
@@ -378,13 +383,13 @@ impl Connection<'_> {
             _ => return, // an error: read again at the next tick
         };
         if !self.server.master {
-            self.shared.trust.unverify();
+            self.shared.verified.clear();
             return;
         }
         if self
             .shared
             .trust
-            .marker_read(epoch, value, &self.server.run_id)
+            .marker_read(&self.shared.verified, epoch, value, &self.server.run_id)
         {
             self.distrusted(epoch, Distrust::Marker);
         }
@@ -398,7 +403,7 @@ impl Connection<'_> {
     }
 
     fn answer(&self, get: Get, frame: Frame) {
-        if !self.shared.trust.is_verified(get.epoch) {
+        if !self.shared.believes(get.epoch) {
             // Read after a flush, or from a server not (or no longer) believed.
             let _ = get.reply.send(Lookup::Untrusted);
             return;

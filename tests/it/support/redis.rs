@@ -155,6 +155,15 @@ impl Cluster {
                         &config,
                         "--dir",
                         &dir_arg,
+                        // A master that stops answering is failed over
+                        // within seconds, not the default 15.
+                        "--cluster-node-timeout",
+                        "1000",
+                        // A replica takes over however long ago it last
+                        // heard from its master (an idle link is enough to
+                        // refuse with the default).
+                        "--cluster-replica-validity-factor",
+                        "0",
                     ],
                 )
                 .await,
@@ -182,6 +191,63 @@ impl Cluster {
         .await;
         Self { nodes, dir }
     }
+}
+
+impl Cluster {
+    /// The URL of the cluster, through its first three nodes.
+    pub(crate) fn url(&self) -> String {
+        let nodes: Vec<String> = self.nodes[1..3]
+            .iter()
+            .map(|n| format!("node=127.0.0.1:{}", n.port))
+            .collect();
+        format!(
+            "redis-cluster://127.0.0.1:{}?{}",
+            self.nodes[0].port,
+            nodes.join("&")
+        )
+    }
+
+    /// The nodes (indexes) of the master holding `key` (which exists) now,
+    /// and of its replica.
+    pub(crate) fn master_and_replica_of(&self, key: &str) -> (usize, usize) {
+        let master = (0..self.nodes.len())
+            .find(|i| {
+                let port = self.nodes[*i].port;
+                let value = redis_cli(port, &["GET", key]);
+                role(port).first().is_some_and(|r| r == "master")
+                    && !value.is_empty()
+                    && !value.starts_with("MOVED")
+            })
+            .expect("a master serves the key");
+        let master_port = self.nodes[master].port.to_string();
+        let replica = (0..self.nodes.len())
+            .find(|i| {
+                let role = role(self.nodes[*i].port);
+                role.first().is_some_and(|r| r == "slave") && role.get(2) == Some(&master_port)
+            })
+            .expect("the master has a replica");
+        (master, replica)
+    }
+
+    /// Waits until the cluster is whole again, with `node` a master.
+    pub(crate) async fn wait_master(&self, node: usize) {
+        let port = self.nodes[node].port;
+        eventually(30, || async {
+            (role(port).first().is_some_and(|r| r == "master")
+                && redis_cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+            .then_some(())
+            .ok_or("the replica is a master and the cluster whole")
+        })
+        .await;
+    }
+}
+
+/// `ROLE`'s reply, one line per item.
+pub(crate) fn role(port: u16) -> Vec<String> {
+    redis_cli(port, &["ROLE"])
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
 }
 
 impl Drop for Cluster {
