@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::support::{
     helpers::{Ev, TestApp, eventually, free_port, test_settings},
-    redis::{Cluster, OwnRedis, read_between_two_halves_then_check_every_answer, redis_cli},
+    redis::{
+        Cluster, OwnRedis, cache_hits, read_between_two_halves_then_check_every_answer, redis_cli,
+    },
     stream,
 };
 
@@ -87,6 +89,15 @@ async fn a_read_only_replica_neither_stalls_ingestion_nor_serves_a_stale_answer(
         assert_eq!(app.get_json(&path).await.1["quantity"], 12);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // And the cache comes back by itself on the promoted server.
+    let hits = cache_hits(&app).await;
+    eventually(20, || async {
+        assert_eq!(app.get_json(&path).await.1["quantity"], 12);
+        (cache_hits(&app).await > hits)
+            .then_some(())
+            .ok_or("cache hits on the promoted replica")
+    })
+    .await;
     app.stop().await;
     drop(replica);
     drop(master);

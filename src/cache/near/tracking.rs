@@ -74,6 +74,10 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, mut requests: mpsc:
             outcome = connect_and_serve(&shared, &target, &mut requests) => outcome,
         };
         let was_up = shared.up.swap(false, Ordering::AcqRel);
+        // What the ended connection verified says nothing about the next
+        // server (a restarted one holds what it held before, under the same
+        // keys): the next connection reads the marker before it believes.
+        shared.verified.clear();
         shared.clear();
         if was_up {
             // A connection that tracked: try again at once, and warn again.
@@ -223,9 +227,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ping_in_flight: false,
         marker_asked: None,
     };
+    shared.verified.clear();
     shared.up.store(true, Ordering::Release);
     tracing::debug!(run_id = %connection.server.run_id, "near cache tracking");
-    let mut markers = tokio::time::interval(MARKER_EVERY);
+    let mut markers =
+        tokio::time::interval_at(tokio::time::Instant::now() + MARKER_EVERY, MARKER_EVERY);
     markers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -245,7 +251,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             () = shared.wake.notified() => {}
-            _ = markers.tick() => connection.marker_asked = None,
+            _ = markers.tick() => {
+                if !connection.server.master {
+                    // Promoted in place (`REPLICAOF NO ONE`), a replica
+                    // stays the replica its handshake saw: connect again to
+                    // read its role anew.
+                    return Err(ConnectionError::NotMaster);
+                }
+                connection.marker_asked = None;
+            }
         }
         connection.read_marker_if_needed();
         connection.ping_if_wanted();
