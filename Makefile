@@ -7,7 +7,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
 .DEFAULT_GOAL := help
-.PHONY: help stack stack-down stack-status build run test api-check lint fuzz bench loadtest bench-ingest bench-growth freshness openapi migrate verify
+.PHONY: help stack stack-down stack-status build run test api-check lint fuzz bench loadtest bench-ingest bench-growth bench-redis-faults freshness openapi migrate verify
 .PHONY: produce monitor monitor-down compose-up compose-down
 
 help: ## list targets
@@ -58,6 +58,9 @@ bench-ingest: stack ## service ingest rate vs PostgreSQL's ceiling, batch 1000/5
 
 bench-growth: stack ## ingest into a database prefilled with N movements vs an empty one (ARGS="--grown 0,5000000,20000000")
 	$(WM_BENCH) growth $(ARGS)
+
+bench-redis-faults: stack ## ingest rate with Redis down, read-only, a cluster node, out of memory or hung, each vs Redis up
+	scripts/bench-redis-faults.sh
 
 freshness: stack ## produce -> visible in the API of single events, idle and at 2 000 events/s; target/freshness/
 	$(WM_BENCH) freshness $(ARGS)

@@ -3,11 +3,14 @@
 # up, in one run. Redis is only an accelerator: whatever it answers, a batch should cost no more
 # than with nothing listening. Each fault is a redis-server of this script's own on a free port:
 #
-#   down       nothing listening
-#   readonly   a replica whose master is gone (every write: READONLY)
-#   cluster    one master of a 3-master Redis Cluster behind a plain redis:// URL (MOVED, CROSSSLOT)
-#   oom        maxmemory 4mb under noeviction, filled (fills: OOM)
-#   hang       a server stopped with SIGSTOP (connections accepted, nothing answered)
+#   down          nothing listening
+#   readonly      a replica whose master is gone (every write: READONLY)
+#   cluster-node  one master of a 3-master Redis Cluster behind a plain redis:// URL (MOVED, CROSSSLOT)
+#   oom           maxmemory 4mb under noeviction, filled (fills: OOM)
+#   hang          a server stopped with SIGSTOP (connections accepted, nothing answered)
+#
+# and one deployment, not a fault: `cluster`, the same 3-master cluster behind its
+# redis-cluster:// URL, against the standalone server.
 #
 # LOADING is not here: a server holds it only while it reads its dump, too briefly for a run
 # (tests/it/redis_refuses.rs holds it with a large dump, for correctness).
@@ -15,7 +18,8 @@
 # Each fault's run follows a run with the local Redis up, and each run times the service from its
 # start to its last commit, then PostgreSQL's ceiling (`wm-bench ingest`, one round): the ratio to
 # the ceiling is what compares across runs on a machine whose speed drifts.
-# Options: EVENTS (200000), BATCH (1000), PARTITIONS (3), FAULTS ("down readonly cluster oom hang").
+# Options: EVENTS (200000), BATCH (1000), PARTITIONS (3),
+# FAULTS ("down readonly cluster-node oom hang cluster").
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,19 +27,30 @@ cd "$repo"
 events="${EVENTS:-200000}"
 batch="${BATCH:-1000}"
 partitions="${PARTITIONS:-3}"
-faults="${FAULTS:-down readonly cluster oom hang}"
+faults="${FAULTS:-down readonly cluster-node oom hang cluster}"
 out="target/bench-redis-faults/$(date -u +%Y%m%dT%H%M%SZ)"
 work="$(mktemp -d)"
 mkdir -p "$out"
 pids=()
 
 cleanup() {
-  for pid in "${pids[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    kill -CONT "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below 50000: a cluster node also listens on its port + 10000.
+free_port() {
+  python3 -c '
+import socket
+while True:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    if port < 50000: print(port); break'
+}
 
 # server PORT [options...]: a redis-server without persistence; prints nothing, records its pid.
 server() {
@@ -56,13 +71,17 @@ fault() {
   case $1 in
     down) ;;
     readonly) server "$port" --replicaof 127.0.0.1 "$(free_port)" ;;
-    cluster)
+    cluster | cluster-node)
       local ports=("$port" "$(free_port)" "$(free_port)")
       for p in "${ports[@]}"; do
         server "$p" --cluster-enabled yes --cluster-config-file "$work/nodes-$p.conf"
       done
       redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-yes >/dev/null
       until redis-cli -p "$port" CLUSTER INFO | grep -q cluster_state:ok; do sleep 0.1; done
+      if [[ $1 == cluster ]]; then
+        url="redis-cluster://127.0.0.1:${ports[0]}?node=127.0.0.1:${ports[1]}&node=127.0.0.1:${ports[2]}"
+        return
+      fi
       ;;
     oom)
       server "$port" --maxmemory 4mb --maxmemory-policy noeviction --enable-debug-command yes
@@ -87,7 +106,7 @@ run() {
   median=$(grep 'median of' "$log" | head -1)
   rate=$(grep -oE 'rounds: [0-9]+ events/s' <<<"$median" | grep -oE '[0-9]+')
   ratio=$(grep -oE 'ratio [0-9]+%' <<<"$median" | grep -oE '[0-9]+%')
-  printf '%-10s %-34s %8s events/s  %5s of the ceiling\n' "$name" "$url" "$rate" "$ratio" | tee -a "$out/summary.txt"
+  printf '%-12s %-34.34s %8s events/s  %5s of the ceiling\n' "$name" "$url" "$rate" "$ratio" | tee -a "$out/summary.txt"
 }
 
 cargo build --release --locked -p warehouse-monitor -p wm-bench

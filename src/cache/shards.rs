@@ -17,6 +17,8 @@
 //! where the new layout says: a change of layout costs the cache's entries,
 //! never a stale answer.
 
+use std::sync::OnceLock;
+
 use fred::types::cluster::ClusterRouting;
 
 /// Hash slots in a Redis Cluster.
@@ -95,12 +97,28 @@ impl Layout {
     }
 }
 
-/// The shortest decimal number whose hash slot is `slot`: a hash tag that
-/// puts a key there. Every slot has one below a few hundred thousand.
+/// The smallest decimal number whose hash slot is `slot`: a hash tag that
+/// puts a key there. The table of all 16 384 is made once (about 170 000
+/// numbers hashed), since every batch on a cluster names its markers.
 pub(super) fn tag_of_slot(slot: u16) -> String {
-    (0_u32..)
-        .map(|n| n.to_string())
-        .find(|tag| fred::util::redis_keyslot(tag.as_bytes()) == slot)
+    static TAGS: OnceLock<Vec<u32>> = OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let mut tags = vec![u32::MAX; SLOTS];
+        let mut missing = SLOTS;
+        for n in 0_u32.. {
+            let slot = usize::from(fred::util::redis_keyslot(n.to_string().as_bytes()));
+            if tags[slot] == u32::MAX {
+                tags[slot] = n;
+                missing -= 1;
+                if missing == 0 {
+                    break;
+                }
+            }
+        }
+        tags
+    });
+    tags.get(usize::from(slot))
+        .map(u32::to_string)
         .unwrap_or_default()
 }
 
@@ -108,6 +126,53 @@ pub(super) fn tag_of_slot(slot: u16) -> String {
 mod tests {
     use super::*;
     use crate::cache::Epoch;
+
+    /// A `CLUSTER SLOTS` reply: (start, end, port of its master) per range.
+    fn routing(ranges: &[(i64, i64, i64)]) -> ClusterRouting {
+        use fred::types::Value;
+        let value = Value::Array(
+            ranges
+                .iter()
+                .map(|(start, end, port)| {
+                    let node = Value::Array(vec![
+                        Value::from("127.0.0.1"),
+                        Value::Integer(*port),
+                        Value::from(format!("node-{port}")),
+                    ]);
+                    Value::Array(vec![Value::Integer(*start), Value::Integer(*end), node])
+                })
+                .collect(),
+        );
+        ClusterRouting::from_cluster_slots(value, "127.0.0.1").unwrap()
+    }
+
+    #[test]
+    fn each_key_goes_to_the_master_of_its_slot_and_each_master_has_a_marker_of_its_own() {
+        let layout =
+            Layout::of(&routing(&[(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)]))
+                .unwrap();
+        assert_eq!(layout.shards.len(), 3);
+        let epoch = Epoch(7);
+        for (index, shard) in layout.shards.iter().enumerate() {
+            let marker = epoch.marker_key_in(Some(&shard.tag));
+            assert_eq!(layout.shard_of(&marker), Some(index), "{marker}");
+            assert_eq!(shard.ranges[0].0, fred::util::redis_keyslot(marker.as_bytes()));
+        }
+        for n in 0..200_u128 {
+            let key = epoch.movement_key(uuid::Uuid::from_u128(n));
+            let slot = fred::util::redis_keyslot(key.as_bytes());
+            let port = layout.shards[layout.shard_of(&key).unwrap()].port;
+            let want = 7000 + u16::from(slot > 5460) + u16::from(slot > 10922);
+            assert_eq!(port, want, "{key} in slot {slot}");
+        }
+        // A master with two ranges is one shard, its marker in the lowest.
+        let split = Layout::of(&routing(&[(0, 99, 7001), (100, 16383, 7000), (200, 300, 7001)]));
+        let split = split.unwrap();
+        assert_eq!(split.shards.len(), 2);
+        let second = split.shards.iter().find(|s| s.port == 7001).unwrap();
+        assert_eq!(second.ranges, vec![(0, 99), (200, 300)]);
+        assert!(Layout::of(&routing(&[])).is_none(), "no layout yet");
+    }
 
     #[test]
     fn a_tag_puts_a_marker_in_the_slot_it_was_made_for() {

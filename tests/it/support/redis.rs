@@ -142,7 +142,10 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
         for _ in 0..6 {
-            let port = free_port();
+            // A node also listens on its port + 10000 (the cluster bus).
+            let port = std::iter::repeat_with(free_port)
+                .find(|p| *p < 55_000)
+                .unwrap();
             let config = dir.join(format!("nodes-{port}.conf"));
             let (config, dir_arg) = (config.display().to_string(), dir.display().to_string());
             nodes.push(
