@@ -148,15 +148,21 @@ mod tests {
 
     #[test]
     fn each_key_goes_to_the_master_of_its_slot_and_each_master_has_a_marker_of_its_own() {
-        let layout =
-            Layout::of(&routing(&[(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)]))
-                .unwrap();
+        let layout = Layout::of(&routing(&[
+            (0, 5460, 7000),
+            (5461, 10922, 7001),
+            (10923, 16383, 7002),
+        ]))
+        .unwrap();
         assert_eq!(layout.shards.len(), 3);
         let epoch = Epoch(7);
         for (index, shard) in layout.shards.iter().enumerate() {
             let marker = epoch.marker_key_in(Some(&shard.tag));
             assert_eq!(layout.shard_of(&marker), Some(index), "{marker}");
-            assert_eq!(shard.ranges[0].0, fred::util::redis_keyslot(marker.as_bytes()));
+            assert_eq!(
+                shard.ranges[0].0,
+                fred::util::redis_keyslot(marker.as_bytes())
+            );
         }
         for n in 0..200_u128 {
             let key = epoch.movement_key(uuid::Uuid::from_u128(n));
@@ -166,7 +172,11 @@ mod tests {
             assert_eq!(port, want, "{key} in slot {slot}");
         }
         // A master with two ranges is one shard, its marker in the lowest.
-        let split = Layout::of(&routing(&[(0, 99, 7001), (100, 16383, 7000), (200, 300, 7001)]));
+        let split = Layout::of(&routing(&[
+            (0, 99, 7001),
+            (100, 16383, 7000),
+            (200, 300, 7001),
+        ]));
         let split = split.unwrap();
         assert_eq!(split.shards.len(), 2);
         let second = split.shards.iter().find(|s| s.port == 7001).unwrap();

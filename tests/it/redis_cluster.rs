@@ -1,6 +1,6 @@
 //! A Redis Cluster (three masters, a replica each) with the cache on: reads
-//! are cached on every master, each through a tracking connection of its
-//! own; a master killed while events arrive is followed to its replica with
+//! are cached on every master (whose password is in the URL), each through
+//! a tracking connection of its own; a master killed while events arrive is followed to its replica with
 //! every answer right; and a shard whose master fails over to a replica that
 //! missed a delete never serves what it lost, while the other shards'
 //! entries were never at risk.
@@ -58,8 +58,8 @@ async fn wait_cached(app: &TestApp, pairs: &[(Uuid, Uuid)], what: &'static str) 
 }
 
 #[tokio::test]
-async fn a_cluster_is_cached_on_every_master_and_answers_right() {
-    let cluster = Cluster::start().await;
+async fn a_cluster_with_a_password_is_cached_on_every_master_and_answers_right() {
+    let cluster = Cluster::start_with_password(Some("cluster-secret")).await;
     let app = app_on(&cluster, 2).await;
     let stream = stream::generate(32, 400, 2, false);
     let pairs: Vec<_> = stream.expected_stock.keys().copied().collect();
@@ -88,16 +88,13 @@ async fn a_cluster_is_cached_on_every_master_and_answers_right() {
     // Each master holds the epoch's marker in a slot of its own.
     let epoch = app.cache_epoch().await;
     let pattern = format!("wm:{epoch}:marker:*");
-    let masters: Vec<u16> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.port)
-        .filter(|p| redis_cli(*p, &["ROLE"]).starts_with("master"))
+    let masters: Vec<usize> = (0..cluster.nodes.len())
+        .filter(|n| cluster.cli(*n, &["ROLE"]).starts_with("master"))
         .collect();
     assert_eq!(masters.len(), 3);
-    for port in masters {
-        let markers = redis_cli(port, &["KEYS", &pattern]);
-        assert_eq!(markers.lines().count(), 1, "master {port}: {markers:?}");
+    for node in masters {
+        let markers = cluster.cli(node, &["KEYS", &pattern]);
+        assert_eq!(markers.lines().count(), 1, "master {node}: {markers:?}");
     }
     app.stop().await;
     drop(cluster);

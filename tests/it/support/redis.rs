@@ -134,10 +134,19 @@ impl RawRedis {
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<OwnRedis>,
     dir: std::path::PathBuf,
+    /// The password every node asks for, if any.
+    password: Option<String>,
 }
 
 impl Cluster {
     pub(crate) async fn start() -> Self {
+        Self::start_with_password(None).await
+    }
+
+    /// A cluster whose nodes ask for `password` (clients and each other).
+    pub(crate) async fn start_with_password(password: Option<&str>) -> Self {
+        let auth: Vec<&str> =
+            password.map_or_else(Vec::new, |p| vec!["--requirepass", p, "--masterauth", p]);
         let dir = std::env::temp_dir().join(format!("wm-cluster-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
@@ -167,7 +176,11 @@ impl Cluster {
                         // refuse with the default).
                         "--cluster-replica-validity-factor",
                         "0",
-                    ],
+                    ]
+                    .iter()
+                    .chain(&auth)
+                    .copied()
+                    .collect::<Vec<_>>(),
                 )
                 .await,
             );
@@ -176,7 +189,10 @@ impl Cluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
+        let cli_auth: Vec<&str> =
+            password.map_or_else(Vec::new, |p| vec!["-a", p, "--no-auth-warning"]);
         let created = std::process::Command::new("redis-cli")
+            .args(&cli_auth)
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -184,27 +200,47 @@ impl Cluster {
             .output()
             .unwrap();
         assert!(created.status.success(), "{created:?}");
-        let first = nodes[0].port;
+        let cluster = Self {
+            nodes,
+            dir,
+            password: password.map(str::to_owned),
+        };
         eventually(20, || async {
-            redis_cli(first, &["CLUSTER", "INFO"])
+            cluster
+                .cli(0, &["CLUSTER", "INFO"])
                 .contains("cluster_state:ok")
                 .then_some(())
                 .ok_or("the cluster is up")
         })
         .await;
-        Self { nodes, dir }
+        cluster
+    }
+
+    /// What `redis-cli` printed for `args` on node `node`, with the password.
+    pub(crate) fn cli(&self, node: usize, args: &[&str]) -> String {
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(password) = &self.password {
+            all.extend(["-a", password.as_str(), "--no-auth-warning"]);
+        }
+        all.extend(args);
+        redis_cli(self.nodes[node].port, &all)
     }
 }
 
 impl Cluster {
-    /// The URL of the cluster, through its first three nodes.
+    /// The URL of the cluster, through its first three nodes (with the
+    /// password, if the nodes ask for one).
     pub(crate) fn url(&self) -> String {
         let nodes: Vec<String> = self.nodes[1..3]
             .iter()
             .map(|n| format!("node=127.0.0.1:{}", n.port))
             .collect();
+        let auth = self
+            .password
+            .as_ref()
+            .map_or_else(String::new, |p| format!(":{p}@"));
         format!(
-            "redis-cluster://127.0.0.1:{}?{}",
+            "redis-cluster://{auth}127.0.0.1:{}?{}",
             self.nodes[0].port,
             nodes.join("&")
         )
