@@ -1,6 +1,6 @@
 //! A Redis Cluster (three masters, a replica each) with the cache on: reads
-//! are cached on every master (whose password is in the URL), each through
-//! a tracking connection of its own; a master killed while events arrive is followed to its replica with
+//! are cached on every master (over TLS, with a password), each through a
+//! tracking connection of its own; a master killed while events arrive is followed to its replica with
 //! every answer right; and a shard whose master fails over to a replica that
 //! missed a delete never serves what it lost, while the other shards'
 //! entries were never at risk.
@@ -19,7 +19,10 @@ use warehouse_monitor::cache::Key;
 use crate::support::{
     helpers::{Ev, TestApp, eventually, test_settings},
     metrics::scrape,
-    redis::{Cluster, cache_hits, read_between_two_halves_then_check_every_answer, redis_cli},
+    pki::Pki,
+    redis::{
+        Access, Cluster, cache_hits, read_between_two_halves_then_check_every_answer, redis_cli,
+    },
     stream,
 };
 
@@ -58,9 +61,17 @@ async fn wait_cached(app: &TestApp, pairs: &[(Uuid, Uuid)], what: &'static str) 
 }
 
 #[tokio::test]
-async fn a_cluster_with_a_password_is_cached_on_every_master_and_answers_right() {
-    let cluster = Cluster::start_with_password(Some("cluster-secret")).await;
-    let app = app_on(&cluster, 2).await;
+async fn a_cluster_over_tls_with_a_password_is_cached_on_every_master_and_answers_right() {
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
+    let cluster = Cluster::start_with(Access {
+        password: Some("cluster-secret"),
+        tls: Some(&pki),
+    })
+    .await;
+    let mut settings = test_settings(2);
+    settings.redis.url = cluster.url().into();
+    settings.redis.ca_file = pki.ca_str();
+    let app = TestApp::spawn_with(settings).await;
     let stream = stream::generate(32, 400, 2, false);
     let pairs: Vec<_> = stream.expected_stock.keys().copied().collect();
     let took = read_between_two_halves_then_check_every_answer(&app, &stream, 2).await;

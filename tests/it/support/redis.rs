@@ -136,17 +136,54 @@ pub(crate) struct Cluster {
     dir: std::path::PathBuf,
     /// The password every node asks for, if any.
     password: Option<String>,
+    /// The CA of the nodes' certificates, when they speak TLS only.
+    tls_ca: Option<String>,
+}
+
+/// How a [`Cluster`]'s nodes are reached.
+#[derive(Default)]
+pub(crate) struct Access<'a> {
+    /// Every node asks for it (clients and each other).
+    pub(crate) password: Option<&'a str>,
+    /// Every node speaks TLS only (clients, replication and the cluster
+    /// bus), with a certificate of this PKI.
+    pub(crate) tls: Option<&'a super::pki::Pki>,
 }
 
 impl Cluster {
     pub(crate) async fn start() -> Self {
-        Self::start_with_password(None).await
+        Self::start_with(Access::default()).await
     }
 
-    /// A cluster whose nodes ask for `password` (clients and each other).
-    pub(crate) async fn start_with_password(password: Option<&str>) -> Self {
-        let auth: Vec<&str> =
-            password.map_or_else(Vec::new, |p| vec!["--requirepass", p, "--masterauth", p]);
+    /// A cluster whose nodes are reached as `access` says.
+    pub(crate) async fn start_with(access: Access<'_>) -> Self {
+        let mut extra: Vec<String> = Vec::new();
+        if let Some(p) = access.password {
+            extra.extend(["--requirepass", p, "--masterauth", p].map(str::to_owned));
+        }
+        let tls_ca = access.tls.map(super::pki::Pki::ca_str);
+        if let Some(pki) = access.tls {
+            let file = |name: &str| pki.dir.join(name).display().to_string();
+            extra.extend([
+                "--tls-cert-file".to_owned(),
+                file("server.crt"),
+                "--tls-key-file".to_owned(),
+                file("server.key"),
+                "--tls-ca-cert-file".to_owned(),
+                file("ca.pem"),
+            ]);
+            extra.extend(
+                [
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                ]
+                .map(str::to_owned),
+            );
+        }
         let dir = std::env::temp_dir().join(format!("wm-cluster-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
@@ -157,42 +194,49 @@ impl Cluster {
                 .unwrap();
             let config = dir.join(format!("nodes-{port}.conf"));
             let (config, dir_arg) = (config.display().to_string(), dir.display().to_string());
-            nodes.push(
-                OwnRedis::start_with(
-                    port,
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &config,
-                        "--dir",
-                        &dir_arg,
-                        // A master that stops answering is failed over
-                        // within seconds, not the default 15.
-                        "--cluster-node-timeout",
-                        "1000",
-                        // A replica takes over however long ago it last
-                        // heard from its master (an idle link is enough to
-                        // refuse with the default).
-                        "--cluster-replica-validity-factor",
-                        "0",
-                    ]
-                    .iter()
-                    .chain(&auth)
-                    .copied()
-                    .collect::<Vec<_>>(),
-                )
-                .await,
-            );
+            let port_arg = port.to_string();
+            // Over TLS a node listens on its TLS port only.
+            let ports: Vec<&str> = if tls_ca.is_some() {
+                vec!["--port", "0", "--tls-port", &port_arg]
+            } else {
+                Vec::new()
+            };
+            let options: Vec<&str> = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config,
+                "--dir",
+                &dir_arg,
+                // A master that stops answering is failed over within
+                // seconds, not the default 15.
+                "--cluster-node-timeout",
+                "1000",
+                // A replica takes over however long ago it last heard from
+                // its master (an idle link is enough to refuse with the
+                // default).
+                "--cluster-replica-validity-factor",
+                "0",
+            ]
+            .into_iter()
+            .chain(ports)
+            .chain(extra.iter().map(String::as_str))
+            .collect();
+            nodes.push(OwnRedis::start_with(port, &options).await);
         }
-        let addresses: Vec<String> = nodes
+        let cluster = Self {
+            nodes,
+            dir,
+            password: access.password.map(str::to_owned),
+            tls_ca,
+        };
+        let addresses: Vec<String> = cluster
+            .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let cli_auth: Vec<&str> =
-            password.map_or_else(Vec::new, |p| vec!["-a", p, "--no-auth-warning"]);
         let created = std::process::Command::new("redis-cli")
-            .args(&cli_auth)
+            .args(cluster.cli_access())
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
@@ -200,11 +244,6 @@ impl Cluster {
             .output()
             .unwrap();
         assert!(created.status.success(), "{created:?}");
-        let cluster = Self {
-            nodes,
-            dir,
-            password: password.map(str::to_owned),
-        };
         eventually(20, || async {
             cluster
                 .cli(0, &["CLUSTER", "INFO"])
@@ -216,20 +255,34 @@ impl Cluster {
         cluster
     }
 
-    /// What `redis-cli` printed for `args` on node `node`, with the password.
-    pub(crate) fn cli(&self, node: usize, args: &[&str]) -> String {
-        let mut all: Vec<&str> = Vec::new();
+    /// `redis-cli`'s options to reach a node: the password, TLS.
+    fn cli_access(&self) -> Vec<String> {
+        let mut access = Vec::new();
         if let Some(password) = &self.password {
-            all.extend(["-a", password.as_str(), "--no-auth-warning"]);
+            access.extend(["-a", password.as_str(), "--no-auth-warning"].map(str::to_owned));
         }
-        all.extend(args);
+        if let Some(ca) = &self.tls_ca {
+            access.extend(["--tls".to_owned(), "--cacert".to_owned(), ca.clone()]);
+        }
+        access
+    }
+
+    /// What `redis-cli` printed for `args` on node `node`, with the
+    /// password and TLS it needs.
+    pub(crate) fn cli(&self, node: usize, args: &[&str]) -> String {
+        let access = self.cli_access();
+        let all: Vec<&str> = access
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect();
         redis_cli(self.nodes[node].port, &all)
     }
 }
 
 impl Cluster {
     /// The URL of the cluster, through its first three nodes (with the
-    /// password, if the nodes ask for one).
+    /// password, and over TLS, if the nodes ask for them).
     pub(crate) fn url(&self) -> String {
         let nodes: Vec<String> = self.nodes[1..3]
             .iter()
@@ -239,8 +292,13 @@ impl Cluster {
             .password
             .as_ref()
             .map_or_else(String::new, |p| format!(":{p}@"));
+        let scheme = if self.tls_ca.is_some() {
+            "rediss-cluster"
+        } else {
+            "redis-cluster"
+        };
         format!(
-            "redis-cluster://{auth}127.0.0.1:{}?{}",
+            "{scheme}://{auth}127.0.0.1:{}?{}",
             self.nodes[0].port,
             nodes.join("&")
         )
