@@ -1,5 +1,5 @@
-//! A master under Sentinel, with the cache on, followed through a
-//! failover: every answer is right, ingestion goes on, and the cache serves
+//! A master under Sentinel, with the cache on and every connection over
+//! TLS, followed through a failover: every answer is right, ingestion goes on, and the cache serves
 //! hits again after the failover. A Redis Cluster is `redis_cluster.rs`.
 
 use std::{
@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::support::{
     helpers::{TestApp, eventually, free_port, test_settings},
+    pki::Pki,
     redis::{OwnRedis, cache_hits, redis_cli},
     stream,
 };
@@ -18,25 +19,66 @@ use crate::support::{
 /// The name the sentinels know the master by.
 const SERVICE: &str = "wm";
 
-/// Three `redis-server --sentinel` processes watching one master.
+/// Three `redis-server --sentinel` processes watching one master, every
+/// connection (to them, between them, to the servers) over TLS.
 struct Sentinels {
     ports: Vec<u16>,
     children: Vec<Child>,
     dir: PathBuf,
+    ca: String,
+}
+
+/// The options that make a server speak TLS only, on `port`, with a
+/// certificate of `pki`, and replicate over TLS.
+fn tls_options(pki: &Pki, port: u16) -> Vec<String> {
+    let file = |name: &str| pki.dir.join(name).display().to_string();
+    vec![
+        "--port".to_owned(),
+        "0".to_owned(),
+        "--tls-port".to_owned(),
+        port.to_string(),
+        "--tls-cert-file".to_owned(),
+        file("server.crt"),
+        "--tls-key-file".to_owned(),
+        file("server.key"),
+        "--tls-ca-cert-file".to_owned(),
+        file("ca.pem"),
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+        "--tls-replication".to_owned(),
+        "yes".to_owned(),
+    ]
+}
+
+/// A server of `tls_options`, with `more` options.
+async fn tls_redis(pki: &Pki, more: &[&str]) -> OwnRedis {
+    let port = free_port();
+    let tls = tls_options(pki, port);
+    let options: Vec<&str> = tls
+        .iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect();
+    OwnRedis::start_with(port, &options).await
 }
 
 impl Sentinels {
-    fn start(master: u16) -> Self {
+    fn start(master: u16, pki: &Pki) -> Self {
         let dir = std::env::temp_dir().join(format!("wm-sentinel-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let (mut ports, mut children) = (Vec::new(), Vec::new());
         for _ in 0..3 {
             let port = free_port();
             let conf = dir.join(format!("sentinel-{port}.conf"));
+            // Each `--option value` pair of the servers' TLS is a line here.
+            let tls: String = tls_options(pki, port)
+                .chunks(2)
+                .map(|kv| format!("{} {}\n", kv[0].trim_start_matches("--"), kv[1]))
+                .collect();
             std::fs::write(
                 &conf,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                    "{tls}bind 127.0.0.1\ndir {dir}\n\
                      sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n\
                      sentinel down-after-milliseconds {SERVICE} 1000\n\
                      sentinel failover-timeout {SERVICE} 5000\n",
@@ -57,12 +99,21 @@ impl Sentinels {
             ports,
             children,
             dir,
+            ca: pki.ca_str(),
         }
+    }
+
+    /// What `redis-cli` printed for `args` on the first sentinel (or a
+    /// server: `port`), over TLS.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let tls = ["--tls", "--cacert", self.ca.as_str()];
+        let all: Vec<&str> = tls.iter().chain(args).copied().collect();
+        redis_cli(port, &all)
     }
 
     /// The port of the master the first sentinel names now.
     fn master_port(&self) -> Option<u16> {
-        let out = redis_cli(
+        let out = self.cli(
             self.ports[0],
             &["SENTINEL", "get-master-addr-by-name", SERVICE],
         );
@@ -76,7 +127,7 @@ impl Sentinels {
             .map(|p| format!("node=127.0.0.1:{p}"))
             .collect();
         format!(
-            "redis-sentinel://127.0.0.1:{}?{}&sentinelServiceName={SERVICE}",
+            "rediss-sentinel://127.0.0.1:{}?{}&sentinelServiceName={SERVICE}",
             self.ports[0],
             nodes.join("&")
         )
@@ -94,14 +145,14 @@ impl Drop for Sentinels {
 }
 
 #[tokio::test]
-async fn a_master_under_sentinel_is_cached_and_followed_through_a_failover() {
-    let mut master = OwnRedis::start(free_port()).await;
+async fn a_master_under_sentinel_over_tls_is_cached_and_followed_through_a_failover() {
+    let pki = Pki::new(&["localhost", "127.0.0.1"]);
+    let mut master = tls_redis(&pki, &[]).await;
     let replica_of = master.port.to_string();
-    let replica =
-        OwnRedis::start_with(free_port(), &["--replicaof", "127.0.0.1", &replica_of]).await;
-    let sentinels = Sentinels::start(master.port);
+    let replica = tls_redis(&pki, &["--replicaof", "127.0.0.1", &replica_of]).await;
+    let sentinels = Sentinels::start(master.port, &pki);
     eventually(20, || async {
-        let seen = redis_cli(sentinels.ports[0], &["SENTINEL", "replicas", SERVICE]);
+        let seen = sentinels.cli(sentinels.ports[0], &["SENTINEL", "replicas", SERVICE]);
         (sentinels.master_port() == Some(master.port) && seen.contains(&replica.port.to_string()))
             .then_some(())
             .ok_or("the sentinels know the master and its replica")
@@ -110,6 +161,7 @@ async fn a_master_under_sentinel_is_cached_and_followed_through_a_failover() {
 
     let mut settings = test_settings(2);
     settings.redis.url = sentinels.url().into();
+    settings.redis.ca_file = pki.ca_str();
     let app = TestApp::spawn_with(settings).await;
     let stream = stream::generate(31, 300, 2, false);
     let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
