@@ -1,5 +1,5 @@
-//! A master under Sentinel, with the cache on and every connection over
-//! TLS, followed through a failover: every answer is right, ingestion goes on, and the cache serves
+//! A master under Sentinel, with the cache on, every connection over TLS
+//! and a password, followed through a failover: every answer is right, ingestion goes on, and the cache serves
 //! hits again after the failover. A Redis Cluster is `redis_cluster.rs`.
 
 use std::{
@@ -20,13 +20,18 @@ use crate::support::{
 const SERVICE: &str = "wm";
 
 /// Three `redis-server --sentinel` processes watching one master, every
-/// connection (to them, between them, to the servers) over TLS.
+/// connection (to them, between them, to the servers) over TLS, and every
+/// server and sentinel asking for [`PASSWORD`].
 struct Sentinels {
     ports: Vec<u16>,
     children: Vec<Child>,
     dir: PathBuf,
     ca: String,
 }
+
+/// The password of the servers and the sentinels (fred asks both with the
+/// URL's).
+const PASSWORD: &str = "sentinel-Pw-1";
 
 /// The options that make a server speak TLS only, on `port`, with a
 /// certificate of `pki`, and replicate over TLS.
@@ -50,13 +55,14 @@ fn tls_options(pki: &Pki, port: u16) -> Vec<String> {
     ]
 }
 
-/// A server of `tls_options`, with `more` options.
+/// A server of `tls_options`, asking for [`PASSWORD`], with `more` options.
 async fn tls_redis(pki: &Pki, more: &[&str]) -> OwnRedis {
     let port = free_port();
     let tls = tls_options(pki, port);
     let options: Vec<&str> = tls
         .iter()
         .map(String::as_str)
+        .chain(["--requirepass", PASSWORD, "--masterauth", PASSWORD])
         .chain(more.iter().copied())
         .collect();
     OwnRedis::start_with(port, &options).await
@@ -78,8 +84,10 @@ impl Sentinels {
             std::fs::write(
                 &conf,
                 format!(
-                    "{tls}bind 127.0.0.1\ndir {dir}\n\
+                    "{tls}bind 127.0.0.1\ndir {dir}\nrequirepass {PASSWORD}\n\
                      sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n\
+                     sentinel auth-pass {SERVICE} {PASSWORD}\n\
+                     sentinel sentinel-pass {PASSWORD}\n\
                      sentinel down-after-milliseconds {SERVICE} 1000\n\
                      sentinel failover-timeout {SERVICE} 5000\n",
                     dir = dir.display()
@@ -106,7 +114,14 @@ impl Sentinels {
     /// What `redis-cli` printed for `args` on the first sentinel (or a
     /// server: `port`), over TLS.
     fn cli(&self, port: u16, args: &[&str]) -> String {
-        let tls = ["--tls", "--cacert", self.ca.as_str()];
+        let tls = [
+            "--tls",
+            "--cacert",
+            self.ca.as_str(),
+            "-a",
+            PASSWORD,
+            "--no-auth-warning",
+        ];
         let all: Vec<&str> = tls.iter().chain(args).copied().collect();
         redis_cli(port, &all)
     }
@@ -127,7 +142,7 @@ impl Sentinels {
             .map(|p| format!("node=127.0.0.1:{p}"))
             .collect();
         format!(
-            "rediss-sentinel://127.0.0.1:{}?{}&sentinelServiceName={SERVICE}",
+            "rediss-sentinel://:{PASSWORD}@127.0.0.1:{}?{}&sentinelServiceName={SERVICE}",
             self.ports[0],
             nodes.join("&")
         )
@@ -145,7 +160,8 @@ impl Drop for Sentinels {
 }
 
 #[tokio::test]
-async fn a_master_under_sentinel_over_tls_is_cached_and_followed_through_a_failover() {
+async fn a_master_under_sentinel_over_tls_with_a_password_is_cached_and_followed_through_a_failover()
+ {
     let pki = Pki::new(&["localhost", "127.0.0.1"]);
     let mut master = tls_redis(&pki, &[]).await;
     let replica_of = master.port.to_string();

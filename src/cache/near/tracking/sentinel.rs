@@ -6,6 +6,10 @@
 //! writes by the epoch's marker ([`crate::cache::trust`]): a sentinel that
 //! answers late or wrongly can make reads answer from PostgreSQL, never
 //! serve an entry a lagging replica kept.
+//!
+//! The sentinels are asked with the URL's credentials, as fred's client
+//! asks them (its `sentinel-auth` feature, for credentials of their own, is
+//! off): sentinels and servers share the password.
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -35,18 +39,29 @@ async fn ask(
     port: u16,
     service: &str,
 ) -> Result<Option<(String, u16)>, ConnectionError> {
-    exchange(open(target, host, port).await?, service).await
+    exchange(open(target, host, port).await?, target, service).await
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
+    target: &Target,
     service: &str,
 ) -> Result<Option<(String, u16)>, ConnectionError> {
     let mut out = Vec::new();
+    if let Some(password) = &target.password {
+        let user = target.username.as_deref().unwrap_or("default");
+        resp::command(&mut out, &[b"AUTH", user.as_bytes(), password.as_bytes()]);
+    }
     let ask: [&[u8]; 3] = [b"SENTINEL", b"get-master-addr-by-name", service.as_bytes()];
     resp::command(&mut out, &ask);
     stream.write_all(&out).await?;
     let mut input = Vec::new();
+    if target.password.is_some()
+        && let Frame::Error(reason) = next_frame(&mut stream, &mut input).await?
+    {
+        tracing::debug!(%reason, "a sentinel refused the URL's credentials");
+        return Ok(None);
+    }
     Ok(master_address(&next_frame(&mut stream, &mut input).await?))
 }
 
