@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::support::{
     helpers::{TestApp, eventually, free_port, test_settings},
     pki::Pki,
-    redis::{OwnRedis, cache_hits, redis_cli},
+    redis::{OwnRedis, cache_hits, redis_cli, tls_only},
     stream,
 };
 
@@ -33,32 +33,10 @@ struct Sentinels {
 /// URL's).
 const PASSWORD: &str = "sentinel-Pw-1";
 
-/// The options that make a server speak TLS only, on `port`, with a
-/// certificate of `pki`, and replicate over TLS.
-fn tls_options(pki: &Pki, port: u16) -> Vec<String> {
-    let file = |name: &str| pki.dir.join(name).display().to_string();
-    vec![
-        "--port".to_owned(),
-        "0".to_owned(),
-        "--tls-port".to_owned(),
-        port.to_string(),
-        "--tls-cert-file".to_owned(),
-        file("server.crt"),
-        "--tls-key-file".to_owned(),
-        file("server.key"),
-        "--tls-ca-cert-file".to_owned(),
-        file("ca.pem"),
-        "--tls-auth-clients".to_owned(),
-        "no".to_owned(),
-        "--tls-replication".to_owned(),
-        "yes".to_owned(),
-    ]
-}
-
-/// A server of `tls_options`, asking for [`PASSWORD`], with `more` options.
+/// A server speaking TLS only, asking for [`PASSWORD`], with `more` options.
 async fn tls_redis(pki: &Pki, more: &[&str]) -> OwnRedis {
     let port = free_port();
-    let tls = tls_options(pki, port);
+    let tls = tls_only(pki, port);
     let options: Vec<&str> = tls
         .iter()
         .map(String::as_str)
@@ -77,7 +55,7 @@ impl Sentinels {
             let port = free_port();
             let conf = dir.join(format!("sentinel-{port}.conf"));
             // Each `--option value` pair of the servers' TLS is a line here.
-            let tls: String = tls_options(pki, port)
+            let tls: String = tls_only(pki, port)
                 .chunks(2)
                 .map(|kv| format!("{} {}\n", kv[0].trim_start_matches("--"), kv[1]))
                 .collect();

@@ -19,7 +19,7 @@ use crate::support::{
     pki::Pki,
     postgres::OwnPostgres,
     process::{empty_dir, run},
-    redis::OwnRedis,
+    redis::{OwnRedis, tls_only},
 };
 
 /// Whether the batch pool's connection to the server is encrypted, as the
@@ -164,25 +164,12 @@ struct TlsRedis {
 impl TlsRedis {
     async fn start(pki: &Pki, password: &str) -> Self {
         let port = free_port();
-        let file = |name: &str| pki.dir.join(name).display().to_string();
-        let tls_port = port.to_string();
-        let (cert, key, ca) = (file("server.crt"), file("server.key"), file("ca.pem"));
-        let options = [
-            "--port",
-            "0",
-            "--tls-port",
-            tls_port.as_str(),
-            "--tls-cert-file",
-            cert.as_str(),
-            "--tls-key-file",
-            key.as_str(),
-            "--tls-ca-cert-file",
-            ca.as_str(),
-            "--tls-auth-clients",
-            "no",
-            "--requirepass",
-            password,
-        ];
+        let tls = tls_only(pki, port);
+        let options: Vec<&str> = tls
+            .iter()
+            .map(String::as_str)
+            .chain(["--requirepass", password])
+            .collect();
         // Waits until the TLS port accepts connections.
         let server = OwnRedis::start_with(port, &options).await;
         Self {

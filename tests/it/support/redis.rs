@@ -162,28 +162,6 @@ impl Cluster {
             extra.extend(["--requirepass", p, "--masterauth", p].map(str::to_owned));
         }
         let tls_ca = access.tls.map(super::pki::Pki::ca_str);
-        if let Some(pki) = access.tls {
-            let file = |name: &str| pki.dir.join(name).display().to_string();
-            extra.extend([
-                "--tls-cert-file".to_owned(),
-                file("server.crt"),
-                "--tls-key-file".to_owned(),
-                file("server.key"),
-                "--tls-ca-cert-file".to_owned(),
-                file("ca.pem"),
-            ]);
-            extra.extend(
-                [
-                    "--tls-auth-clients",
-                    "no",
-                    "--tls-cluster",
-                    "yes",
-                    "--tls-replication",
-                    "yes",
-                ]
-                .map(str::to_owned),
-            );
-        }
         let dir = std::env::temp_dir().join(format!("wm-cluster-{}", Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
@@ -194,13 +172,13 @@ impl Cluster {
                 .unwrap();
             let config = dir.join(format!("nodes-{port}.conf"));
             let (config, dir_arg) = (config.display().to_string(), dir.display().to_string());
-            let port_arg = port.to_string();
-            // Over TLS a node listens on its TLS port only.
-            let ports: Vec<&str> = if tls_ca.is_some() {
-                vec!["--port", "0", "--tls-port", &port_arg]
-            } else {
-                Vec::new()
-            };
+            // Over TLS a node listens on its TLS port only, and speaks TLS
+            // on the cluster bus too.
+            let tls: Vec<String> = access.tls.map_or_else(Vec::new, |pki| {
+                let mut tls = tls_only(pki, port);
+                tls.extend(["--tls-cluster", "yes"].map(str::to_owned));
+                tls
+            });
             let options: Vec<&str> = [
                 "--cluster-enabled",
                 "yes",
@@ -219,8 +197,7 @@ impl Cluster {
                 "0",
             ]
             .into_iter()
-            .chain(ports)
-            .chain(extra.iter().map(String::as_str))
+            .chain(tls.iter().chain(&extra).map(String::as_str))
             .collect();
             nodes.push(OwnRedis::start_with(port, &options).await);
         }
@@ -337,6 +314,29 @@ impl Cluster {
         })
         .await;
     }
+}
+
+/// The options that make a redis-server speak TLS only, on `port`, with the
+/// certificate of `pki`: to its clients (which show no certificate of their
+/// own) and to its replicas.
+pub(crate) fn tls_only(pki: &super::pki::Pki, port: u16) -> Vec<String> {
+    let file = |name: &str| pki.dir.join(name).display().to_string();
+    vec![
+        "--port".to_owned(),
+        "0".to_owned(),
+        "--tls-port".to_owned(),
+        port.to_string(),
+        "--tls-cert-file".to_owned(),
+        file("server.crt"),
+        "--tls-key-file".to_owned(),
+        file("server.key"),
+        "--tls-ca-cert-file".to_owned(),
+        file("ca.pem"),
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+        "--tls-replication".to_owned(),
+        "yes".to_owned(),
+    ]
 }
 
 /// `ROLE`'s reply, one line per item.
