@@ -5,7 +5,7 @@ use uuid::Uuid;
 use warehouse_monitor::store;
 
 use crate::support::{
-    helpers::{Ev, Producer, ServiceProcess, stock, test_settings, wait_consumed},
+    helpers::{Ev, Producer, ServiceProcess, stock, stock_path, test_settings, wait_consumed},
     process::{empty_dir, run},
 };
 
@@ -42,7 +42,7 @@ async fn serves_and_ingests_from_an_empty_directory_with_only_environment_variab
     let pool = warehouse_monitor::store::pool(&settings.postgres).unwrap();
     wait_consumed(&pool, &settings.kafka.topic, &producer).await;
     assert_eq!(stock(&pool, warehouse, product).await, Some(12));
-    let url = service.url(&format!("/api/warehouses/{warehouse}/products/{product}"));
+    let url = service.url(&stock_path(warehouse, product));
     let body: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     assert_eq!(body["quantity"], 12, "{body}");
 

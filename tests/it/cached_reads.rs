@@ -13,14 +13,10 @@ use uuid::Uuid;
 use warehouse_monitor::cache::{Epoch, Key};
 
 use crate::support::{
-    helpers::{Ev, TestApp, eventually, free_port, test_settings},
+    helpers::{Ev, TestApp, eventually, free_port, stock_path, test_settings},
     redis::RawRedis,
     redis::{OwnRedis, cache_hits, trusted_cache},
 };
-
-fn stock_path(w: Uuid, p: Uuid) -> String {
-    format!("/api/warehouses/{w}/products/{p}")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_read_after_an_invalidation_returns_an_older_value() {

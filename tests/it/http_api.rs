@@ -4,14 +4,10 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::helpers::{Ev, TestApp, eventually};
+use crate::support::helpers::{Ev, TestApp, eventually, stock_path};
 
 fn movement_path(id: Uuid) -> String {
     format!("/api/movements/{id}")
-}
-
-fn stock_path(w: Uuid, p: Uuid) -> String {
-    format!("/api/warehouses/{w}/products/{p}")
 }
 
 #[tokio::test]

@@ -9,10 +9,7 @@
 //! Redis of its own.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -20,10 +17,9 @@ use uuid::Uuid;
 use warehouse_monitor::cache::Key;
 
 use crate::support::{
-    helpers::{Ev, TestApp, eventually, free_port, test_settings},
+    helpers::{Ev, TestApp, eventually, free_port, stock_path, test_settings},
     metrics::scrape,
-    redis::RawRedis,
-    redis::{OwnRedis, cache_hits, redis_cli},
+    redis::{OwnRedis, RawRedis, Watch, cache_hits, redis_cli},
 };
 
 /// How Redis comes back from the snapshot.
@@ -58,7 +54,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
     let app = Arc::new(TestApp::spawn_with(settings.clone()).await);
     let peek = RawRedis::connect(settings.redis.url.expose()).await;
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
-    let path = format!("/api/warehouses/{w}/products/{p}");
+    let path = stock_path(w, p);
     let key = Key::Stock {
         warehouse_id: w,
         product_id: p,
@@ -90,29 +86,7 @@ async fn lost_writes_are_never_served(loss: Loss) {
     }
 
     // From here on every read must answer 12.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (reads, stale) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let wrong = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reader = {
-        let (app, stop, reads, stale, wrong, path) = (
-            Arc::clone(&app),
-            stop.clone(),
-            Arc::clone(&reads),
-            Arc::clone(&stale),
-            Arc::clone(&wrong),
-            path.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let (status, body) = app.get_json(&path).await;
-                if status != 200 || body["quantity"] != 12 {
-                    stale.fetch_add(1, Ordering::Relaxed);
-                    wrong.lock().unwrap().push(format!("{status} {body}"));
-                }
-                reads.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let watch = Watch::start(Arc::clone(&app), path.clone(), 12);
     let run_before = run_id(port);
     let lost_at = Instant::now();
     match loss {
@@ -138,15 +112,13 @@ async fn lost_writes_are_never_served(loss: Loss) {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.cancel();
-    reader.await.unwrap();
-    let (reads, stale) = (reads.load(Ordering::Relaxed), stale.load(Ordering::Relaxed));
+    let (reads, wrong) = watch.stop().await;
+    let stale = wrong.len();
     let now = app.cache_epoch().await;
     println!(
         "{loss:?}: {reads} reads, {stale} not 12; cache hits again {resumed:?} after the loss; \
          epoch {epoch} -> {now}"
     );
-    let wrong = wrong.lock().unwrap().clone();
     assert_eq!(
         stale, 0,
         "{stale} of {reads} reads did not answer 12: {wrong:?}"

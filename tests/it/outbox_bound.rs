@@ -18,7 +18,7 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::support::{
-    helpers::{TestApp, eventually, free_port, test_settings},
+    helpers::{TestApp, eventually, free_port, stock_path, test_settings},
     postgres::OwnPostgres,
     redis::{OwnRedis, cache_hits},
     stream::{self, Stream},
@@ -51,9 +51,7 @@ async fn outbox_size(pool: &Pool) -> (i64, i64, i64, i64) {
 /// Every stock pair of `stream` answers what the stream adds up to.
 async fn all_answers_right(app: &TestApp, stream: &Stream) {
     for ((w, p), expected) in &stream.expected_stock {
-        let (status, body) = app
-            .get_json(&format!("/api/warehouses/{w}/products/{p}"))
-            .await;
+        let (status, body) = app.get_json(&stock_path(*w, *p)).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["quantity"], (*expected).max(0), "{w}/{p}");
     }
@@ -111,7 +109,7 @@ async fn ingest(
         let back = Instant::now();
         *redis = OwnRedis::start(redis.port).await;
         let ((w, p), expected) = stream.expected_stock.iter().next().unwrap();
-        let path = format!("/api/warehouses/{w}/products/{p}");
+        let path = stock_path(*w, *p);
         let hits = cache_hits(&app).await;
         let off = eventually(30, || async {
             assert_eq!(app.get_json(&path).await.1["quantity"], (*expected).max(0));

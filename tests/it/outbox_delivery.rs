@@ -26,7 +26,7 @@ use warehouse_monitor::{
 use crate::support::{
     helpers::{
         Ev, Producer, ServiceProcess, TestApp, cache_epoch, committed_offsets, eventually,
-        free_port, test_settings, wait_consumed,
+        free_port, stock_path, test_settings, wait_consumed,
     },
     metrics::{parse_exposition, scrape},
     redis::RawRedis,
@@ -79,10 +79,7 @@ impl Keys {
     }
 
     fn paths(&self) -> Vec<String> {
-        let stock = self
-            .pairs
-            .iter()
-            .map(|(w, p)| format!("/api/warehouses/{w}/products/{p}"));
+        let stock = self.pairs.iter().map(|(w, p)| stock_path(*w, *p));
         let movements = self
             .movements
             .iter()

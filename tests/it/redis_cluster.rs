@@ -6,10 +6,7 @@
 //! entries were never at risk.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -17,18 +14,15 @@ use uuid::Uuid;
 use warehouse_monitor::cache::Key;
 
 use crate::support::{
-    helpers::{Ev, TestApp, eventually, test_settings},
+    helpers::{Ev, TestApp, eventually, stock_path, test_settings},
     metrics::scrape,
     pki::Pki,
     redis::{
-        Access, Cluster, cache_hits, read_between_two_halves_then_check_every_answer, redis_cli,
+        Access, Cluster, Watch, cache_hits, read_between_two_halves_then_check_every_answer,
+        redis_cli, wait_cached,
     },
     stream,
 };
-
-fn stock_path((w, p): &(Uuid, Uuid)) -> String {
-    format!("/api/warehouses/{w}/products/{p}")
-}
 
 /// How far a server is in its replication stream (a master: what it wrote;
 /// a replica: what it applied).
@@ -47,19 +41,6 @@ async fn app_on(cluster: &Cluster, partitions: i32) -> TestApp {
     TestApp::spawn_with(settings).await
 }
 
-/// Reads `pairs` twice each until the application counts more cache hits.
-async fn wait_cached(app: &TestApp, pairs: &[(Uuid, Uuid)], what: &'static str) {
-    eventually(30, || async {
-        let before = cache_hits(app).await;
-        for pair in pairs {
-            app.get_json(&stock_path(pair)).await;
-            app.get_json(&stock_path(pair)).await;
-        }
-        (cache_hits(app).await > before).then_some(()).ok_or(what)
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn a_cluster_over_tls_with_a_password_is_cached_on_every_master_and_answers_right() {
     let pki = Pki::new(&["localhost", "127.0.0.1"]);
@@ -76,7 +57,7 @@ async fn a_cluster_over_tls_with_a_password_is_cached_on_every_master_and_answer
     let pairs: Vec<_> = stream.expected_stock.keys().copied().collect();
     let took = read_between_two_halves_then_check_every_answer(&app, &stream, 2).await;
     println!("redis-cluster:// URL: second half ingested in {took:?}");
-    wait_cached(&app, &pairs, "cache hits on the cluster").await;
+    wait_cached(&app, &pairs, 30, "cache hits on the cluster").await;
     let m = scrape(&app).await;
     let queued: f64 = m
         .find("wm_cache_outbox_queued_total", &[])
@@ -126,7 +107,7 @@ async fn a_master_killed_while_events_arrive_is_followed_to_its_replica() {
         app.produce(partition, quarter(values, 1)).await;
     }
     app.wait_consumed().await;
-    wait_cached(&app, &pairs[..20], "cache hits before the failover").await;
+    wait_cached(&app, &pairs[..20], 30, "cache hits before the failover").await;
 
     let epoch = app.cache_epoch().await;
     let (w, p) = pairs[0];
@@ -135,7 +116,7 @@ async fn a_master_killed_while_events_arrive_is_followed_to_its_replica() {
         product_id: p,
     }
     .in_epoch(epoch);
-    app.get_json(&stock_path(&pairs[0])).await;
+    app.get_json(&stock_path(w, p)).await;
     let (master, replica) = cluster.master_and_replica_of(&key);
     for (partition, values) in (0..).zip(&stream.partitions) {
         app.produce(partition, quarter(values, 2)).await;
@@ -151,13 +132,13 @@ async fn a_master_killed_while_events_arrive_is_followed_to_its_replica() {
         let (app, stream) = (&app, &stream);
         async move {
             for (pair, quantity) in &stream.expected_stock {
-                let answer = app.get_json(&stock_path(pair)).await.1;
+                let answer = app.get_json(&stock_path(pair.0, pair.1)).await.1;
                 assert_eq!(answer["quantity"], (*quantity).max(0), "{pair:?} {when}");
             }
         }
     };
     check("after the failover").await;
-    wait_cached(&app, &pairs[20..40], "cache hits on the new master").await;
+    wait_cached(&app, &pairs[20..40], 30, "cache hits on the new master").await;
     check("once cached again").await;
     app.stop().await;
     drop(cluster);
@@ -168,7 +149,7 @@ async fn a_shard_failed_over_to_a_replica_that_missed_a_delete_never_serves_it()
     let mut cluster = Cluster::start().await;
     let app = Arc::new(app_on(&cluster, 1).await);
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
-    let path = stock_path(&(w, p));
+    let path = stock_path(w, p);
     let quantity = |body: serde_json::Value| body["quantity"].as_i64().unwrap();
     app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 5).bytes()])
         .await;
@@ -211,29 +192,7 @@ async fn a_shard_failed_over_to_a_replica_that_missed_a_delete_never_serves_it()
     }
 
     // From here on every read must answer 12.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (reads, stale) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let reader = {
-        let (app, stop, reads, stale, path) = (
-            Arc::clone(&app),
-            stop.clone(),
-            Arc::clone(&reads),
-            Arc::clone(&stale),
-            path.clone(),
-        );
-        tokio::spawn(async move {
-            let mut wrong = Vec::new();
-            while !stop.is_cancelled() {
-                let (status, body) = app.get_json(&path).await;
-                if status != 200 || body["quantity"] != 12 {
-                    stale.fetch_add(1, Ordering::Relaxed);
-                    wrong.push(format!("{status} {body}"));
-                }
-                reads.fetch_add(1, Ordering::Relaxed);
-            }
-            wrong
-        })
-    };
+    let watch = Watch::start(Arc::clone(&app), path.clone(), 12);
     // The master dies; its lagging replica takes over.
     let lost_at = Instant::now();
     cluster.nodes[master].kill();
@@ -256,9 +215,8 @@ async fn a_shard_failed_over_to_a_replica_that_missed_a_delete_never_serves_it()
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.cancel();
-    let wrong = reader.await.unwrap();
-    let (reads, stale) = (reads.load(Ordering::Relaxed), stale.load(Ordering::Relaxed));
+    let (reads, wrong) = watch.stop().await;
+    let stale = wrong.len();
     let now = app.cache_epoch().await;
     println!(
         "cluster shard lost a delete: {reads} reads, {stale} not 12; cache hits again \

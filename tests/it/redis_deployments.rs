@@ -10,9 +10,9 @@ use std::{
 use uuid::Uuid;
 
 use crate::support::{
-    helpers::{TestApp, eventually, free_port, test_settings},
+    helpers::{TestApp, eventually, free_port, stock_path, test_settings},
     pki::Pki,
-    redis::{OwnRedis, cache_hits, redis_cli, tls_only},
+    redis::{OwnRedis, redis_cli, tls_only, wait_cached},
     stream,
 };
 
@@ -158,7 +158,7 @@ async fn a_master_under_sentinel_over_tls_with_a_password_is_cached_and_followed
     settings.redis.ca_file = pki.ca_str();
     let app = TestApp::spawn_with(settings).await;
     let stream = stream::generate(31, 300, 2, false);
-    let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
+    let path = |(w, p): &(Uuid, Uuid)| stock_path(*w, *p);
     let pairs: Vec<_> = stream.expected_stock.keys().copied().collect();
     for (partition, values) in (0..).zip(&stream.partitions) {
         app.produce(partition, values[..values.len() / 2].to_vec())
@@ -166,16 +166,12 @@ async fn a_master_under_sentinel_over_tls_with_a_password_is_cached_and_followed
     }
     app.wait_consumed().await;
     // Reads are cached through the master the sentinels name.
-    eventually(20, || async {
-        let before = cache_hits(&app).await;
-        for pair in &pairs[..20] {
-            app.get_json(&path(pair)).await;
-            app.get_json(&path(pair)).await;
-        }
-        (cache_hits(&app).await > before)
-            .then_some(())
-            .ok_or("cache hits through the sentinels' master")
-    })
+    wait_cached(
+        &app,
+        &pairs[..20],
+        20,
+        "cache hits through the sentinels' master",
+    )
     .await;
 
     // The master dies; the sentinels promote its replica.
@@ -197,16 +193,12 @@ async fn a_master_under_sentinel_over_tls_with_a_password_is_cached_and_followed
         assert_eq!(answer["quantity"], (*quantity).max(0), "{pair:?}");
     }
     // The cache comes back by itself, on the new master.
-    eventually(30, || async {
-        let before = cache_hits(&app).await;
-        for pair in &pairs[20..40] {
-            app.get_json(&path(pair)).await;
-            app.get_json(&path(pair)).await;
-        }
-        (cache_hits(&app).await > before)
-            .then_some(())
-            .ok_or("cache hits again after the failover")
-    })
+    wait_cached(
+        &app,
+        &pairs[20..40],
+        30,
+        "cache hits again after the failover",
+    )
     .await;
     for (pair, quantity) in &stream.expected_stock {
         let answer = app.get_json(&path(pair)).await.1;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::support::{
-    helpers::{Ev, TestApp, eventually, free_port, test_settings},
+    helpers::{Ev, TestApp, eventually, free_port, stock_path, test_settings},
     redis::{
         Cluster, OwnRedis, cache_hits, read_between_two_halves_then_check_every_answer, redis_cli,
     },
@@ -45,7 +45,7 @@ async fn a_read_only_replica_neither_stalls_ingestion_nor_serves_a_stale_answer(
     // Read a stock pair first, so that its answer is cached (reads work on a
     // replica), then change it: the delete is refused with READONLY.
     let (w, p) = (Uuid::new_v4(), Uuid::new_v4());
-    let path = format!("/api/warehouses/{w}/products/{p}");
+    let path = stock_path(w, p);
     app.produce(0, vec![Ev::arrival(Uuid::new_v4(), w, p, 3).bytes()])
         .await;
     app.wait_consumed().await;
@@ -138,7 +138,7 @@ async fn a_redis_that_hangs_does_not_make_every_batch_wait_for_it() {
     stream.assert_stock(&app.pool).await;
     // The API answers while Redis still hangs (stock below 0 reads as 0).
     for ((w, p), quantity) in stream.expected_stock.iter().take(20) {
-        let path = format!("/api/warehouses/{w}/products/{p}");
+        let path = stock_path(*w, *p);
         assert_eq!(app.get_json(&path).await.1["quantity"], (*quantity).max(0));
     }
     app.stop().await;
@@ -208,7 +208,7 @@ async fn a_redis_still_loading_its_data_neither_stalls_ingestion_nor_serves_a_st
     settings.redis.url = first.url().into();
     let app = TestApp::spawn_with(settings).await;
     let stream = stream::generate(25, 400, 2, false);
-    let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
+    let path = |(w, p): &(Uuid, Uuid)| stock_path(*w, *p);
     for (partition, values) in (0..).zip(&stream.partitions) {
         app.produce(partition, values[..values.len() / 2].to_vec())
             .await;

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 use warehouse_monitor::config::Role;
 
-use crate::support::helpers::{Ev, TestApp, test_settings};
+use crate::support::helpers::{Ev, TestApp, stock_path, test_settings};
 
 #[tokio::test]
 async fn a_consumer_instance_and_an_api_instance_split_the_work() {
@@ -34,9 +34,7 @@ async fn a_consumer_instance_and_an_api_instance_split_the_work() {
     let (status, body) = api.get_json(&format!("/api/movements/{m}")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "delivered", "{body}");
-    let (status, body) = api
-        .get_json(&format!("/api/warehouses/{to}/products/{product}"))
-        .await;
+    let (status, body) = api.get_json(&stock_path(to, product)).await;
     assert_eq!(
         (status, body["quantity"].as_i64()),
         (200, Some(7)),

@@ -14,7 +14,7 @@ use warehouse_monitor::{
 };
 
 use crate::support::{
-    helpers::{Ev, ServiceProcess, TestApp, free_port, test_settings},
+    helpers::{Ev, ServiceProcess, TestApp, free_port, stock_path, test_settings},
     metrics::scrape,
     pki::Pki,
     postgres::OwnPostgres,
@@ -72,9 +72,7 @@ async fn verify_full_with_the_ca_ingests_and_serves_over_tls() {
     )
     .await;
     app.wait_consumed().await;
-    let (status, body) = app
-        .get_json(&format!("/api/warehouses/{warehouse}/products/{product}"))
-        .await;
+    let (status, body) = app.get_json(&stock_path(warehouse, product)).await;
     assert_eq!(
         (status, body["quantity"].as_i64()),
         (200, Some(5)),
@@ -228,7 +226,7 @@ async fn redis_over_tls_with_a_password_caches_answers() {
     )
     .await;
     app.wait_consumed().await;
-    let path = format!("/api/warehouses/{warehouse}/products/{product}");
+    let path = stock_path(warehouse, product);
     // A miss, a hit from Redis, then one from the near cache, whose own
     // connection uses the same TLS and password.
     for _ in 0..3 {

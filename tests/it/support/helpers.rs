@@ -623,6 +623,11 @@ pub(crate) async fn dump(pool: &Pool) -> Vec<String> {
     tables
 }
 
+/// The API path of the stock of `product` in `warehouse`.
+pub(crate) fn stock_path(warehouse: Uuid, product: Uuid) -> String {
+    format!("/api/warehouses/{warehouse}/products/{product}")
+}
+
 /// A TCP port free on 127.0.0.1 at the time of the call.
 pub(crate) fn free_port() -> u16 {
     wm_devtools::free_port().expect("a free port on 127.0.0.1")

@@ -2,7 +2,10 @@
 //! application counts, and a cache client that believes an epoch.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -15,7 +18,7 @@ use warehouse_monitor::{
 use wm_devtools::redis_server::{self, RedisServer};
 
 use super::{
-    helpers::{Patience, TestApp, eventually, free_port},
+    helpers::{Patience, TestApp, eventually, free_port, stock_path},
     metrics::{Exposition, scrape},
     stream::Stream,
 };
@@ -354,6 +357,67 @@ impl Drop for Cluster {
     }
 }
 
+/// Reads the stock of each of `pairs` twice until `app` counts more cache
+/// hits, within `secs`; `what` names the wait when it fails.
+pub(crate) async fn wait_cached(
+    app: &TestApp,
+    pairs: &[(Uuid, Uuid)],
+    secs: u64,
+    what: &'static str,
+) {
+    eventually(secs, || async {
+        let before = cache_hits(app).await;
+        for (w, p) in pairs {
+            app.get_json(&stock_path(*w, *p)).await;
+            app.get_json(&stock_path(*w, *p)).await;
+        }
+        (cache_hits(app).await > before).then_some(()).ok_or(what)
+    })
+    .await;
+}
+
+/// A user reading one stock answer again and again while Redis loses
+/// writes: every answer that is not a 200 with `quantity` = `want` is kept.
+pub(crate) struct Watch {
+    stop: tokio_util::sync::CancellationToken,
+    reads: Arc<AtomicU64>,
+    reader: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Watch {
+    pub(crate) fn start(app: Arc<TestApp>, path: String, want: i64) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let reads = Arc::new(AtomicU64::new(0));
+        let reader = {
+            let (stop, reads) = (stop.clone(), Arc::clone(&reads));
+            tokio::spawn(async move {
+                let mut wrong = Vec::new();
+                while !stop.is_cancelled() {
+                    let (status, body) = app.get_json(&path).await;
+                    if status != 200 || body["quantity"] != want {
+                        wrong.push(format!("{status} {body}"));
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+                wrong
+            })
+        };
+        Self {
+            stop,
+            reads,
+            reader,
+        }
+    }
+
+    /// Stops reading; returns how many reads there were, and the wrong
+    /// answers among them.
+    pub(crate) async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.cancel();
+        let wrong = self.reader.await.expect("the reader");
+        (self.reads.load(Ordering::Relaxed), wrong)
+    }
+}
+
 /// Produces the first half of `stream`, reads every stock pair `reads`
 /// times (cached where Redis lets it), produces the second half, then checks
 /// the stock table and every answer of the API (stock below 0 reads as 0).
@@ -363,7 +427,7 @@ pub(crate) async fn read_between_two_halves_then_check_every_answer(
     stream: &Stream,
     reads: usize,
 ) -> Duration {
-    let path = |(w, p): &(Uuid, Uuid)| format!("/api/warehouses/{w}/products/{p}");
+    let path = |(w, p): &(Uuid, Uuid)| stock_path(*w, *p);
     for (partition, values) in (0..).zip(&stream.partitions) {
         app.produce(partition, values[..values.len() / 2].to_vec())
             .await;
