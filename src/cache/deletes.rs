@@ -11,7 +11,11 @@ use fred::{
 };
 use uuid::Uuid;
 
-use super::{Cache, CacheError, Epoch, pause, shards::Layout, trust};
+use super::{
+    Cache, CacheError, Epoch, pause,
+    shards::{self, Shard},
+    trust,
+};
 use crate::{metrics::CacheResult, throttle::Throttle};
 
 /// Keys per `DEL`: bounds how long Redis runs one command.
@@ -126,24 +130,27 @@ impl Cache {
         if !self.clustered {
             return Ok(vec![epoch.marker_key()]);
         }
-        let layout = self.layout()?;
-        Ok(layout
-            .tags()
-            .map(|tag| epoch.marker_key_in(Some(tag)))
+        Ok(self
+            .shards()?
+            .iter()
+            .map(|shard| epoch.marker_key_in(Some(&shard.tag)))
             .collect())
     }
 
-    /// The cluster's layout as fred knows it now.
-    fn layout(&self) -> Result<Layout, fred::error::Error> {
-        self.client
+    /// The cluster's masters as fred knows them now.
+    fn shards(&self) -> Result<Vec<Shard>, fred::error::Error> {
+        let shards = self
+            .client
             .cached_cluster_state()
-            .and_then(|routing| Layout::of(&routing))
-            .ok_or_else(|| {
-                fred::error::Error::new(
-                    fred::error::ErrorKind::Cluster,
-                    "the cluster's layout is not known yet",
-                )
-            })
+            .map(|routing| shards::shards(&routing))
+            .unwrap_or_default();
+        if shards.is_empty() {
+            return Err(fred::error::Error::new(
+                fred::error::ErrorKind::Cluster,
+                "the cluster's layout is not known yet",
+            ));
+        }
+        Ok(shards)
     }
 
     /// Writes the marker of a new `epoch` (the run id of the server it is
@@ -165,7 +172,7 @@ impl Cache {
                 return Ok(());
             }
             self.client.sync_cluster().await?;
-            for shard in self.layout()?.shards {
+            for shard in self.shards()? {
                 let master = fred::types::config::Server::new(shard.host.as_str(), shard.port);
                 let node = self.client.with_cluster_node(master);
                 let info: String = node.info(Some(InfoKind::Server)).await?;

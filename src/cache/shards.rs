@@ -47,37 +47,48 @@ pub(super) struct Layout {
     by_slot: Vec<u16>,
 }
 
+/// The masters of fred's cached view, each with its slot ranges (first to
+/// last) and its marker's tag; empty before fred has a view.
+pub(super) fn shards(routing: &ClusterRouting) -> Vec<Shard> {
+    let mut shards: Vec<Shard> = Vec::new();
+    for range in routing.slots() {
+        let (host, port) = (range.primary.host.to_string(), range.primary.port);
+        let index = match shards.iter().position(|s| s.host == host && s.port == port) {
+            Some(index) => index,
+            None => {
+                shards.push(Shard {
+                    host,
+                    port,
+                    ranges: Vec::new(),
+                    tag: String::new(),
+                });
+                shards.len() - 1
+            }
+        };
+        shards[index].ranges.push((range.start, range.end));
+    }
+    for shard in &mut shards {
+        shard.ranges.sort_unstable();
+        shard.tag = tag_of_slot(shard.ranges[0].0);
+    }
+    shards
+}
+
 impl Layout {
     /// The layout of fred's cached view; `None` before fred has one.
     pub(super) fn of(routing: &ClusterRouting) -> Option<Self> {
-        let mut shards: Vec<Shard> = Vec::new();
-        let mut by_slot = vec![NO_SHARD; SLOTS];
-        for range in routing.slots() {
-            let (host, port) = (range.primary.host.to_string(), range.primary.port);
-            let index = match shards.iter().position(|s| s.host == host && s.port == port) {
-                Some(index) => index,
-                None => {
-                    shards.push(Shard {
-                        host,
-                        port,
-                        ranges: Vec::new(),
-                        tag: String::new(),
-                    });
-                    shards.len() - 1
-                }
-            };
-            shards[index].ranges.push((range.start, range.end));
-            let slots = usize::from(range.start)..=usize::from(range.end).min(SLOTS - 1);
-            for slot in &mut by_slot[slots] {
-                *slot = u16::try_from(index).unwrap_or(NO_SHARD);
-            }
-        }
+        let shards = shards(routing);
         if shards.is_empty() {
             return None;
         }
-        for shard in &mut shards {
-            shard.ranges.sort_unstable();
-            shard.tag = tag_of_slot(shard.ranges[0].0);
+        let mut by_slot = vec![NO_SHARD; SLOTS];
+        for (index, shard) in shards.iter().enumerate() {
+            for (start, end) in &shard.ranges {
+                let slots = usize::from(*start)..=usize::from(*end).min(SLOTS - 1);
+                for slot in &mut by_slot[slots] {
+                    *slot = u16::try_from(index).unwrap_or(NO_SHARD);
+                }
+            }
         }
         Some(Self { shards, by_slot })
     }
@@ -89,11 +100,6 @@ impl Layout {
             .get(slot)
             .filter(|index| **index != NO_SHARD)
             .map(|index| usize::from(*index))
-    }
-
-    /// The marker tags, one per shard.
-    pub(super) fn tags(&self) -> impl Iterator<Item = &str> {
-        self.shards.iter().map(|s| s.tag.as_str())
     }
 }
 

@@ -68,10 +68,13 @@ pub(super) async fn run(shared: Arc<Shared>, target: Target, mut requests: mpsc:
     let reconnect = || Backoff::new(MAX_DELAY).starting_at(FIRST_DELAY);
     let mut backoff = reconnect();
     let mut refusals = 0_u64;
+    // The last server reached was a replica, and that was said: a replica
+    // is connected to again every second, and said once.
+    let mut on_replica = false;
     loop {
         let outcome = tokio::select! {
             () = shared.closed.cancelled() => break,
-            outcome = connect_and_serve(&shared, &target, &mut requests) => outcome,
+            outcome = connect_and_serve(&shared, &target, &mut requests, &mut on_replica) => outcome,
         };
         let was_up = shared.up.swap(false, Ordering::AcqRel);
         // What the ended connection verified says nothing about the next
@@ -150,6 +153,7 @@ async fn connect_and_serve(
     shared: &Shared,
     target: &Target,
     requests: &mut mpsc::Receiver<Get>,
+    on_replica: &mut bool,
 ) -> Result<Served, ConnectionError> {
     let (host, port) = match &target.place {
         Place::Server { host, port } | Place::ClusterMaster { host, port } => (host.clone(), *port),
@@ -158,7 +162,7 @@ async fn connect_and_serve(
         }
     };
     let stream = open(target, &host, port).await?;
-    serve(shared, target, stream, requests).await
+    serve(shared, target, stream, requests, on_replica).await
 }
 
 /// A connection to `host:port` (a Redis server or a sentinel), over TLS when
@@ -197,6 +201,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     target: &Target,
     mut stream: S,
     requests: &mut mpsc::Receiver<Get>,
+    on_replica: &mut bool,
 ) -> Result<Served, ConnectionError> {
     let mut input = Vec::with_capacity(64 * 1024);
     let server = match handshake(target, &mut stream, &mut input).await? {
@@ -209,15 +214,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         // its successor).
         return Err(ConnectionError::NotMaster);
     }
-    if !server.master {
-        static REPLICA: crate::throttle::Throttle = crate::throttle::Throttle::per_second();
-        if let Some(suppressed) = REPLICA.allow() {
-            tracing::warn!(
-                suppressed,
-                "redis.url leads to a replica: reads answer from PostgreSQL"
-            );
-        }
+    if !server.master && !*on_replica {
+        tracing::warn!("redis.url leads to a replica: reads answer from PostgreSQL");
     }
+    *on_replica = !server.master;
     let mut connection = Connection {
         shared,
         marker_tag: target.marker_tag.as_deref(),
@@ -227,7 +227,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ping_in_flight: false,
         marker_asked: None,
     };
-    shared.verified.clear();
     shared.up.store(true, Ordering::Release);
     tracing::debug!(run_id = %connection.server.run_id, "near cache tracking");
     let mut markers =
